@@ -1,0 +1,135 @@
+package lifecycle_test
+
+import (
+	"errors"
+	"os"
+	"strings"
+	"testing"
+
+	pb "github.com/social-prescribing/exchange/proto/exchange/v1"
+	"github.com/social-prescribing/exchange/server/lifecycle"
+)
+
+// TestEveryTriple walks every (state, action, side) triple and checks the
+// outcome the API promises.
+func TestEveryTriple(t *testing.T) {
+	type key struct {
+		from   pb.ReferralState
+		action lifecycle.Action
+		side   lifecycle.Side
+	}
+	R, F := lifecycle.Receiver, lifecycle.Referrer
+	S := func(s string) pb.ReferralState { return pb.ReferralState(pb.ReferralState_value["REFERRAL_STATE_"+s]) }
+	allowed := map[key]pb.ReferralState{
+		{S("REQUESTED"), lifecycle.Accept, R}:    S("ACCEPTED"),
+		{S("REQUESTED"), lifecycle.Reject, R}:    S("REJECTED"),
+		{S("REQUESTED"), lifecycle.Hold, R}:      S("ON_HOLD"),
+		{S("REQUESTED"), lifecycle.Cancel, F}:    S("CANCELLED"),
+		{S("ACCEPTED"), lifecycle.Start, R}:      S("IN_PROGRESS"),
+		{S("ACCEPTED"), lifecycle.Hold, R}:       S("ON_HOLD"),
+		{S("ACCEPTED"), lifecycle.Fail, R}:       S("FAILED"),
+		{S("ACCEPTED"), lifecycle.Cancel, F}:     S("CANCELLED"),
+		{S("IN_PROGRESS"), lifecycle.Hold, R}:    S("ON_HOLD"),
+		{S("IN_PROGRESS"), lifecycle.Complete, R}: S("COMPLETED"),
+		{S("IN_PROGRESS"), lifecycle.Fail, R}:    S("FAILED"),
+		{S("IN_PROGRESS"), lifecycle.Cancel, F}:  S("CANCELLED"),
+		{S("ON_HOLD"), lifecycle.Accept, R}:      S("ACCEPTED"),
+		{S("ON_HOLD"), lifecycle.Resume, R}:      S("ACCEPTED"), // held from REQUESTED in this test
+		{S("ON_HOLD"), lifecycle.Reject, R}:      S("REJECTED"),
+		{S("ON_HOLD"), lifecycle.Fail, R}:        S("FAILED"),
+		{S("ON_HOLD"), lifecycle.Cancel, F}:      S("CANCELLED"),
+	}
+	for _, s := range []string{"REQUESTED", "ACCEPTED", "REJECTED", "IN_PROGRESS", "ON_HOLD", "COMPLETED", "FAILED", "CANCELLED"} {
+		allowed[key{S(s), lifecycle.MarkEnteredInError, F}] = S("ENTERED_IN_ERROR")
+	}
+	states := []pb.ReferralState{}
+	for v := range pb.ReferralState_name {
+		if v != 0 {
+			states = append(states, pb.ReferralState(v))
+		}
+	}
+	n := 0
+	for _, from := range states {
+		for _, a := range lifecycle.Actions {
+			for _, side := range []lifecycle.Side{R, F} {
+				n++
+				move, err := lifecycle.Apply(from, S("REQUESTED"), a, side)
+				want, ok := allowed[key{from, a, side}]
+				_, otherSideOK := allowed[key{from, a, 3 - side}]
+				switch {
+				case ok:
+					if err != nil || move.To != want {
+						t.Errorf("%v %v by %v = %v, %v; want %v", from, a, side, move.To, err, want)
+					}
+				case otherSideOK:
+					if !errors.Is(err, lifecycle.ErrWrongSide) {
+						t.Errorf("%v %v by %v: err %v, want ErrWrongSide", from, a, side, err)
+					}
+				default:
+					if !errors.Is(err, lifecycle.ErrInvalidTransition) {
+						t.Errorf("%v %v by %v: err %v, want ErrInvalidTransition", from, a, side, err)
+					}
+				}
+			}
+		}
+	}
+	if n != 9*9*2 {
+		t.Fatalf("walked %d triples", n)
+	}
+}
+
+func TestResumeReturnsToWhereItWasHeld(t *testing.T) {
+	for held, want := range map[pb.ReferralState]pb.ReferralState{
+		pb.ReferralState_REFERRAL_STATE_REQUESTED:   pb.ReferralState_REFERRAL_STATE_ACCEPTED,
+		pb.ReferralState_REFERRAL_STATE_ACCEPTED:    pb.ReferralState_REFERRAL_STATE_ACCEPTED,
+		pb.ReferralState_REFERRAL_STATE_IN_PROGRESS: pb.ReferralState_REFERRAL_STATE_IN_PROGRESS,
+	} {
+		m, err := lifecycle.Apply(pb.ReferralState_REFERRAL_STATE_ON_HOLD, held, lifecycle.Resume, lifecycle.Receiver)
+		if err != nil || m.To != want {
+			t.Errorf("resume held from %v = %v, %v; want %v", held, m.To, err, want)
+		}
+	}
+}
+
+func TestReasonsRequiredWhereGravitySaysSo(t *testing.T) {
+	for _, r := range lifecycle.Table {
+		switch r.To {
+		case pb.ReferralState_REFERRAL_STATE_REJECTED, pb.ReferralState_REFERRAL_STATE_CANCELLED,
+			pb.ReferralState_REFERRAL_STATE_ON_HOLD, pb.ReferralState_REFERRAL_STATE_FAILED:
+			if r.Reason != lifecycle.ReasonRequired {
+				t.Errorf("%v -> %v by %v needs a required reason", r.From, r.To, r.Action)
+			}
+		}
+	}
+}
+
+// TestTableMatchesContract checks that every row of Table appears in the
+// transition table documented on ReferralState, so the contract and the
+// code cannot drift apart silently.
+func TestTableMatchesContract(t *testing.T) {
+	src, err := os.ReadFile("../../proto/exchange/v1/referral.proto")
+	if err != nil {
+		t.Fatal(err)
+	}
+	doc := string(src)
+	for _, r := range lifecycle.Table {
+		from := strings.TrimPrefix(r.From.String(), "REFERRAL_STATE_")
+		if r.Action == lifecycle.MarkEnteredInError {
+			if !strings.Contains(doc, "| any but ENTERED_IN_ERROR | MarkReferralEnteredInError | referrer | ENTERED_IN_ERROR |") {
+				t.Error("contract lacks the MarkReferralEnteredInError row")
+			}
+			continue
+		}
+		row := "| " + pad(from, 11) + " | " + pad(r.Action.String(), 23) + " | " + pad(r.Side.String(), 8) + " | "
+		if !strings.Contains(doc, row) {
+			t.Errorf("contract lacks a row starting %q", row)
+		}
+	}
+}
+
+func pad(s string, n int) string {
+	for len(s) < n {
+		s += " "
+	}
+	return s
+}

@@ -1,0 +1,229 @@
+// Package bolt is the bbolt backend of storage.Store: one file, every
+// acknowledged write fsynced, concurrent writers sharing commits.
+package bolt
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"runtime/debug"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/social-prescribing/exchange/server/storage"
+)
+
+// Options tune the store. The zero value is sensible.
+type Options struct {
+	// LockTimeout is how long Open waits for another process to release the
+	// file. Default 5 seconds.
+	LockTimeout time.Duration
+	// MaxBatch is the most transactions one commit carries. Default 256.
+	MaxBatch int
+}
+
+// Store is a storage.Store on a bbolt file.
+type Store struct {
+	db       *bolt.DB
+	maxBatch int
+
+	mu     sync.RWMutex // guards closed against sends on calls
+	closed bool
+	calls  chan *call
+	done   chan struct{}
+
+	lastSeq atomic.Int64
+	waitMu  sync.Mutex
+	waitCh  chan struct{} // closed and replaced when events are committed
+}
+
+type call struct {
+	fn  func(storage.WriteTx) error
+	err chan error
+}
+
+var _ storage.Store = (*Store)(nil)
+
+// Open opens or creates the store at path (mode 0600), creating missing
+// buckets. It fails within LockTimeout if another process holds the file.
+func Open(path string, opt Options) (*Store, error) {
+	if opt.LockTimeout == 0 {
+		opt.LockTimeout = 5 * time.Second
+	}
+	if opt.MaxBatch == 0 {
+		opt.MaxBatch = 256
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return nil, fmt.Errorf("open store %s: %w", path, err)
+	}
+	db, err := bolt.Open(path, 0o600, &bolt.Options{
+		Timeout:      opt.LockTimeout,
+		FreelistType: bolt.FreelistMapType,
+	})
+	if errors.Is(err, bolt.ErrTimeout) {
+		return nil, fmt.Errorf("open store %s: the file is locked by another process (is another exchange running on this data directory?)", path)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("open store %s: %w", path, err)
+	}
+	s := &Store{db: db, maxBatch: opt.MaxBatch, calls: make(chan *call, opt.MaxBatch), done: make(chan struct{}), waitCh: make(chan struct{})}
+	err = db.Update(func(tx *bolt.Tx) error {
+		for _, b := range allBuckets {
+			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
+				return err
+			}
+		}
+		s.lastSeq.Store(int64(tx.Bucket(bEvents).Sequence()))
+		return nil
+	})
+	if err != nil {
+		db.Close()
+		return nil, fmt.Errorf("open store %s: %w", path, err)
+	}
+	go s.loop()
+	return s, nil
+}
+
+// View implements storage.Store.
+func (s *Store) View(ctx context.Context, fn func(storage.ReadTx) error) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	return s.db.View(func(btx *bolt.Tx) error { return fn(&tx{btx: btx}) })
+}
+
+// Update implements storage.Store. Once the call is queued it waits for the
+// commit even if ctx ends, so a caller never reports failure for a write that
+// was in fact made.
+func (s *Store) Update(ctx context.Context, fn func(storage.WriteTx) error) error {
+	c := &call{fn: fn, err: make(chan error, 1)}
+	s.mu.RLock()
+	if s.closed {
+		s.mu.RUnlock()
+		return storage.ErrClosed
+	}
+	select {
+	case s.calls <- c:
+	case <-ctx.Done():
+		s.mu.RUnlock()
+		return ctx.Err()
+	}
+	s.mu.RUnlock()
+	return <-c.err
+}
+
+// loop is the single writer. It takes the first waiting call, then every call
+// already queued behind it (never waiting for more), and commits them in one
+// transaction: a lone writer commits at once, and under load each fsync
+// carries many writes.
+func (s *Store) loop() {
+	defer close(s.done)
+	for first := range s.calls {
+		batch := []*call{first}
+	drain:
+		for len(batch) < s.maxBatch {
+			select {
+			case c, ok := <-s.calls:
+				if !ok {
+					break drain
+				}
+				batch = append(batch, c)
+			default:
+				break drain
+			}
+		}
+		s.commit(batch)
+	}
+}
+
+var errRollback = errors.New("rollback")
+
+// commit runs the batch in one transaction. If a call fails, the transaction
+// is rolled back, that call gets its error (it saw a consistent state: the
+// batch before it), and the rest run again without it.
+func (s *Store) commit(batch []*call) {
+	for len(batch) > 0 {
+		failed, failErr := -1, error(nil)
+		var maxSeq int64
+		err := s.db.Update(func(btx *bolt.Tx) error {
+			t := &tx{btx: btx}
+			for i, c := range batch {
+				if err := runSafely(c.fn, t); err != nil {
+					failed, failErr = i, err
+					return errRollback
+				}
+			}
+			maxSeq = t.maxSeq
+			return nil
+		})
+		if failed >= 0 {
+			batch[failed].err <- failErr
+			batch = append(batch[:failed:failed], batch[failed+1:]...)
+			continue
+		}
+		if err != nil {
+			err = fmt.Errorf("commit: %w", err)
+		}
+		for _, c := range batch {
+			c.err <- err
+		}
+		if err == nil && maxSeq > 0 {
+			s.lastSeq.Store(maxSeq)
+			s.waitMu.Lock()
+			close(s.waitCh)
+			s.waitCh = make(chan struct{})
+			s.waitMu.Unlock()
+		}
+		return
+	}
+}
+
+func runSafely(fn func(storage.WriteTx) error, t *tx) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("panic in transaction: %v\n%s", r, debug.Stack())
+		}
+	}()
+	return fn(t)
+}
+
+// WaitEvents implements storage.Store.
+func (s *Store) WaitEvents(ctx context.Context, after int64) error {
+	for {
+		s.waitMu.Lock()
+		ch := s.waitCh
+		s.waitMu.Unlock()
+		if s.lastSeq.Load() > after {
+			return nil
+		}
+		select {
+		case <-ch:
+		case <-s.done:
+			return storage.ErrClosed
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+// Close implements storage.Store.
+func (s *Store) Close() error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil
+	}
+	s.closed = true
+	close(s.calls)
+	s.mu.Unlock()
+	<-s.done
+	return s.db.Close()
+}
+
+// Path returns the file the store is in.
+func (s *Store) Path() string { return s.db.Path() }

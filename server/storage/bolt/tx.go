@@ -1,0 +1,699 @@
+package bolt
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+	"google.golang.org/protobuf/proto"
+
+	pb "github.com/social-prescribing/exchange/proto/exchange/v1"
+	"github.com/social-prescribing/exchange/server/lifecycle"
+	"github.com/social-prescribing/exchange/server/storage"
+)
+
+// Buckets. Records are keyed by resource name; index keys are built from
+// parts separated by a zero byte, with times and sequences as 8-byte
+// big-endian numbers so that byte order is time order.
+var (
+	bOrgs          = []byte("organizations")
+	bServices      = []byte("services")
+	bServiceCat    = []byte("ix_service_category") // category(2) name
+	bCapacity      = []byte("capacity")
+	bReferrals     = []byte("referrals")
+	bParty         = []byte("ix_referral_party")     // org 0 created(8) name
+	bInbox         = []byte("ix_referral_inbox")     // recipient 0 state(1) created(8) name
+	bReferrer      = []byte("ix_referral_referrer")  // referrer 0 created(8) name
+	bChildren      = []byte("ix_referral_children")  // parent 0 created(8) name
+	bDue           = []byte("ix_referral_due")       // recipient 0 reply_by(8) name, REQUESTED only
+	bDueQueue      = []byte("ix_referral_due_queue") // reply_by(8) name, REQUESTED and no overdue event yet
+	bOpen          = []byte("ix_referral_open")      // person(16) 0 service -> name, open referrals
+	bConsentOpen   = []byte("ix_consent_open")       // consent 0 name, open referrals
+	bConsents      = []byte("consents")
+	bPersonConsent = []byte("ix_person_consent") // person(16) 0 created(8) name
+	bFeedback      = []byte("feedback")          // referral 0 created(8) name -> feedback
+	bAPIKeys       = []byte("api_keys")
+	bIdempotency   = []byte("idempotency") // org 0 request_id
+	bEvents        = []byte("events")      // seq(8)
+	bEventAudience = []byte("ix_event_audience") // org 0 seq(8); "*" for public
+
+	allBuckets = [][]byte{bOrgs, bServices, bServiceCat, bCapacity, bReferrals, bParty, bInbox, bReferrer,
+		bChildren, bDue, bDueQueue, bOpen, bConsentOpen, bConsents, bPersonConsent, bFeedback, bAPIKeys,
+		bIdempotency, bEvents, bEventAudience}
+)
+
+const publicAudience = "*"
+
+type tx struct {
+	btx    *bolt.Tx
+	maxSeq int64
+}
+
+func key(parts ...any) []byte {
+	var b []byte
+	for i, p := range parts {
+		if i > 0 {
+			if _, prevFixed := parts[i-1].(fixed); !prevFixed {
+				b = append(b, 0)
+			}
+		}
+		switch v := p.(type) {
+		case string:
+			b = append(b, v...)
+		case fixed:
+			b = append(b, v...)
+		default:
+			panic(fmt.Sprintf("key part %T", p))
+		}
+	}
+	return b
+}
+
+// fixed is a fixed-width key part; no separator follows it.
+type fixed []byte
+
+func u64(n uint64) fixed { return binary.BigEndian.AppendUint64(nil, n) }
+
+func ts(t time.Time) fixed {
+	if t.IsZero() {
+		return u64(0)
+	}
+	return u64(uint64(t.UnixNano()))
+}
+
+// person is the index key of a person: a hash of the NHS number, so raw
+// NHS numbers are not spread through index keys.
+func person(nhs string) fixed {
+	h := sha256.Sum256([]byte("exchange-person:" + nhs))
+	return h[:16]
+}
+
+func prefix(parts ...any) []byte { return append(key(parts...), 0) }
+
+func getProto[T proto.Message](b *bolt.Bucket, k string, m T) (T, error) {
+	v := b.Get([]byte(k))
+	if v == nil {
+		var zero T
+		return zero, fmt.Errorf("%s: %w", k, storage.ErrNotFound)
+	}
+	if err := proto.Unmarshal(v, m); err != nil {
+		var zero T
+		return zero, fmt.Errorf("decode %s: %w", k, err)
+	}
+	return m, nil
+}
+
+func putProto(b *bolt.Bucket, k string, m proto.Message) error {
+	v, err := proto.MarshalOptions{Deterministic: true}.Marshal(m)
+	if err != nil {
+		return fmt.Errorf("encode %s: %w", k, err)
+	}
+	return b.Put([]byte(k), v)
+}
+
+func (t *tx) b(name []byte) *bolt.Bucket { return t.btx.Bucket(name) }
+
+// scan walks keys under pfx after the key after, calling visit for each
+// until it returns false or limit items were taken. It returns the key to
+// continue from, or "" at the end.
+func scan(b *bolt.Bucket, pfx []byte, after string, limit int, visit func(k, v []byte) (took bool, err error)) (string, error) {
+	c := b.Cursor()
+	var k, v []byte
+	if after == "" {
+		k, v = c.Seek(pfx)
+	} else {
+		k, v = c.Seek([]byte(after))
+		if k != nil && string(k) == after {
+			k, v = c.Next()
+		}
+	}
+	taken, scanned := 0, 0
+	maxScan := limit*20 + 1000 // a page of a selective filter stops early rather than scan everything
+	for ; k != nil && bytes.HasPrefix(k, pfx); k, v = c.Next() {
+		if taken >= limit || scanned >= maxScan {
+			return string(lastKey(c, k)), nil
+		}
+		scanned++
+		took, err := visit(k, v)
+		if err == errStop {
+			return "", nil
+		}
+		if err != nil {
+			return "", err
+		}
+		if took {
+			taken++
+		}
+	}
+	return "", nil
+}
+
+// errStop ends a scan early, at the end of the list.
+var errStop = errors.New("stop")
+
+// lastKey returns the key before k: where the next page continues from.
+func lastKey(c *bolt.Cursor, k []byte) []byte {
+	pk, _ := c.Prev()
+	return append([]byte(nil), pk...)
+}
+
+// Organisations.
+
+func (t *tx) GetOrganization(name string) (*pb.Organization, error) {
+	return getProto(t.b(bOrgs), name, &pb.Organization{})
+}
+
+func (t *tx) ListOrganizations(after string, limit int) (storage.Page[*pb.Organization], error) {
+	var p storage.Page[*pb.Organization]
+	var err error
+	p.Next, err = scan(t.b(bOrgs), nil, after, limit, func(k, v []byte) (bool, error) {
+		o := &pb.Organization{}
+		if err := proto.Unmarshal(v, o); err != nil {
+			return false, err
+		}
+		p.Items = append(p.Items, o)
+		return true, nil
+	})
+	return p, err
+}
+
+func (t *tx) CreateOrganization(o *pb.Organization) error {
+	if t.b(bOrgs).Get([]byte(o.Name)) != nil {
+		return fmt.Errorf("%s: %w", o.Name, storage.ErrAlreadyExists)
+	}
+	return putProto(t.b(bOrgs), o.Name, o)
+}
+
+func (t *tx) UpdateOrganization(o *pb.Organization) error {
+	if t.b(bOrgs).Get([]byte(o.Name)) == nil {
+		return fmt.Errorf("%s: %w", o.Name, storage.ErrNotFound)
+	}
+	return putProto(t.b(bOrgs), o.Name, o)
+}
+
+// Services and capacity.
+
+func (t *tx) GetService(name string) (*pb.Service, error) {
+	return getProto(t.b(bServices), name, &pb.Service{})
+}
+
+func (t *tx) ListServices(org, after string, limit int) (storage.Page[*pb.Service], error) {
+	var pfx []byte
+	if org != "" {
+		pfx = []byte(org + "/services/")
+	}
+	var p storage.Page[*pb.Service]
+	var err error
+	p.Next, err = scan(t.b(bServices), pfx, after, limit, func(k, v []byte) (bool, error) {
+		s := &pb.Service{}
+		if err := proto.Unmarshal(v, s); err != nil {
+			return false, err
+		}
+		p.Items = append(p.Items, s)
+		return true, nil
+	})
+	return p, err
+}
+
+func categoryKey(c pb.Category) fixed { return fixed{byte(c >> 8), byte(c)} }
+
+func (t *tx) ServicesInCategory(c pb.Category, after string, limit int) (storage.Page[*pb.Service], error) {
+	var p storage.Page[*pb.Service]
+	var err error
+	p.Next, err = scan(t.b(bServiceCat), categoryKey(c), after, limit, func(k, _ []byte) (bool, error) {
+		s, err := t.GetService(string(k[2:]))
+		if err != nil {
+			return false, err
+		}
+		p.Items = append(p.Items, s)
+		return true, nil
+	})
+	return p, err
+}
+
+func (t *tx) CreateService(s *pb.Service) error {
+	if t.b(bServices).Get([]byte(s.Name)) != nil {
+		return fmt.Errorf("%s: %w", s.Name, storage.ErrAlreadyExists)
+	}
+	return t.putService(nil, s)
+}
+
+func (t *tx) UpdateService(s *pb.Service) error {
+	old, err := t.GetService(s.Name)
+	if err != nil {
+		return err
+	}
+	return t.putService(old, s)
+}
+
+func (t *tx) putService(old, s *pb.Service) error {
+	ix := t.b(bServiceCat)
+	for _, c := range old.GetCategories() {
+		if err := ix.Delete(key(categoryKey(c), s.Name)); err != nil {
+			return err
+		}
+	}
+	for _, c := range s.Categories {
+		if err := ix.Put(key(categoryKey(c), s.Name), nil); err != nil {
+			return err
+		}
+	}
+	return putProto(t.b(bServices), s.Name, s)
+}
+
+func (t *tx) GetCapacity(service string) (*pb.Capacity, error) {
+	return getProto(t.b(bCapacity), service, &pb.Capacity{})
+}
+
+func (t *tx) PutCapacity(c *pb.Capacity) error {
+	svc := c.Name[:len(c.Name)-len("/capacity")]
+	return putProto(t.b(bCapacity), svc, c)
+}
+
+// Referrals.
+
+func (t *tx) GetReferral(name string) (*pb.Referral, error) {
+	return getProto(t.b(bReferrals), name, &pb.Referral{})
+}
+
+func (t *tx) ListReferrals(q storage.ReferralQuery, after string, limit int, keep func(*pb.Referral) bool) (storage.Page[*pb.Referral], error) {
+	var b *bolt.Bucket
+	var pfx []byte
+	var stop func(k []byte) bool
+	switch {
+	case q.Recipient != "" && !q.DueBefore.IsZero():
+		b, pfx = t.b(bDue), prefix(q.Recipient)
+		end := append(append([]byte(nil), pfx...), ts(q.DueBefore)...)
+		stop = func(k []byte) bool { return bytes.Compare(k, end) >= 0 }
+	case q.Recipient != "" && q.State != 0:
+		b, pfx = t.b(bInbox), append(prefix(q.Recipient), byte(q.State))
+	case q.Recipient != "":
+		b, pfx = t.b(bInbox), prefix(q.Recipient)
+	case q.Referrer != "":
+		b, pfx = t.b(bReferrer), prefix(q.Referrer)
+	case q.Parent != "":
+		b, pfx = t.b(bChildren), prefix(q.Parent)
+	case q.Party != "":
+		b, pfx = t.b(bParty), prefix(q.Party)
+	default:
+		return storage.Page[*pb.Referral]{}, fmt.Errorf("list referrals: no index selected")
+	}
+	var p storage.Page[*pb.Referral]
+	var err error
+	stopped := false
+	p.Next, err = scan(b, pfx, after, limit, func(k, _ []byte) (bool, error) {
+		if stop != nil && stop(k) {
+			stopped = true
+			return false, errStop
+		}
+		r, err := t.GetReferral(string(k[bytes.LastIndex(k, []byte("referrals/")):]))
+		if err != nil {
+			return false, err
+		}
+		if (q.State != 0 && r.State != q.State) ||
+			(q.Recipient != "" && r.Recipient != q.Recipient) ||
+			(q.Referrer != "" && r.Referrer != q.Referrer) ||
+			(q.Parent != "" && r.ParentReferral != q.Parent) ||
+			(!q.DueBefore.IsZero() && (r.State != pb.ReferralState_REFERRAL_STATE_REQUESTED || !r.ReplyBy.AsTime().Before(q.DueBefore))) ||
+			(keep != nil && !keep(r)) {
+			return false, nil
+		}
+		p.Items = append(p.Items, r)
+		return true, nil
+	})
+	if stopped {
+		p.Next, err = "", nil
+	}
+	return p, err
+}
+
+func (t *tx) OpenReferralFor(nhsNumber, service string) (string, error) {
+	v := t.b(bOpen).Get(key(person(nhsNumber), service))
+	if v == nil {
+		return "", storage.ErrNotFound
+	}
+	return string(v), nil
+}
+
+func (t *tx) OpenReferralsByConsent(consent string) ([]string, error) {
+	var out []string
+	pfx := prefix(consent)
+	c := t.b(bConsentOpen).Cursor()
+	for k, _ := c.Seek(pfx); k != nil && bytes.HasPrefix(k, pfx); k, _ = c.Next() {
+		out = append(out, string(k[len(pfx):]))
+	}
+	return out, nil
+}
+
+func (t *tx) DueReferrals(before time.Time, limit int) ([]*pb.Referral, error) {
+	var out []*pb.Referral
+	end := []byte(ts(before))
+	c := t.b(bDueQueue).Cursor()
+	for k, _ := c.First(); k != nil && len(out) < limit && bytes.Compare(k[:8], end) < 0; k, _ = c.Next() {
+		r, err := t.GetReferral(string(k[8:]))
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, r)
+	}
+	return out, nil
+}
+
+func (t *tx) MarkOverdueNotified(name string) error {
+	r, err := t.GetReferral(name)
+	if err != nil {
+		return err
+	}
+	return t.b(bDueQueue).Delete(key(ts(r.ReplyBy.AsTime()), r.Name))
+}
+
+func (t *tx) CreateReferral(r *pb.Referral, parties []string) error {
+	if t.b(bReferrals).Get([]byte(r.Name)) != nil {
+		return fmt.Errorf("%s: %w", r.Name, storage.ErrAlreadyExists)
+	}
+	created := ts(r.CreateTime.AsTime())
+	seen := map[string]bool{}
+	for _, org := range parties {
+		if seen[org] {
+			continue
+		}
+		seen[org] = true
+		if err := t.b(bParty).Put(key(org, created, r.Name), nil); err != nil {
+			return err
+		}
+	}
+	if err := t.b(bReferrer).Put(key(r.Referrer, created, r.Name), nil); err != nil {
+		return err
+	}
+	if r.ParentReferral != "" {
+		if err := t.b(bChildren).Put(key(r.ParentReferral, created, r.Name), nil); err != nil {
+			return err
+		}
+	}
+	if err := t.indexState(nil, r); err != nil {
+		return err
+	}
+	return putProto(t.b(bReferrals), r.Name, r)
+}
+
+func (t *tx) UpdateReferral(r *pb.Referral) error {
+	old, err := t.GetReferral(r.Name)
+	if err != nil {
+		return err
+	}
+	if err := t.indexState(old, r); err != nil {
+		return err
+	}
+	return putProto(t.b(bReferrals), r.Name, r)
+}
+
+// indexState moves the state-dependent index entries of a referral from
+// what old needs (nil: none) to what r needs.
+func (t *tx) indexState(old, r *pb.Referral) error {
+	created := ts(r.CreateTime.AsTime())
+	requested := pb.ReferralState_REFERRAL_STATE_REQUESTED
+	if old != nil {
+		if old.State == r.State {
+			return nil
+		}
+		if err := t.b(bInbox).Delete(key(old.Recipient, fixed{byte(old.State)}, created, old.Name)); err != nil {
+			return err
+		}
+		if old.State == requested {
+			due := ts(old.ReplyBy.AsTime())
+			if err := t.b(bDue).Delete(key(old.Recipient, due, old.Name)); err != nil {
+				return err
+			}
+			if err := t.b(bDueQueue).Delete(key(due, old.Name)); err != nil {
+				return err
+			}
+		}
+		if lifecycle.Open(old.State) && !lifecycle.Open(r.State) {
+			if err := t.b(bOpen).Delete(key(person(old.Person.GetNhsNumber()), old.RecipientService)); err != nil {
+				return err
+			}
+			if err := t.b(bConsentOpen).Delete(key(old.Consent, old.Name)); err != nil {
+				return err
+			}
+		}
+	}
+	if err := t.b(bInbox).Put(key(r.Recipient, fixed{byte(r.State)}, created, r.Name), nil); err != nil {
+		return err
+	}
+	if r.State == requested && old == nil {
+		due := ts(r.ReplyBy.AsTime())
+		if err := t.b(bDue).Put(key(r.Recipient, due, r.Name), nil); err != nil {
+			return err
+		}
+		if err := t.b(bDueQueue).Put(key(due, r.Name), nil); err != nil {
+			return err
+		}
+	}
+	if old == nil && lifecycle.Open(r.State) {
+		if err := t.b(bOpen).Put(key(person(r.Person.GetNhsNumber()), r.RecipientService), []byte(r.Name)); err != nil {
+			return err
+		}
+		if err := t.b(bConsentOpen).Put(key(r.Consent, r.Name), nil); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Consents.
+
+func (t *tx) GetConsent(name string) (*pb.Consent, error) {
+	return getProto(t.b(bConsents), name, &pb.Consent{})
+}
+
+func (t *tx) ListConsents(nhsNumber, after string, limit int) (storage.Page[*pb.Consent], error) {
+	var p storage.Page[*pb.Consent]
+	pfx := []byte(person(nhsNumber))
+	var err error
+	p.Next, err = scan(t.b(bPersonConsent), pfx, after, limit, func(k, _ []byte) (bool, error) {
+		c, err := t.GetConsent(string(k[len(pfx)+8:]))
+		if err != nil {
+			return false, err
+		}
+		p.Items = append(p.Items, c)
+		return true, nil
+	})
+	return p, err
+}
+
+func (t *tx) CreateConsent(c *pb.Consent) error {
+	if t.b(bConsents).Get([]byte(c.Name)) != nil {
+		return fmt.Errorf("%s: %w", c.Name, storage.ErrAlreadyExists)
+	}
+	if err := t.b(bPersonConsent).Put(key(person(c.NhsNumber), ts(c.CreateTime.AsTime()), c.Name), nil); err != nil {
+		return err
+	}
+	return putProto(t.b(bConsents), c.Name, c)
+}
+
+func (t *tx) UpdateConsent(c *pb.Consent) error {
+	if t.b(bConsents).Get([]byte(c.Name)) == nil {
+		return fmt.Errorf("%s: %w", c.Name, storage.ErrNotFound)
+	}
+	return putProto(t.b(bConsents), c.Name, c)
+}
+
+// Feedback.
+
+func (t *tx) ListFeedback(referral, after string, limit int, keep func(*pb.Feedback) bool) (storage.Page[*pb.Feedback], error) {
+	var p storage.Page[*pb.Feedback]
+	var err error
+	p.Next, err = scan(t.b(bFeedback), prefix(referral), after, limit, func(_, v []byte) (bool, error) {
+		f := &pb.Feedback{}
+		if err := proto.Unmarshal(v, f); err != nil {
+			return false, err
+		}
+		if keep != nil && !keep(f) {
+			return false, nil
+		}
+		p.Items = append(p.Items, f)
+		return true, nil
+	})
+	return p, err
+}
+
+func (t *tx) CreateFeedback(f *pb.Feedback) error {
+	referral := f.Name[:bytes.LastIndex([]byte(f.Name), []byte("/feedback/"))]
+	k := key(referral, ts(f.CreateTime.AsTime()), f.Name)
+	if t.b(bFeedback).Get(k) != nil {
+		return fmt.Errorf("%s: %w", f.Name, storage.ErrAlreadyExists)
+	}
+	return putProto(t.b(bFeedback), string(k), f)
+}
+
+// API keys.
+
+func (t *tx) GetAPIKey(name string) (*storage.APIKey, error) {
+	v := t.b(bAPIKeys).Get([]byte(name))
+	if v == nil {
+		return nil, fmt.Errorf("%s: %w", name, storage.ErrNotFound)
+	}
+	k := &storage.APIKey{}
+	return k, json.Unmarshal(v, k)
+}
+
+func (t *tx) ListAPIKeys(org, after string, limit int) (storage.Page[*storage.APIKey], error) {
+	var p storage.Page[*storage.APIKey]
+	var err error
+	p.Next, err = scan(t.b(bAPIKeys), []byte(org+"/apiKeys/"), after, limit, func(_, v []byte) (bool, error) {
+		k := &storage.APIKey{}
+		if err := json.Unmarshal(v, k); err != nil {
+			return false, err
+		}
+		p.Items = append(p.Items, k)
+		return true, nil
+	})
+	return p, err
+}
+
+func (t *tx) CreateAPIKey(k *storage.APIKey) error {
+	if t.b(bAPIKeys).Get([]byte(k.Name)) != nil {
+		return fmt.Errorf("%s: %w", k.Name, storage.ErrAlreadyExists)
+	}
+	return t.putJSON(bAPIKeys, []byte(k.Name), k)
+}
+
+func (t *tx) UpdateAPIKey(k *storage.APIKey) error {
+	if t.b(bAPIKeys).Get([]byte(k.Name)) == nil {
+		return fmt.Errorf("%s: %w", k.Name, storage.ErrNotFound)
+	}
+	return t.putJSON(bAPIKeys, []byte(k.Name), k)
+}
+
+func (t *tx) putJSON(bucket, k []byte, v any) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	return t.b(bucket).Put(k, b)
+}
+
+// Idempotency.
+
+func (t *tx) GetIdempotency(org, requestID string) (*storage.Idempotency, error) {
+	v := t.b(bIdempotency).Get(key(org, requestID))
+	if v == nil {
+		return nil, storage.ErrNotFound
+	}
+	rec := &storage.Idempotency{}
+	return rec, json.Unmarshal(v, rec)
+}
+
+func (t *tx) PutIdempotency(org, requestID string, rec *storage.Idempotency) error {
+	return t.putJSON(bIdempotency, key(org, requestID), rec)
+}
+
+// Events.
+
+func (t *tx) AppendEvent(e *storage.Event) (int64, error) {
+	b := t.b(bEvents)
+	seq, err := b.NextSequence()
+	if err != nil {
+		return 0, err
+	}
+	e.Event.Sequence = int64(seq)
+	if err := putProto(b, string(u64(seq)), e.Event); err != nil {
+		return 0, err
+	}
+	aud := e.Audience
+	if e.Public {
+		aud = []string{publicAudience}
+	}
+	seen := map[string]bool{}
+	for _, org := range aud {
+		if seen[org] {
+			continue
+		}
+		seen[org] = true
+		if err := t.b(bEventAudience).Put(key(org, u64(seq)), nil); err != nil {
+			return 0, err
+		}
+	}
+	t.maxSeq = int64(seq)
+	return int64(seq), nil
+}
+
+func (t *tx) LastSequence() (int64, error) { return int64(t.b(bEvents).Sequence()), nil }
+
+func (t *tx) ListEvents(org string, after int64, limit int) ([]*pb.Event, int64, error) {
+	events := t.b(bEvents)
+	var out []*pb.Event
+	load := func(seq []byte) error {
+		e := &pb.Event{}
+		if err := proto.Unmarshal(events.Get(seq), e); err != nil {
+			return fmt.Errorf("decode event: %w", err)
+		}
+		out = append(out, e)
+		return nil
+	}
+	start := u64(uint64(after) + 1)
+	if org == "" {
+		c := events.Cursor()
+		for k, _ := c.Seek(start); k != nil; k, _ = c.Next() {
+			if len(out) == limit {
+				return out, out[len(out)-1].Sequence, nil
+			}
+			if err := load(k); err != nil {
+				return nil, 0, err
+			}
+		}
+		return out, int64(events.Sequence()), nil
+	}
+	// Merge the caller's own events with the public ones, in sequence order.
+	cursor := func(aud string) (*bolt.Cursor, []byte, func() []byte) {
+		pfx := prefix(aud)
+		c := t.b(bEventAudience).Cursor()
+		k, _ := c.Seek(append(append([]byte(nil), pfx...), start...))
+		cur := func() []byte {
+			if k == nil || !bytes.HasPrefix(k, pfx) {
+				return nil
+			}
+			return k[len(pfx):]
+		}
+		return c, pfx, cur
+	}
+	ca, _, curA := cursor(org)
+	cb, _, curB := cursor(publicAudience)
+	a, b := curA(), curB()
+	next := func(c *bolt.Cursor, pfx []byte) []byte {
+		k, _ := c.Next()
+		if k == nil || !bytes.HasPrefix(k, pfx) {
+			return nil
+		}
+		return k[len(pfx):]
+	}
+	pa, pbx := prefix(org), prefix(publicAudience)
+	for a != nil || b != nil {
+		if len(out) == limit {
+			return out, out[len(out)-1].Sequence, nil
+		}
+		switch {
+		case b == nil || (a != nil && bytes.Compare(a, b) < 0):
+			if err := load(a); err != nil {
+				return nil, 0, err
+			}
+			a = next(ca, pa)
+		case a == nil || bytes.Compare(b, a) < 0:
+			if err := load(b); err != nil {
+				return nil, 0, err
+			}
+			b = next(cb, pbx)
+		default: // the same event in both
+			if err := load(a); err != nil {
+				return nil, 0, err
+			}
+			a, b = next(ca, pa), next(cb, pbx)
+		}
+	}
+	return out, int64(events.Sequence()), nil
+}

@@ -1,0 +1,167 @@
+// Package storage defines the exchange's Store: typed reads and writes of
+// every resource, their secondary indexes, the idempotency records and the
+// change feed, all inside transactions. Backends live in sub-packages
+// (storage/bolt); storage/storagetest is the conformance suite every backend
+// must pass.
+//
+// The store keeps records and indexes consistent; it does not decide who may
+// do what. Rules live in lifecycle, policy and validate, and the api package
+// calls them inside Update so a rule and the write it guards see the same data.
+package storage
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	pb "github.com/social-prescribing/exchange/proto/exchange/v1"
+)
+
+// Sentinel errors. Backends wrap them; test with errors.Is.
+var (
+	ErrNotFound      = errors.New("not found")
+	ErrAlreadyExists = errors.New("already exists")
+	ErrConflict      = errors.New("conflict")
+	ErrClosed        = errors.New("store closed")
+)
+
+// Store is a transactional store.
+type Store interface {
+	// View runs fn in a read-only transaction. Values returned by the
+	// transaction are copies and stay valid after it ends.
+	View(ctx context.Context, fn func(ReadTx) error) error
+	// Update runs fn in a read-write transaction and returns once the
+	// transaction is durably committed (fsynced). Concurrent Updates may share
+	// one commit. fn may run more than once if another transaction in its
+	// batch fails, so it must have no effects outside the transaction other
+	// than setting its results. If fn returns an error, nothing it wrote is
+	// kept.
+	Update(ctx context.Context, fn func(WriteTx) error) error
+	// WaitEvents blocks until an event with a sequence number above after is
+	// committed, or ctx ends.
+	WaitEvents(ctx context.Context, after int64) error
+	// Close waits for pending commits and closes the store.
+	Close() error
+}
+
+// ReferralQuery selects referrals through one index. Exactly one of Party,
+// Recipient, Referrer or Parent must be set. State and DueBefore narrow it.
+type ReferralQuery struct {
+	Party     string // organisation name: every referral it is a party to
+	Recipient string // organisation name: referrals received
+	Referrer  string // organisation name: referrals made
+	Parent    string // referral name: onward referrals
+	State     pb.ReferralState
+	// DueBefore, with Recipient: REQUESTED referrals whose reply_by is before it.
+	DueBefore time.Time
+}
+
+// Page is a page of a list: the items and the key to continue after ("" at
+// the end).
+type Page[T any] struct {
+	Items []T
+	Next  string
+}
+
+// APIKey is an API key as stored: its secret only as a hash.
+type APIKey struct {
+	Name         string    `json:"name"` // organizations/{org}/apiKeys/{id}
+	Organization string    `json:"organization"`
+	DisplayName  string    `json:"display_name"`
+	Hash         []byte    `json:"hash"`
+	CreateTime   time.Time `json:"create_time"`
+	RevokeTime   time.Time `json:"revoke_time,omitzero"`
+}
+
+// Idempotency is the first response to a request_id of an organisation.
+type Idempotency struct {
+	Method      string `json:"method"`
+	RequestHash []byte `json:"request_hash"`
+	Response    []byte `json:"response"` // the marshalled response message
+}
+
+// Event is a change-feed entry and the organisations that may see it
+// (Public: every organisation).
+type Event struct {
+	Event    *pb.Event
+	Audience []string
+	Public   bool
+}
+
+// ReadTx reads inside a transaction. Get methods return ErrNotFound.
+// List methods take the Next of the previous page ("" for the first) and a
+// limit; keep, when not nil, drops items from the page (the scan still
+// advances), so a page may be shorter than limit before the end.
+type ReadTx interface {
+	GetOrganization(name string) (*pb.Organization, error)
+	ListOrganizations(after string, limit int) (Page[*pb.Organization], error)
+	GetService(name string) (*pb.Service, error)
+	// ListServices lists one organisation's services, or all with org "".
+	ListServices(org, after string, limit int) (Page[*pb.Service], error)
+	// ServicesInCategory lists services offering category c, in name order.
+	ServicesInCategory(c pb.Category, after string, limit int) (Page[*pb.Service], error)
+	GetCapacity(service string) (*pb.Capacity, error)
+
+	GetReferral(name string) (*pb.Referral, error)
+	ListReferrals(q ReferralQuery, after string, limit int, keep func(*pb.Referral) bool) (Page[*pb.Referral], error)
+	// OpenReferralFor returns the open referral of the person (NHS number) to
+	// the service, or ErrNotFound.
+	OpenReferralFor(nhsNumber, service string) (string, error)
+	// OpenReferralsByConsent returns the names of open referrals relying on
+	// the consent.
+	OpenReferralsByConsent(consent string) ([]string, error)
+	// DueReferrals returns REQUESTED referrals whose reply_by is before t and
+	// which have not yet had an overdue event, oldest deadline first.
+	DueReferrals(before time.Time, limit int) ([]*pb.Referral, error)
+
+	GetConsent(name string) (*pb.Consent, error)
+	ListConsents(nhsNumber, after string, limit int) (Page[*pb.Consent], error)
+
+	ListFeedback(referral, after string, limit int, keep func(*pb.Feedback) bool) (Page[*pb.Feedback], error)
+
+	GetAPIKey(name string) (*APIKey, error)
+	ListAPIKeys(org, after string, limit int) (Page[*APIKey], error)
+
+	GetIdempotency(org, requestID string) (*Idempotency, error)
+
+	// ListEvents returns events after sequence after, in order: those whose
+	// audience includes org or that are public, or every event when org is
+	// "". It returns the events and the last sequence it looked at (at least
+	// after; the last sequence in the store when it reached the end).
+	ListEvents(org string, after int64, limit int) ([]*pb.Event, int64, error)
+	LastSequence() (int64, error)
+}
+
+// WriteTx writes inside a transaction. Create methods return
+// ErrAlreadyExists; Update methods ErrNotFound.
+type WriteTx interface {
+	ReadTx
+	CreateOrganization(o *pb.Organization) error
+	UpdateOrganization(o *pb.Organization) error
+	CreateService(s *pb.Service) error
+	UpdateService(s *pb.Service) error
+	// PutCapacity creates or replaces a service's capacity.
+	PutCapacity(c *pb.Capacity) error
+
+	// CreateReferral stores a new referral and its index entries; parties are
+	// the organisations that may see it (referrer, recipient, upstream).
+	CreateReferral(r *pb.Referral, parties []string) error
+	// UpdateReferral replaces a referral and moves its index entries.
+	UpdateReferral(r *pb.Referral) error
+	// MarkOverdueNotified removes a referral from DueReferrals.
+	MarkOverdueNotified(name string) error
+
+	CreateConsent(c *pb.Consent) error
+	UpdateConsent(c *pb.Consent) error
+
+	CreateFeedback(f *pb.Feedback) error
+
+	CreateAPIKey(k *APIKey) error
+	UpdateAPIKey(k *APIKey) error
+
+	PutIdempotency(org, requestID string, rec *Idempotency) error
+
+	// AppendEvent gives the event the next sequence number, stores it and
+	// returns the sequence.
+	AppendEvent(e *Event) (int64, error)
+}

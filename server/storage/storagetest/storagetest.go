@@ -1,0 +1,503 @@
+// Package storagetest is the conformance suite of storage.Store. Every
+// backend's test calls Run; a future replicated backend must pass it too.
+package storagetest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	pb "github.com/social-prescribing/exchange/proto/exchange/v1"
+	"github.com/social-prescribing/exchange/server/storage"
+)
+
+// Opener opens the store kept in dir (the same dir again reopens it).
+type Opener func(t *testing.T, dir string) storage.Store
+
+// Run runs every conformance test.
+func Run(t *testing.T, open Opener) {
+	tests := []struct {
+		name string
+		fn   func(*testing.T, Opener)
+	}{
+		{"Organizations", testOrganizations},
+		{"ServicesByCategory", testServices},
+		{"ReferralIndexes", testReferralIndexes},
+		{"ReferralPagination", testReferralPagination},
+		{"ConsentsByPerson", testConsents},
+		{"FeedbackOrder", testFeedback},
+		{"APIKeysAndIdempotency", testKeysIdempotency},
+		{"EventsOrderAndAudience", testEvents},
+		{"WaitEvents", testWaitEvents},
+		{"FailedUpdateWritesNothing", testRollback},
+		{"ConcurrentUpdatesAllCommit", testConcurrent},
+		{"SurvivesReopen", testReopen},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) { tc.fn(t, open) })
+	}
+}
+
+var ctx = context.Background()
+
+func update(t *testing.T, s storage.Store, fn func(storage.WriteTx) error) {
+	t.Helper()
+	if err := s.Update(ctx, fn); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func view(t *testing.T, s storage.Store, fn func(storage.ReadTx) error) {
+	t.Helper()
+	if err := s.View(ctx, fn); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func newStore(t *testing.T, open Opener) storage.Store {
+	s := open(t, t.TempDir())
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+func testOrganizations(t *testing.T, open Opener) {
+	s := newStore(t, open)
+	o := &pb.Organization{Name: "organizations/abc", DisplayName: "A"}
+	update(t, s, func(tx storage.WriteTx) error { return tx.CreateOrganization(o) })
+	err := s.Update(ctx, func(tx storage.WriteTx) error { return tx.CreateOrganization(o) })
+	if !errors.Is(err, storage.ErrAlreadyExists) {
+		t.Fatalf("second create: %v, want ErrAlreadyExists", err)
+	}
+	err = s.Update(ctx, func(tx storage.WriteTx) error {
+		return tx.UpdateOrganization(&pb.Organization{Name: "organizations/none"})
+	})
+	if !errors.Is(err, storage.ErrNotFound) {
+		t.Fatalf("update missing: %v, want ErrNotFound", err)
+	}
+	view(t, s, func(tx storage.ReadTx) error {
+		got, err := tx.GetOrganization("organizations/abc")
+		if err != nil || !proto.Equal(got, o) {
+			t.Errorf("get = %v, %v", got, err)
+		}
+		if _, err := tx.GetOrganization("organizations/zzz"); !errors.Is(err, storage.ErrNotFound) {
+			t.Errorf("get missing: %v", err)
+		}
+		return nil
+	})
+}
+
+func testServices(t *testing.T, open Opener) {
+	s := newStore(t, open)
+	walk := pb.Category_CATEGORY_PHYSICAL_ACTIVITY
+	art := pb.Category_CATEGORY_ARTS_AND_CREATIVITY
+	update(t, s, func(tx storage.WriteTx) error {
+		for i := 0; i < 5; i++ {
+			svc := &pb.Service{Name: fmt.Sprintf("organizations/org%d/services/svc", i), Categories: []pb.Category{walk}}
+			if err := tx.CreateService(svc); err != nil {
+				return err
+			}
+		}
+		// Moving a service out of a category updates the index.
+		return tx.UpdateService(&pb.Service{Name: "organizations/org0/services/svc", Categories: []pb.Category{art}})
+	})
+	view(t, s, func(tx storage.ReadTx) error {
+		p, err := tx.ServicesInCategory(walk, "", 3)
+		if err != nil || len(p.Items) != 3 || p.Next == "" || p.Items[0].Name != "organizations/org1/services/svc" {
+			t.Fatalf("page 1 = %v next %q, %v", p.Items, p.Next, err)
+		}
+		p, _ = tx.ServicesInCategory(walk, p.Next, 3)
+		if len(p.Items) != 1 || p.Next != "" {
+			t.Fatalf("page 2 = %v next %q", p.Items, p.Next)
+		}
+		p, _ = tx.ServicesInCategory(art, "", 10)
+		if len(p.Items) != 1 {
+			t.Fatalf("arts = %v", p.Items)
+		}
+		p, _ = tx.ListServices("organizations/org3", "", 10)
+		if len(p.Items) != 1 {
+			t.Fatalf("org3 services = %v", p.Items)
+		}
+		return nil
+	})
+}
+
+func referral(id, referrer, recipient string, created time.Time) *pb.Referral {
+	return &pb.Referral{
+		Name: "referrals/" + id, Referrer: referrer, Recipient: recipient,
+		RecipientService: recipient + "/services/svc", Consent: "consents/c1",
+		Person: &pb.Person{NhsNumber: "9434765919"}, State: pb.ReferralState_REFERRAL_STATE_REQUESTED,
+		CreateTime: timestamppb.New(created), ReplyBy: timestamppb.New(created.Add(time.Hour)),
+	}
+}
+
+func names(rs []*pb.Referral) []string {
+	var out []string
+	for _, r := range rs {
+		out = append(out, r.Name)
+	}
+	return out
+}
+
+func testReferralIndexes(t *testing.T, open Opener) {
+	s := newStore(t, open)
+	t0 := time.Date(2026, 1, 1, 9, 0, 0, 0, time.UTC)
+	gp, lw := "organizations/gp", "organizations/lw"
+	r1 := referral("r1", gp, lw, t0)
+	r2 := referral("r2", gp, lw, t0.Add(time.Minute))
+	r2.Person.NhsNumber = "4010232137"
+	update(t, s, func(tx storage.WriteTx) error {
+		if err := tx.CreateReferral(r1, []string{gp, lw}); err != nil {
+			return err
+		}
+		return tx.CreateReferral(r2, []string{gp, lw})
+	})
+	q := func(q storage.ReferralQuery) string {
+		var got []string
+		view(t, s, func(tx storage.ReadTx) error {
+			p, err := tx.ListReferrals(q, "", 100, nil)
+			got = names(p.Items)
+			return err
+		})
+		return fmt.Sprint(got)
+	}
+	requested := pb.ReferralState_REFERRAL_STATE_REQUESTED
+	accepted := pb.ReferralState_REFERRAL_STATE_ACCEPTED
+	check := func(what string, got string, want ...string) {
+		t.Helper()
+		if got != fmt.Sprint(want) {
+			t.Errorf("%s = %s, want %v", what, got, want)
+		}
+	}
+	check("inbox requested", q(storage.ReferralQuery{Recipient: lw, State: requested}), "referrals/r1", "referrals/r2")
+	check("referrer", q(storage.ReferralQuery{Referrer: gp}), "referrals/r1", "referrals/r2")
+	check("party gp", q(storage.ReferralQuery{Party: gp}), "referrals/r1", "referrals/r2")
+	check("party other", q(storage.ReferralQuery{Party: "organizations/x"}))
+	check("due", q(storage.ReferralQuery{Recipient: lw, DueBefore: t0.Add(time.Hour + 30*time.Second)}), "referrals/r1")
+
+	// Accepting r1 moves it between inbox states and out of the due lists.
+	r1.State = accepted
+	update(t, s, func(tx storage.WriteTx) error { return tx.UpdateReferral(r1) })
+	check("inbox requested after accept", q(storage.ReferralQuery{Recipient: lw, State: requested}), "referrals/r2")
+	check("inbox accepted", q(storage.ReferralQuery{Recipient: lw, State: accepted}), "referrals/r1")
+	check("due after accept", q(storage.ReferralQuery{Recipient: lw, DueBefore: t0.Add(2 * time.Hour)}), "referrals/r2")
+	view(t, s, func(tx storage.ReadTx) error {
+		due, _ := tx.DueReferrals(t0.Add(2*time.Hour), 10)
+		check("due queue", fmt.Sprint(names(due)), "referrals/r2")
+		if n, err := tx.OpenReferralFor("9434765919", r1.RecipientService); err != nil || n != "referrals/r1" {
+			t.Errorf("open referral for person = %q, %v", n, err)
+		}
+		open, _ := tx.OpenReferralsByConsent("consents/c1")
+		check("open by consent", fmt.Sprint(open), "referrals/r1", "referrals/r2")
+		return nil
+	})
+	update(t, s, func(tx storage.WriteTx) error { return tx.MarkOverdueNotified("referrals/r2") })
+	// Closing r1 clears the open indexes.
+	r1.State = pb.ReferralState_REFERRAL_STATE_CANCELLED
+	update(t, s, func(tx storage.WriteTx) error { return tx.UpdateReferral(r1) })
+	view(t, s, func(tx storage.ReadTx) error {
+		if _, err := tx.OpenReferralFor("9434765919", r1.RecipientService); !errors.Is(err, storage.ErrNotFound) {
+			t.Errorf("closed referral still open: %v", err)
+		}
+		open, _ := tx.OpenReferralsByConsent("consents/c1")
+		check("open by consent after cancel", fmt.Sprint(open), "referrals/r2")
+		due, _ := tx.DueReferrals(t0.Add(2*time.Hour), 10)
+		check("due queue after notify", fmt.Sprint(names(due)))
+		return nil
+	})
+	// Onward referral: listed under its parent.
+	r3 := referral("r3", lw, "organizations/vcse", t0.Add(2*time.Minute))
+	r3.ParentReferral = "referrals/r2"
+	update(t, s, func(tx storage.WriteTx) error { return tx.CreateReferral(r3, []string{lw, "organizations/vcse", gp}) })
+	check("children", q(storage.ReferralQuery{Parent: "referrals/r2"}), "referrals/r3")
+	check("party gp sees onward", q(storage.ReferralQuery{Party: gp}), "referrals/r1", "referrals/r2", "referrals/r3")
+}
+
+func testReferralPagination(t *testing.T, open Opener) {
+	s := newStore(t, open)
+	t0 := time.Date(2026, 1, 1, 9, 0, 0, 0, time.UTC)
+	update(t, s, func(tx storage.WriteTx) error {
+		for i := 0; i < 25; i++ {
+			r := referral(fmt.Sprintf("r%03d", i), "organizations/gp", "organizations/lw", t0.Add(time.Duration(i)*time.Second))
+			if err := tx.CreateReferral(r, []string{"organizations/gp", "organizations/lw"}); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	var all []string
+	after := ""
+	for pages := 0; ; pages++ {
+		if pages > 10 {
+			t.Fatal("pagination does not end")
+		}
+		var p storage.Page[*pb.Referral]
+		view(t, s, func(tx storage.ReadTx) error {
+			var err error
+			p, err = tx.ListReferrals(storage.ReferralQuery{Party: "organizations/lw"}, after, 10, nil)
+			return err
+		})
+		all = append(all, names(p.Items)...)
+		if p.Next == "" {
+			break
+		}
+		after = p.Next
+	}
+	if len(all) != 25 || all[0] != "referrals/r000" || all[24] != "referrals/r024" {
+		t.Fatalf("paged through %d: %v", len(all), all)
+	}
+}
+
+func testConsents(t *testing.T, open Opener) {
+	s := newStore(t, open)
+	t0 := time.Date(2026, 1, 1, 9, 0, 0, 0, time.UTC)
+	update(t, s, func(tx storage.WriteTx) error {
+		for i, nhs := range []string{"9434765919", "4010232137", "9434765919"} {
+			c := &pb.Consent{Name: fmt.Sprintf("consents/c%d", i), NhsNumber: nhs, CreateTime: timestamppb.New(t0.Add(time.Duration(i) * time.Minute))}
+			if err := tx.CreateConsent(c); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	view(t, s, func(tx storage.ReadTx) error {
+		p, err := tx.ListConsents("9434765919", "", 10)
+		if err != nil || len(p.Items) != 2 || p.Items[0].Name != "consents/c0" || p.Items[1].Name != "consents/c2" {
+			t.Errorf("consents of person = %v, %v", p.Items, err)
+		}
+		return nil
+	})
+}
+
+func testFeedback(t *testing.T, open Opener) {
+	s := newStore(t, open)
+	t0 := time.Date(2026, 1, 1, 9, 0, 0, 0, time.UTC)
+	update(t, s, func(tx storage.WriteTx) error {
+		for i := 0; i < 3; i++ {
+			f := &pb.Feedback{Name: fmt.Sprintf("referrals/r1/feedback/f%d", 2-i), CreateTime: timestamppb.New(t0.Add(time.Duration(i) * time.Second))}
+			if err := tx.CreateFeedback(f); err != nil {
+				return err
+			}
+		}
+		return tx.CreateFeedback(&pb.Feedback{Name: "referrals/r2/feedback/x", CreateTime: timestamppb.New(t0)})
+	})
+	view(t, s, func(tx storage.ReadTx) error {
+		p, _ := tx.ListFeedback("referrals/r1", "", 10, nil)
+		if len(p.Items) != 3 || p.Items[0].Name != "referrals/r1/feedback/f2" {
+			t.Errorf("feedback not in time order: %v", p.Items)
+		}
+		p, _ = tx.ListFeedback("referrals/r1", "", 10, func(f *pb.Feedback) bool { return f.Name != "referrals/r1/feedback/f1" })
+		if len(p.Items) != 2 {
+			t.Errorf("keep did not filter: %v", p.Items)
+		}
+		return nil
+	})
+}
+
+func testKeysIdempotency(t *testing.T, open Opener) {
+	s := newStore(t, open)
+	k := &storage.APIKey{Name: "organizations/gp/apiKeys/k1", Organization: "organizations/gp", Hash: []byte{1, 2}, CreateTime: time.Unix(100, 0).UTC()}
+	update(t, s, func(tx storage.WriteTx) error {
+		if err := tx.CreateAPIKey(k); err != nil {
+			return err
+		}
+		return tx.PutIdempotency("organizations/gp", "req-1", &storage.Idempotency{Method: "M", RequestHash: []byte{9}, Response: []byte{7}})
+	})
+	view(t, s, func(tx storage.ReadTx) error {
+		got, err := tx.GetAPIKey(k.Name)
+		if err != nil || string(got.Hash) != string(k.Hash) || !got.CreateTime.Equal(k.CreateTime) {
+			t.Errorf("api key = %+v, %v", got, err)
+		}
+		p, _ := tx.ListAPIKeys("organizations/gp", "", 10)
+		if len(p.Items) != 1 {
+			t.Errorf("keys = %v", p.Items)
+		}
+		rec, err := tx.GetIdempotency("organizations/gp", "req-1")
+		if err != nil || rec.Method != "M" || string(rec.Response) != "\x07" {
+			t.Errorf("idempotency = %+v, %v", rec, err)
+		}
+		// Request ids are per organisation.
+		if _, err := tx.GetIdempotency("organizations/lw", "req-1"); !errors.Is(err, storage.ErrNotFound) {
+			t.Errorf("another organisation's request id found: %v", err)
+		}
+		return nil
+	})
+}
+
+func testEvents(t *testing.T, open Opener) {
+	s := newStore(t, open)
+	update(t, s, func(tx storage.WriteTx) error {
+		for i, aud := range [][]string{{"organizations/a"}, {"organizations/b"}, nil, {"organizations/a", "organizations/b"}} {
+			e := &storage.Event{Event: &pb.Event{Resource: fmt.Sprint(i)}, Audience: aud, Public: aud == nil}
+			if _, err := tx.AppendEvent(e); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	view(t, s, func(tx storage.ReadTx) error {
+		seqs := func(org string, after int64, limit int) string {
+			es, last, err := tx.ListEvents(org, after, limit)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var out []int64
+			for _, e := range es {
+				out = append(out, e.Sequence)
+			}
+			return fmt.Sprint(out, last)
+		}
+		for _, c := range []struct {
+			org          string
+			after, limit int
+			want         string
+		}{
+			{"", 0, 10, "[1 2 3 4] 4"},
+			{"organizations/a", 0, 10, "[1 3 4] 4"},
+			{"organizations/b", 0, 10, "[2 3 4] 4"},
+			{"organizations/b", 2, 10, "[3 4] 4"},
+			{"organizations/a", 0, 2, "[1 3] 3"},
+			{"organizations/c", 0, 10, "[3] 4"},
+			{"organizations/c", 4, 10, "[] 4"},
+		} {
+			if got := seqs(c.org, int64(c.after), c.limit); got != c.want {
+				t.Errorf("events for %q after %d limit %d = %s, want %s", c.org, c.after, c.limit, got, c.want)
+			}
+		}
+		return nil
+	})
+}
+
+func testWaitEvents(t *testing.T, open Opener) {
+	s := newStore(t, open)
+	short, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
+	defer cancel()
+	if err := s.WaitEvents(short, 0); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("wait on empty feed = %v, want deadline", err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- s.WaitEvents(ctx, 0) }()
+	time.Sleep(20 * time.Millisecond)
+	update(t, s, func(tx storage.WriteTx) error {
+		_, err := tx.AppendEvent(&storage.Event{Event: &pb.Event{}, Public: true})
+		return err
+	})
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("WaitEvents did not wake on a new event")
+	}
+}
+
+func testRollback(t *testing.T, open Opener) {
+	s := newStore(t, open)
+	boom := errors.New("boom")
+	err := s.Update(ctx, func(tx storage.WriteTx) error {
+		if err := tx.CreateOrganization(&pb.Organization{Name: "organizations/half"}); err != nil {
+			return err
+		}
+		if _, err := tx.AppendEvent(&storage.Event{Event: &pb.Event{}, Public: true}); err != nil {
+			return err
+		}
+		return boom
+	})
+	if !errors.Is(err, boom) {
+		t.Fatalf("update = %v, want the function's error", err)
+	}
+	view(t, s, func(tx storage.ReadTx) error {
+		if _, err := tx.GetOrganization("organizations/half"); !errors.Is(err, storage.ErrNotFound) {
+			t.Error("a failed update left its write behind")
+		}
+		if seq, _ := tx.LastSequence(); seq != 0 {
+			t.Errorf("a failed update used sequence %d", seq)
+		}
+		return nil
+	})
+}
+
+func testConcurrent(t *testing.T, open Opener) {
+	s := newStore(t, open)
+	const n = 64
+	var wg sync.WaitGroup
+	errs := make(chan error, n)
+	for i := 0; i < n; i++ {
+		wg.Add(1)
+		go func(i int) {
+			defer wg.Done()
+			errs <- s.Update(ctx, func(tx storage.WriteTx) error {
+				if i%8 == 7 { // some fail; their batch-mates must still commit
+					return errors.New("planned failure")
+				}
+				if err := tx.CreateOrganization(&pb.Organization{Name: fmt.Sprintf("organizations/o%03d", i)}); err != nil {
+					return err
+				}
+				_, err := tx.AppendEvent(&storage.Event{Event: &pb.Event{}, Public: true})
+				return err
+			})
+		}(i)
+	}
+	wg.Wait()
+	close(errs)
+	failed := 0
+	for err := range errs {
+		if err != nil {
+			failed++
+		}
+	}
+	if failed != n/8 {
+		t.Errorf("%d updates failed, want %d", failed, n/8)
+	}
+	view(t, s, func(tx storage.ReadTx) error {
+		p, _ := tx.ListOrganizations("", 1000)
+		seq, _ := tx.LastSequence()
+		if len(p.Items) != n-n/8 || seq != int64(n-n/8) {
+			t.Errorf("%d organisations and last sequence %d, want %d", len(p.Items), seq, n-n/8)
+		}
+		return nil
+	})
+}
+
+func testReopen(t *testing.T, open Opener) {
+	dir := t.TempDir()
+	s := open(t, dir)
+	update(t, s, func(tx storage.WriteTx) error {
+		if err := tx.CreateOrganization(&pb.Organization{Name: "organizations/kept"}); err != nil {
+			return err
+		}
+		_, err := tx.AppendEvent(&storage.Event{Event: &pb.Event{}, Public: true})
+		return err
+	})
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Update(ctx, func(storage.WriteTx) error { return nil }); !errors.Is(err, storage.ErrClosed) {
+		t.Errorf("update after close = %v, want ErrClosed", err)
+	}
+	s = open(t, dir)
+	defer s.Close()
+	view(t, s, func(tx storage.ReadTx) error {
+		if _, err := tx.GetOrganization("organizations/kept"); err != nil {
+			t.Error(err)
+		}
+		return nil
+	})
+	// The sequence continues where it stopped, and waiters see it.
+	update(t, s, func(tx storage.WriteTx) error {
+		seq, err := tx.AppendEvent(&storage.Event{Event: &pb.Event{}, Public: true})
+		if seq != 2 {
+			t.Errorf("sequence after reopen = %d, want 2", seq)
+		}
+		return err
+	})
+	if err := s.WaitEvents(ctx, 1); err != nil {
+		t.Error(err)
+	}
+}
