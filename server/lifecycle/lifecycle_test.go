@@ -21,23 +21,23 @@ func TestEveryTriple(t *testing.T) {
 	R, F := lifecycle.Receiver, lifecycle.Referrer
 	S := func(s string) pb.ReferralState { return pb.ReferralState(pb.ReferralState_value["REFERRAL_STATE_"+s]) }
 	allowed := map[key]pb.ReferralState{
-		{S("REQUESTED"), lifecycle.Accept, R}:    S("ACCEPTED"),
-		{S("REQUESTED"), lifecycle.Reject, R}:    S("REJECTED"),
-		{S("REQUESTED"), lifecycle.Hold, R}:      S("ON_HOLD"),
-		{S("REQUESTED"), lifecycle.Cancel, F}:    S("CANCELLED"),
-		{S("ACCEPTED"), lifecycle.Start, R}:      S("IN_PROGRESS"),
-		{S("ACCEPTED"), lifecycle.Hold, R}:       S("ON_HOLD"),
-		{S("ACCEPTED"), lifecycle.Fail, R}:       S("FAILED"),
-		{S("ACCEPTED"), lifecycle.Cancel, F}:     S("CANCELLED"),
-		{S("IN_PROGRESS"), lifecycle.Hold, R}:    S("ON_HOLD"),
+		{S("REQUESTED"), lifecycle.Accept, R}:     S("ACCEPTED"),
+		{S("REQUESTED"), lifecycle.Reject, R}:     S("REJECTED"),
+		{S("REQUESTED"), lifecycle.Hold, R}:       S("ON_HOLD"),
+		{S("REQUESTED"), lifecycle.Cancel, F}:     S("CANCELLED"),
+		{S("ACCEPTED"), lifecycle.Start, R}:       S("IN_PROGRESS"),
+		{S("ACCEPTED"), lifecycle.Hold, R}:        S("ON_HOLD"),
+		{S("ACCEPTED"), lifecycle.Fail, R}:        S("FAILED"),
+		{S("ACCEPTED"), lifecycle.Cancel, F}:      S("CANCELLED"),
+		{S("IN_PROGRESS"), lifecycle.Hold, R}:     S("ON_HOLD"),
 		{S("IN_PROGRESS"), lifecycle.Complete, R}: S("COMPLETED"),
-		{S("IN_PROGRESS"), lifecycle.Fail, R}:    S("FAILED"),
-		{S("IN_PROGRESS"), lifecycle.Cancel, F}:  S("CANCELLED"),
-		{S("ON_HOLD"), lifecycle.Accept, R}:      S("ACCEPTED"),
-		{S("ON_HOLD"), lifecycle.Resume, R}:      S("ACCEPTED"), // held from REQUESTED in this test
-		{S("ON_HOLD"), lifecycle.Reject, R}:      S("REJECTED"),
-		{S("ON_HOLD"), lifecycle.Fail, R}:        S("FAILED"),
-		{S("ON_HOLD"), lifecycle.Cancel, F}:      S("CANCELLED"),
+		{S("IN_PROGRESS"), lifecycle.Fail, R}:     S("FAILED"),
+		{S("IN_PROGRESS"), lifecycle.Cancel, F}:   S("CANCELLED"),
+		{S("ON_HOLD"), lifecycle.Accept, R}:       S("ACCEPTED"),
+		{S("ON_HOLD"), lifecycle.Resume, R}:       S("ACCEPTED"), // held from REQUESTED in this test
+		{S("ON_HOLD"), lifecycle.Reject, R}:       S("REJECTED"),
+		{S("ON_HOLD"), lifecycle.Fail, R}:         S("FAILED"),
+		{S("ON_HOLD"), lifecycle.Cancel, F}:       S("CANCELLED"),
 	}
 	for _, s := range []string{"REQUESTED", "ACCEPTED", "REJECTED", "IN_PROGRESS", "ON_HOLD", "COMPLETED", "FAILED", "CANCELLED"} {
 		allowed[key{S(s), lifecycle.MarkEnteredInError, F}] = S("ENTERED_IN_ERROR")

@@ -38,8 +38,8 @@ var (
 	bPersonConsent = []byte("ix_person_consent") // person(16) 0 created(8) name
 	bFeedback      = []byte("feedback")          // referral 0 created(8) name -> feedback
 	bAPIKeys       = []byte("api_keys")
-	bIdempotency   = []byte("idempotency") // org 0 request_id
-	bEvents        = []byte("events")      // seq(8)
+	bIdempotency   = []byte("idempotency")       // org 0 request_id
+	bEvents        = []byte("events")            // seq(8)
 	bEventAudience = []byte("ix_event_audience") // org 0 seq(8); "*" for public
 
 	allBuckets = [][]byte{bOrgs, bServices, bServiceCat, bCapacity, bReferrals, bParty, bInbox, bReferrer,

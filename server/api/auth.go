@@ -1,0 +1,133 @@
+package api
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/subtle"
+	"errors"
+	"strings"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
+
+	pb "github.com/social-prescribing/exchange/proto/exchange/v1"
+	"github.com/social-prescribing/exchange/server/names"
+	"github.com/social-prescribing/exchange/server/storage"
+)
+
+// An API key is "sprx_<organization id>_<key id>_<secret>": the first parts
+// name the stored key, organizations/{org}/apiKeys/{id}; only a SHA-256 hash
+// of the secret is stored. The secret has 160 random bits, so a fast hash is
+// enough (no password stretching needed).
+const keyPrefix = "sprx_"
+
+// NewAPIKey makes a key for org and returns the record to store and the
+// secret to show once.
+func NewAPIKey(org, displayName string, now time.Time) (*storage.APIKey, string) {
+	id := newID()
+	b := make([]byte, 20)
+	rand.Read(b)
+	secretPart := idEncoding.EncodeToString(b)
+	h := sha256.Sum256([]byte(secretPart))
+	orgID, _ := names.Organization(org)
+	return &storage.APIKey{
+		Name: org + "/apiKeys/" + id, Organization: org, DisplayName: displayName,
+		Hash: h[:], CreateTime: now,
+	}, keyPrefix + orgID + "_" + id + "_" + secretPart
+}
+
+// authenticate resolves a bearer token to its caller.
+func authenticate(tx storage.ReadTx, token string) (Caller, error) {
+	parts := strings.Split(strings.TrimPrefix(token, keyPrefix), "_")
+	if !strings.HasPrefix(token, keyPrefix) || len(parts) != 3 {
+		return Caller{}, errBadKey
+	}
+	k, err := tx.GetAPIKey("organizations/" + parts[0] + "/apiKeys/" + parts[1])
+	if errors.Is(err, storage.ErrNotFound) {
+		return Caller{}, errBadKey
+	}
+	if err != nil {
+		return Caller{}, err
+	}
+	h := sha256.Sum256([]byte(parts[2]))
+	if subtle.ConstantTimeCompare(h[:], k.Hash) != 1 || !k.RevokeTime.IsZero() {
+		return Caller{}, errBadKey
+	}
+	o, err := tx.GetOrganization(k.Organization)
+	if err != nil {
+		return Caller{}, errBadKey
+	}
+	return Caller{Org: o.Name, Kind: o.Kind, KeyName: k.Name, Operator: o.Kind == pb.OrganizationKind_ORGANIZATION_KIND_OPERATOR}, nil
+}
+
+var errBadKey = apiError(codes.Unauthenticated, pb.ErrorReason_ERROR_REASON_API_KEY_INVALID,
+	"the API key is not valid or has been revoked", nil)
+
+// publicMethods need no key.
+var publicMethods = map[string]bool{
+	"/grpc.health.v1.Health/Check": true,
+	"/grpc.health.v1.Health/Watch": true,
+	"/grpc.health.v1.Health/List":  true,
+}
+
+func isPublic(method string) bool {
+	return publicMethods[method] || strings.HasPrefix(method, "/grpc.reflection.")
+}
+
+func (c *core) callerOf(ctx context.Context) (context.Context, error) {
+	md, _ := metadata.FromIncomingContext(ctx)
+	vals := md.Get("authorization")
+	if len(vals) == 0 {
+		return nil, apiError(codes.Unauthenticated, pb.ErrorReason_ERROR_REASON_API_KEY_MISSING,
+			"no API key: send the header authorization: Bearer <key>", nil)
+	}
+	token, ok := strings.CutPrefix(vals[0], "Bearer ")
+	if !ok {
+		return nil, apiError(codes.Unauthenticated, pb.ErrorReason_ERROR_REASON_API_KEY_MISSING,
+			"the authorization header must be: Bearer <key>", nil)
+	}
+	var caller Caller
+	err := c.store.View(ctx, func(tx storage.ReadTx) error {
+		var err error
+		caller, err = authenticate(tx, strings.TrimSpace(token))
+		return err
+	})
+	if err != nil {
+		return nil, storeError(ctx, err)
+	}
+	return withCaller(ctx, caller), nil
+}
+
+// UnaryAuth authenticates every unary call but health checks.
+func (s *Server) UnaryAuth(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+	if isPublic(info.FullMethod) {
+		return handler(ctx, req)
+	}
+	ctx, err := s.core.callerOf(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return handler(ctx, req)
+}
+
+type authedStream struct {
+	grpc.ServerStream
+	ctx context.Context
+}
+
+func (a authedStream) Context() context.Context { return a.ctx }
+
+// StreamAuth authenticates every streaming call but health and reflection.
+func (s *Server) StreamAuth(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
+	if isPublic(info.FullMethod) {
+		return handler(srv, ss)
+	}
+	ctx, err := s.core.callerOf(ss.Context())
+	if err != nil {
+		return err
+	}
+	return handler(srv, authedStream{ss, ctx})
+}

@@ -1,0 +1,218 @@
+// Package api implements the exchange's gRPC services on a storage.Store.
+// Each method validates its request (validate), then in one store
+// transaction reads what it needs, applies the rules (lifecycle, policy),
+// writes the change, its event and its idempotency record, and returns the
+// resource as the caller may see it.
+package api
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base32"
+	"encoding/base64"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	pb "github.com/social-prescribing/exchange/proto/exchange/v1"
+	"github.com/social-prescribing/exchange/server/storage"
+	"github.com/social-prescribing/exchange/server/validate"
+)
+
+// Options configure the services.
+type Options struct {
+	// Now returns the current time; time.Now when nil. Tests set it.
+	Now func() time.Time
+}
+
+// core is what every service shares.
+type core struct {
+	store storage.Store
+	now   func() time.Time
+}
+
+func (c *core) clock() time.Time { return c.now().UTC() }
+
+// Caller is the authenticated organisation of a call.
+type Caller struct {
+	Org      string // organizations/{org}
+	Kind     pb.OrganizationKind
+	KeyName  string
+	Operator bool
+}
+
+type callerKey struct{}
+
+// CallerFrom returns the caller put in ctx by the authentication interceptor.
+func CallerFrom(ctx context.Context) Caller {
+	c, _ := ctx.Value(callerKey{}).(Caller)
+	return c
+}
+
+func withCaller(ctx context.Context, c Caller) context.Context {
+	return context.WithValue(ctx, callerKey{}, c)
+}
+
+var idEncoding = base32.NewEncoding("abcdefghijklmnopqrstuvwxyz234567").WithPadding(base32.NoPadding)
+
+// newID returns a random 16-character resource id.
+func newID() string {
+	b := make([]byte, 10)
+	rand.Read(b)
+	return idEncoding.EncodeToString(b)
+}
+
+// etagOf is a checksum of a message with its etag field cleared.
+func etagOf(m proto.Message, clear func()) string {
+	clear()
+	b, _ := proto.MarshalOptions{Deterministic: true}.Marshal(m)
+	h := sha256.Sum256(b)
+	return hex.EncodeToString(h[:8])
+}
+
+func stampReferral(r *pb.Referral) { r.Etag = etagOf(r, func() { r.Etag = "" }) }
+func stampService(s *pb.Service)   { s.Etag = etagOf(s, func() { s.Etag = "" }) }
+func stampCapacity(c *pb.Capacity) { c.Etag = etagOf(c, func() { c.Etag = "" }) }
+func stampOrg(o *pb.Organization)  { o.Etag = etagOf(o, func() { o.Etag = "" }) }
+func stampConsent(c *pb.Consent)   { c.Etag = etagOf(c, func() { c.Etag = "" }) }
+
+func checkEtag(sent, current string) error {
+	if sent != "" && sent != current {
+		return etagMismatch(current)
+	}
+	return nil
+}
+
+// mutate runs a write with AIP-155 idempotency: within one transaction it
+// returns the stored first response to a repeated request_id of the same
+// organisation, or runs fn and stores its response with the change. resp is
+// filled with the response either way.
+func (c *core) mutate(ctx context.Context, method, requestID string, req proto.Message, resp proto.Message, fn func(tx storage.WriteTx, now time.Time) (proto.Message, error)) error {
+	caller := CallerFrom(ctx)
+	var hash []byte
+	if requestID != "" {
+		b, err := proto.MarshalOptions{Deterministic: true}.Marshal(req)
+		if err != nil {
+			return storeError(ctx, err)
+		}
+		h := sha256.Sum256(append([]byte(method+"\x00"), b...))
+		hash = h[:]
+	}
+	err := c.store.Update(ctx, func(tx storage.WriteTx) error {
+		if requestID != "" {
+			rec, err := tx.GetIdempotency(caller.Org, requestID)
+			switch {
+			case err == nil:
+				if rec.Method != method || string(rec.RequestHash) != string(hash) {
+					return apiError(codes.InvalidArgument, pb.ErrorReason_ERROR_REASON_REQUEST_ID_REUSED,
+						"request_id was already used for a different request", map[string]string{"request_id": requestID})
+				}
+				return proto.Unmarshal(rec.Response, resp)
+			case !errors.Is(err, storage.ErrNotFound):
+				return err
+			}
+		}
+		out, err := fn(tx, c.clock())
+		if err != nil {
+			return err
+		}
+		proto.Reset(resp)
+		proto.Merge(resp, out)
+		if requestID == "" {
+			return nil
+		}
+		b, err := proto.MarshalOptions{Deterministic: true}.Marshal(out)
+		if err != nil {
+			return err
+		}
+		return tx.PutIdempotency(caller.Org, requestID, &storage.Idempotency{Method: method, RequestHash: hash, Response: b})
+	})
+	return storeError(ctx, err)
+}
+
+// view runs a read transaction and maps store errors.
+func (c *core) view(ctx context.Context, fn func(tx storage.ReadTx, now time.Time) error) error {
+	return storeError(ctx, c.store.View(ctx, func(tx storage.ReadTx) error { return fn(tx, c.clock()) }))
+}
+
+// event appends an event caused by the caller.
+func event(ctx context.Context, tx storage.WriteTx, now time.Time, typ pb.EventType, resource string, audience []string, public bool, state pb.ReferralState) error {
+	_, err := tx.AppendEvent(&storage.Event{
+		Event: &pb.Event{EventTime: timestamppb.New(now), Type: typ, Resource: resource,
+			Actor: CallerFrom(ctx).Org, State: state},
+		Audience: audience, Public: public,
+	})
+	return err
+}
+
+// Page tokens are opaque to callers: the store's continuation key bound to
+// a hash of the list's filter, so a token cannot be used with another filter.
+func pageToken(next, filter string) string {
+	if next == "" {
+		return ""
+	}
+	h := sha256.Sum256([]byte(filter))
+	return base64.RawURLEncoding.EncodeToString(append(h[:4], next...))
+}
+
+func parsePageToken(v *validate.Violations, field, token, filter string) string {
+	if token == "" {
+		return ""
+	}
+	b, err := base64.RawURLEncoding.DecodeString(token)
+	h := sha256.Sum256([]byte(filter))
+	if err != nil || len(b) < 5 || string(b[:4]) != string(h[:4]) {
+		v.Add(field, "is not a token returned by this list with the same filter")
+		return ""
+	}
+	return string(b[4:])
+}
+
+func tsOrNil(t time.Time) *timestamppb.Timestamp {
+	if t.IsZero() {
+		return nil
+	}
+	return timestamppb.New(t)
+}
+
+func trimReason(r pb.ErrorReason) string { return strings.TrimPrefix(r.String(), "ERROR_REASON_") }
+
+func errorsIs(err, target error) bool { return errors.Is(err, target) }
+
+// parseFilter parses an AIP-160 subset: `field = value` terms joined by AND,
+// values optionally in double quotes. Only the allowed fields are accepted.
+func parseFilter(filter string, allowed ...string) (map[string]string, error) {
+	out := map[string]string{}
+	for _, term := range strings.Split(filter, " AND ") {
+		field, value, ok := strings.Cut(term, "=")
+		field, value = strings.TrimSpace(field), strings.Trim(strings.TrimSpace(value), `"`)
+		if !ok || field == "" || value == "" {
+			return nil, fmt.Errorf("%q is not of the form field = value", strings.TrimSpace(term))
+		}
+		if !slices.Contains(allowed, field) {
+			return nil, fmt.Errorf("cannot filter on %q; fields: %s", field, strings.Join(allowed, ", "))
+		}
+		if _, dup := out[field]; dup {
+			return nil, fmt.Errorf("%q appears twice", field)
+		}
+		out[field] = value
+	}
+	return out, nil
+}
+
+// WithCaller returns ctx acting as caller, for in-process use such as
+// seeding demo data through the same services and rules as remote calls.
+func WithCaller(ctx context.Context, c Caller) context.Context { return withCaller(ctx, c) }
+
+// Services returns the service implementations, for in-process callers.
+func (s *Server) Services() (pb.DirectoryServiceServer, pb.CapacityServiceServer, pb.ApiKeyServiceServer) {
+	return &directory{core: s.core}, &capacity{core: s.core}, &apiKeys{core: s.core}
+}

@@ -1,0 +1,437 @@
+package api
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	pb "github.com/social-prescribing/exchange/proto/exchange/v1"
+	"github.com/social-prescribing/exchange/server/lifecycle"
+	"github.com/social-prescribing/exchange/server/names"
+	"github.com/social-prescribing/exchange/server/policy"
+	"github.com/social-prescribing/exchange/server/storage"
+	"github.com/social-prescribing/exchange/server/validate"
+)
+
+// SnomedReferralToSocialPrescribing is the SNOMED CT concept of every referral.
+const SnomedReferralToSocialPrescribing = "871731000000106"
+
+type referrals struct {
+	*core
+	pb.UnimplementedReferralServiceServer
+}
+
+// ancestors returns r's parent, grandparent, ... (at most 16 deep).
+func ancestors(tx storage.ReadTx, r *pb.Referral) ([]*pb.Referral, error) {
+	var out []*pb.Referral
+	for p := r.ParentReferral; p != "" && len(out) < 16; {
+		a, err := tx.GetReferral(p)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, a)
+		p = a.ParentReferral
+	}
+	return out, nil
+}
+
+// load reads a referral with what the rules need: how the caller relates to
+// it, its parties and its consent. A referral the caller may not see is
+// NOT_FOUND, exactly like one that does not exist.
+type loaded struct {
+	r       *pb.Referral
+	rel     policy.Relation
+	parties []string
+	consent *pb.Consent
+}
+
+func load(ctx context.Context, tx storage.ReadTx, name string) (*loaded, error) {
+	if _, ok := names.Referral(name); !ok {
+		return nil, invalidField("name", "must be referrals/{referral}")
+	}
+	r, err := tx.GetReferral(name)
+	if err != nil {
+		return nil, notFoundOr(err, name)
+	}
+	anc, err := ancestors(tx, r)
+	if err != nil {
+		return nil, err
+	}
+	rel := policy.Relate(CallerFrom(ctx).Org, r, anc)
+	if rel == policy.None {
+		return nil, notFound(name)
+	}
+	c, err := tx.GetConsent(r.Consent)
+	if err != nil && !errors.Is(err, storage.ErrNotFound) {
+		return nil, err
+	}
+	return &loaded{r: r, rel: rel, parties: policy.Parties(r, anc), consent: c}, nil
+}
+
+func consentRequired(msg, consent string, state pb.ConsentState) error {
+	return apiError(codes.FailedPrecondition, pb.ErrorReason_ERROR_REASON_CONSENT_REQUIRED, msg,
+		map[string]string{"consent": consent, "consent_state": strings.TrimPrefix(state.String(), "CONSENT_STATE_")})
+}
+
+func (s *referrals) CreateReferral(ctx context.Context, req *pb.CreateReferralRequest) (*pb.Referral, error) {
+	caller := CallerFrom(ctx)
+	if caller.Operator {
+		return nil, notAllowed("referrals", "the operator is never a party to a referral")
+	}
+	now := s.clock()
+	var v validate.Violations
+	validate.NewReferral(&v, "referral", req.Referral, now)
+	validate.RequestID(&v, "request_id", req.RequestId, true)
+	if req.Referral != nil && names.OrgOfService(req.Referral.RecipientService) == caller.Org {
+		v.Add("referral.recipient_service", "is a service of the caller's own organisation")
+	}
+	if err := invalid(v); err != nil {
+		return nil, err
+	}
+	in := req.Referral
+	resp := &pb.Referral{}
+	err := s.mutate(ctx, "CreateReferral", req.RequestId, req, resp, func(tx storage.WriteTx, now time.Time) (proto.Message, error) {
+		svc, err := tx.GetService(in.RecipientService)
+		if err != nil {
+			return nil, notFoundOr(err, in.RecipientService)
+		}
+		recipient := names.OrgOfService(svc.Name)
+		var parent *pb.Referral
+		if in.ParentReferral != "" {
+			p, err := load(ctx, tx, in.ParentReferral)
+			if err != nil {
+				return nil, err
+			}
+			if p.rel != policy.Receiver {
+				return nil, notAllowed(in.ParentReferral, "only the receiver of a referral may refer on from it")
+			}
+			if !lifecycle.Open(p.r.State) {
+				return nil, apiError(codes.FailedPrecondition, pb.ErrorReason_ERROR_REASON_REFERRAL_CLOSED,
+					"the parent referral is closed", map[string]string{"resource": in.ParentReferral})
+			}
+			if nhs := p.r.Person.GetNhsNumber(); nhs != "" && nhs != in.Person.NhsNumber {
+				return nil, invalidField("referral.person.nhs_number", "must be the person of the parent referral")
+			}
+			parent = p.r
+		}
+		// Consent: the caller must have recorded it, or be referring on from a
+		// referral that relies on it; it must cover this person and recipient.
+		c, err := tx.GetConsent(in.Consent)
+		if err != nil && !errors.Is(err, storage.ErrNotFound) {
+			return nil, err
+		}
+		if c == nil || (c.RecordedBy != caller.Org && (parent == nil || parent.Consent != c.Name)) {
+			return nil, consentRequired("no consent "+in.Consent+" that the caller may rely on", in.Consent, 0)
+		}
+		state := policy.ConsentState(c, now)
+		switch {
+		case c.NhsNumber != in.Person.NhsNumber:
+			return nil, consentRequired("the consent is for another person", c.Name, state)
+		case !policy.Allows(c, now, pb.ConsentPurpose_CONSENT_PURPOSE_DIRECT_CARE):
+			return nil, consentRequired("the consent is not ACTIVE for DIRECT_CARE", c.Name, state)
+		case !policy.CoversRecipient(c, recipient):
+			return nil, consentRequired("the consent does not cover sharing with "+recipient, c.Name, state)
+		}
+		if existing, err := tx.OpenReferralFor(in.Person.NhsNumber, svc.Name); err == nil {
+			return nil, apiError(codes.AlreadyExists, pb.ErrorReason_ERROR_REASON_DUPLICATE_REFERRAL,
+				"the person already has an open referral to this service", map[string]string{"existing_referral": existing})
+		} else if !errors.Is(err, storage.ErrNotFound) {
+			return nil, err
+		}
+		capa, err := tx.GetCapacity(svc.Name)
+		if err != nil {
+			return nil, err
+		}
+		admit := policy.Admit(capa.Status)
+		if admit.Refused {
+			alt := alternatives(tx, svc, validate.District(in.Person.Postcode))
+			return nil, apiError(codes.FailedPrecondition, pb.ErrorReason_ERROR_REASON_SERVICE_AT_CAPACITY,
+				"the service cannot take referrals now", map[string]string{
+					"capacity_status":      strings.TrimPrefix(capa.Status.String(), "CAPACITY_STATUS_"),
+					"alternative_services": strings.Join(alt, ","),
+				})
+		}
+		r := proto.Clone(in).(*pb.Referral)
+		r.Name = "referrals/" + newID()
+		r.Referrer, r.Recipient = caller.Org, recipient
+		r.State, r.StateReason, r.HeldFrom = admit.State, nil, 0
+		if admit.State == pb.ReferralState_REFERRAL_STATE_ON_HOLD {
+			r.StateReason = &pb.StateReason{Code: pb.StateReasonCode_STATE_REASON_CODE_NO_CAPACITY, Text: "waiting list"}
+			r.HeldFrom = pb.ReferralState_REFERRAL_STATE_REQUESTED
+		}
+		if r.ReplyBy == nil {
+			r.ReplyBy = timestamppb.New(now.Add(svc.DefaultReplyWithin.AsDuration()))
+		}
+		r.SnomedCode = SnomedReferralToSocialPrescribing
+		r.View, r.Overdue = 0, false
+		r.CreateTime, r.UpdateTime, r.StateTime = timestamppb.New(now), timestamppb.New(now), timestamppb.New(now)
+		stampReferral(r)
+		anc, err := ancestors(tx, r)
+		if err != nil {
+			return nil, err
+		}
+		parties := policy.Parties(r, anc)
+		if err := tx.CreateReferral(r, parties); err != nil {
+			return nil, err
+		}
+		if err := countReferral(ctx, tx, now, svc.Name, 0, r.State); err != nil {
+			return nil, err
+		}
+		if err := event(ctx, tx, now, pb.EventType_EVENT_TYPE_REFERRAL_CREATED, r.Name, parties, false, r.State); err != nil {
+			return nil, err
+		}
+		return policy.Redact(r, policy.Referrer, c, now), nil
+	})
+	return resp, err
+}
+
+func (s *referrals) GetReferral(ctx context.Context, req *pb.GetReferralRequest) (*pb.Referral, error) {
+	var out *pb.Referral
+	err := s.view(ctx, func(tx storage.ReadTx, now time.Time) error {
+		l, err := load(ctx, tx, req.Name)
+		if err != nil {
+			return err
+		}
+		out = policy.Redact(l.r, l.rel, l.consent, now)
+		return nil
+	})
+	return out, err
+}
+
+func (s *referrals) ListReferrals(ctx context.Context, req *pb.ListReferralsRequest) (*pb.ListReferralsResponse, error) {
+	org := CallerFrom(ctx).Org
+	var v validate.Violations
+	size := validate.PageSize(&v, "page_size", req.PageSize, 50)
+	after := parsePageToken(&v, "page_token", req.PageToken, req.Filter)
+	q := storage.ReferralQuery{Party: org}
+	var recipientService string
+	overdue := false
+	if req.Filter != "" {
+		terms, err := parseFilter(req.Filter, "state", "recipient", "referrer", "parent", "overdue")
+		if err != nil {
+			v.Add("filter", "%v", err)
+		}
+		if st, ok := terms["state"]; ok {
+			n := pb.ReferralState_value["REFERRAL_STATE_"+st]
+			if n == 0 {
+				v.Add("filter", "state must be a ReferralState such as REQUESTED")
+			}
+			q.State = pb.ReferralState(n)
+		}
+		if rc, ok := terms["recipient"]; ok {
+			if o := names.OrgOfService(rc); o != "" {
+				recipientService, rc = rc, o
+			}
+			if _, ok := names.Organization(rc); !ok {
+				v.Add("filter", "recipient must be an organisation or service name")
+			}
+			if rc == org {
+				q = storage.ReferralQuery{Recipient: org, State: q.State}
+			} else {
+				q.Recipient = rc // narrows the party index
+			}
+		}
+		if rf, ok := terms["referrer"]; ok {
+			if _, ok := names.Organization(rf); !ok {
+				v.Add("filter", "referrer must be an organisation name")
+			}
+			if rf == org && q.Recipient == "" {
+				q = storage.ReferralQuery{Referrer: org, State: q.State}
+			} else {
+				q.Referrer = rf
+			}
+		}
+		if p, ok := terms["parent"]; ok {
+			if _, ok := names.Referral(p); !ok {
+				v.Add("filter", "parent must be a referral name")
+			}
+			q.Parent = p
+		}
+		if ov, ok := terms["overdue"]; ok {
+			if ov != "true" && ov != "false" {
+				v.Add("filter", "overdue must be true or false")
+			}
+			overdue = ov == "true"
+		}
+	}
+	if err := invalid(v); err != nil {
+		return nil, err
+	}
+	resp := &pb.ListReferralsResponse{}
+	err := s.view(ctx, func(tx storage.ReadTx, now time.Time) error {
+		if q.Parent != "" {
+			if _, err := load(ctx, tx, q.Parent); err != nil {
+				return err
+			}
+			q = storage.ReferralQuery{Parent: q.Parent, State: q.State, Recipient: q.Recipient, Referrer: q.Referrer}
+		}
+		if overdue {
+			if q.Recipient != org {
+				return invalidField("filter", "overdue = true lists the caller's own inbox: add recipient = \""+org+"\"")
+			}
+			q.DueBefore = now
+		}
+		consents := map[string]*pb.Consent{}
+		p, err := tx.ListReferrals(q, after, size, func(r *pb.Referral) bool {
+			return recipientService == "" || r.RecipientService == recipientService
+		})
+		if err != nil {
+			return err
+		}
+		for _, r := range p.Items {
+			c, ok := consents[r.Consent]
+			if !ok {
+				c, _ = tx.GetConsent(r.Consent)
+				consents[r.Consent] = c
+			}
+			rel := policy.Relate(org, r, nil)
+			if rel == policy.None {
+				rel = policy.Upstream // listed through the party or parent index
+			}
+			resp.Referrals = append(resp.Referrals, policy.Redact(r, rel, c, now))
+		}
+		resp.NextPageToken = pageToken(p.Next, req.Filter)
+		return nil
+	})
+	return resp, err
+}
+
+// transition applies a state method.
+func (s *referrals) transition(ctx context.Context, action lifecycle.Action, name, etag, requestID string, reason *pb.StateReason, req proto.Message) (*pb.Referral, error) {
+	var v validate.Violations
+	validate.StateReason(&v, "reason", reason, false)
+	validate.RequestID(&v, "request_id", requestID, false)
+	if err := invalid(v); err != nil {
+		return nil, err
+	}
+	resp := &pb.Referral{}
+	err := s.mutate(ctx, action.String(), requestID, req, resp, func(tx storage.WriteTx, now time.Time) (proto.Message, error) {
+		l, err := load(ctx, tx, name)
+		if err != nil {
+			return nil, err
+		}
+		r := l.r
+		side, ok := l.rel.Side()
+		if !ok {
+			return nil, notAllowed(name, "only the referrer or the receiver may change a referral's state")
+		}
+		move, err := lifecycle.Apply(r.State, r.HeldFrom, action, side)
+		switch {
+		case errors.Is(err, lifecycle.ErrWrongSide):
+			return nil, apiError(codes.PermissionDenied, pb.ErrorReason_ERROR_REASON_WRONG_SIDE,
+				action.String()+" is for the other side of the referral", map[string]string{"method": action.String(), "side": side.String()})
+		case err != nil:
+			return nil, apiError(codes.FailedPrecondition, pb.ErrorReason_ERROR_REASON_INVALID_TRANSITION,
+				action.String()+" is not allowed from "+strings.TrimPrefix(r.State.String(), "REFERRAL_STATE_"),
+				map[string]string{"method": action.String(), "state": strings.TrimPrefix(r.State.String(), "REFERRAL_STATE_")})
+		}
+		if err := checkEtag(etag, r.Etag); err != nil {
+			return nil, err
+		}
+		if move.Reason == lifecycle.ReasonRequired && reason.GetCode() == 0 {
+			var v validate.Violations
+			validate.StateReason(&v, "reason", reason, true)
+			return nil, invalid(v)
+		}
+		from := r.State
+		if move.To == pb.ReferralState_REFERRAL_STATE_ON_HOLD {
+			r.HeldFrom = from
+		}
+		r.State = move.To
+		r.StateReason = nil
+		if move.Reason != lifecycle.NoReason && reason.GetCode() != 0 {
+			r.StateReason = reason
+		}
+		if err := saveMove(ctx, tx, now, r, l.parties, from); err != nil {
+			return nil, err
+		}
+		return policy.Redact(r, l.rel, l.consent, now), nil
+	})
+	return resp, err
+}
+
+// saveMove stores a referral that moved from state from, with its capacity
+// counts and its event.
+func saveMove(ctx context.Context, tx storage.WriteTx, now time.Time, r *pb.Referral, parties []string, from pb.ReferralState) error {
+	r.UpdateTime, r.StateTime = timestamppb.New(now), timestamppb.New(now)
+	stampReferral(r)
+	if err := tx.UpdateReferral(r); err != nil {
+		return err
+	}
+	if err := countReferral(ctx, tx, now, r.RecipientService, from, r.State); err != nil {
+		return err
+	}
+	return event(ctx, tx, now, pb.EventType_EVENT_TYPE_REFERRAL_STATE_CHANGED, r.Name, parties, false, r.State)
+}
+
+func (s *referrals) AcceptReferral(ctx context.Context, req *pb.AcceptReferralRequest) (*pb.Referral, error) {
+	return s.transition(ctx, lifecycle.Accept, req.Name, req.Etag, req.RequestId, nil, req)
+}
+
+func (s *referrals) RejectReferral(ctx context.Context, req *pb.RejectReferralRequest) (*pb.Referral, error) {
+	return s.transition(ctx, lifecycle.Reject, req.Name, req.Etag, req.RequestId, req.Reason, req)
+}
+
+func (s *referrals) StartReferral(ctx context.Context, req *pb.StartReferralRequest) (*pb.Referral, error) {
+	return s.transition(ctx, lifecycle.Start, req.Name, req.Etag, req.RequestId, nil, req)
+}
+
+func (s *referrals) HoldReferral(ctx context.Context, req *pb.HoldReferralRequest) (*pb.Referral, error) {
+	return s.transition(ctx, lifecycle.Hold, req.Name, req.Etag, req.RequestId, req.Reason, req)
+}
+
+func (s *referrals) ResumeReferral(ctx context.Context, req *pb.ResumeReferralRequest) (*pb.Referral, error) {
+	return s.transition(ctx, lifecycle.Resume, req.Name, req.Etag, req.RequestId, nil, req)
+}
+
+func (s *referrals) CompleteReferral(ctx context.Context, req *pb.CompleteReferralRequest) (*pb.Referral, error) {
+	return s.transition(ctx, lifecycle.Complete, req.Name, req.Etag, req.RequestId, nil, req)
+}
+
+func (s *referrals) FailReferral(ctx context.Context, req *pb.FailReferralRequest) (*pb.Referral, error) {
+	return s.transition(ctx, lifecycle.Fail, req.Name, req.Etag, req.RequestId, req.Reason, req)
+}
+
+func (s *referrals) CancelReferral(ctx context.Context, req *pb.CancelReferralRequest) (*pb.Referral, error) {
+	return s.transition(ctx, lifecycle.Cancel, req.Name, req.Etag, req.RequestId, req.Reason, req)
+}
+
+func (s *referrals) MarkReferralEnteredInError(ctx context.Context, req *pb.MarkReferralEnteredInErrorRequest) (*pb.Referral, error) {
+	return s.transition(ctx, lifecycle.MarkEnteredInError, req.Name, req.Etag, req.RequestId, req.Reason, req)
+}
+
+// SweepOverdue records one REFERRAL_OVERDUE event for each REQUESTED
+// referral past its reply-by. The server runs it periodically.
+func (s *Server) SweepOverdue(ctx context.Context) (int, error) {
+	n := 0
+	err := s.core.store.Update(ctx, func(tx storage.WriteTx) error {
+		n = 0
+		now := s.core.clock()
+		due, err := tx.DueReferrals(now, 500)
+		if err != nil {
+			return err
+		}
+		for _, r := range due {
+			anc, err := ancestors(tx, r)
+			if err != nil {
+				return err
+			}
+			if _, err := tx.AppendEvent(&storage.Event{Event: &pb.Event{EventTime: timestamppb.New(now),
+				Type: pb.EventType_EVENT_TYPE_REFERRAL_OVERDUE, Resource: r.Name, State: r.State},
+				Audience: policy.Parties(r, anc)}); err != nil {
+				return err
+			}
+			if err := tx.MarkOverdueNotified(r.Name); err != nil {
+				return err
+			}
+			n++
+		}
+		return nil
+	})
+	return n, err
+}

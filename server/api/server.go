@@ -1,0 +1,35 @@
+package api
+
+import (
+	"time"
+
+	"google.golang.org/grpc"
+
+	pb "github.com/social-prescribing/exchange/proto/exchange/v1"
+	"github.com/social-prescribing/exchange/server/storage"
+)
+
+// Server holds the exchange's gRPC services.
+type Server struct {
+	core *core
+}
+
+// New returns the services on store.
+func New(store storage.Store, opt Options) *Server {
+	now := opt.Now
+	if now == nil {
+		now = time.Now
+	}
+	return &Server{core: &core{store: store, now: now}}
+}
+
+// Register registers every service on g.
+func (s *Server) Register(g *grpc.Server) {
+	pb.RegisterDirectoryServiceServer(g, &directory{core: s.core})
+	pb.RegisterCapacityServiceServer(g, &capacity{core: s.core})
+	pb.RegisterConsentServiceServer(g, &consents{core: s.core})
+	pb.RegisterReferralServiceServer(g, &referrals{core: s.core})
+	pb.RegisterFeedbackServiceServer(g, &feedback{core: s.core})
+	pb.RegisterEventServiceServer(g, &events{core: s.core})
+	pb.RegisterApiKeyServiceServer(g, &apiKeys{core: s.core})
+}

@@ -1,0 +1,157 @@
+// Command server runs the referral exchange: the gRPC services on an
+// embedded bbolt store. `go run ./server --demo` starts it with demo
+// organisations; see README.md.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/reflection"
+
+	"github.com/social-prescribing/exchange/server/api"
+	"github.com/social-prescribing/exchange/server/storage"
+	"github.com/social-prescribing/exchange/server/storage/bolt"
+)
+
+func env(name, def string) string {
+	if v := os.Getenv(name); v != "" {
+		return v
+	}
+	return def
+}
+
+func main() {
+	fs := flag.NewFlagSet("server", flag.ExitOnError)
+	grpcAddr := fs.String("grpc-addr", env("EXCHANGE_GRPC_ADDR", "127.0.0.1:50051"), "gRPC listen address (env EXCHANGE_GRPC_ADDR)")
+	httpAddr := fs.String("http-addr", env("EXCHANGE_HTTP_ADDR", "127.0.0.1:8080"), "HTTP listen address for health checks (env EXCHANGE_HTTP_ADDR)")
+	dataDir := fs.String("data-dir", env("EXCHANGE_DATA_DIR", "data"), "directory of the bbolt store and the operator key (env EXCHANGE_DATA_DIR)")
+	demo := fs.Bool("demo", os.Getenv("EXCHANGE_DEMO") == "true", "create demo organisations once and print their API keys (env EXCHANGE_DEMO=true)")
+	overdueEvery := fs.Duration("overdue-interval", 30*time.Second, "how often to look for referrals past their reply-by deadline")
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), "Usage: server [flags]\n\nRuns the social prescribing referral exchange.\n\nFlags:\n")
+		fs.PrintDefaults()
+	}
+	fs.Parse(os.Args[1:])
+	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
+	slog.SetDefault(log)
+	if err := run(*grpcAddr, *httpAddr, *dataDir, *demo, *overdueEvery); err != nil {
+		log.Error("exchange stopped", "err", err)
+		os.Exit(1)
+	}
+}
+
+func run(grpcAddr, httpAddr, dataDir string, demo bool, overdueEvery time.Duration) error {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := os.MkdirAll(dataDir, 0o700); err != nil {
+		return fmt.Errorf("data directory: %w", err)
+	}
+	store, err := bolt.Open(filepath.Join(dataDir, "exchange.db"), bolt.Options{})
+	if err != nil {
+		return err
+	}
+	defer store.Close()
+	if err := ensureOperator(ctx, store, dataDir); err != nil {
+		return err
+	}
+	srv := api.New(store, api.Options{})
+	if demo {
+		if err := ensureDemo(ctx, store, dataDir); err != nil {
+			return fmt.Errorf("demo: %w", err)
+		}
+	}
+
+	g := grpc.NewServer(grpc.ChainUnaryInterceptor(srv.UnaryAuth), grpc.ChainStreamInterceptor(srv.StreamAuth))
+	srv.Register(g)
+	hs := health.NewServer()
+	healthpb.RegisterHealthServer(g, hs)
+	reflection.Register(g)
+
+	gl, err := net.Listen("tcp", grpcAddr)
+	if err != nil {
+		return fmt.Errorf("listen %s: %w", grpcAddr, err)
+	}
+	hl, err := net.Listen("tcp", httpAddr)
+	if err != nil {
+		return fmt.Errorf("listen %s: %w", httpAddr, err)
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) { fmt.Fprintln(w, "ok") })
+	hsrv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+
+	errc := make(chan error, 2)
+	go func() { errc <- g.Serve(gl) }()
+	go func() { errc <- hsrv.Serve(hl) }()
+	go sweep(ctx, srv, overdueEvery)
+	slog.Info("exchange listening", "grpc", gl.Addr().String(), "http", hl.Addr().String(), "data", dataDir)
+
+	select {
+	case <-ctx.Done():
+	case err := <-errc:
+		if err != nil && !errors.Is(err, http.ErrServerClosed) {
+			return err
+		}
+	}
+	slog.Info("stopping: draining calls, then closing the store")
+	hs.Shutdown()
+	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	hsrv.Shutdown(sctx)
+	done := make(chan struct{})
+	go func() { g.GracefulStop(); close(done) }()
+	select {
+	case <-done:
+	case <-sctx.Done():
+		g.Stop() // streams (WatchEvents) do not end by themselves
+	}
+	return store.Close()
+}
+
+func sweep(ctx context.Context, srv *api.Server, every time.Duration) {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		if n, err := srv.SweepOverdue(ctx); err != nil && ctx.Err() == nil {
+			slog.Error("overdue sweep", "err", err)
+		} else if n > 0 {
+			slog.Info("overdue referrals notified", "count", n)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// ensureOperator creates the operator organisation and its key on first
+// start, writing the key to a file only the owner can read.
+func ensureOperator(ctx context.Context, store storage.Store, dataDir string) error {
+	path := filepath.Join(dataDir, "operator-key")
+	secret, err := api.CreateOperator(ctx, store, time.Now().UTC())
+	if errors.Is(err, storage.ErrAlreadyExists) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("create operator: %w", err)
+	}
+	if err := os.WriteFile(path, []byte(secret+"\n"), 0o600); err != nil {
+		return fmt.Errorf("write operator key: %w", err)
+	}
+	slog.Info("created the operator API key; keep it safe", "path", path)
+	return nil
+}

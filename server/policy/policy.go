@@ -1,0 +1,216 @@
+// Package policy holds the exchange's access rules as data: how an
+// organisation relates to a referral, what each relationship may see of the
+// person and of each kind of feedback given the consent at that moment, and
+// how capacity admits and counts referrals. The api package calls these and
+// nothing else decides them.
+package policy
+
+import (
+	"slices"
+
+	"google.golang.org/protobuf/proto"
+	"time"
+
+	pb "github.com/social-prescribing/exchange/proto/exchange/v1"
+	"github.com/social-prescribing/exchange/server/lifecycle"
+)
+
+// Relation is how an organisation relates to a referral.
+type Relation int
+
+const (
+	// None: no relation; the referral does not exist for it (NOT_FOUND).
+	None Relation = iota
+	// Referrer made the referral.
+	Referrer
+	// Receiver owns the recipient service.
+	Receiver
+	// Upstream is a party of an ancestor referral (e.g. the GP whose link
+	// worker referred on).
+	Upstream
+)
+
+func (r Relation) String() string {
+	return [...]string{"none", "referrer", "receiver", "upstream"}[r]
+}
+
+// Side returns the lifecycle side of a direct party.
+func (r Relation) Side() (lifecycle.Side, bool) {
+	switch r {
+	case Referrer:
+		return lifecycle.Referrer, true
+	case Receiver:
+		return lifecycle.Receiver, true
+	}
+	return 0, false
+}
+
+// Relate returns how org relates to r; ancestors are r's parent, its
+// parent, and so on.
+func Relate(org string, r *pb.Referral, ancestors []*pb.Referral) Relation {
+	switch org {
+	case r.Referrer:
+		return Referrer
+	case r.Recipient:
+		return Receiver
+	}
+	for _, a := range ancestors {
+		if org == a.Referrer || org == a.Recipient {
+			return Upstream
+		}
+	}
+	return None
+}
+
+// Parties returns every organisation that may see r.
+func Parties(r *pb.Referral, ancestors []*pb.Referral) []string {
+	out := []string{r.Referrer, r.Recipient}
+	for _, a := range ancestors {
+		out = append(out, a.Referrer, a.Recipient)
+	}
+	slices.Sort(out)
+	return slices.Compact(out)
+}
+
+// ConsentState is the state of c at time now.
+func ConsentState(c *pb.Consent, now time.Time) pb.ConsentState {
+	switch {
+	case c.WithdrawTime != nil:
+		return pb.ConsentState_CONSENT_STATE_WITHDRAWN
+	case c.ValidUntil != nil && !now.Before(c.ValidUntil.AsTime()):
+		return pb.ConsentState_CONSENT_STATE_EXPIRED
+	case c.ValidFrom != nil && now.Before(c.ValidFrom.AsTime()):
+		return pb.ConsentState_CONSENT_STATE_PENDING
+	}
+	return pb.ConsentState_CONSENT_STATE_ACTIVE
+}
+
+// Allows reports whether c is active at now and includes purpose.
+func Allows(c *pb.Consent, now time.Time, purpose pb.ConsentPurpose) bool {
+	return c != nil && ConsentState(c, now) == pb.ConsentState_CONSENT_STATE_ACTIVE && slices.Contains(c.Purposes, purpose)
+}
+
+// CoversRecipient reports whether c lets a referral go to organisation org.
+func CoversRecipient(c *pb.Consent, org string) bool {
+	switch c.RecipientScope {
+	case pb.ConsentRecipientScope_CONSENT_RECIPIENT_SCOPE_REFERRAL_CHAIN:
+		return true
+	case pb.ConsentRecipientScope_CONSENT_RECIPIENT_SCOPE_NAMED_ORGANIZATIONS:
+		return slices.Contains(c.Recipients, org)
+	}
+	return false
+}
+
+// View is what a relation sees of a referral's person, given its consent now:
+//
+//	referrer  FULL always (it supplied the details)
+//	receiver  FULL while the consent allows DIRECT_CARE, else WITHOUT_PERSON
+//	upstream  WITHOUT_PERSON (it holds the details through its own referral)
+func View(rel Relation, c *pb.Consent, now time.Time) pb.ReferralView {
+	switch rel {
+	case Referrer:
+		return pb.ReferralView_REFERRAL_VIEW_FULL
+	case Receiver:
+		if Allows(c, now, pb.ConsentPurpose_CONSENT_PURPOSE_DIRECT_CARE) {
+			return pb.ReferralView_REFERRAL_VIEW_FULL
+		}
+	}
+	return pb.ReferralView_REFERRAL_VIEW_WITHOUT_PERSON
+}
+
+// Redact returns the referral as the relation may see it now, with its
+// output-only read-time fields (view, overdue) set.
+func Redact(r *pb.Referral, rel Relation, c *pb.Consent, now time.Time) *pb.Referral {
+	out := proto.Clone(r).(*pb.Referral)
+	out.View = View(rel, c, now)
+	if out.View != pb.ReferralView_REFERRAL_VIEW_FULL {
+		out.Person = nil
+		out.Reason = ""
+	}
+	out.Overdue = r.State == pb.ReferralState_REFERRAL_STATE_REQUESTED && r.ReplyBy != nil && now.After(r.ReplyBy.AsTime())
+	return out
+}
+
+// FeedbackVisible reports whether org, related to the referral by rel, may
+// read f given the referral's consent now. The table is on FeedbackService
+// in feedback.proto.
+func FeedbackVisible(org string, rel Relation, f *pb.Feedback, c *pb.Consent, now time.Time) bool {
+	if f.Author == org {
+		return true
+	}
+	if f.Audience == pb.FeedbackAudience_FEEDBACK_AUDIENCE_AUTHOR_SIDE || rel == None {
+		return false
+	}
+	switch f.Content.(type) {
+	case *pb.Feedback_Note:
+		return rel == Referrer || rel == Receiver
+	default: // uptake and outcomes
+		return Allows(c, now, pb.ConsentPurpose_CONSENT_PURPOSE_FEEDBACK_TO_REFERRER)
+	}
+}
+
+// CanPostFeedback reports whether a relation may post this kind of feedback.
+func CanPostFeedback(rel Relation, f *pb.Feedback) bool {
+	switch f.Content.(type) {
+	case *pb.Feedback_Note:
+		return rel == Referrer || rel == Receiver
+	default:
+		return rel == Receiver
+	}
+}
+
+// Admission is what CreateReferral does for a capacity status: the state a
+// new referral starts in, or refused.
+type Admission struct {
+	Refused bool
+	State   pb.ReferralState
+}
+
+// Admit is the capacity table on CapacityStatus in capacity.proto.
+func Admit(status pb.CapacityStatus) Admission {
+	switch status {
+	case pb.CapacityStatus_CAPACITY_STATUS_ACCEPTING, pb.CapacityStatus_CAPACITY_STATUS_ADDITIONAL_ASSESSMENT_REQUIRED:
+		return Admission{State: pb.ReferralState_REFERRAL_STATE_REQUESTED}
+	case pb.CapacityStatus_CAPACITY_STATUS_WAITLIST:
+		return Admission{State: pb.ReferralState_REFERRAL_STATE_ON_HOLD}
+	}
+	return Admission{Refused: true}
+}
+
+// HasCapacity reports whether a service with this status can take a referral.
+func HasCapacity(status pb.CapacityStatus) bool { return !Admit(status).Refused }
+
+// Count moves one referral of the service from state from to state to in
+// the capacity counts (UNSPECIFIED from: a new referral), then applies the
+// automatic switch. It reports whether the status changed.
+func Count(c *pb.Capacity, from, to pb.ReferralState) bool {
+	if lifecycle.Active(from) {
+		c.ActiveReferrals--
+	}
+	if lifecycle.Waitlisted(from) {
+		c.WaitlistedReferrals--
+	}
+	if lifecycle.Active(to) {
+		c.ActiveReferrals++
+	}
+	if lifecycle.Waitlisted(to) {
+		c.WaitlistedReferrals++
+	}
+	return AutoSwitch(c)
+}
+
+// AutoSwitch sets ACCEPTING to NO_CAPACITY when the maximum of active
+// referrals is reached, and back when a place frees up, but only undoes a
+// switch it made itself. It reports whether the status changed.
+func AutoSwitch(c *pb.Capacity) bool {
+	full := c.MaxActiveReferrals > 0 && c.ActiveReferrals >= c.MaxActiveReferrals
+	switch {
+	case full && c.Status == pb.CapacityStatus_CAPACITY_STATUS_ACCEPTING:
+		c.Status, c.StatusSetAutomatically = pb.CapacityStatus_CAPACITY_STATUS_NO_CAPACITY, true
+		return true
+	case !full && c.StatusSetAutomatically && c.Status == pb.CapacityStatus_CAPACITY_STATUS_NO_CAPACITY:
+		c.Status, c.StatusSetAutomatically = pb.CapacityStatus_CAPACITY_STATUS_ACCEPTING, false
+		return true
+	}
+	return false
+}
