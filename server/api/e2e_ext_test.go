@@ -125,7 +125,7 @@ func TestWorkedExample(t *testing.T) {
 	// 1. Consent.
 	c, err := consents.CreateConsent(gp, &pb.CreateConsentRequest{Consent: &pb.Consent{
 		NhsNumber: "943 476 5919", Method: pb.ConsentMethod_CONSENT_METHOD_VERBAL,
-		Purposes: []pb.ConsentPurpose{pb.ConsentPurpose_CONSENT_PURPOSE_DIRECT_CARE, pb.ConsentPurpose_CONSENT_PURPOSE_FEEDBACK_TO_REFERRER, pb.ConsentPurpose_CONSENT_PURPOSE_EVALUATION},
+		Purposes:       []pb.ConsentPurpose{pb.ConsentPurpose_CONSENT_PURPOSE_DIRECT_CARE, pb.ConsentPurpose_CONSENT_PURPOSE_FEEDBACK_TO_REFERRER, pb.ConsentPurpose_CONSENT_PURPOSE_EVALUATION},
 		RecipientScope: pb.ConsentRecipientScope_CONSENT_RECIPIENT_SCOPE_REFERRAL_CHAIN}})
 	if err != nil || c.State != pb.ConsentState_CONSENT_STATE_ACTIVE || c.NhsNumber != adaNHS {
 		t.Fatalf("consent = %v, %v", c, err)
@@ -175,7 +175,7 @@ func TestWorkedExample(t *testing.T) {
 	// 4. Link worker -> walking group, relying on the same consent.
 	r2, err := refs.CreateReferral(lw, &pb.CreateReferralRequest{RequestId: "lw-1", Referral: &pb.Referral{
 		RecipientService: walks, ParentReferral: r1.Name, Person: ada(), Route: pb.ReferralRoute_REFERRAL_ROUTE_LINK_WORKER,
-		Needs: []pb.Category{pb.Category_CATEGORY_PHYSICAL_ACTIVITY, pb.Category_CATEGORY_SOCIAL_ISOLATION},
+		Needs:        []pb.Category{pb.Category_CATEGORY_PHYSICAL_ACTIVITY, pb.Category_CATEGORY_SOCIAL_ISOLATION},
 		SupportLevel: pb.SupportLevel_SUPPORT_LEVEL_INTENSIVE, Consent: c.Name}})
 	if err != nil {
 		t.Fatal(err)
