@@ -54,11 +54,7 @@ func (s *feedback) CreateFeedback(ctx context.Context, req *pb.CreateFeedbackReq
 		// The event goes to those who may read the entry now.
 		var aud []string
 		for _, p := range l.parties {
-			rel := policy.Relate(p, l.r, nil)
-			if rel == policy.None {
-				rel = policy.Upstream
-			}
-			if policy.FeedbackVisible(p, rel, f, l.consent, now) {
+			if policy.FeedbackVisible(p, policy.RelateParty(p, l.r), f, l.consent, now) {
 				aud = append(aud, p)
 			}
 		}

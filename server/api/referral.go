@@ -289,11 +289,8 @@ func (s *referrals) ListReferrals(ctx context.Context, req *pb.ListReferralsRequ
 				c, _ = tx.GetConsent(r.Consent)
 				consents[r.Consent] = c
 			}
-			rel := policy.Relate(org, r, nil)
-			if rel == policy.None {
-				rel = policy.Upstream // listed through the party or parent index
-			}
-			resp.Referrals = append(resp.Referrals, policy.Redact(r, rel, c, now))
+			// Listed through the party or parent index: the caller is a party.
+			resp.Referrals = append(resp.Referrals, policy.Redact(r, policy.RelateParty(org, r), c, now))
 		}
 		resp.NextPageToken = pageToken(p.Next, req.Filter)
 		return nil

@@ -62,6 +62,16 @@ func Relate(org string, r *pb.Referral, ancestors []*pb.Referral) Relation {
 	return None
 }
 
+// RelateParty returns how org relates to r when org is already known to be
+// one of r's parties (from Parties or the party index): anyone but the two
+// direct sides is upstream.
+func RelateParty(org string, r *pb.Referral) Relation {
+	if rel := Relate(org, r, nil); rel != None {
+		return rel
+	}
+	return Upstream
+}
+
 // Parties returns every organisation that may see r.
 func Parties(r *pb.Referral, ancestors []*pb.Referral) []string {
 	out := []string{r.Referrer, r.Recipient}
