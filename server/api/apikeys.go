@@ -18,20 +18,12 @@ type apiKeys struct {
 	pb.UnimplementedApiKeyServiceServer
 }
 
-func selfOrOperator(ctx context.Context, org string) error {
-	c := CallerFrom(ctx)
-	if c.Operator || c.Org == org {
-		return nil
-	}
-	return notAllowed(org, "only the operator or the organisation itself may manage its keys")
-}
-
 func keyProto(k *storage.APIKey) *pb.ApiKey {
 	return &pb.ApiKey{Name: k.Name, DisplayName: k.DisplayName, CreateTime: timestamppb.New(k.CreateTime), RevokeTime: tsOrNil(k.RevokeTime)}
 }
 
 func (a *apiKeys) CreateApiKey(ctx context.Context, req *pb.CreateApiKeyRequest) (*pb.CreateApiKeyResponse, error) {
-	if err := selfOrOperator(ctx, req.Parent); err != nil {
+	if err := mayManage(ctx, "CreateApiKey", req.Parent); err != nil {
 		return nil, err
 	}
 	var v validate.Violations
@@ -56,7 +48,7 @@ func (a *apiKeys) CreateApiKey(ctx context.Context, req *pb.CreateApiKeyRequest)
 }
 
 func (a *apiKeys) ListApiKeys(ctx context.Context, req *pb.ListApiKeysRequest) (*pb.ListApiKeysResponse, error) {
-	if err := selfOrOperator(ctx, req.Parent); err != nil {
+	if err := mayManage(ctx, "ListApiKeys", req.Parent); err != nil {
 		return nil, err
 	}
 	var v validate.Violations
@@ -82,7 +74,7 @@ func (a *apiKeys) RevokeApiKey(ctx context.Context, req *pb.RevokeApiKeyRequest)
 	if !ok {
 		return nil, invalidField("name", "must be organizations/{organization}/apiKeys/{api_key}")
 	}
-	if err := selfOrOperator(ctx, "organizations/"+org); err != nil {
+	if err := mayManage(ctx, "RevokeApiKey", "organizations/"+org); err != nil {
 		return nil, err
 	}
 	resp := &pb.ApiKey{}

@@ -80,12 +80,21 @@ func (x *exchange) chain(t *testing.T, state pb.ReferralState) chain {
 	steps := map[pb.ReferralState][]func() error{
 		pb.ReferralState_REFERRAL_STATE_REQUESTED: nil,
 		pb.ReferralState_REFERRAL_STATE_ACCEPTED: {
-			func() error { _, err := refs.AcceptReferral(group, &pb.AcceptReferralRequest{Name: r2.Name}); return err }},
+			func() error {
+				_, err := refs.AcceptReferral(group, &pb.AcceptReferralRequest{Name: r2.Name})
+				return err
+			}},
 		pb.ReferralState_REFERRAL_STATE_IN_PROGRESS: {
-			func() error { _, err := refs.AcceptReferral(group, &pb.AcceptReferralRequest{Name: r2.Name}); return err },
+			func() error {
+				_, err := refs.AcceptReferral(group, &pb.AcceptReferralRequest{Name: r2.Name})
+				return err
+			},
 			func() error { _, err := refs.StartReferral(group, &pb.StartReferralRequest{Name: r2.Name}); return err }},
 		pb.ReferralState_REFERRAL_STATE_ON_HOLD: {
-			func() error { _, err := refs.AcceptReferral(group, &pb.AcceptReferralRequest{Name: r2.Name}); return err },
+			func() error {
+				_, err := refs.AcceptReferral(group, &pb.AcceptReferralRequest{Name: r2.Name})
+				return err
+			},
 			func() error {
 				_, err := refs.HoldReferral(group, &pb.HoldReferralRequest{Name: r2.Name, Reason: hold})
 				return err

@@ -39,8 +39,8 @@ func (c *capacity) UpdateCapacity(ctx context.Context, req *pb.UpdateCapacityReq
 	if !ok {
 		return nil, invalidField("capacity.name", "must be organizations/{organization}/services/{service}/capacity")
 	}
-	if CallerFrom(ctx).Org != names.OrgOfService(svc) {
-		return nil, notAllowed(name, "only the owning organisation may change its capacity")
+	if err := mayManage(ctx, "UpdateCapacity", names.OrgOfService(svc)); err != nil {
+		return nil, err
 	}
 	var v validate.Violations
 	paths := maskPaths(&v, req.UpdateMask, "status", "max_active_referrals", "notes")

@@ -27,15 +27,22 @@ type directory struct {
 	pb.UnimplementedDirectoryServiceServer
 }
 
-func operatorOnly(ctx context.Context, resource string) error {
-	if !CallerFrom(ctx).Operator {
-		return notAllowed(resource, "only the operator of the exchange may do this")
+// mayManage applies policy.Stewards: who may call method on the resources
+// of organisation owner.
+func mayManage(ctx context.Context, method, owner string) error {
+	c := CallerFrom(ctx)
+	if policy.MayManage(method, c.Org, c.Operator, owner) {
+		return nil
 	}
-	return nil
+	resource := owner
+	if resource == "" {
+		resource = "organizations"
+	}
+	return notAllowed(resource, policy.Stewards[method].String())
 }
 
 func (d *directory) CreateOrganization(ctx context.Context, req *pb.CreateOrganizationRequest) (*pb.Organization, error) {
-	if err := operatorOnly(ctx, "organizations"); err != nil {
+	if err := mayManage(ctx, "CreateOrganization", ""); err != nil {
 		return nil, err
 	}
 	var v validate.Violations
@@ -134,9 +141,8 @@ func (d *directory) ListOrganizations(ctx context.Context, req *pb.ListOrganizat
 
 func (d *directory) UpdateOrganization(ctx context.Context, req *pb.UpdateOrganizationRequest) (*pb.Organization, error) {
 	name := req.GetOrganization().GetName()
-	caller := CallerFrom(ctx)
-	if !caller.Operator && caller.Org != name {
-		return nil, notAllowed(name, "only the operator or the organisation itself may change it")
+	if err := mayManage(ctx, "UpdateOrganization", name); err != nil {
+		return nil, err
 	}
 	var v validate.Violations
 	validate.Organization(&v, "organization", req.Organization, false)
@@ -191,8 +197,8 @@ func maskPaths(v *validate.Violations, m *fieldmaskpb.FieldMask, allowed ...stri
 }
 
 func (d *directory) CreateService(ctx context.Context, req *pb.CreateServiceRequest) (*pb.Service, error) {
-	if CallerFrom(ctx).Org != req.Parent {
-		return nil, notAllowed(req.Parent, "only the organisation itself may publish its services")
+	if err := mayManage(ctx, "CreateService", req.Parent); err != nil {
+		return nil, err
 	}
 	var v validate.Violations
 	validate.ResourceID(&v, "service_id", req.ServiceId)
@@ -257,8 +263,8 @@ func (d *directory) ListServices(ctx context.Context, req *pb.ListServicesReques
 
 func (d *directory) UpdateService(ctx context.Context, req *pb.UpdateServiceRequest) (*pb.Service, error) {
 	name := req.GetService().GetName()
-	if CallerFrom(ctx).Org != names.OrgOfService(name) {
-		return nil, notAllowed(name, "only the owning organisation may change its services")
+	if err := mayManage(ctx, "UpdateService", names.OrgOfService(name)); err != nil {
+		return nil, err
 	}
 	var v validate.Violations
 	paths := maskPaths(&v, req.UpdateMask, "display_name", "description", "categories", "eligibility", "delivery_modes", "contact", "default_reply_within", "hsds_id")

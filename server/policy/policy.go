@@ -224,3 +224,49 @@ func AutoSwitch(c *pb.Capacity) bool {
 	}
 	return false
 }
+
+// Steward is who may change an organisation's directory entries and keys.
+type Steward int
+
+const (
+	// OperatorOnly: the operator of the exchange.
+	OperatorOnly Steward = iota + 1
+	// OwnerOnly: the organisation itself; the operator may not speak for it.
+	OwnerOnly
+	// OwnerOrOperator: the organisation itself or the operator.
+	OwnerOrOperator
+)
+
+func (s Steward) String() string {
+	return [...]string{"", "only the operator of the exchange may do this",
+		"only the organisation itself may do this",
+		"only the organisation itself or the operator may do this"}[s]
+}
+
+// Stewards says, for each method that changes the directory or the keys,
+// who may call it on an organisation's resources. A method missing here is
+// refused.
+var Stewards = map[string]Steward{
+	"CreateOrganization": OperatorOnly,
+	"UpdateOrganization": OwnerOrOperator,
+	"CreateService":      OwnerOnly,
+	"UpdateService":      OwnerOnly,
+	"UpdateCapacity":     OwnerOnly,
+	"CreateApiKey":       OwnerOrOperator,
+	"ListApiKeys":        OwnerOrOperator,
+	"RevokeApiKey":       OwnerOrOperator,
+}
+
+// MayManage reports whether caller (the operator or not) may call method on
+// resources of the organisation owner.
+func MayManage(method, caller string, operator bool, owner string) bool {
+	switch Stewards[method] {
+	case OperatorOnly:
+		return operator
+	case OwnerOnly:
+		return caller == owner && owner != ""
+	case OwnerOrOperator:
+		return operator || (caller == owner && owner != "")
+	}
+	return false
+}

@@ -1,0 +1,225 @@
+package policy
+
+import (
+	"testing"
+	"time"
+
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	pb "github.com/social-prescribing/exchange/proto/exchange/v1"
+)
+
+var now = time.Date(2026, 11, 21, 12, 0, 0, 0, time.UTC)
+
+func ts(d time.Duration) *timestamppb.Timestamp { return timestamppb.New(now.Add(d)) }
+
+func TestRelate(t *testing.T) {
+	gp, lw, group := "organizations/gp", "organizations/lw", "organizations/group"
+	r1 := &pb.Referral{Name: "referrals/r1", Referrer: gp, Recipient: lw}
+	r2 := &pb.Referral{Name: "referrals/r2", Referrer: lw, Recipient: group, ParentReferral: r1.Name}
+	for _, c := range []struct {
+		org  string
+		r    *pb.Referral
+		anc  []*pb.Referral
+		want Relation
+	}{
+		{gp, r1, nil, Referrer},
+		{lw, r1, nil, Receiver},
+		{group, r1, nil, None},
+		{lw, r2, []*pb.Referral{r1}, Referrer},
+		{group, r2, []*pb.Referral{r1}, Receiver},
+		{gp, r2, []*pb.Referral{r1}, Upstream},
+		{"organizations/stranger", r2, []*pb.Referral{r1}, None},
+		{gp, r2, nil, None},
+	} {
+		if got := Relate(c.org, c.r, c.anc); got != c.want {
+			t.Errorf("Relate(%s, %s) = %v, want %v", c.org, c.r.Name, got, c.want)
+		}
+	}
+	if got := RelateParty(gp, r2); got != Upstream {
+		t.Errorf("RelateParty = %v", got)
+	}
+	if got := Parties(r2, []*pb.Referral{r1}); len(got) != 3 {
+		t.Errorf("Parties = %v", got)
+	}
+}
+
+func TestConsentState(t *testing.T) {
+	for _, c := range []struct {
+		c    *pb.Consent
+		want pb.ConsentState
+	}{
+		{&pb.Consent{}, pb.ConsentState_CONSENT_STATE_ACTIVE},
+		{&pb.Consent{ValidFrom: ts(-time.Hour), ValidUntil: ts(time.Hour)}, pb.ConsentState_CONSENT_STATE_ACTIVE},
+		{&pb.Consent{ValidUntil: ts(0)}, pb.ConsentState_CONSENT_STATE_EXPIRED},
+		{&pb.Consent{ValidUntil: ts(-time.Second)}, pb.ConsentState_CONSENT_STATE_EXPIRED},
+		{&pb.Consent{ValidFrom: ts(time.Hour)}, pb.ConsentState_CONSENT_STATE_PENDING},
+		{&pb.Consent{WithdrawTime: ts(-time.Hour), ValidUntil: ts(-time.Minute)}, pb.ConsentState_CONSENT_STATE_WITHDRAWN},
+	} {
+		if got := ConsentState(c.c, now); got != c.want {
+			t.Errorf("ConsentState(%v) = %v, want %v", c.c, got, c.want)
+		}
+	}
+}
+
+func TestViewAndFeedback(t *testing.T) {
+	direct := pb.ConsentPurpose_CONSENT_PURPOSE_DIRECT_CARE
+	fb := pb.ConsentPurpose_CONSENT_PURPOSE_FEEDBACK_TO_REFERRER
+	full := &pb.Consent{Purposes: []pb.ConsentPurpose{direct, fb}}
+	careOnly := &pb.Consent{Purposes: []pb.ConsentPurpose{direct}}
+	withdrawn := &pb.Consent{Purposes: []pb.ConsentPurpose{direct, fb}, WithdrawTime: ts(-time.Hour)}
+	expired := &pb.Consent{Purposes: []pb.ConsentPurpose{direct, fb}, ValidUntil: ts(-time.Hour)}
+	note := &pb.Feedback{Author: "organizations/group", Content: &pb.Feedback_Note{Note: &pb.Note{Text: "x"}}}
+	uptake := &pb.Feedback{Author: "organizations/group", Content: &pb.Feedback_Uptake{Uptake: &pb.Uptake{}}}
+	private := &pb.Feedback{Author: "organizations/group", Audience: pb.FeedbackAudience_FEEDBACK_AUDIENCE_AUTHOR_SIDE, Content: &pb.Feedback_Note{Note: &pb.Note{Text: "x"}}}
+	for _, c := range []struct {
+		rel                      Relation
+		consent                  *pb.Consent
+		fullView                 bool
+		seesNote, seesUptake     bool
+		seesPrivate              bool
+		postsNote, postsOutcomes bool
+	}{
+		{Referrer, full, true, true, true, false, true, false},
+		{Referrer, withdrawn, true, true, false, false, true, false},
+		{Receiver, full, true, true, true, false, true, true},
+		{Receiver, careOnly, true, true, false, false, true, true},
+		{Receiver, withdrawn, false, true, false, false, true, true},
+		{Receiver, expired, false, true, false, false, true, true},
+		{Upstream, full, false, false, true, false, false, false},
+		{Upstream, careOnly, false, false, false, false, false, false},
+		{Upstream, expired, false, false, false, false, false, false},
+		{None, full, false, false, false, false, false, false},
+	} {
+		name := c.rel.String()
+		if got := View(c.rel, c.consent, now) == pb.ReferralView_REFERRAL_VIEW_FULL; got != c.fullView {
+			t.Errorf("%s %v: full view = %v", name, c.consent, got)
+		}
+		org := "organizations/reader"
+		if got := FeedbackVisible(org, c.rel, note, c.consent, now); got != c.seesNote {
+			t.Errorf("%s %v: sees note = %v", name, c.consent, got)
+		}
+		if got := FeedbackVisible(org, c.rel, uptake, c.consent, now); got != c.seesUptake {
+			t.Errorf("%s %v: sees uptake = %v", name, c.consent, got)
+		}
+		if got := FeedbackVisible(org, c.rel, private, c.consent, now); got != c.seesPrivate {
+			t.Errorf("%s %v: sees author-side note = %v", name, c.consent, got)
+		}
+		if got := CanPostFeedback(c.rel, note); got != c.postsNote {
+			t.Errorf("%s: posts note = %v", name, got)
+		}
+		if got := CanPostFeedback(c.rel, uptake); got != c.postsOutcomes {
+			t.Errorf("%s: posts uptake = %v", name, got)
+		}
+	}
+	// The author always sees its own entries.
+	if !FeedbackVisible("organizations/group", Receiver, private, withdrawn, now) {
+		t.Error("author cannot see its own note")
+	}
+	r := &pb.Referral{Person: &pb.Person{GivenName: "Ada"}, Reason: "lonely", State: pb.ReferralState_REFERRAL_STATE_REQUESTED, ReplyBy: ts(-time.Minute)}
+	got := Redact(r, Upstream, full, now)
+	if got.Person != nil || got.Reason != "" || !got.Overdue || r.Person == nil {
+		t.Errorf("Redact = %v (original %v)", got, r)
+	}
+}
+
+func TestCoversRecipient(t *testing.T) {
+	named := &pb.Consent{RecipientScope: pb.ConsentRecipientScope_CONSENT_RECIPIENT_SCOPE_NAMED_ORGANIZATIONS, Recipients: []string{"organizations/a"}}
+	chain := &pb.Consent{RecipientScope: pb.ConsentRecipientScope_CONSENT_RECIPIENT_SCOPE_REFERRAL_CHAIN}
+	for _, c := range []struct {
+		c    *pb.Consent
+		org  string
+		want bool
+	}{
+		{named, "organizations/a", true}, {named, "organizations/b", false},
+		{chain, "organizations/b", true}, {&pb.Consent{}, "organizations/a", false},
+	} {
+		if got := CoversRecipient(c.c, c.org); got != c.want {
+			t.Errorf("CoversRecipient(%v, %s) = %v", c.c, c.org, got)
+		}
+	}
+}
+
+func TestAdmit(t *testing.T) {
+	for st := range pb.CapacityStatus_name {
+		s := pb.CapacityStatus(st)
+		a := Admit(s)
+		switch s {
+		case pb.CapacityStatus_CAPACITY_STATUS_ACCEPTING, pb.CapacityStatus_CAPACITY_STATUS_ADDITIONAL_ASSESSMENT_REQUIRED:
+			if a.Refused || a.State != pb.ReferralState_REFERRAL_STATE_REQUESTED {
+				t.Errorf("%v: %+v", s, a)
+			}
+		case pb.CapacityStatus_CAPACITY_STATUS_WAITLIST:
+			if a.Refused || a.State != pb.ReferralState_REFERRAL_STATE_ON_HOLD {
+				t.Errorf("%v: %+v", s, a)
+			}
+		default:
+			if !a.Refused {
+				t.Errorf("%v admits", s)
+			}
+		}
+		if HasCapacity(s) == a.Refused {
+			t.Errorf("HasCapacity(%v) disagrees with Admit", s)
+		}
+	}
+}
+
+func TestCountAndAutoSwitch(t *testing.T) {
+	requested, inProgress := pb.ReferralState_REFERRAL_STATE_REQUESTED, pb.ReferralState_REFERRAL_STATE_IN_PROGRESS
+	onHold, completed := pb.ReferralState_REFERRAL_STATE_ON_HOLD, pb.ReferralState_REFERRAL_STATE_COMPLETED
+	accepting, full := pb.CapacityStatus_CAPACITY_STATUS_ACCEPTING, pb.CapacityStatus_CAPACITY_STATUS_NO_CAPACITY
+	c := &pb.Capacity{Status: accepting, MaxActiveReferrals: 2}
+	steps := []struct {
+		from, to       pb.ReferralState
+		active, waited int32
+		status         pb.CapacityStatus
+		switched       bool
+	}{
+		{0, requested, 1, 0, accepting, false},
+		{0, onHold, 1, 1, accepting, false},
+		{onHold, requested, 2, 0, full, true},
+		{requested, inProgress, 2, 0, full, false},
+		{inProgress, completed, 1, 0, accepting, true},
+		{requested, onHold, 0, 1, accepting, false},
+	}
+	for i, s := range steps {
+		switched := Count(c, s.from, s.to)
+		if c.ActiveReferrals != s.active || c.WaitlistedReferrals != s.waited || c.Status != s.status || switched != s.switched {
+			t.Fatalf("step %d %v->%v: %v (switched %v)", i, s.from, s.to, c, switched)
+		}
+	}
+	// A status the organisation set itself is never undone.
+	c = &pb.Capacity{Status: full, MaxActiveReferrals: 2}
+	if Count(c, 0, requested) || c.Status != full {
+		t.Errorf("manual NO_CAPACITY changed: %v", c)
+	}
+	c = &pb.Capacity{Status: pb.CapacityStatus_CAPACITY_STATUS_PAUSED, MaxActiveReferrals: 1}
+	if Count(c, 0, requested) || c.Status != pb.CapacityStatus_CAPACITY_STATUS_PAUSED {
+		t.Errorf("PAUSED changed: %v", c)
+	}
+}
+
+func TestMayManage(t *testing.T) {
+	const owner, other = "organizations/group", "organizations/other"
+	for method, s := range Stewards {
+		for _, c := range []struct {
+			caller   string
+			operator bool
+			want     bool
+		}{
+			{owner, false, s != OperatorOnly},
+			{other, false, false},
+			{"organizations/operator", true, s != OwnerOnly},
+		} {
+			if got := MayManage(method, c.caller, c.operator, owner); got != c.want {
+				t.Errorf("%s by %s (operator %v) = %v, want %v", method, c.caller, c.operator, got, c.want)
+			}
+		}
+	}
+	if MayManage("DeleteEverything", owner, true, owner) {
+		t.Error("a method missing from Stewards is allowed")
+	}
+	if MayManage("CreateService", "", false, "") {
+		t.Error("an empty owner matched an empty caller")
+	}
+}
