@@ -41,6 +41,7 @@ func main() {
 	dataDir := fs.String("data-dir", env("EXCHANGE_DATA_DIR", "data"), "directory of the bbolt store and the operator key (env EXCHANGE_DATA_DIR)")
 	demo := fs.Bool("demo", os.Getenv("EXCHANGE_DEMO") == "true", "create demo organisations once and print their API keys (env EXCHANGE_DEMO=true)")
 	overdueEvery := fs.Duration("overdue-interval", 30*time.Second, "how often to look for referrals past their reply-by deadline")
+	autoReject := fs.Duration("auto-reject-after", 0, "reject a referral still REQUESTED this long after its reply-by deadline, with reason NO_RESPONSE; 0 (the default) never does")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "Usage: server [flags]\n\nRuns the social prescribing referral exchange.\n\nFlags:\n")
 		fs.PrintDefaults()
@@ -48,13 +49,13 @@ func main() {
 	fs.Parse(os.Args[1:])
 	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
 	slog.SetDefault(log)
-	if err := run(*grpcAddr, *httpAddr, *dataDir, *demo, *overdueEvery); err != nil {
+	if err := run(*grpcAddr, *httpAddr, *dataDir, *demo, *overdueEvery, *autoReject); err != nil {
 		log.Error("exchange stopped", "err", err)
 		os.Exit(1)
 	}
 }
 
-func run(grpcAddr, httpAddr, dataDir string, demo bool, overdueEvery time.Duration) error {
+func run(grpcAddr, httpAddr, dataDir string, demo bool, overdueEvery, autoReject time.Duration) error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if err := os.MkdirAll(dataDir, 0o700); err != nil {
@@ -68,7 +69,7 @@ func run(grpcAddr, httpAddr, dataDir string, demo bool, overdueEvery time.Durati
 	if err := ensureOperator(ctx, store, dataDir); err != nil {
 		return err
 	}
-	srv := api.New(store, api.Options{})
+	srv := api.New(store, api.Options{AutoRejectAfter: autoReject})
 	if demo {
 		if err := ensureDemo(ctx, store, dataDir); err != nil {
 			return fmt.Errorf("demo: %w", err)
@@ -125,10 +126,10 @@ func sweep(ctx context.Context, srv *api.Server, every time.Duration) {
 	t := time.NewTicker(every)
 	defer t.Stop()
 	for {
-		if n, err := srv.SweepOverdue(ctx); err != nil && ctx.Err() == nil {
+		if n, rejected, err := srv.SweepOverdue(ctx); err != nil && ctx.Err() == nil {
 			slog.Error("overdue sweep", "err", err)
-		} else if n > 0 {
-			slog.Info("overdue referrals notified", "count", n)
+		} else if n > 0 || rejected > 0 {
+			slog.Info("overdue referrals", "notified", n, "rejected_no_response", rejected)
 		}
 		select {
 		case <-ctx.Done():

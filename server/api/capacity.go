@@ -91,12 +91,14 @@ func countReferral(ctx context.Context, tx storage.WriteTx, now time.Time, servi
 		return err
 	}
 	switched := policy.Count(c, from, to)
+	if switched {
+		c.UpdateTime = timestamppb.New(now)
+	}
 	stampCapacity(c)
 	if err := tx.PutCapacity(c); err != nil {
 		return err
 	}
 	if switched {
-		c.UpdateTime = timestamppb.New(now)
 		return event(ctx, tx, now, pb.EventType_EVENT_TYPE_CAPACITY_CHANGED, c.Name, nil, true, 0)
 	}
 	return nil

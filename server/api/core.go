@@ -31,12 +31,17 @@ import (
 type Options struct {
 	// Now returns the current time; time.Now when nil. Tests set it.
 	Now func() time.Time
+	// AutoRejectAfter, when positive, is the grace period after a referral's
+	// reply-by deadline after which SweepOverdue rejects a referral still
+	// REQUESTED with reason NO_RESPONSE. Zero (the default) never rejects.
+	AutoRejectAfter time.Duration
 }
 
 // core is what every service shares.
 type core struct {
-	store storage.Store
-	now   func() time.Time
+	store      storage.Store
+	now        func() time.Time
+	autoReject time.Duration
 }
 
 func (c *core) clock() time.Time { return c.now().UTC() }

@@ -24,34 +24,60 @@ import (
 // exchange is a real server on a loopback listener over a bbolt file.
 type exchange struct {
 	t    *testing.T
+	path string
+	opt  api.Options
+	srv  *api.Server
 	conn *grpc.ClientConn
 	keys map[string]string // organisation id -> API key
+	stop func()
 }
 
 func start(t *testing.T) *exchange {
+	return startWith(t, api.Options{})
+}
+
+// startWith starts an exchange with options, on a new file.
+func startWith(t *testing.T, opt api.Options) *exchange {
 	t.Helper()
-	store, err := bolt.Open(filepath.Join(t.TempDir(), "exchange.db"), bolt.Options{})
+	x := &exchange{t: t, path: filepath.Join(t.TempDir(), "exchange.db"), opt: opt, keys: map[string]string{}}
+	x.open()
+	t.Cleanup(func() { x.stop() })
+	return x
+}
+
+func (x *exchange) open() {
+	t := x.t
+	t.Helper()
+	store, err := bolt.Open(x.path, bolt.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := api.New(store, api.Options{})
-	g := grpc.NewServer(grpc.ChainUnaryInterceptor(srv.UnaryAuth), grpc.ChainStreamInterceptor(srv.StreamAuth))
-	srv.Register(g)
+	x.srv = api.New(store, x.opt)
+	g := grpc.NewServer(grpc.ChainUnaryInterceptor(x.srv.UnaryAuth), grpc.ChainStreamInterceptor(x.srv.StreamAuth))
+	x.srv.Register(g)
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	go g.Serve(l)
-	conn, err := grpc.NewClient(l.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	x.conn, err = grpc.NewClient(l.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { conn.Close(); g.Stop(); store.Close() })
-	opKey, err := api.CreateOperator(context.Background(), store, time.Now().UTC())
-	if err != nil {
-		t.Fatal(err)
+	x.stop = func() { x.conn.Close(); g.Stop(); store.Close() }
+	if _, ok := x.keys["operator"]; !ok {
+		if x.keys["operator"], err = api.CreateOperator(context.Background(), store, time.Now().UTC()); err != nil {
+			t.Fatal(err)
+		}
 	}
-	return &exchange{t: t, conn: conn, keys: map[string]string{"operator": opKey}}
+}
+
+// restart stops the server and closes the store, then opens both again on
+// the same file.
+func (x *exchange) restart() {
+	x.t.Helper()
+	x.stop()
+	x.open()
 }
 
 func (x *exchange) as(org string) context.Context {

@@ -402,14 +402,38 @@ func (s *referrals) MarkReferralEnteredInError(ctx context.Context, req *pb.Mark
 	return s.transition(ctx, lifecycle.MarkEnteredInError, req.Name, req.Etag, req.RequestId, req.Reason, req)
 }
 
+// sweepBatch bounds the work of one sweep transaction.
+const sweepBatch = 500
+
 // SweepOverdue records one REFERRAL_OVERDUE event for each REQUESTED
-// referral past its reply-by. The server runs it periodically.
-func (s *Server) SweepOverdue(ctx context.Context) (int, error) {
-	n := 0
-	err := s.core.store.Update(ctx, func(tx storage.WriteTx) error {
-		n = 0
+// referral past its reply-by and, when Options.AutoRejectAfter is set,
+// rejects with NO_RESPONSE those still REQUESTED that long after it. It
+// returns how many it notified and rejected. The server runs it periodically;
+// each call handles at most sweepBatch of each in one transaction.
+func (s *Server) SweepOverdue(ctx context.Context) (notified, rejected int, err error) {
+	err = s.core.store.Update(ctx, func(tx storage.WriteTx) error {
+		notified, rejected = 0, 0
 		now := s.core.clock()
-		due, err := tx.DueReferrals(now, 500)
+		if s.core.autoReject > 0 {
+			late, err := tx.UnansweredReferrals(now.Add(-s.core.autoReject), sweepBatch)
+			if err != nil {
+				return err
+			}
+			for _, r := range late {
+				anc, err := ancestors(tx, r)
+				if err != nil {
+					return err
+				}
+				r.State = pb.ReferralState_REFERRAL_STATE_REJECTED
+				r.StateReason = &pb.StateReason{Code: pb.StateReasonCode_STATE_REASON_CODE_NO_RESPONSE,
+					Text: "no reply by the deadline; the referrer may refer elsewhere"}
+				if err := saveMove(ctx, tx, now, r, policy.Parties(r, anc), pb.ReferralState_REFERRAL_STATE_REQUESTED); err != nil {
+					return err
+				}
+				rejected++
+			}
+		}
+		due, err := tx.DueReferrals(now, sweepBatch)
 		if err != nil {
 			return err
 		}
@@ -426,9 +450,9 @@ func (s *Server) SweepOverdue(ctx context.Context) (int, error) {
 			if err := tx.MarkOverdueNotified(r.Name); err != nil {
 				return err
 			}
-			n++
+			notified++
 		}
 		return nil
 	})
-	return n, err
+	return notified, rejected, err
 }

@@ -20,7 +20,7 @@ func New(store storage.Store, opt Options) *Server {
 	if now == nil {
 		now = time.Now
 	}
-	return &Server{core: &core{store: store, now: now}}
+	return &Server{core: &core{store: store, now: now, autoReject: opt.AutoRejectAfter}}
 }
 
 // Register registers every service on g.

@@ -113,6 +113,9 @@ type ReadTx interface {
 	// DueReferrals returns REQUESTED referrals whose reply_by is before t and
 	// which have not yet had an overdue event, oldest deadline first.
 	DueReferrals(before time.Time, limit int) ([]*pb.Referral, error)
+	// UnansweredReferrals returns REQUESTED referrals whose reply_by is
+	// before t, notified or not, oldest deadline first.
+	UnansweredReferrals(before time.Time, limit int) ([]*pb.Referral, error)
 
 	GetConsent(name string) (*pb.Consent, error)
 	ListConsents(nhsNumber, after string, limit int) (Page[*pb.Consent], error)

@@ -222,9 +222,10 @@ func (SupportLevel) EnumDescriptor() ([]byte, []int) {
 //
 // The exchange itself also moves referrals: withdrawing the consent moves open
 // referrals (REQUESTED, ACCEPTED, IN_PROGRESS, ON_HOLD) to CANCELLED with
-// reason CONSENT_WITHDRAWN; and, when the operator switches it on, a REQUESTED
-// referral left unanswered past its reply-by deadline plus a grace period is
-// REJECTED with reason NO_RESPONSE.
+// reason CONSENT_WITHDRAWN; and, when the operator switches it on (server flag
+// --auto-reject-after, off by default), a REQUESTED referral left unanswered
+// past its reply-by deadline plus that grace period is REJECTED with reason
+// NO_RESPONSE.
 //
 // Any other move fails with FAILED_PRECONDITION, reason INVALID_TRANSITION; a
 // move by the wrong side fails with PERMISSION_DENIED, reason WRONG_SIDE.

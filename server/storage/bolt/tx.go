@@ -26,14 +26,15 @@ var (
 	bServiceCat    = []byte("ix_service_category") // category(2) name
 	bCapacity      = []byte("capacity")
 	bReferrals     = []byte("referrals")
-	bParty         = []byte("ix_referral_party")     // org 0 created(8) name
-	bInbox         = []byte("ix_referral_inbox")     // recipient 0 state(1) created(8) name
-	bReferrer      = []byte("ix_referral_referrer")  // referrer 0 created(8) name
-	bChildren      = []byte("ix_referral_children")  // parent 0 created(8) name
-	bDue           = []byte("ix_referral_due")       // recipient 0 reply_by(8) name, REQUESTED only
-	bDueQueue      = []byte("ix_referral_due_queue") // reply_by(8) name, REQUESTED and no overdue event yet
-	bOpen          = []byte("ix_referral_open")      // person(16) 0 service -> name, open referrals
-	bConsentOpen   = []byte("ix_consent_open")       // consent 0 name, open referrals
+	bParty         = []byte("ix_referral_party")      // org 0 created(8) name
+	bInbox         = []byte("ix_referral_inbox")      // recipient 0 state(1) created(8) name
+	bReferrer      = []byte("ix_referral_referrer")   // referrer 0 created(8) name
+	bChildren      = []byte("ix_referral_children")   // parent 0 created(8) name
+	bDue           = []byte("ix_referral_due")        // recipient 0 reply_by(8) name, REQUESTED only
+	bDueQueue      = []byte("ix_referral_due_queue")  // reply_by(8) name, REQUESTED and no overdue event yet
+	bUnanswered    = []byte("ix_referral_unanswered") // reply_by(8) name, REQUESTED
+	bOpen          = []byte("ix_referral_open")       // person(16) 0 service -> name, open referrals
+	bConsentOpen   = []byte("ix_consent_open")        // consent 0 name, open referrals
 	bConsents      = []byte("consents")
 	bPersonConsent = []byte("ix_person_consent") // person(16) 0 created(8) name
 	bFeedback      = []byte("feedback")          // referral 0 created(8) name -> feedback
@@ -43,7 +44,7 @@ var (
 	bEventAudience = []byte("ix_event_audience") // org 0 seq(8); "*" for public
 
 	allBuckets = [][]byte{bOrgs, bServices, bServiceCat, bCapacity, bReferrals, bParty, bInbox, bReferrer,
-		bChildren, bDue, bDueQueue, bOpen, bConsentOpen, bConsents, bPersonConsent, bFeedback, bAPIKeys,
+		bChildren, bDue, bDueQueue, bUnanswered, bOpen, bConsentOpen, bConsents, bPersonConsent, bFeedback, bAPIKeys,
 		bIdempotency, bEvents, bEventAudience}
 )
 
@@ -364,6 +365,20 @@ func (t *tx) DueReferrals(before time.Time, limit int) ([]*pb.Referral, error) {
 	return out, nil
 }
 
+func (t *tx) UnansweredReferrals(before time.Time, limit int) ([]*pb.Referral, error) {
+	var out []*pb.Referral
+	end := []byte(ts(before))
+	c := t.b(bUnanswered).Cursor()
+	for k, _ := c.First(); k != nil && len(out) < limit && bytes.Compare(k[:8], end) < 0; k, _ = c.Next() {
+		r, err := t.GetReferral(string(k[8:]))
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, r)
+	}
+	return out, nil
+}
+
 func (t *tx) MarkOverdueNotified(name string) error {
 	r, err := t.GetReferral(name)
 	if err != nil {
@@ -432,6 +447,9 @@ func (t *tx) indexState(old, r *pb.Referral) error {
 			if err := t.b(bDueQueue).Delete(key(due, old.Name)); err != nil {
 				return err
 			}
+			if err := t.b(bUnanswered).Delete(key(due, old.Name)); err != nil {
+				return err
+			}
 		}
 		if lifecycle.Open(old.State) && !lifecycle.Open(r.State) {
 			if err := t.b(bOpen).Delete(key(person(old.Person.GetNhsNumber()), old.RecipientService)); err != nil {
@@ -451,6 +469,9 @@ func (t *tx) indexState(old, r *pb.Referral) error {
 			return err
 		}
 		if err := t.b(bDueQueue).Put(key(due, r.Name), nil); err != nil {
+			return err
+		}
+		if err := t.b(bUnanswered).Put(key(due, r.Name), nil); err != nil {
 			return err
 		}
 	}

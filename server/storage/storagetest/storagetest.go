@@ -189,6 +189,8 @@ func testReferralIndexes(t *testing.T, open Opener) {
 	view(t, s, func(tx storage.ReadTx) error {
 		due, _ := tx.DueReferrals(t0.Add(2*time.Hour), 10)
 		check("due queue", fmt.Sprint(names(due)), "referrals/r2")
+		unanswered, _ := tx.UnansweredReferrals(t0.Add(2*time.Hour), 10)
+		check("unanswered", fmt.Sprint(names(unanswered)), "referrals/r2")
 		if n, err := tx.OpenReferralFor("9434765919", r1.RecipientService); err != nil || n != "referrals/r1" {
 			t.Errorf("open referral for person = %q, %v", n, err)
 		}
@@ -208,6 +210,10 @@ func testReferralIndexes(t *testing.T, open Opener) {
 		check("open by consent after cancel", fmt.Sprint(open), "referrals/r2")
 		due, _ := tx.DueReferrals(t0.Add(2*time.Hour), 10)
 		check("due queue after notify", fmt.Sprint(names(due)))
+		unanswered, _ := tx.UnansweredReferrals(t0.Add(2*time.Hour), 10)
+		check("unanswered after notify", fmt.Sprint(names(unanswered)), "referrals/r2")
+		unanswered, _ = tx.UnansweredReferrals(t0, 10)
+		check("unanswered before the deadline", fmt.Sprint(names(unanswered)))
 		return nil
 	})
 	// Onward referral: listed under its parent.
