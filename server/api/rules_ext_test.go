@@ -231,19 +231,28 @@ func TestCapacityLifecycle(t *testing.T) {
 		st   pb.CapacityStatus
 		auto bool
 	}{
-		{"accept a", func() error { _, err := refs.AcceptReferral(group, &pb.AcceptReferralRequest{Name: a.Name}); return err }, pb.CapacityStatus_CAPACITY_STATUS_NO_CAPACITY, true},
+		{"accept a", func() error {
+			_, err := refs.AcceptReferral(group, &pb.AcceptReferralRequest{Name: a.Name})
+			return err
+		}, pb.CapacityStatus_CAPACITY_STATUS_NO_CAPACITY, true},
 		{"start a", func() error { _, err := refs.StartReferral(group, &pb.StartReferralRequest{Name: a.Name}); return err }, pb.CapacityStatus_CAPACITY_STATUS_NO_CAPACITY, true},
 		{"hold a: a place frees", func() error {
 			_, err := refs.HoldReferral(group, &pb.HoldReferralRequest{Name: a.Name, Reason: why})
 			return err
 		}, pb.CapacityStatus_CAPACITY_STATUS_ACCEPTING, false},
-		{"resume a: full again", func() error { _, err := refs.ResumeReferral(group, &pb.ResumeReferralRequest{Name: a.Name}); return err }, pb.CapacityStatus_CAPACITY_STATUS_NO_CAPACITY, true},
+		{"resume a: full again", func() error {
+			_, err := refs.ResumeReferral(group, &pb.ResumeReferralRequest{Name: a.Name})
+			return err
+		}, pb.CapacityStatus_CAPACITY_STATUS_NO_CAPACITY, true},
 		{"reject b", func() error {
 			_, err := refs.RejectReferral(group, &pb.RejectReferralRequest{Name: b.Name, Reason: why})
 			return err
 		}, pb.CapacityStatus_CAPACITY_STATUS_ACCEPTING, false},
 		{"refer c", func() error { _, err := x.refer("practice", "p2", walks, people[2], consents[2]); return err }, pb.CapacityStatus_CAPACITY_STATUS_NO_CAPACITY, true},
-		{"complete a", func() error { _, err := refs.CompleteReferral(group, &pb.CompleteReferralRequest{Name: a.Name}); return err }, pb.CapacityStatus_CAPACITY_STATUS_ACCEPTING, false},
+		{"complete a", func() error {
+			_, err := refs.CompleteReferral(group, &pb.CompleteReferralRequest{Name: a.Name})
+			return err
+		}, pb.CapacityStatus_CAPACITY_STATUS_ACCEPTING, false},
 		{"pause", func() error {
 			x.capacity(walks, "group", pb.CapacityStatus_CAPACITY_STATUS_PAUSED, 2)
 			return nil
