@@ -1,0 +1,164 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/metadata"
+
+	pb "github.com/social-prescribing/exchange/proto/exchange/v1"
+)
+
+// need returns the path of a program the test needs, or skips; in CI
+// (CI=true) a missing program fails the test instead.
+func need(t *testing.T, program string) string {
+	t.Helper()
+	p, err := exec.LookPath(program)
+	if err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("%s is not installed; .ci/run installs it", program)
+		}
+		t.Skipf("%s is not installed; skipping (install it, or run .ci/run)", program)
+	}
+	return p
+}
+
+// freeAddr returns a loopback address nothing listens on.
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+// server is the exchange binary running in dir.
+type server struct {
+	cmd  *exec.Cmd
+	grpc string
+}
+
+func startBinary(t *testing.T, bin, dir string) *server {
+	t.Helper()
+	s := &server{grpc: freeAddr(t)}
+	s.cmd = exec.Command(bin, "--demo", "--grpc-addr", s.grpc, "--http-addr", freeAddr(t))
+	s.cmd.Dir = dir
+	log, err := os.Create(filepath.Join(dir, "server.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.cmd.Stdout, s.cmd.Stderr = log, log
+	if err := s.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.cmd.Process.Kill(); s.cmd.Wait() })
+	for deadline := time.Now().Add(20 * time.Second); ; {
+		if c, err := net.Dial("tcp", s.grpc); err == nil {
+			c.Close()
+			return s
+		}
+		if time.Now().After(deadline) {
+			b, _ := os.ReadFile(filepath.Join(dir, "server.log"))
+			t.Fatalf("the exchange did not start:\n%s", b)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// TestReadmeWalkthrough runs the README's grpcurl walk-through as written
+// against the built server with --demo, then kills the server with SIGKILL
+// and checks that everything the walk-through was told was written is
+// still there after a restart.
+func TestReadmeWalkthrough(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs the server")
+	}
+	need(t, "grpcurl")
+	need(t, "jq")
+	bash := need(t, "bash")
+	readme, err := os.ReadFile("../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, block, ok := strings.Cut(string(readme), "\n```sh\n")
+	block, _, ok2 := strings.Cut(block, "\n```\n")
+	if !ok || !ok2 {
+		t.Fatal("README.md has no ```sh block")
+	}
+
+	dir := t.TempDir()
+	bin := filepath.Join(dir, "exchange")
+	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	s := startBinary(t, bin, dir)
+	script := strings.ReplaceAll(block, "127.0.0.1:50051", s.grpc)
+	cmd := exec.Command(bash, "-euo", "pipefail", "-c", script)
+	cmd.Dir = dir
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("walk-through failed: %v\n%s", err, out)
+	}
+	for _, want := range []string{"REFERRAL_STATE_IN_PROGRESS", "UPTAKE_STATUS_FIRST_SESSION_ATTENDED", "INSTRUMENT_WEMWBS",
+		"REFERRAL_VIEW_WITHOUT_PERSON", "EVENT_TYPE_REFERRAL_CREATED"} {
+		if !strings.Contains(string(out), want) {
+			t.Errorf("walk-through output lacks %s:\n%s", want, out)
+		}
+	}
+
+	// kill -9, restart on the same directory: both referrals are there, and
+	// --demo does not create the organisations again.
+	s.cmd.Process.Signal(syscall.SIGKILL)
+	s.cmd.Wait()
+	s = startBinary(t, bin, dir)
+	var creds []struct {
+		Organization string `json:"organization"`
+		APIKey       string `json:"api_key"`
+	}
+	b, err := os.ReadFile(filepath.Join(dir, "data", "demo-credentials.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(b, &creds); err != nil {
+		t.Fatal(err)
+	}
+	conn, err := grpc.NewClient(s.grpc, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	ctx := metadata.AppendToOutgoingContext(context.Background(), "authorization", "Bearer "+creds[1].APIKey) // the link workers
+	l, err := pb.NewReferralServiceClient(conn).ListReferrals(ctx, &pb.ListReferralsRequest{})
+	if err != nil || len(l.Referrals) != 2 {
+		t.Fatalf("after kill -9 the link workers list %v, %v; want both referrals", l, err)
+	}
+	onward := l.Referrals[0]
+	if onward.ParentReferral == "" {
+		onward = l.Referrals[1]
+	}
+	f, err := pb.NewFeedbackServiceClient(conn).ListFeedback(ctx, &pb.ListFeedbackRequest{Parent: onward.Name})
+	if err != nil || len(f.Feedback) != 2 {
+		t.Errorf("feedback on the onward referral after kill -9 = %v, %v; want uptake and outcome", f, err)
+	}
+	orgs, err := pb.NewDirectoryServiceClient(conn).ListOrganizations(ctx, &pb.ListOrganizationsRequest{})
+	if err != nil || len(orgs.Organizations) != 5 {
+		t.Errorf("organisations after a second --demo start = %d, %v; want 4 demo and the operator", len(orgs.GetOrganizations()), err)
+	}
+	// A clean stop: SIGTERM drains and exits 0.
+	s.cmd.Process.Signal(syscall.SIGTERM)
+	if err := s.cmd.Wait(); err != nil {
+		t.Errorf("SIGTERM: %v", err)
+	}
+}
