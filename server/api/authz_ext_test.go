@@ -16,25 +16,8 @@ import (
 	"google.golang.org/protobuf/types/known/fieldmaskpb"
 
 	pb "github.com/social-prescribing/exchange/proto/exchange/v1"
+	"github.com/social-prescribing/exchange/server/exchangetest"
 )
-
-// nhsNumber returns the n-th valid NHS number (modulus 11 check digit).
-func nhsNumber(n int) string {
-	for ; ; n++ {
-		base := fmt.Sprintf("9%08d", 10000000+n%89999999)
-		sum := 0
-		for i, c := range base {
-			sum += int(c-'0') * (10 - i)
-		}
-		check := 11 - sum%11
-		if check == 11 {
-			check = 0
-		}
-		if check != 10 {
-			return base + fmt.Sprint(check)
-		}
-	}
-}
 
 // chain is a fresh referral chain for one person: the GP "practice" refers
 // to the link workers "pcn" (r1), who refer on to "group" (r2), both relying
@@ -55,9 +38,9 @@ func (x *exchange) chain(t *testing.T, state pb.ReferralState) chain {
 			t.Fatal(err)
 		}
 	}
-	nhs := nhsNumber(chains * 7919)
-	refs := pb.NewReferralServiceClient(x.conn)
-	c, err := pb.NewConsentServiceClient(x.conn).CreateConsent(x.as("practice"), &pb.CreateConsentRequest{Consent: &pb.Consent{
+	nhs := exchangetest.NHSNumber(chains * 7919)
+	refs := pb.NewReferralServiceClient(x.Conn)
+	c, err := pb.NewConsentServiceClient(x.Conn).CreateConsent(x.As("practice"), &pb.CreateConsentRequest{Consent: &pb.Consent{
 		NhsNumber: nhs, Method: pb.ConsentMethod_CONSENT_METHOD_VERBAL,
 		Purposes:       []pb.ConsentPurpose{pb.ConsentPurpose_CONSENT_PURPOSE_DIRECT_CARE, pb.ConsentPurpose_CONSENT_PURPOSE_FEEDBACK_TO_REFERRER},
 		RecipientScope: pb.ConsentRecipientScope_CONSENT_RECIPIENT_SCOPE_REFERRAL_CHAIN}})
@@ -69,13 +52,13 @@ func (x *exchange) chain(t *testing.T, state pb.ReferralState) chain {
 			Route: pb.ReferralRoute_REFERRAL_ROUTE_PRIMARY_CARE, Needs: []pb.Category{pb.Category_CATEGORY_PHYSICAL_ACTIVITY},
 			SupportLevel: pb.SupportLevel_SUPPORT_LEVEL_SIGNPOSTING}
 	}
-	r1, err := refs.CreateReferral(x.as("practice"), &pb.CreateReferralRequest{RequestId: fmt.Sprint("r1-", chains), Referral: referral("organizations/pcn/services/link-workers", "")})
+	r1, err := refs.CreateReferral(x.As("practice"), &pb.CreateReferralRequest{RequestId: fmt.Sprint("r1-", chains), Referral: referral("organizations/pcn/services/link-workers", "")})
 	must(err)
-	_, err = refs.AcceptReferral(x.as("pcn"), &pb.AcceptReferralRequest{Name: r1.Name})
+	_, err = refs.AcceptReferral(x.As("pcn"), &pb.AcceptReferralRequest{Name: r1.Name})
 	must(err)
-	r2, err := refs.CreateReferral(x.as("pcn"), &pb.CreateReferralRequest{RequestId: fmt.Sprint("r2-", chains), Referral: referral("organizations/group/services/walks", r1.Name)})
+	r2, err := refs.CreateReferral(x.As("pcn"), &pb.CreateReferralRequest{RequestId: fmt.Sprint("r2-", chains), Referral: referral("organizations/group/services/walks", r1.Name)})
 	must(err)
-	group := x.as("group")
+	group := x.As("group")
 	hold := &pb.StateReason{Code: pb.StateReasonCode_STATE_REASON_CODE_NO_CAPACITY}
 	steps := map[pb.ReferralState][]func() error{
 		pb.ReferralState_REFERRAL_STATE_REQUESTED: nil,
@@ -137,23 +120,23 @@ const (
 // referral and to a community group's directory entries.
 func TestAuthorizationMatrix(t *testing.T) {
 	x := start(t)
-	x.org("practice", pb.OrganizationKind_ORGANIZATION_KIND_GP_PRACTICE)
-	x.org("pcn", pb.OrganizationKind_ORGANIZATION_KIND_LINK_WORKER_SERVICE)
-	x.org("group", pb.OrganizationKind_ORGANIZATION_KIND_VCSE_ORGANIZATION)
-	x.org("stranger", pb.OrganizationKind_ORGANIZATION_KIND_VCSE_ORGANIZATION)
-	x.org("ramblers", pb.OrganizationKind_ORGANIZATION_KIND_VCSE_ORGANIZATION)
-	x.service("pcn", "link-workers", pb.Category_CATEGORY_SOCIAL_ISOLATION)
-	walks := x.service("group", "walks", pb.Category_CATEGORY_PHYSICAL_ACTIVITY)
-	rambles := x.service("ramblers", "rambles", pb.Category_CATEGORY_PHYSICAL_ACTIVITY)
-	x.keys[""] = ""
+	x.Org("practice", pb.OrganizationKind_ORGANIZATION_KIND_GP_PRACTICE)
+	x.Org("pcn", pb.OrganizationKind_ORGANIZATION_KIND_LINK_WORKER_SERVICE)
+	x.Org("group", pb.OrganizationKind_ORGANIZATION_KIND_VCSE_ORGANIZATION)
+	x.Org("stranger", pb.OrganizationKind_ORGANIZATION_KIND_VCSE_ORGANIZATION)
+	x.Org("ramblers", pb.OrganizationKind_ORGANIZATION_KIND_VCSE_ORGANIZATION)
+	x.Service("pcn", "link-workers", pb.Category_CATEGORY_SOCIAL_ISOLATION)
+	walks := x.Service("group", "walks", pb.Category_CATEGORY_PHYSICAL_ACTIVITY)
+	rambles := x.Service("ramblers", "rambles", pb.Category_CATEGORY_PHYSICAL_ACTIVITY)
+	x.Keys[""] = ""
 
-	refs := pb.NewReferralServiceClient(x.conn)
-	fbs := pb.NewFeedbackServiceClient(x.conn)
-	cons := pb.NewConsentServiceClient(x.conn)
-	dir := pb.NewDirectoryServiceClient(x.conn)
-	capc := pb.NewCapacityServiceClient(x.conn)
-	evs := pb.NewEventServiceClient(x.conn)
-	keys := pb.NewApiKeyServiceClient(x.conn)
+	refs := pb.NewReferralServiceClient(x.Conn)
+	fbs := pb.NewFeedbackServiceClient(x.Conn)
+	cons := pb.NewConsentServiceClient(x.Conn)
+	dir := pb.NewDirectoryServiceClient(x.Conn)
+	capc := pb.NewCapacityServiceClient(x.Conn)
+	evs := pb.NewEventServiceClient(x.Conn)
+	keys := pb.NewApiKeyServiceClient(x.Conn)
 
 	requested, accepted := pb.ReferralState_REFERRAL_STATE_REQUESTED, pb.ReferralState_REFERRAL_STATE_ACCEPTED
 	inProgress, onHold := pb.ReferralState_REFERRAL_STATE_IN_PROGRESS, pb.ReferralState_REFERRAL_STATE_ON_HOLD
@@ -318,7 +301,7 @@ func TestAuthorizationMatrix(t *testing.T) {
 		}, [6]codes.Code{ok, ok, ok, nf, ok, anon}},
 		{"WatchEvents", requested, func(ctx context.Context, c chain) error {
 			// A public marker after the chain's events ends the watch.
-			marker, err := dir.CreateOrganization(x.as("operator"), &pb.CreateOrganizationRequest{OrganizationId: id("marker"),
+			marker, err := dir.CreateOrganization(x.As("operator"), &pb.CreateOrganizationRequest{OrganizationId: id("marker"),
 				Organization: &pb.Organization{Kind: pb.OrganizationKind_ORGANIZATION_KIND_OTHER, DisplayName: "marker"}})
 			if err != nil {
 				return err
@@ -352,7 +335,7 @@ func TestAuthorizationMatrix(t *testing.T) {
 			return err
 		}, [6]codes.Code{deny, ok, deny, deny, ok, anon}},
 		{"RevokeApiKey", requested, func(ctx context.Context, c chain) error {
-			k, err := keys.CreateApiKey(x.as("operator"), &pb.CreateApiKeyRequest{Parent: "organizations/group"})
+			k, err := keys.CreateApiKey(x.As("operator"), &pb.CreateApiKeyRequest{Parent: "organizations/group"})
 			if err != nil {
 				return err
 			}
@@ -384,7 +367,7 @@ func TestAuthorizationMatrix(t *testing.T) {
 				c := x.chain(t, r.state)
 				ctx := context.Background()
 				if org := callerFor[rel]; org != "" {
-					ctx = x.as(org)
+					ctx = x.As(org)
 				}
 				err := r.call(ctx, c)
 				if got := status.Code(err); got != r.want[i] {

@@ -188,7 +188,8 @@ func tsOrNil(t time.Time) *timestamppb.Timestamp {
 	return timestamppb.New(t)
 }
 
-func trimReason(r pb.ErrorReason) string { return strings.TrimPrefix(r.String(), "ERROR_REASON_") }
+// Reason is the ErrorInfo reason of r: its name without ERROR_REASON_.
+func Reason(r pb.ErrorReason) string { return strings.TrimPrefix(r.String(), "ERROR_REASON_") }
 
 func errorsIs(err, target error) bool { return errors.Is(err, target) }
 

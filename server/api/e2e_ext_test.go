@@ -2,151 +2,48 @@ package api_test
 
 import (
 	"context"
-	"net"
-	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
-	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
-	"google.golang.org/protobuf/types/known/durationpb"
 
 	pb "github.com/social-prescribing/exchange/proto/exchange/v1"
 	"github.com/social-prescribing/exchange/server/api"
-	"github.com/social-prescribing/exchange/server/storage/bolt"
+	"github.com/social-prescribing/exchange/server/exchangetest"
 )
 
-// exchange is a real server on a loopback listener over a bbolt file.
-type exchange struct {
-	t    *testing.T
-	path string
-	opt  api.Options
-	srv  *api.Server
-	conn *grpc.ClientConn
-	keys map[string]string // organisation id -> API key
-	stop func()
-}
+// exchange adds this package's helpers to the shared test exchange.
+type exchange struct{ *exchangetest.Exchange }
 
-func start(t *testing.T) *exchange {
-	return startWith(t, api.Options{})
-}
+func start(t *testing.T) *exchange { return &exchange{exchangetest.Start(t)} }
 
-// startWith starts an exchange with options, on a new file.
 func startWith(t *testing.T, opt api.Options) *exchange {
-	t.Helper()
-	x := &exchange{t: t, path: filepath.Join(t.TempDir(), "exchange.db"), opt: opt, keys: map[string]string{}}
-	x.open()
-	t.Cleanup(func() { x.stop() })
-	return x
+	return &exchange{exchangetest.StartWith(t, opt)}
 }
 
-func (x *exchange) open() {
-	t := x.t
-	t.Helper()
-	store, err := bolt.Open(x.path, bolt.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	x.srv = api.New(store, x.opt)
-	g := grpc.NewServer(grpc.ChainUnaryInterceptor(x.srv.UnaryAuth), grpc.ChainStreamInterceptor(x.srv.StreamAuth))
-	x.srv.Register(g)
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go g.Serve(l)
-	x.conn, err = grpc.NewClient(l.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	x.stop = func() { x.conn.Close(); g.Stop(); store.Close() }
-	if _, ok := x.keys["operator"]; !ok {
-		if x.keys["operator"], err = api.CreateOperator(context.Background(), store, time.Now().UTC()); err != nil {
-			t.Fatal(err)
-		}
-	}
-}
+var (
+	wantErr = exchangetest.WantErr
+	ada     = exchangetest.Ada
+)
 
-// restart stops the server and closes the store, then opens both again on
-// the same file.
-func (x *exchange) restart() {
-	x.t.Helper()
-	x.stop()
-	x.open()
-}
-
-func (x *exchange) as(org string) context.Context {
-	return metadata.AppendToOutgoingContext(context.Background(), "authorization", "Bearer "+x.keys[org])
-}
-
-func (x *exchange) org(id string, kind pb.OrganizationKind) {
-	x.t.Helper()
-	op := x.as("operator")
-	o, err := pb.NewDirectoryServiceClient(x.conn).CreateOrganization(op, &pb.CreateOrganizationRequest{
-		OrganizationId: id, Organization: &pb.Organization{Kind: kind, DisplayName: id}})
-	if err != nil {
-		x.t.Fatal(err)
-	}
-	k, err := pb.NewApiKeyServiceClient(x.conn).CreateApiKey(op, &pb.CreateApiKeyRequest{Parent: o.Name})
-	if err != nil {
-		x.t.Fatal(err)
-	}
-	x.keys[id] = k.Secret
-}
-
-func (x *exchange) service(org, id string, cats ...pb.Category) string {
-	x.t.Helper()
-	s, err := pb.NewDirectoryServiceClient(x.conn).CreateService(x.as(org), &pb.CreateServiceRequest{
-		Parent: "organizations/" + org, ServiceId: id,
-		Service: &pb.Service{DisplayName: id, Categories: cats, DefaultReplyWithin: durationpb.New(72 * time.Hour)}})
-	if err != nil {
-		x.t.Fatal(err)
-	}
-	return s.Name
-}
-
-func reason(t *testing.T, err error) (codes.Code, string) {
-	t.Helper()
-	st, _ := status.FromError(err)
-	for _, d := range st.Details() {
-		if info, ok := d.(*errdetails.ErrorInfo); ok {
-			return st.Code(), info.Reason
-		}
-	}
-	return st.Code(), ""
-}
-
-func wantErr(t *testing.T, err error, code codes.Code, why string) {
-	t.Helper()
-	if c, r := reason(t, err); c != code || r != why {
-		t.Fatalf("error = %v (%v %q), want %v %s", err, c, r, code, why)
-	}
-}
-
-const adaNHS = "9434765919"
-
-func ada() *pb.Person {
-	return &pb.Person{NhsNumber: adaNHS, GivenName: "Ada", FamilyName: "Jones", DateOfBirth: "1948-03-14", Postcode: "M14 5AB"}
-}
+const adaNHS = exchangetest.AdaNHS
 
 // TestWorkedExample plays the worked example in proto/README.md.
 func TestWorkedExample(t *testing.T) {
 	x := start(t)
-	x.org("riverside-practice", pb.OrganizationKind_ORGANIZATION_KIND_GP_PRACTICE)
-	x.org("riverside-pcn", pb.OrganizationKind_ORGANIZATION_KIND_LINK_WORKER_SERVICE)
-	x.org("hillside-walkers", pb.OrganizationKind_ORGANIZATION_KIND_VCSE_ORGANIZATION)
-	x.org("stranger", pb.OrganizationKind_ORGANIZATION_KIND_VCSE_ORGANIZATION)
-	lwService := x.service("riverside-pcn", "link-workers", pb.Category_CATEGORY_SOCIAL_ISOLATION)
-	walks := x.service("hillside-walkers", "health-walks", pb.Category_CATEGORY_PHYSICAL_ACTIVITY)
-	gp, lw, group := x.as("riverside-practice"), x.as("riverside-pcn"), x.as("hillside-walkers")
-	consents := pb.NewConsentServiceClient(x.conn)
-	refs := pb.NewReferralServiceClient(x.conn)
-	fb := pb.NewFeedbackServiceClient(x.conn)
+	x.Org("riverside-practice", pb.OrganizationKind_ORGANIZATION_KIND_GP_PRACTICE)
+	x.Org("riverside-pcn", pb.OrganizationKind_ORGANIZATION_KIND_LINK_WORKER_SERVICE)
+	x.Org("hillside-walkers", pb.OrganizationKind_ORGANIZATION_KIND_VCSE_ORGANIZATION)
+	x.Org("stranger", pb.OrganizationKind_ORGANIZATION_KIND_VCSE_ORGANIZATION)
+	lwService := x.Service("riverside-pcn", "link-workers", pb.Category_CATEGORY_SOCIAL_ISOLATION)
+	walks := x.Service("hillside-walkers", "health-walks", pb.Category_CATEGORY_PHYSICAL_ACTIVITY)
+	gp, lw, group := x.As("riverside-practice"), x.As("riverside-pcn"), x.As("hillside-walkers")
+	consents := pb.NewConsentServiceClient(x.Conn)
+	refs := pb.NewReferralServiceClient(x.Conn)
+	fb := pb.NewFeedbackServiceClient(x.Conn)
 
 	// 1. Consent.
 	c, err := consents.CreateConsent(gp, &pb.CreateConsentRequest{Consent: &pb.Consent{
@@ -186,7 +83,7 @@ func TestWorkedExample(t *testing.T) {
 	wantErr(t, err, codes.PermissionDenied, "WRONG_SIDE")
 	_, err = refs.CompleteReferral(lw, &pb.CompleteReferralRequest{Name: r1.Name})
 	wantErr(t, err, codes.FailedPrecondition, "INVALID_TRANSITION")
-	_, err = refs.GetReferral(x.as("stranger"), &pb.GetReferralRequest{Name: r1.Name})
+	_, err = refs.GetReferral(x.As("stranger"), &pb.GetReferralRequest{Name: r1.Name})
 	wantErr(t, err, codes.NotFound, "RESOURCE_NOT_FOUND")
 	got, err := refs.AcceptReferral(lw, &pb.AcceptReferralRequest{Name: r1.Name, Etag: r1.Etag})
 	if err != nil || got.State != pb.ReferralState_REFERRAL_STATE_ACCEPTED || got.Person.GetGivenName() != "Ada" {
@@ -206,7 +103,7 @@ func TestWorkedExample(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	capa, err := pb.NewCapacityServiceClient(x.conn).GetCapacity(group, &pb.GetCapacityRequest{Name: walks + "/capacity"})
+	capa, err := pb.NewCapacityServiceClient(x.Conn).GetCapacity(group, &pb.GetCapacityRequest{Name: walks + "/capacity"})
 	if err != nil || capa.ActiveReferrals != 1 {
 		t.Fatalf("capacity = %v, %v", capa, err)
 	}
@@ -269,7 +166,7 @@ func TestWorkedExample(t *testing.T) {
 		t.Fatalf("GP lists onward referrals = %v, %v", onward, err)
 	}
 	// Events: the GP heard of the onward referral without reading it.
-	ev, err := pb.NewEventServiceClient(x.conn).ListEvents(gp, &pb.ListEventsRequest{})
+	ev, err := pb.NewEventServiceClient(x.Conn).ListEvents(gp, &pb.ListEventsRequest{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -297,7 +194,7 @@ func TestWorkedExample(t *testing.T) {
 	if got := kinds(gp); got != "" {
 		t.Errorf("after withdrawal the GP still sees %s", got)
 	}
-	capa, _ = pb.NewCapacityServiceClient(x.conn).GetCapacity(group, &pb.GetCapacityRequest{Name: walks + "/capacity"})
+	capa, _ = pb.NewCapacityServiceClient(x.Conn).GetCapacity(group, &pb.GetCapacityRequest{Name: walks + "/capacity"})
 	if capa.ActiveReferrals != 0 {
 		t.Errorf("active count after cancellation = %d", capa.ActiveReferrals)
 	}
@@ -310,51 +207,51 @@ func TestWorkedExample(t *testing.T) {
 
 func TestAuthentication(t *testing.T) {
 	x := start(t)
-	d := pb.NewDirectoryServiceClient(x.conn)
+	d := pb.NewDirectoryServiceClient(x.Conn)
 	_, err := d.ListOrganizations(context.Background(), &pb.ListOrganizationsRequest{})
 	wantErr(t, err, codes.Unauthenticated, "API_KEY_MISSING")
 	bad := metadata.AppendToOutgoingContext(context.Background(), "authorization", "Bearer sprx_operator_aaaaaaaaaaaaaaaa_bbbb")
 	_, err = d.ListOrganizations(bad, &pb.ListOrganizationsRequest{})
 	wantErr(t, err, codes.Unauthenticated, "API_KEY_INVALID")
-	x.org("hillside-walkers", pb.OrganizationKind_ORGANIZATION_KIND_VCSE_ORGANIZATION)
-	_, err = d.CreateOrganization(x.as("hillside-walkers"), &pb.CreateOrganizationRequest{OrganizationId: "sneaky",
+	x.Org("hillside-walkers", pb.OrganizationKind_ORGANIZATION_KIND_VCSE_ORGANIZATION)
+	_, err = d.CreateOrganization(x.As("hillside-walkers"), &pb.CreateOrganizationRequest{OrganizationId: "sneaky",
 		Organization: &pb.Organization{Kind: pb.OrganizationKind_ORGANIZATION_KIND_OTHER, DisplayName: "x"}})
 	wantErr(t, err, codes.PermissionDenied, "NOT_ALLOWED")
-	keys := pb.NewApiKeyServiceClient(x.conn)
-	l, err := keys.ListApiKeys(x.as("operator"), &pb.ListApiKeysRequest{Parent: "organizations/hillside-walkers"})
+	keys := pb.NewApiKeyServiceClient(x.Conn)
+	l, err := keys.ListApiKeys(x.As("operator"), &pb.ListApiKeysRequest{Parent: "organizations/hillside-walkers"})
 	if err != nil || len(l.ApiKeys) != 1 {
 		t.Fatalf("keys = %v, %v", l, err)
 	}
-	if _, err := keys.RevokeApiKey(x.as("operator"), &pb.RevokeApiKeyRequest{Name: l.ApiKeys[0].Name}); err != nil {
+	if _, err := keys.RevokeApiKey(x.As("operator"), &pb.RevokeApiKeyRequest{Name: l.ApiKeys[0].Name}); err != nil {
 		t.Fatal(err)
 	}
-	_, err = d.ListOrganizations(x.as("hillside-walkers"), &pb.ListOrganizationsRequest{})
+	_, err = d.ListOrganizations(x.As("hillside-walkers"), &pb.ListOrganizationsRequest{})
 	wantErr(t, err, codes.Unauthenticated, "API_KEY_INVALID")
 }
 
 func TestCapacityRules(t *testing.T) {
 	x := start(t)
-	x.org("gp-practice", pb.OrganizationKind_ORGANIZATION_KIND_GP_PRACTICE)
-	x.org("walkers", pb.OrganizationKind_ORGANIZATION_KIND_VCSE_ORGANIZATION)
-	x.org("ramblers", pb.OrganizationKind_ORGANIZATION_KIND_VCSE_ORGANIZATION)
-	walks := x.service("walkers", "walks", pb.Category_CATEGORY_PHYSICAL_ACTIVITY)
-	alt := x.service("ramblers", "rambles", pb.Category_CATEGORY_PHYSICAL_ACTIVITY)
-	gp := x.as("gp-practice")
-	capc := pb.NewCapacityServiceClient(x.conn)
-	if _, err := capc.UpdateCapacity(x.as("walkers"), &pb.UpdateCapacityRequest{Capacity: &pb.Capacity{Name: walks + "/capacity",
+	x.Org("gp-practice", pb.OrganizationKind_ORGANIZATION_KIND_GP_PRACTICE)
+	x.Org("walkers", pb.OrganizationKind_ORGANIZATION_KIND_VCSE_ORGANIZATION)
+	x.Org("ramblers", pb.OrganizationKind_ORGANIZATION_KIND_VCSE_ORGANIZATION)
+	walks := x.Service("walkers", "walks", pb.Category_CATEGORY_PHYSICAL_ACTIVITY)
+	alt := x.Service("ramblers", "rambles", pb.Category_CATEGORY_PHYSICAL_ACTIVITY)
+	gp := x.As("gp-practice")
+	capc := pb.NewCapacityServiceClient(x.Conn)
+	if _, err := capc.UpdateCapacity(x.As("walkers"), &pb.UpdateCapacityRequest{Capacity: &pb.Capacity{Name: walks + "/capacity",
 		Status: pb.CapacityStatus_CAPACITY_STATUS_ACCEPTING, MaxActiveReferrals: 1}}); err != nil {
 		t.Fatal(err)
 	}
 	_, err := capc.UpdateCapacity(gp, &pb.UpdateCapacityRequest{Capacity: &pb.Capacity{Name: walks + "/capacity", Status: pb.CapacityStatus_CAPACITY_STATUS_PAUSED}})
 	wantErr(t, err, codes.PermissionDenied, "NOT_ALLOWED")
-	c, err := pb.NewConsentServiceClient(x.conn).CreateConsent(gp, &pb.CreateConsentRequest{Consent: &pb.Consent{
+	c, err := pb.NewConsentServiceClient(x.Conn).CreateConsent(gp, &pb.CreateConsentRequest{Consent: &pb.Consent{
 		NhsNumber: "4010232137", Method: pb.ConsentMethod_CONSENT_METHOD_WRITTEN,
 		Purposes: []pb.ConsentPurpose{pb.ConsentPurpose_CONSENT_PURPOSE_DIRECT_CARE}, RecipientScope: pb.ConsentRecipientScope_CONSENT_RECIPIENT_SCOPE_REFERRAL_CHAIN}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	other := c.Name
-	c, err = pb.NewConsentServiceClient(x.conn).CreateConsent(gp, &pb.CreateConsentRequest{Consent: &pb.Consent{
+	c, err = pb.NewConsentServiceClient(x.Conn).CreateConsent(gp, &pb.CreateConsentRequest{Consent: &pb.Consent{
 		NhsNumber: adaNHS, Method: pb.ConsentMethod_CONSENT_METHOD_WRITTEN,
 		Purposes: []pb.ConsentPurpose{pb.ConsentPurpose_CONSENT_PURPOSE_DIRECT_CARE}, RecipientScope: pb.ConsentRecipientScope_CONSENT_RECIPIENT_SCOPE_REFERRAL_CHAIN}})
 	if err != nil {
@@ -363,7 +260,7 @@ func TestCapacityRules(t *testing.T) {
 	refer := func(id, svc, nhs string) (*pb.Referral, error) {
 		p := ada()
 		p.NhsNumber = nhs
-		return pb.NewReferralServiceClient(x.conn).CreateReferral(gp, &pb.CreateReferralRequest{RequestId: id, Referral: &pb.Referral{
+		return pb.NewReferralServiceClient(x.Conn).CreateReferral(gp, &pb.CreateReferralRequest{RequestId: id, Referral: &pb.Referral{
 			RecipientService: svc, Person: p, Route: pb.ReferralRoute_REFERRAL_ROUTE_PRIMARY_CARE,
 			Needs: []pb.Category{pb.Category_CATEGORY_PHYSICAL_ACTIVITY}, SupportLevel: pb.SupportLevel_SUPPORT_LEVEL_SIGNPOSTING, Consent: c.Name}})
 	}

@@ -21,7 +21,7 @@ const ErrorDomain = "exchange.socialprescribing.uk"
 // apiError builds a status with an ErrorInfo detail carrying the reason.
 func apiError(code codes.Code, reason pb.ErrorReason, msg string, meta map[string]string, extra ...*errdetails.BadRequest) error {
 	st := status.New(code, msg)
-	info := &errdetails.ErrorInfo{Reason: strings.TrimPrefix(reason.String(), "ERROR_REASON_"), Domain: ErrorDomain, Metadata: meta}
+	info := &errdetails.ErrorInfo{Reason: Reason(reason), Domain: ErrorDomain, Metadata: meta}
 	details := []any{info}
 	for _, e := range extra {
 		details = append(details, e)

@@ -31,8 +31,8 @@ func audienceOf(ctx context.Context) string {
 func (s *events) ListEvents(ctx context.Context, req *pb.ListEventsRequest) (*pb.ListEventsResponse, error) {
 	var v validate.Violations
 	size := validate.PageSize(&v, "page_size", req.PageSize, 100)
-	if req.AfterSequence < 0 {
-		v.Add("after_sequence", "must not be negative")
+	if req.After < 0 {
+		v.Add("after", "must not be negative")
 	}
 	var wait time.Duration
 	if req.Wait != nil {
@@ -47,7 +47,7 @@ func (s *events) ListEvents(ctx context.Context, req *pb.ListEventsRequest) (*pb
 	}
 	org := audienceOf(ctx)
 	deadline := time.Now().Add(wait)
-	after := req.AfterSequence
+	after := req.After
 	for {
 		resp := &pb.ListEventsResponse{}
 		err := s.view(ctx, func(tx storage.ReadTx, _ time.Time) error {
@@ -63,7 +63,7 @@ func (s *events) ListEvents(ctx context.Context, req *pb.ListEventsRequest) (*pb
 		err = s.store.WaitEvents(wctx, after)
 		cancel()
 		if errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil {
-			resp.LastSequence = max(resp.LastSequence, req.AfterSequence)
+			resp.LastSequence = max(resp.LastSequence, req.After)
 			return resp, nil
 		}
 		if err != nil {
@@ -74,11 +74,11 @@ func (s *events) ListEvents(ctx context.Context, req *pb.ListEventsRequest) (*pb
 
 func (s *events) WatchEvents(req *pb.WatchEventsRequest, stream pb.EventService_WatchEventsServer) error {
 	ctx := stream.Context()
-	if req.AfterSequence < 0 {
-		return invalidField("after_sequence", "must not be negative")
+	if req.After < 0 {
+		return invalidField("after", "must not be negative")
 	}
 	org := audienceOf(ctx)
-	after := req.AfterSequence
+	after := req.After
 	for {
 		var page []*pb.Event
 		var last int64

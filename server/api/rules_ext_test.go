@@ -17,6 +17,7 @@ import (
 
 	pb "github.com/social-prescribing/exchange/proto/exchange/v1"
 	"github.com/social-prescribing/exchange/server/api"
+	"github.com/social-prescribing/exchange/server/exchangetest"
 )
 
 // clock is a settable time source for the exchange under test.
@@ -31,51 +32,16 @@ func (c *clock) now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
 
 func (c *clock) advance(d time.Duration) { c.mu.Lock(); c.t = c.t.Add(d); c.mu.Unlock() }
 
-// consentFor records a consent for DIRECT_CARE and FEEDBACK_TO_REFERRER
-// across the referral chain, changed by edit.
-func (x *exchange) consentFor(org, nhs string, edit func(*pb.Consent)) *pb.Consent {
-	x.t.Helper()
-	c := &pb.Consent{NhsNumber: nhs, Method: pb.ConsentMethod_CONSENT_METHOD_VERBAL,
-		Purposes:       []pb.ConsentPurpose{pb.ConsentPurpose_CONSENT_PURPOSE_DIRECT_CARE, pb.ConsentPurpose_CONSENT_PURPOSE_FEEDBACK_TO_REFERRER},
-		RecipientScope: pb.ConsentRecipientScope_CONSENT_RECIPIENT_SCOPE_REFERRAL_CHAIN}
-	if edit != nil {
-		edit(c)
-	}
-	got, err := pb.NewConsentServiceClient(x.conn).CreateConsent(x.as(org), &pb.CreateConsentRequest{Consent: c})
-	if err != nil {
-		x.t.Fatal(err)
-	}
-	return got
-}
-
-// refer sends a referral of the person with NHS number nhs from org.
-func (x *exchange) refer(org, requestID, service, nhs, consent string) (*pb.Referral, error) {
-	p := ada()
-	p.NhsNumber = nhs
-	return pb.NewReferralServiceClient(x.conn).CreateReferral(x.as(org), &pb.CreateReferralRequest{RequestId: requestID, Referral: &pb.Referral{
-		RecipientService: service, Person: p, Consent: consent, Route: pb.ReferralRoute_REFERRAL_ROUTE_PRIMARY_CARE,
-		Needs: []pb.Category{pb.Category_CATEGORY_PHYSICAL_ACTIVITY}, SupportLevel: pb.SupportLevel_SUPPORT_LEVEL_SIGNPOSTING}})
-}
-
-func (x *exchange) capacity(service, org string, status pb.CapacityStatus, max int32) {
-	x.t.Helper()
-	if _, err := pb.NewCapacityServiceClient(x.conn).UpdateCapacity(x.as(org), &pb.UpdateCapacityRequest{
-		Capacity:   &pb.Capacity{Name: service + "/capacity", Status: status, MaxActiveReferrals: max},
-		UpdateMask: &fieldmaskpb.FieldMask{Paths: []string{"status", "max_active_referrals"}}}); err != nil {
-		x.t.Fatal(err)
-	}
-}
-
 func TestConsentRules(t *testing.T) {
 	clk := newClock()
 	x := startWith(t, api.Options{Now: clk.now})
-	x.org("practice", pb.OrganizationKind_ORGANIZATION_KIND_GP_PRACTICE)
-	x.org("other-practice", pb.OrganizationKind_ORGANIZATION_KIND_GP_PRACTICE)
-	x.org("group", pb.OrganizationKind_ORGANIZATION_KIND_VCSE_ORGANIZATION)
-	walks := x.service("group", "walks", pb.Category_CATEGORY_PHYSICAL_ACTIVITY)
-	refs := pb.NewReferralServiceClient(x.conn)
-	cons := pb.NewConsentServiceClient(x.conn)
-	other := nhsNumber(424242)
+	x.Org("practice", pb.OrganizationKind_ORGANIZATION_KIND_GP_PRACTICE)
+	x.Org("other-practice", pb.OrganizationKind_ORGANIZATION_KIND_GP_PRACTICE)
+	x.Org("group", pb.OrganizationKind_ORGANIZATION_KIND_VCSE_ORGANIZATION)
+	walks := x.Service("group", "walks", pb.Category_CATEGORY_PHYSICAL_ACTIVITY)
+	refs := pb.NewReferralServiceClient(x.Conn)
+	cons := pb.NewConsentServiceClient(x.Conn)
+	other := exchangetest.NHSNumber(424242)
 
 	for _, c := range []struct {
 		name    string
@@ -83,20 +49,20 @@ func TestConsentRules(t *testing.T) {
 	}{
 		{"missing", func() string { return "consents/aaaaaaaaaaaaaaaa" }},
 		{"not a consent name", func() string { return "" }},
-		{"another person", func() string { return x.consentFor("practice", other, nil).Name }},
-		{"recorded by another organisation", func() string { return x.consentFor("other-practice", adaNHS, nil).Name }},
+		{"another person", func() string { return x.ConsentFor("practice", other, nil).Name }},
+		{"recorded by another organisation", func() string { return x.ConsentFor("other-practice", adaNHS, nil).Name }},
 		{"wrong recipient", func() string {
-			return x.consentFor("practice", adaNHS, func(c *pb.Consent) {
+			return x.ConsentFor("practice", adaNHS, func(c *pb.Consent) {
 				c.RecipientScope = pb.ConsentRecipientScope_CONSENT_RECIPIENT_SCOPE_NAMED_ORGANIZATIONS
 				c.Recipients = []string{"organizations/other-practice"}
 			}).Name
 		}},
 		{"not yet valid", func() string {
-			return x.consentFor("practice", adaNHS, func(c *pb.Consent) { c.ValidFrom = timestamppb.New(clk.now().Add(time.Hour)) }).Name
+			return x.ConsentFor("practice", adaNHS, func(c *pb.Consent) { c.ValidFrom = timestamppb.New(clk.now().Add(time.Hour)) }).Name
 		}},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			_, err := x.refer("practice", "r-"+strings.ReplaceAll(c.name, " ", "-"), walks, adaNHS, c.consent())
+			_, err := x.Refer("practice", "r-"+strings.ReplaceAll(c.name, " ", "-"), walks, adaNHS, c.consent())
 			if c.name == "not a consent name" {
 				wantErr(t, err, codes.InvalidArgument, "FIELD_INVALID")
 				return
@@ -105,19 +71,19 @@ func TestConsentRules(t *testing.T) {
 		})
 	}
 	// Nothing was written by the refusals.
-	l, err := refs.ListReferrals(x.as("practice"), &pb.ListReferralsRequest{})
+	l, err := refs.ListReferrals(x.As("practice"), &pb.ListReferralsRequest{})
 	if err != nil || len(l.Referrals) != 0 {
 		t.Fatalf("refused referrals were stored: %v, %v", l, err)
 	}
 
 	// Expiry is honoured at the moment of each read.
-	c := x.consentFor("practice", adaNHS, func(c *pb.Consent) { c.ValidUntil = timestamppb.New(clk.now().Add(48 * time.Hour)) })
-	r, err := x.refer("practice", "expiring", walks, adaNHS, c.Name)
+	c := x.ConsentFor("practice", adaNHS, func(c *pb.Consent) { c.ValidUntil = timestamppb.New(clk.now().Add(48 * time.Hour)) })
+	r, err := x.Refer("practice", "expiring", walks, adaNHS, c.Name)
 	if err != nil {
 		t.Fatal(err)
 	}
-	group := x.as("group")
-	fb := pb.NewFeedbackServiceClient(x.conn)
+	group := x.As("group")
+	fb := pb.NewFeedbackServiceClient(x.Conn)
 	if _, err := refs.AcceptReferral(group, &pb.AcceptReferralRequest{Name: r.Name}); err != nil {
 		t.Fatal(err)
 	}
@@ -140,34 +106,34 @@ func TestConsentRules(t *testing.T) {
 	if person, n := seen(group); !person || n != 1 {
 		t.Fatalf("before expiry the group sees person %v, %d feedback", person, n)
 	}
-	if person, n := seen(x.as("practice")); !person || n != 1 {
+	if person, n := seen(x.As("practice")); !person || n != 1 {
 		t.Fatalf("before expiry the practice sees person %v, %d feedback", person, n)
 	}
 	clk.advance(48 * time.Hour)
 	if person, n := seen(group); person || n != 1 {
 		t.Errorf("after expiry the group sees person %v, %d feedback (its own)", person, n)
 	}
-	if person, n := seen(x.as("practice")); !person || n != 0 {
+	if person, n := seen(x.As("practice")); !person || n != 0 {
 		t.Errorf("after expiry the practice sees person %v (it referred), %d feedback (want none)", person, n)
 	}
-	got, err := cons.GetConsent(x.as("practice"), &pb.GetConsentRequest{Name: c.Name})
+	got, err := cons.GetConsent(x.As("practice"), &pb.GetConsentRequest{Name: c.Name})
 	if err != nil || got.State != pb.ConsentState_CONSENT_STATE_EXPIRED {
 		t.Errorf("consent after expiry = %v, %v", got.GetState(), err)
 	}
-	_, err = x.refer("practice", "after-expiry", x.service("group", "choir", pb.Category_CATEGORY_ARTS_AND_CREATIVITY), adaNHS, c.Name)
+	_, err = x.Refer("practice", "after-expiry", x.Service("group", "choir", pb.Category_CATEGORY_ARTS_AND_CREATIVITY), adaNHS, c.Name)
 	wantErr(t, err, codes.FailedPrecondition, "CONSENT_REQUIRED")
-	_, err = cons.WithdrawConsent(x.as("practice"), &pb.WithdrawConsentRequest{Name: c.Name})
+	_, err = cons.WithdrawConsent(x.As("practice"), &pb.WithdrawConsentRequest{Name: c.Name})
 	wantErr(t, err, codes.FailedPrecondition, "CONSENT_NOT_ACTIVE")
 }
 
 // checkCounts compares a service's capacity counts with its referrals.
 func (x *exchange) checkCounts(t *testing.T, step, service, org string) *pb.Capacity {
 	t.Helper()
-	c, err := pb.NewCapacityServiceClient(x.conn).GetCapacity(x.as(org), &pb.GetCapacityRequest{Name: service + "/capacity"})
+	c, err := pb.NewCapacityServiceClient(x.Conn).GetCapacity(x.As(org), &pb.GetCapacityRequest{Name: service + "/capacity"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	l, err := pb.NewReferralServiceClient(x.conn).ListReferrals(x.as(org), &pb.ListReferralsRequest{
+	l, err := pb.NewReferralServiceClient(x.Conn).ListReferrals(x.As(org), &pb.ListReferralsRequest{
 		Filter: `recipient = "` + service + `"`, PageSize: 1000})
 	if err != nil {
 		t.Fatal(err)
@@ -190,21 +156,21 @@ func (x *exchange) checkCounts(t *testing.T, step, service, org string) *pb.Capa
 
 func TestCapacityLifecycle(t *testing.T) {
 	x := start(t)
-	x.org("practice", pb.OrganizationKind_ORGANIZATION_KIND_GP_PRACTICE)
-	x.org("group", pb.OrganizationKind_ORGANIZATION_KIND_VCSE_ORGANIZATION)
-	walks := x.service("group", "walks", pb.Category_CATEGORY_PHYSICAL_ACTIVITY)
-	x.capacity(walks, "group", pb.CapacityStatus_CAPACITY_STATUS_ACCEPTING, 2)
-	refs := pb.NewReferralServiceClient(x.conn)
-	group, gp := x.as("group"), x.as("practice")
+	x.Org("practice", pb.OrganizationKind_ORGANIZATION_KIND_GP_PRACTICE)
+	x.Org("group", pb.OrganizationKind_ORGANIZATION_KIND_VCSE_ORGANIZATION)
+	walks := x.Service("group", "walks", pb.Category_CATEGORY_PHYSICAL_ACTIVITY)
+	x.Capacity(walks, "group", pb.CapacityStatus_CAPACITY_STATUS_ACCEPTING, 2)
+	refs := pb.NewReferralServiceClient(x.Conn)
+	group, gp := x.As("group"), x.As("practice")
 	people := make([]string, 6)
 	consents := make([]string, 6)
 	for i := range people {
-		people[i] = nhsNumber(1000 + 31*i)
-		consents[i] = x.consentFor("practice", people[i], nil).Name
+		people[i] = exchangetest.NHSNumber(1000 + 31*i)
+		consents[i] = x.ConsentFor("practice", people[i], nil).Name
 	}
 	mustRefer := func(i int) *pb.Referral {
 		t.Helper()
-		r, err := x.refer("practice", fmt.Sprint("p", i), walks, people[i], consents[i])
+		r, err := x.Refer("practice", fmt.Sprint("p", i), walks, people[i], consents[i])
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -223,7 +189,7 @@ func TestCapacityLifecycle(t *testing.T) {
 	wantStatus("one requested", pb.CapacityStatus_CAPACITY_STATUS_ACCEPTING, false)
 	b := mustRefer(1)
 	wantStatus("maximum reached", pb.CapacityStatus_CAPACITY_STATUS_NO_CAPACITY, true)
-	_, err := x.refer("practice", "p2", walks, people[2], consents[2])
+	_, err := x.Refer("practice", "p2", walks, people[2], consents[2])
 	wantErr(t, err, codes.FailedPrecondition, "SERVICE_AT_CAPACITY")
 	for _, step := range []struct {
 		name string
@@ -248,13 +214,13 @@ func TestCapacityLifecycle(t *testing.T) {
 			_, err := refs.RejectReferral(group, &pb.RejectReferralRequest{Name: b.Name, Reason: why})
 			return err
 		}, pb.CapacityStatus_CAPACITY_STATUS_ACCEPTING, false},
-		{"refer c", func() error { _, err := x.refer("practice", "p2", walks, people[2], consents[2]); return err }, pb.CapacityStatus_CAPACITY_STATUS_NO_CAPACITY, true},
+		{"refer c", func() error { _, err := x.Refer("practice", "p2", walks, people[2], consents[2]); return err }, pb.CapacityStatus_CAPACITY_STATUS_NO_CAPACITY, true},
 		{"complete a", func() error {
 			_, err := refs.CompleteReferral(group, &pb.CompleteReferralRequest{Name: a.Name})
 			return err
 		}, pb.CapacityStatus_CAPACITY_STATUS_ACCEPTING, false},
 		{"pause", func() error {
-			x.capacity(walks, "group", pb.CapacityStatus_CAPACITY_STATUS_PAUSED, 2)
+			x.Capacity(walks, "group", pb.CapacityStatus_CAPACITY_STATUS_PAUSED, 2)
 			return nil
 		}, pb.CapacityStatus_CAPACITY_STATUS_PAUSED, false},
 	} {
@@ -263,11 +229,11 @@ func TestCapacityLifecycle(t *testing.T) {
 		}
 		wantStatus(step.name, step.st, step.auto)
 	}
-	_, err = x.refer("practice", "p3", walks, people[3], consents[3])
+	_, err = x.Refer("practice", "p3", walks, people[3], consents[3])
 	wantErr(t, err, codes.FailedPrecondition, "SERVICE_AT_CAPACITY")
 
 	// A waiting list takes referrals ON_HOLD; accepting one makes it active.
-	x.capacity(walks, "group", pb.CapacityStatus_CAPACITY_STATUS_WAITLIST, 0)
+	x.Capacity(walks, "group", pb.CapacityStatus_CAPACITY_STATUS_WAITLIST, 0)
 	d := mustRefer(3)
 	if d.State != pb.ReferralState_REFERRAL_STATE_ON_HOLD || d.StateReason.GetCode() != pb.StateReasonCode_STATE_REASON_CODE_NO_CAPACITY {
 		t.Fatalf("waitlisted referral = %v", d)
@@ -290,10 +256,10 @@ func TestCapacityLifecycle(t *testing.T) {
 
 func TestAlternativesOffered(t *testing.T) {
 	x := start(t)
-	x.org("practice", pb.OrganizationKind_ORGANIZATION_KIND_GP_PRACTICE)
+	x.Org("practice", pb.OrganizationKind_ORGANIZATION_KIND_GP_PRACTICE)
 	orgs := []string{"full-group", "alt-one", "alt-two", "alt-three", "alt-four", "paused-group", "far-group", "choir"}
 	for _, o := range orgs {
-		x.org(o, pb.OrganizationKind_ORGANIZATION_KIND_VCSE_ORGANIZATION)
+		x.Org(o, pb.OrganizationKind_ORGANIZATION_KIND_VCSE_ORGANIZATION)
 	}
 	svc := map[string]string{}
 	for _, o := range orgs {
@@ -301,18 +267,18 @@ func TestAlternativesOffered(t *testing.T) {
 		if o == "choir" {
 			cat = pb.Category_CATEGORY_ARTS_AND_CREATIVITY
 		}
-		svc[o] = x.service(o, "walks", cat)
+		svc[o] = x.Service(o, "walks", cat)
 	}
 	// Ada lives in M14; far-group serves only LS1.
-	if _, err := pb.NewDirectoryServiceClient(x.conn).UpdateService(x.as("far-group"), &pb.UpdateServiceRequest{
+	if _, err := pb.NewDirectoryServiceClient(x.Conn).UpdateService(x.As("far-group"), &pb.UpdateServiceRequest{
 		Service:    &pb.Service{Name: svc["far-group"], Eligibility: &pb.Eligibility{PostcodeDistricts: []string{"LS1"}}},
 		UpdateMask: &fieldmaskpb.FieldMask{Paths: []string{"eligibility"}}}); err != nil {
 		t.Fatal(err)
 	}
-	x.capacity(svc["full-group"], "full-group", pb.CapacityStatus_CAPACITY_STATUS_NO_CAPACITY, 0)
-	x.capacity(svc["paused-group"], "paused-group", pb.CapacityStatus_CAPACITY_STATUS_PAUSED, 0)
-	c := x.consentFor("practice", adaNHS, nil)
-	_, err := x.refer("practice", "full", svc["full-group"], adaNHS, c.Name)
+	x.Capacity(svc["full-group"], "full-group", pb.CapacityStatus_CAPACITY_STATUS_NO_CAPACITY, 0)
+	x.Capacity(svc["paused-group"], "paused-group", pb.CapacityStatus_CAPACITY_STATUS_PAUSED, 0)
+	c := x.ConsentFor("practice", adaNHS, nil)
+	_, err := x.Refer("practice", "full", svc["full-group"], adaNHS, c.Name)
 	wantErr(t, err, codes.FailedPrecondition, "SERVICE_AT_CAPACITY")
 	st, _ := status.FromError(err)
 	info := st.Details()[0].(*errdetails.ErrorInfo)
@@ -330,23 +296,23 @@ func TestAlternativesOffered(t *testing.T) {
 func TestOverdueAndAutoReject(t *testing.T) {
 	clk := newClock()
 	x := startWith(t, api.Options{Now: clk.now, AutoRejectAfter: 24 * time.Hour})
-	x.org("practice", pb.OrganizationKind_ORGANIZATION_KIND_GP_PRACTICE)
-	x.org("group", pb.OrganizationKind_ORGANIZATION_KIND_VCSE_ORGANIZATION)
-	walks := x.service("group", "walks", pb.Category_CATEGORY_PHYSICAL_ACTIVITY) // replies within 72h
-	refs := pb.NewReferralServiceClient(x.conn)
-	c := x.consentFor("practice", adaNHS, nil)
-	r, err := x.refer("practice", "late", walks, adaNHS, c.Name)
+	x.Org("practice", pb.OrganizationKind_ORGANIZATION_KIND_GP_PRACTICE)
+	x.Org("group", pb.OrganizationKind_ORGANIZATION_KIND_VCSE_ORGANIZATION)
+	walks := x.Service("group", "walks", pb.Category_CATEGORY_PHYSICAL_ACTIVITY) // replies within 72h
+	refs := pb.NewReferralServiceClient(x.Conn)
+	c := x.ConsentFor("practice", adaNHS, nil)
+	r, err := x.Refer("practice", "late", walks, adaNHS, c.Name)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if want := clk.now().Add(72 * time.Hour); !r.ReplyBy.AsTime().Equal(want) {
 		t.Errorf("reply_by = %v, want the service default %v", r.ReplyBy.AsTime(), want)
 	}
-	other := nhsNumber(777)
-	oc := x.consentFor("practice", other, nil)
+	other := exchangetest.NHSNumber(777)
+	oc := x.ConsentFor("practice", other, nil)
 	p := ada()
 	p.NhsNumber = other
-	given, err := refs.CreateReferral(x.as("practice"), &pb.CreateReferralRequest{RequestId: "given", Referral: &pb.Referral{
+	given, err := refs.CreateReferral(x.As("practice"), &pb.CreateReferralRequest{RequestId: "given", Referral: &pb.Referral{
 		RecipientService: walks, Person: p, Consent: oc.Name, Route: pb.ReferralRoute_REFERRAL_ROUTE_PRIMARY_CARE,
 		Needs: []pb.Category{pb.Category_CATEGORY_PHYSICAL_ACTIVITY}, SupportLevel: pb.SupportLevel_SUPPORT_LEVEL_SIGNPOSTING,
 		ReplyBy: timestamppb.New(clk.now().Add(200 * time.Hour))}})
@@ -355,7 +321,7 @@ func TestOverdueAndAutoReject(t *testing.T) {
 	}
 	overdue := func() []string {
 		t.Helper()
-		l, err := refs.ListReferrals(x.as("group"), &pb.ListReferralsRequest{Filter: `recipient = "organizations/group" AND overdue = true`})
+		l, err := refs.ListReferrals(x.As("group"), &pb.ListReferralsRequest{Filter: `recipient = "organizations/group" AND overdue = true`})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -370,13 +336,13 @@ func TestOverdueAndAutoReject(t *testing.T) {
 	}
 	sweep := func(wantNotified, wantRejected int) {
 		t.Helper()
-		n, rej, err := x.srv.SweepOverdue(context.Background())
+		n, rej, err := x.Srv.SweepOverdue(context.Background())
 		if err != nil || n != wantNotified || rej != wantRejected {
 			t.Fatalf("sweep = %d notified, %d rejected, %v; want %d, %d", n, rej, err, wantNotified, wantRejected)
 		}
 	}
 	overdueEvents := func() int {
-		l, err := pb.NewEventServiceClient(x.conn).ListEvents(x.as("practice"), &pb.ListEventsRequest{PageSize: 1000})
+		l, err := pb.NewEventServiceClient(x.Conn).ListEvents(x.As("practice"), &pb.ListEventsRequest{PageSize: 1000})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -403,64 +369,64 @@ func TestOverdueAndAutoReject(t *testing.T) {
 	}
 	clk.advance(24 * time.Hour) // 97h: past the deadline plus the grace period
 	sweep(0, 1)
-	got, err := refs.GetReferral(x.as("practice"), &pb.GetReferralRequest{Name: r.Name})
+	got, err := refs.GetReferral(x.As("practice"), &pb.GetReferralRequest{Name: r.Name})
 	if err != nil || got.State != pb.ReferralState_REFERRAL_STATE_REJECTED || got.StateReason.GetCode() != pb.StateReasonCode_STATE_REASON_CODE_NO_RESPONSE {
 		t.Fatalf("after the grace period = %v, %v", got, err)
 	}
-	if g, _ := refs.GetReferral(x.as("practice"), &pb.GetReferralRequest{Name: given.Name}); g.State != pb.ReferralState_REFERRAL_STATE_REQUESTED {
+	if g, _ := refs.GetReferral(x.As("practice"), &pb.GetReferralRequest{Name: given.Name}); g.State != pb.ReferralState_REFERRAL_STATE_REQUESTED {
 		t.Errorf("a referral with a later deadline moved: %v", g.State)
 	}
 	x.checkCounts(t, "after auto-reject", walks, "group")
 	// The referrer can now redirect, or send again to the same service.
-	if _, err := x.refer("practice", "again", walks, adaNHS, c.Name); err != nil {
+	if _, err := x.Refer("practice", "again", walks, adaNHS, c.Name); err != nil {
 		t.Errorf("referring again after NO_RESPONSE: %v", err)
 	}
 
 	// Off by default: an exchange without the option never rejects.
 	clk2 := newClock()
 	y := startWith(t, api.Options{Now: clk2.now})
-	y.org("practice", pb.OrganizationKind_ORGANIZATION_KIND_GP_PRACTICE)
-	y.org("group", pb.OrganizationKind_ORGANIZATION_KIND_VCSE_ORGANIZATION)
-	walks2 := y.service("group", "walks", pb.Category_CATEGORY_PHYSICAL_ACTIVITY)
-	if _, err := y.refer("practice", "late", walks2, adaNHS, y.consentFor("practice", adaNHS, nil).Name); err != nil {
+	y.Org("practice", pb.OrganizationKind_ORGANIZATION_KIND_GP_PRACTICE)
+	y.Org("group", pb.OrganizationKind_ORGANIZATION_KIND_VCSE_ORGANIZATION)
+	walks2 := y.Service("group", "walks", pb.Category_CATEGORY_PHYSICAL_ACTIVITY)
+	if _, err := y.Refer("practice", "late", walks2, adaNHS, y.ConsentFor("practice", adaNHS, nil).Name); err != nil {
 		t.Fatal(err)
 	}
 	clk2.advance(365 * 24 * time.Hour)
-	if n, rej, err := y.srv.SweepOverdue(context.Background()); n != 1 || rej != 0 || err != nil {
+	if n, rej, err := y.Srv.SweepOverdue(context.Background()); n != 1 || rej != 0 || err != nil {
 		t.Errorf("default sweep = %d, %d, %v; want 1 notified, none rejected", n, rej, err)
 	}
 }
 
 func TestIdempotencyAcrossRestart(t *testing.T) {
 	x := start(t)
-	x.org("practice", pb.OrganizationKind_ORGANIZATION_KIND_GP_PRACTICE)
-	x.org("group", pb.OrganizationKind_ORGANIZATION_KIND_VCSE_ORGANIZATION)
-	walks := x.service("group", "walks", pb.Category_CATEGORY_PHYSICAL_ACTIVITY)
-	c := x.consentFor("practice", adaNHS, nil)
-	first, err := x.refer("practice", "once", walks, adaNHS, c.Name)
+	x.Org("practice", pb.OrganizationKind_ORGANIZATION_KIND_GP_PRACTICE)
+	x.Org("group", pb.OrganizationKind_ORGANIZATION_KIND_VCSE_ORGANIZATION)
+	walks := x.Service("group", "walks", pb.Category_CATEGORY_PHYSICAL_ACTIVITY)
+	c := x.ConsentFor("practice", adaNHS, nil)
+	first, err := x.Refer("practice", "once", walks, adaNHS, c.Name)
 	if err != nil {
 		t.Fatal(err)
 	}
-	accepted, err := pb.NewReferralServiceClient(x.conn).AcceptReferral(x.as("group"), &pb.AcceptReferralRequest{Name: first.Name, RequestId: "accept-1"})
+	accepted, err := pb.NewReferralServiceClient(x.Conn).AcceptReferral(x.As("group"), &pb.AcceptReferralRequest{Name: first.Name, RequestId: "accept-1"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	x.restart()
-	again, err := x.refer("practice", "once", walks, adaNHS, c.Name)
+	x.Restart()
+	again, err := x.Refer("practice", "once", walks, adaNHS, c.Name)
 	if err != nil || again.Name != first.Name || again.Etag != first.Etag || again.State != pb.ReferralState_REFERRAL_STATE_REQUESTED {
 		t.Fatalf("retry after restart = %v, %v; want the first response %v", again, err, first)
 	}
 	// The retried accept returns its first response, not INVALID_TRANSITION.
-	acc, err := pb.NewReferralServiceClient(x.conn).AcceptReferral(x.as("group"), &pb.AcceptReferralRequest{Name: first.Name, RequestId: "accept-1"})
+	acc, err := pb.NewReferralServiceClient(x.Conn).AcceptReferral(x.As("group"), &pb.AcceptReferralRequest{Name: first.Name, RequestId: "accept-1"})
 	if err != nil || acc.Etag != accepted.Etag {
 		t.Fatalf("retried accept after restart = %v, %v", acc, err)
 	}
 	// Another organisation's request_id space is its own.
-	_, err = x.refer("group", "once", x.service("practice", "clinic", pb.Category_CATEGORY_PHYSICAL_ACTIVITY), adaNHS, c.Name)
+	_, err = x.Refer("group", "once", x.Service("practice", "clinic", pb.Category_CATEGORY_PHYSICAL_ACTIVITY), adaNHS, c.Name)
 	wantErr(t, err, codes.FailedPrecondition, "CONSENT_REQUIRED")
-	_, err = x.refer("practice", "once", walks, nhsNumber(5), c.Name)
+	_, err = x.Refer("practice", "once", walks, exchangetest.NHSNumber(5), c.Name)
 	wantErr(t, err, codes.InvalidArgument, "REQUEST_ID_REUSED")
-	l, err := pb.NewReferralServiceClient(x.conn).ListReferrals(x.as("practice"), &pb.ListReferralsRequest{})
+	l, err := pb.NewReferralServiceClient(x.Conn).ListReferrals(x.As("practice"), &pb.ListReferralsRequest{})
 	if err != nil || len(l.Referrals) != 1 {
 		t.Fatalf("referrals after retries = %v, %v", l, err)
 	}
@@ -468,30 +434,30 @@ func TestIdempotencyAcrossRestart(t *testing.T) {
 
 func TestEventFeed(t *testing.T) {
 	x := start(t)
-	x.org("practice", pb.OrganizationKind_ORGANIZATION_KIND_GP_PRACTICE)
-	x.org("group", pb.OrganizationKind_ORGANIZATION_KIND_VCSE_ORGANIZATION)
-	x.org("stranger", pb.OrganizationKind_ORGANIZATION_KIND_VCSE_ORGANIZATION)
-	walks := x.service("group", "walks", pb.Category_CATEGORY_PHYSICAL_ACTIVITY)
-	evs := pb.NewEventServiceClient(x.conn)
+	x.Org("practice", pb.OrganizationKind_ORGANIZATION_KIND_GP_PRACTICE)
+	x.Org("group", pb.OrganizationKind_ORGANIZATION_KIND_VCSE_ORGANIZATION)
+	x.Org("stranger", pb.OrganizationKind_ORGANIZATION_KIND_VCSE_ORGANIZATION)
+	walks := x.Service("group", "walks", pb.Category_CATEGORY_PHYSICAL_ACTIVITY)
+	evs := pb.NewEventServiceClient(x.Conn)
 	list := func(org string, after int64, wait time.Duration) *pb.ListEventsResponse {
 		t.Helper()
-		req := &pb.ListEventsRequest{AfterSequence: after, PageSize: 1000}
+		req := &pb.ListEventsRequest{After: after, PageSize: 1000}
 		if wait > 0 {
 			req.Wait = durationpb.New(wait)
 		}
-		l, err := evs.ListEvents(x.as(org), req)
+		l, err := evs.ListEvents(x.As(org), req)
 		if err != nil {
 			t.Fatal(err)
 		}
 		return l
 	}
 	start := list("practice", 0, 0).LastSequence
-	c := x.consentFor("practice", adaNHS, nil)
-	r, err := x.refer("practice", "one", walks, adaNHS, c.Name)
+	c := x.ConsentFor("practice", adaNHS, nil)
+	r, err := x.Refer("practice", "one", walks, adaNHS, c.Name)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := pb.NewReferralServiceClient(x.conn).AcceptReferral(x.as("group"), &pb.AcceptReferralRequest{Name: r.Name}); err != nil {
+	if _, err := pb.NewReferralServiceClient(x.Conn).AcceptReferral(x.As("group"), &pb.AcceptReferralRequest{Name: r.Name}); err != nil {
 		t.Fatal(err)
 	}
 
@@ -539,21 +505,21 @@ func TestEventFeed(t *testing.T) {
 	// an event for someone else.
 	got := make(chan *pb.ListEventsResponse, 1)
 	go func() {
-		l, err := evs.ListEvents(x.as("group"), &pb.ListEventsRequest{AfterSequence: all.LastSequence, Wait: durationpb.New(30 * time.Second)})
+		l, err := evs.ListEvents(x.As("group"), &pb.ListEventsRequest{After: all.LastSequence, Wait: durationpb.New(30 * time.Second)})
 		if err != nil {
 			t.Error(err)
 		}
 		got <- l
 	}()
 	time.Sleep(100 * time.Millisecond)
-	x.consentFor("practice", nhsNumber(99), nil) // the group does not hear of this
+	x.ConsentFor("practice", exchangetest.NHSNumber(99), nil) // the group does not hear of this
 	select {
 	case l := <-got:
 		t.Fatalf("woke for another organisation's event: %v", l)
 	case <-time.After(200 * time.Millisecond):
 	}
 	began = time.Now()
-	if _, err := pb.NewFeedbackServiceClient(x.conn).CreateFeedback(x.as("practice"), &pb.CreateFeedbackRequest{Parent: r.Name,
+	if _, err := pb.NewFeedbackServiceClient(x.Conn).CreateFeedback(x.As("practice"), &pb.CreateFeedbackRequest{Parent: r.Name,
 		Feedback: &pb.Feedback{Content: &pb.Feedback_Note{Note: &pb.Note{Text: "Ada prefers mornings"}}}}); err != nil {
 		t.Fatal(err)
 	}
@@ -570,9 +536,9 @@ func TestEventFeed(t *testing.T) {
 	}
 
 	// WatchEvents: the history from a sequence number, then live.
-	ctx, cancel := context.WithTimeout(x.as("group"), 10*time.Second)
+	ctx, cancel := context.WithTimeout(x.As("group"), 10*time.Second)
 	defer cancel()
-	w, err := evs.WatchEvents(ctx, &pb.WatchEventsRequest{AfterSequence: start})
+	w, err := evs.WatchEvents(ctx, &pb.WatchEventsRequest{After: start})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -584,7 +550,7 @@ func TestEventFeed(t *testing.T) {
 		}
 		watched = append(watched, strings.TrimPrefix(e.Event.Type.String(), "EVENT_TYPE_"))
 	}
-	if _, err := pb.NewReferralServiceClient(x.conn).StartReferral(x.as("group"), &pb.StartReferralRequest{Name: r.Name}); err != nil {
+	if _, err := pb.NewReferralServiceClient(x.Conn).StartReferral(x.As("group"), &pb.StartReferralRequest{Name: r.Name}); err != nil {
 		t.Fatal(err)
 	}
 	e, err := w.Recv()
@@ -600,8 +566,8 @@ func TestEventFeed(t *testing.T) {
 	}
 
 	// Bad input is refused.
-	_, err = evs.ListEvents(x.as("group"), &pb.ListEventsRequest{Wait: durationpb.New(time.Hour)})
+	_, err = evs.ListEvents(x.As("group"), &pb.ListEventsRequest{Wait: durationpb.New(time.Hour)})
 	wantErr(t, err, codes.InvalidArgument, "FIELD_INVALID")
-	_, err = evs.ListEvents(x.as("group"), &pb.ListEventsRequest{AfterSequence: -1})
+	_, err = evs.ListEvents(x.As("group"), &pb.ListEventsRequest{After: -1})
 	wantErr(t, err, codes.InvalidArgument, "FIELD_INVALID")
 }

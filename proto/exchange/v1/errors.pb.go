@@ -87,6 +87,14 @@ const (
 	ErrorReason_ERROR_REASON_STORE_UNAVAILABLE ErrorReason = 18
 	// INTERNAL: an unexpected fault; reported to the operator's log.
 	ErrorReason_ERROR_REASON_INTERNAL ErrorReason = 19
+	// INVALID_ARGUMENT over REST only, HTTP 413: the request body is larger
+	// than the gateway accepts (1 MiB unless the operator changed it).
+	// Metadata `limit_bytes`.
+	ErrorReason_ERROR_REASON_REQUEST_TOO_LARGE ErrorReason = 20
+	// INVALID_ARGUMENT over REST only, HTTP 400: the body is not valid JSON
+	// for the request message, or a path or query parameter cannot be parsed;
+	// the message says where.
+	ErrorReason_ERROR_REASON_MALFORMED_REQUEST ErrorReason = 21
 )
 
 // Enum value maps for ErrorReason.
@@ -112,6 +120,8 @@ var (
 		17: "ERROR_REASON_RATE_LIMITED",
 		18: "ERROR_REASON_STORE_UNAVAILABLE",
 		19: "ERROR_REASON_INTERNAL",
+		20: "ERROR_REASON_REQUEST_TOO_LARGE",
+		21: "ERROR_REASON_MALFORMED_REQUEST",
 	}
 	ErrorReason_value = map[string]int32{
 		"ERROR_REASON_UNSPECIFIED":         0,
@@ -134,6 +144,8 @@ var (
 		"ERROR_REASON_RATE_LIMITED":        17,
 		"ERROR_REASON_STORE_UNAVAILABLE":   18,
 		"ERROR_REASON_INTERNAL":            19,
+		"ERROR_REASON_REQUEST_TOO_LARGE":   20,
+		"ERROR_REASON_MALFORMED_REQUEST":   21,
 	}
 )
 
@@ -168,7 +180,7 @@ var File_exchange_v1_errors_proto protoreflect.FileDescriptor
 
 const file_exchange_v1_errors_proto_rawDesc = "" +
 	"\n" +
-	"\x18exchange/v1/errors.proto\x12\vexchange.v1*\xb2\x05\n" +
+	"\x18exchange/v1/errors.proto\x12\vexchange.v1*\xfa\x05\n" +
 	"\vErrorReason\x12\x1c\n" +
 	"\x18ERROR_REASON_UNSPECIFIED\x10\x00\x12\x1e\n" +
 	"\x1aERROR_REASON_FIELD_INVALID\x10\x01\x12\"\n" +
@@ -190,7 +202,9 @@ const file_exchange_v1_errors_proto_rawDesc = "" +
 	"\x1fERROR_REASON_PAGE_TOKEN_INVALID\x10\x10\x12\x1d\n" +
 	"\x19ERROR_REASON_RATE_LIMITED\x10\x11\x12\"\n" +
 	"\x1eERROR_REASON_STORE_UNAVAILABLE\x10\x12\x12\x19\n" +
-	"\x15ERROR_REASON_INTERNAL\x10\x13BEZCgithub.com/social-prescribing/exchange/proto/exchange/v1;exchangev1b\x06proto3"
+	"\x15ERROR_REASON_INTERNAL\x10\x13\x12\"\n" +
+	"\x1eERROR_REASON_REQUEST_TOO_LARGE\x10\x14\x12\"\n" +
+	"\x1eERROR_REASON_MALFORMED_REQUEST\x10\x15BEZCgithub.com/social-prescribing/exchange/proto/exchange/v1;exchangev1b\x06proto3"
 
 var (
 	file_exchange_v1_errors_proto_rawDescOnce sync.Once

@@ -208,7 +208,7 @@ type WatchEventsRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Start after this sequence number: 0 for the whole feed, or the last
 	// sequence number already processed.
-	AfterSequence int64 `protobuf:"varint,1,opt,name=after_sequence,json=afterSequence,proto3" json:"after_sequence,omitempty"`
+	After         int64 `protobuf:"varint,1,opt,name=after,proto3" json:"after,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -243,9 +243,9 @@ func (*WatchEventsRequest) Descriptor() ([]byte, []int) {
 	return file_exchange_v1_events_proto_rawDescGZIP(), []int{1}
 }
 
-func (x *WatchEventsRequest) GetAfterSequence() int64 {
+func (x *WatchEventsRequest) GetAfter() int64 {
 	if x != nil {
-		return x.AfterSequence
+		return x.After
 	}
 	return 0
 }
@@ -300,8 +300,9 @@ func (x *WatchEventsResponse) GetEvent() *Event {
 type ListEventsRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Return events after this sequence number: 0 for the whole feed, or the
-	// `last_sequence` of the previous response.
-	AfterSequence int64 `protobuf:"varint,1,opt,name=after_sequence,json=afterSequence,proto3" json:"after_sequence,omitempty"`
+	// `last_sequence` of the previous response. Over REST:
+	// `GET /v1/events?after=N&wait=30s`.
+	After int64 `protobuf:"varint,1,opt,name=after,proto3" json:"after,omitempty"`
 	// At most this many events are returned: 1-1000, 100 when 0.
 	PageSize int32 `protobuf:"varint,2,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
 	// When there is no event yet, wait up to this long for one before returning
@@ -341,9 +342,9 @@ func (*ListEventsRequest) Descriptor() ([]byte, []int) {
 	return file_exchange_v1_events_proto_rawDescGZIP(), []int{3}
 }
 
-func (x *ListEventsRequest) GetAfterSequence() int64 {
+func (x *ListEventsRequest) GetAfter() int64 {
 	if x != nil {
-		return x.AfterSequence
+		return x.After
 	}
 	return 0
 }
@@ -367,8 +368,8 @@ type ListEventsResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The events, in sequence order.
 	Events []*Event `protobuf:"bytes,1,rep,name=events,proto3" json:"events,omitempty"`
-	// Pass this as `after_sequence` in the next call. At least the request's
-	// `after_sequence`; it may be beyond the last event shown when the caller
+	// Pass this as `after` in the next call. At least the request's
+	// `after`; it may be beyond the last event shown when the caller
 	// may not see the events in between.
 	LastSequence  int64 `protobuf:"varint,2,opt,name=last_sequence,json=lastSequence,proto3" json:"last_sequence,omitempty"`
 	unknownFields protoimpl.UnknownFields
@@ -431,13 +432,13 @@ const file_exchange_v1_events_proto_rawDesc = "" +
 	"\x04type\x18\x03 \x01(\x0e2\x16.exchange.v1.EventTypeR\x04type\x12\x1a\n" +
 	"\bresource\x18\x04 \x01(\tR\bresource\x12\x14\n" +
 	"\x05actor\x18\x05 \x01(\tR\x05actor\x120\n" +
-	"\x05state\x18\x06 \x01(\x0e2\x1a.exchange.v1.ReferralStateR\x05state\";\n" +
-	"\x12WatchEventsRequest\x12%\n" +
-	"\x0eafter_sequence\x18\x01 \x01(\x03R\rafterSequence\"?\n" +
+	"\x05state\x18\x06 \x01(\x0e2\x1a.exchange.v1.ReferralStateR\x05state\"*\n" +
+	"\x12WatchEventsRequest\x12\x14\n" +
+	"\x05after\x18\x01 \x01(\x03R\x05after\"?\n" +
 	"\x13WatchEventsResponse\x12(\n" +
-	"\x05event\x18\x01 \x01(\v2\x12.exchange.v1.EventR\x05event\"\x86\x01\n" +
-	"\x11ListEventsRequest\x12%\n" +
-	"\x0eafter_sequence\x18\x01 \x01(\x03R\rafterSequence\x12\x1b\n" +
+	"\x05event\x18\x01 \x01(\v2\x12.exchange.v1.EventR\x05event\"u\n" +
+	"\x11ListEventsRequest\x12\x14\n" +
+	"\x05after\x18\x01 \x01(\x03R\x05after\x12\x1b\n" +
 	"\tpage_size\x18\x02 \x01(\x05R\bpageSize\x12-\n" +
 	"\x04wait\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\x04wait\"e\n" +
 	"\x12ListEventsResponse\x12*\n" +

@@ -37,7 +37,7 @@ const (
 // see, and every directory and capacity event. The operator sees all events.
 type EventServiceClient interface {
 	// Streams the events the caller may see with a sequence number above
-	// `after_sequence`: first those already stored, then new ones as they
+	// `after`: first those already stored, then new ones as they
 	// happen, until the caller cancels. To resume after a disconnect, call again
 	// with the last sequence received: nothing is missed or repeated.
 	WatchEvents(ctx context.Context, in *WatchEventsRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[WatchEventsResponse], error)
@@ -98,7 +98,7 @@ func (c *eventServiceClient) ListEvents(ctx context.Context, in *ListEventsReque
 // see, and every directory and capacity event. The operator sees all events.
 type EventServiceServer interface {
 	// Streams the events the caller may see with a sequence number above
-	// `after_sequence`: first those already stored, then new ones as they
+	// `after`: first those already stored, then new ones as they
 	// happen, until the caller cancels. To resume after a disconnect, call again
 	// with the last sequence received: nothing is missed or repeated.
 	WatchEvents(*WatchEventsRequest, grpc.ServerStreamingServer[WatchEventsResponse]) error

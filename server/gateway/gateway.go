@@ -1,0 +1,146 @@
+// Package gateway serves the exchange's REST API: grpc-gateway handlers that
+// call the gRPC server through a client connection, so authentication,
+// authorisation, consent, validation and events run once, in server/api, for
+// both. It also serves the OpenAPI document and the API reference page.
+//
+// JSON style (one for requests, responses and errors): protojson with
+// lowerCamelCase field names, enums as their names, int64 as strings,
+// timestamps in RFC 3339 and durations as "30s"; every field of a response
+// is present, zero values included; an unknown field in a request is an
+// error. Errors are google.rpc.Status as JSON: {"code", "message",
+// "details": [ErrorInfo, BadRequest ...]} with the HTTP status of the
+// grpc-gateway mapping (400, 401, 403, 404, 409, 412, 429, ...), and 413 for
+// a body over the limit.
+package gateway
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+
+	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/encoding/protojson"
+
+	pb "github.com/social-prescribing/exchange/proto/exchange/v1"
+	"github.com/social-prescribing/exchange/server/api"
+)
+
+// DefaultMaxBodyBytes is the largest request body accepted unless
+// Options.MaxBodyBytes says otherwise.
+const DefaultMaxBodyBytes = 1 << 20
+
+// Options configure the gateway.
+type Options struct {
+	// MaxBodyBytes is the largest request body; DefaultMaxBodyBytes when 0.
+	MaxBodyBytes int64
+}
+
+// Marshaler is the gateway's JSON style; the web inbox and tests use it too.
+var Marshaler = &runtime.JSONPb{
+	MarshalOptions:   protojson.MarshalOptions{EmitUnpopulated: true},
+	UnmarshalOptions: protojson.UnmarshalOptions{DiscardUnknown: false},
+}
+
+// New returns the REST API handler for every RPC, calling the exchange on conn.
+func New(ctx context.Context, conn *grpc.ClientConn, opt Options) (http.Handler, error) {
+	if opt.MaxBodyBytes <= 0 {
+		opt.MaxBodyBytes = DefaultMaxBodyBytes
+	}
+	mux := runtime.NewServeMux(
+		runtime.WithMarshalerOption(runtime.MIMEWildcard, Marshaler),
+		runtime.WithErrorHandler(errorHandler),
+	)
+	for _, register := range []func(context.Context, *runtime.ServeMux, *grpc.ClientConn) error{
+		pb.RegisterDirectoryServiceHandler,
+		pb.RegisterCapacityServiceHandler,
+		pb.RegisterConsentServiceHandler,
+		pb.RegisterReferralServiceHandler,
+		pb.RegisterFeedbackServiceHandler,
+		pb.RegisterEventServiceHandler,
+		pb.RegisterApiKeyServiceHandler,
+	} {
+		if err := register(ctx, mux, conn); err != nil {
+			return nil, err
+		}
+	}
+	return limitBody(mux, opt.MaxBodyBytes), nil
+}
+
+// errorHandler is grpc-gateway's, with an ErrorInfo added to errors the
+// gateway itself raises (a body it cannot parse), and a WWW-Authenticate
+// header on 401.
+func errorHandler(ctx context.Context, mux *runtime.ServeMux, m runtime.Marshaler, w http.ResponseWriter, r *http.Request, err error) {
+	st := status.Convert(err)
+	if st.Code() == codes.InvalidArgument && !hasErrorInfo(st) {
+		st = withReason(st, pb.ErrorReason_ERROR_REASON_MALFORMED_REQUEST, nil)
+	}
+	if st.Code() == codes.Unauthenticated {
+		w.Header().Set("WWW-Authenticate", `Bearer realm="exchange"`)
+	}
+	runtime.DefaultHTTPErrorHandler(ctx, mux, m, w, r, st.Err())
+}
+
+func hasErrorInfo(st *status.Status) bool {
+	for _, d := range st.Details() {
+		if _, ok := d.(*errdetails.ErrorInfo); ok {
+			return true
+		}
+	}
+	return false
+}
+
+func withReason(st *status.Status, reason pb.ErrorReason, meta map[string]string) *status.Status {
+	info := &errdetails.ErrorInfo{Reason: api.Reason(reason), Domain: api.ErrorDomain, Metadata: meta}
+	if s, err := st.WithDetails(info); err == nil {
+		return s
+	}
+	return st
+}
+
+// WriteError writes st as the gateway's JSON error with HTTP status code.
+func WriteError(w http.ResponseWriter, code int, st *status.Status) {
+	b, err := Marshaler.Marshal(st.Proto())
+	if err != nil {
+		b = []byte(`{"code":13,"message":"internal error"}`)
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	w.Write(b)
+}
+
+// limitBody refuses bodies over max bytes with 413, before any is decoded.
+func limitBody(next http.Handler, max int64) http.Handler {
+	tooLarge := func(w http.ResponseWriter) {
+		st := withReason(status.New(codes.InvalidArgument, fmt.Sprintf("the request body is larger than %d bytes", max)),
+			pb.ErrorReason_ERROR_REASON_REQUEST_TOO_LARGE, map[string]string{"limit_bytes": fmt.Sprint(max)})
+		WriteError(w, http.StatusRequestEntityTooLarge, st)
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.ContentLength > max {
+			tooLarge(w)
+			return
+		}
+		if r.Body != nil && r.Body != http.NoBody {
+			b, err := io.ReadAll(http.MaxBytesReader(w, r.Body, max))
+			var tooBig *http.MaxBytesError
+			switch {
+			case errors.As(err, &tooBig):
+				tooLarge(w)
+				return
+			case err != nil:
+				WriteError(w, http.StatusBadRequest, withReason(status.New(codes.InvalidArgument, "reading the request body: "+err.Error()),
+					pb.ErrorReason_ERROR_REASON_MALFORMED_REQUEST, nil))
+				return
+			}
+			r.Body = io.NopCloser(bytes.NewReader(b))
+		}
+		next.ServeHTTP(w, r)
+	})
+}
