@@ -18,11 +18,13 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/reflection"
 
 	"github.com/social-prescribing/exchange/server/api"
+	"github.com/social-prescribing/exchange/server/gateway"
 	"github.com/social-prescribing/exchange/server/storage"
 	"github.com/social-prescribing/exchange/server/storage/bolt"
 )
@@ -37,11 +39,12 @@ func env(name, def string) string {
 func main() {
 	fs := flag.NewFlagSet("server", flag.ExitOnError)
 	grpcAddr := fs.String("grpc-addr", env("EXCHANGE_GRPC_ADDR", "127.0.0.1:50051"), "gRPC listen address (env EXCHANGE_GRPC_ADDR)")
-	httpAddr := fs.String("http-addr", env("EXCHANGE_HTTP_ADDR", "127.0.0.1:8080"), "HTTP listen address for health checks (env EXCHANGE_HTTP_ADDR)")
+	httpAddr := fs.String("http-addr", env("EXCHANGE_HTTP_ADDR", "127.0.0.1:8080"), "HTTP listen address of the REST API, the web inbox, /docs and /healthz (env EXCHANGE_HTTP_ADDR)")
 	dataDir := fs.String("data-dir", env("EXCHANGE_DATA_DIR", "data"), "directory of the bbolt store and the operator key (env EXCHANGE_DATA_DIR)")
 	demo := fs.Bool("demo", os.Getenv("EXCHANGE_DEMO") == "true", "create demo organisations once and print their API keys (env EXCHANGE_DEMO=true)")
 	overdueEvery := fs.Duration("overdue-interval", 30*time.Second, "how often to look for referrals past their reply-by deadline")
 	autoReject := fs.Duration("auto-reject-after", 0, "reject a referral still REQUESTED this long after its reply-by deadline, with reason NO_RESPONSE; 0 (the default) never does")
+	maxBody := fs.Int64("max-body-bytes", gateway.DefaultMaxBodyBytes, "largest REST request body; larger ones get 413")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "Usage: server [flags]\n\nRuns the social prescribing referral exchange.\n\nFlags:\n")
 		fs.PrintDefaults()
@@ -49,13 +52,13 @@ func main() {
 	fs.Parse(os.Args[1:])
 	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
 	slog.SetDefault(log)
-	if err := run(*grpcAddr, *httpAddr, *dataDir, *demo, *overdueEvery, *autoReject); err != nil {
+	if err := run(*grpcAddr, *httpAddr, *dataDir, *demo, *overdueEvery, *autoReject, *maxBody); err != nil {
 		log.Error("exchange stopped", "err", err)
 		os.Exit(1)
 	}
 }
 
-func run(grpcAddr, httpAddr, dataDir string, demo bool, overdueEvery, autoReject time.Duration) error {
+func run(grpcAddr, httpAddr, dataDir string, demo bool, overdueEvery, autoReject time.Duration, maxBody int64) error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if err := os.MkdirAll(dataDir, 0o700); err != nil {
@@ -90,9 +93,20 @@ func run(grpcAddr, httpAddr, dataDir string, demo bool, overdueEvery, autoReject
 	if err != nil {
 		return fmt.Errorf("listen %s: %w", httpAddr, err)
 	}
-	mux := http.NewServeMux()
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) { fmt.Fprintln(w, "ok") })
-	hsrv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	// The REST gateway and the web inbox call the gRPC server through a
+	// client connection, so every rule runs in one place for all callers.
+	conn, err := grpc.NewClient(loopback(gl.Addr()), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	handler, err := httpHandler(ctx, conn, maxBody)
+	if err != nil {
+		return err
+	}
+	// No write timeout: long-polls last up to a minute and event streams
+	// longer; slow clients are bounded by the header and idle timeouts.
+	hsrv := &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
 
 	errc := make(chan error, 2)
 	go func() { errc <- g.Serve(gl) }()
@@ -120,6 +134,35 @@ func run(grpcAddr, httpAddr, dataDir string, demo bool, overdueEvery, autoReject
 		g.Stop() // streams (WatchEvents) do not end by themselves
 	}
 	return store.Close()
+}
+
+// loopback is the address to dial a listener on: a wildcard host becomes
+// the loopback address.
+func loopback(a net.Addr) string {
+	t, ok := a.(*net.TCPAddr)
+	if !ok || !t.IP.IsUnspecified() {
+		return a.String()
+	}
+	return net.JoinHostPort("127.0.0.1", fmt.Sprint(t.Port))
+}
+
+// httpHandler serves, on the HTTP address: the REST API under /v1/, the
+// OpenAPI document and its reference page, health, and the web inbox.
+func httpHandler(ctx context.Context, conn *grpc.ClientConn, maxBody int64) (http.Handler, error) {
+	gw, err := gateway.New(ctx, conn, gateway.Options{MaxBodyBytes: maxBody})
+	if err != nil {
+		return nil, err
+	}
+	openapi, docs, err := gateway.Docs()
+	if err != nil {
+		return nil, err
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) { fmt.Fprintln(w, "ok") })
+	mux.Handle("/v1/", gw)
+	mux.Handle("GET /openapi.json", openapi)
+	mux.Handle("GET /docs", docs)
+	return mux, nil
 }
 
 func sweep(ctx context.Context, srv *api.Server, every time.Duration) {

@@ -5,17 +5,18 @@
 //
 // JSON style (one for requests, responses and errors): protojson with
 // lowerCamelCase field names, enums as their names, int64 as strings,
-// timestamps in RFC 3339 and durations as "30s"; every field of a response
-// is present, zero values included; an unknown field in a request is an
-// error. Errors are google.rpc.Status as JSON: {"code", "message",
+// timestamps in RFC 3339 and durations as "30s" (the proto3 JSON mapping);
+// fields at their zero value (0, "", false, [], *_UNSPECIFIED) are left out
+// of responses; an unknown field in a request is an error. Errors are google.rpc.Status as JSON: {"code", "message",
 // "details": [ErrorInfo, BadRequest ...]} with the HTTP status of the
 // grpc-gateway mapping (400, 401, 403, 404, 409, 412, 429, ...), and 413 for
-// a body over the limit.
+// a body over the limit; FAILED_PRECONDITION is 412 (see HTTPStatus).
 package gateway
 
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -44,7 +45,7 @@ type Options struct {
 
 // Marshaler is the gateway's JSON style; the web inbox and tests use it too.
 var Marshaler = &runtime.JSONPb{
-	MarshalOptions:   protojson.MarshalOptions{EmitUnpopulated: true},
+	MarshalOptions:   protojson.MarshalOptions{},
 	UnmarshalOptions: protojson.UnmarshalOptions{DiscardUnknown: false},
 }
 
@@ -74,17 +75,28 @@ func New(ctx context.Context, conn *grpc.ClientConn, opt Options) (http.Handler,
 }
 
 // errorHandler is grpc-gateway's, with an ErrorInfo added to errors the
-// gateway itself raises (a body it cannot parse), and a WWW-Authenticate
-// header on 401.
+// gateway itself raises (a body or parameter it cannot parse).
 func errorHandler(ctx context.Context, mux *runtime.ServeMux, m runtime.Marshaler, w http.ResponseWriter, r *http.Request, err error) {
 	st := status.Convert(err)
 	if st.Code() == codes.InvalidArgument && !hasErrorInfo(st) {
-		st = withReason(st, pb.ErrorReason_ERROR_REASON_MALFORMED_REQUEST, nil)
+		msg := st.Message()
+		if msg == io.ErrUnexpectedEOF.Error() {
+			msg = "the JSON body ends before it is complete (unexpected EOF)"
+		}
+		st = withReason(status.New(codes.InvalidArgument, msg), pb.ErrorReason_ERROR_REASON_MALFORMED_REQUEST, nil)
 	}
-	if st.Code() == codes.Unauthenticated {
-		w.Header().Set("WWW-Authenticate", `Bearer realm="exchange"`)
+	WriteError(w, HTTPStatus(st.Code()), st)
+}
+
+// HTTPStatus is grpc-gateway's mapping of a gRPC code to an HTTP status,
+// with one change: FAILED_PRECONDITION is 412, not 400, so that a rule of
+// the exchange (consent, capacity, the state of a referral) is told apart
+// from a malformed request.
+func HTTPStatus(c codes.Code) int {
+	if c == codes.FailedPrecondition {
+		return http.StatusPreconditionFailed
 	}
-	runtime.DefaultHTTPErrorHandler(ctx, mux, m, w, r, st.Err())
+	return runtime.HTTPStatusFromCode(c)
 }
 
 func hasErrorInfo(st *status.Status) bool {
@@ -115,7 +127,30 @@ func WriteError(w http.ResponseWriter, code int, st *status.Status) {
 	w.Write(b)
 }
 
-// limitBody refuses bodies over max bytes with 413, before any is decoded.
+// jsonSyntax describes where a non-empty body stops being JSON, or returns "".
+func jsonSyntax(b []byte) string {
+	if len(bytes.TrimSpace(b)) == 0 || json.Valid(b) {
+		return ""
+	}
+	var v any
+	err := json.Unmarshal(b, &v)
+	var syn *json.SyntaxError
+	if !errors.As(err, &syn) {
+		return "the body is not valid JSON"
+	}
+	line, col := 1, 1
+	for _, c := range b[:min(int(syn.Offset), len(b))] {
+		if c == '\n' {
+			line, col = line+1, 1
+		} else {
+			col++
+		}
+	}
+	return fmt.Sprintf("the body is not valid JSON: %v (line %d, column %d)", syn, line, col)
+}
+
+// limitBody refuses bodies over max bytes with 413, and bodies that are not
+// JSON with 400 saying where, before any is decoded.
 func limitBody(next http.Handler, max int64) http.Handler {
 	tooLarge := func(w http.ResponseWriter) {
 		st := withReason(status.New(codes.InvalidArgument, fmt.Sprintf("the request body is larger than %d bytes", max)),
@@ -136,6 +171,11 @@ func limitBody(next http.Handler, max int64) http.Handler {
 				return
 			case err != nil:
 				WriteError(w, http.StatusBadRequest, withReason(status.New(codes.InvalidArgument, "reading the request body: "+err.Error()),
+					pb.ErrorReason_ERROR_REASON_MALFORMED_REQUEST, nil))
+				return
+			}
+			if msg := jsonSyntax(b); msg != "" {
+				WriteError(w, http.StatusBadRequest, withReason(status.New(codes.InvalidArgument, msg),
 					pb.ErrorReason_ERROR_REASON_MALFORMED_REQUEST, nil))
 				return
 			}

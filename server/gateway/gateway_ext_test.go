@@ -1,0 +1,307 @@
+package gateway_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"strings"
+	"testing"
+	"time"
+
+	pb "github.com/social-prescribing/exchange/proto/exchange/v1"
+	"github.com/social-prescribing/exchange/server/exchangetest"
+	"github.com/social-prescribing/exchange/server/gateway"
+)
+
+// restExchange is the exchange with the REST gateway in front of it.
+type restExchange struct {
+	*exchangetest.Exchange
+	url string
+}
+
+func startREST(t *testing.T) *restExchange {
+	t.Helper()
+	x := exchangetest.Start(t)
+	h, err := gateway.New(context.Background(), x.Conn, gateway.Options{MaxBodyBytes: 64 << 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(h)
+	t.Cleanup(srv.Close)
+	return &restExchange{Exchange: x, url: srv.URL}
+}
+
+// do sends a JSON request as org ("" for no key) and decodes the reply.
+func (x *restExchange) do(t *testing.T, org, method, path, body string) (int, map[string]any) {
+	t.Helper()
+	req, err := http.NewRequest(method, x.url+path, strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if org != "" {
+		req.Header.Set("Authorization", "Bearer "+x.Keys[org])
+	}
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	var out map[string]any
+	if err := json.Unmarshal(b, &out); err != nil {
+		t.Fatalf("%s %s: %d, not JSON: %s", method, path, resp.StatusCode, b)
+	}
+	return resp.StatusCode, out
+}
+
+// errorOf checks the error JSON shape and returns its reason and fields.
+func errorOf(t *testing.T, body map[string]any) (code float64, reason string, fields []string) {
+	t.Helper()
+	if _, ok := body["message"].(string); !ok {
+		t.Errorf("error without a message: %v", body)
+	}
+	code, _ = body["code"].(float64)
+	details, _ := body["details"].([]any)
+	for _, d := range details {
+		m := d.(map[string]any)
+		switch m["@type"] {
+		case "type.googleapis.com/google.rpc.ErrorInfo":
+			reason = m["reason"].(string)
+			if m["domain"] != "exchange.socialprescribing.uk" {
+				t.Errorf("ErrorInfo domain = %v", m["domain"])
+			}
+		case "type.googleapis.com/google.rpc.BadRequest":
+			for _, v := range m["fieldViolations"].([]any) {
+				fields = append(fields, v.(map[string]any)["field"].(string))
+			}
+		}
+	}
+	return code, reason, fields
+}
+
+func setup(t *testing.T) (x *restExchange, walks, lwService string) {
+	x = startREST(t)
+	x.Org("riverside-practice", pb.OrganizationKind_ORGANIZATION_KIND_GP_PRACTICE)
+	x.Org("riverside-pcn", pb.OrganizationKind_ORGANIZATION_KIND_LINK_WORKER_SERVICE)
+	x.Org("hillside-walkers", pb.OrganizationKind_ORGANIZATION_KIND_VCSE_ORGANIZATION)
+	lwService = x.Service("riverside-pcn", "link-workers", pb.Category_CATEGORY_SOCIAL_ISOLATION)
+	walks = x.Service("hillside-walkers", "health-walks", pb.Category_CATEGORY_PHYSICAL_ACTIVITY)
+	return x, walks, lwService
+}
+
+// TestWorkedExampleOverREST plays the worked example with the GP and the
+// link workers over gRPC and the community group over REST.
+func TestWorkedExampleOverREST(t *testing.T) {
+	x, walks, lwService := setup(t)
+	refs := pb.NewReferralServiceClient(x.Conn)
+	gp, lw := x.As("riverside-practice"), x.As("riverside-pcn")
+	c := x.ConsentFor("riverside-practice", exchangetest.AdaNHS, nil)
+	r1, err := x.Refer("riverside-practice", "gp-1", lwService, exchangetest.AdaNHS, c.Name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := refs.AcceptReferral(lw, &pb.AcceptReferralRequest{Name: r1.Name}); err != nil {
+		t.Fatal(err)
+	}
+	p := exchangetest.Ada()
+	r2, err := refs.CreateReferral(lw, &pb.CreateReferralRequest{RequestId: "lw-1", Referral: &pb.Referral{
+		RecipientService: walks, ParentReferral: r1.Name, Person: p, Consent: c.Name, Route: pb.ReferralRoute_REFERRAL_ROUTE_LINK_WORKER,
+		Needs: []pb.Category{pb.Category_CATEGORY_PHYSICAL_ACTIVITY}, SupportLevel: pb.SupportLevel_SUPPORT_LEVEL_INTENSIVE}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const group = "hillside-walkers"
+
+	// The group's inbox over REST.
+	filter := url.QueryEscape(`recipient = "organizations/hillside-walkers" AND state = REQUESTED`)
+	code, inbox := x.do(t, group, "GET", "/v1/referrals?filter="+filter, "")
+	list, _ := inbox["referrals"].([]any)
+	if code != 200 || len(list) != 1 || list[0].(map[string]any)["name"] != r2.Name {
+		t.Fatalf("inbox = %d %v", code, inbox)
+	}
+	if person := list[0].(map[string]any)["person"].(map[string]any); person["givenName"] != "Ada" || person["nhsNumber"] != exchangetest.AdaNHS {
+		t.Errorf("the group does not see the person it was referred: %v", person)
+	}
+	code, events := x.do(t, group, "GET", "/v1/events", "")
+	if code != 200 {
+		t.Fatalf("events = %d %v", code, events)
+	}
+	last := events["lastSequence"].(string)
+
+	// Accept, report the first session, start, post a WEMWBS score.
+	if code, body := x.do(t, group, "POST", "/v1/"+r2.Name+":accept", `{"requestId":"accept-1"}`); code != 200 || body["state"] != "REFERRAL_STATE_ACCEPTED" {
+		t.Fatalf("accept = %d %v", code, body)
+	}
+	if code, body := x.do(t, group, "POST", "/v1/"+r2.Name+"/feedback?requestId=first-session",
+		`{"uptake":{"status":"UPTAKE_STATUS_FIRST_SESSION_ATTENDED"}}`); code != 200 {
+		t.Fatalf("uptake = %d %v", code, body)
+	}
+	if code, body := x.do(t, group, "POST", "/v1/"+r2.Name+":start", `{}`); code != 200 || body["state"] != "REFERRAL_STATE_IN_PROGRESS" {
+		t.Fatalf("start = %d %v", code, body)
+	}
+	code, bad := x.do(t, group, "POST", "/v1/"+r2.Name+"/feedback",
+		`{"outcome":{"instrument":"INSTRUMENT_WEMWBS","timepoint":"TIMEPOINT_FOLLOW_UP","total":71}}`)
+	if _, reason, fields := errorOf(t, bad); code != 400 || reason != "FIELD_INVALID" || len(fields) == 0 || !strings.Contains(fields[0], "total") {
+		t.Errorf("WEMWBS 71 = %d %v", code, bad)
+	}
+	if code, body := x.do(t, group, "POST", "/v1/"+r2.Name+"/feedback",
+		`{"outcome":{"instrument":"INSTRUMENT_WEMWBS","timepoint":"TIMEPOINT_FOLLOW_UP","total":52}}`); code != 200 {
+		t.Fatalf("outcome = %d %v", code, body)
+	}
+	if code, body := x.do(t, group, "POST", "/v1/"+r2.Name+"/feedback", `{"note":{"text":"Ada enjoyed the walk"}}`); code != 200 {
+		t.Fatalf("note = %d %v", code, body)
+	}
+
+	// The group polls its events after the last one it had seen.
+	code, events = x.do(t, group, "GET", "/v1/events?after="+last+"&wait=5s", "")
+	var types []string
+	for _, e := range events["events"].([]any) {
+		types = append(types, e.(map[string]any)["type"].(string))
+	}
+	if code != 200 || strings.Join(types, ",") != "EVENT_TYPE_REFERRAL_STATE_CHANGED,EVENT_TYPE_FEEDBACK_POSTED,EVENT_TYPE_REFERRAL_STATE_CHANGED,EVENT_TYPE_FEEDBACK_POSTED,EVENT_TYPE_FEEDBACK_POSTED" {
+		t.Errorf("events after %s = %d %v", last, code, types)
+	}
+
+	// The link workers see all three entries over gRPC, the GP no note.
+	fb := pb.NewFeedbackServiceClient(x.Conn)
+	for ctx, want := range map[context.Context]int{lw: 3, gp: 2} {
+		l, err := fb.ListFeedback(ctx, &pb.ListFeedbackRequest{Parent: r2.Name})
+		if err != nil || len(l.Feedback) != want {
+			t.Errorf("feedback seen over gRPC = %v, %v; want %d entries", l, err, want)
+		}
+	}
+	// The retried accept returns its first response over REST too.
+	if code, body := x.do(t, group, "POST", "/v1/"+r2.Name+":accept", `{"requestId":"accept-1"}`); code != 200 || body["state"] != "REFERRAL_STATE_ACCEPTED" {
+		t.Errorf("retried accept = %d %v", code, body)
+	}
+}
+
+func TestLongPollOverREST(t *testing.T) {
+	x, walks, _ := setup(t)
+	_, events := x.do(t, "hillside-walkers", "GET", "/v1/events", "")
+	last := events["lastSequence"].(string)
+	done := make(chan map[string]any, 1)
+	began := time.Now()
+	go func() {
+		_, body := x.do(t, "hillside-walkers", "GET", "/v1/events?after="+last+"&wait=30s", "")
+		done <- body
+	}()
+	time.Sleep(200 * time.Millisecond)
+	c := x.ConsentFor("riverside-practice", exchangetest.AdaNHS, nil)
+	if _, err := x.Refer("riverside-practice", "one", walks, exchangetest.AdaNHS, c.Name); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case body := <-done:
+		evs := body["events"].([]any)
+		if len(evs) != 1 || evs[0].(map[string]any)["type"] != "EVENT_TYPE_REFERRAL_CREATED" {
+			t.Errorf("long-poll = %v", body)
+		}
+		if time.Since(began) > 5*time.Second {
+			t.Errorf("long-poll returned after %v", time.Since(began))
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("long-poll did not return when an event arrived")
+	}
+	// With nothing new it returns empty at the wait.
+	_, events = x.do(t, "hillside-walkers", "GET", "/v1/events", "")
+	began = time.Now()
+	code, body := x.do(t, "hillside-walkers", "GET", "/v1/events?after="+events["lastSequence"].(string)+"&wait=0.3s", "")
+	if code != 200 || body["events"] != nil || time.Since(began) < 300*time.Millisecond {
+		t.Errorf("empty long-poll = %d %v after %v", code, body, time.Since(began))
+	}
+}
+
+func TestErrorShapes(t *testing.T) {
+	x, walks, _ := setup(t)
+	c := x.ConsentFor("riverside-practice", exchangetest.AdaNHS, nil)
+	r, err := x.Refer("riverside-practice", "first", walks, exchangetest.AdaNHS, c.Name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	referral := func(nhs string) string {
+		return fmt.Sprintf(`{"recipientService":%q,"consent":%q,"route":"REFERRAL_ROUTE_PRIMARY_CARE",
+			"needs":["CATEGORY_PHYSICAL_ACTIVITY"],"supportLevel":"SUPPORT_LEVEL_SIGNPOSTING",
+			"person":{"nhsNumber":%q,"givenName":"Ada","familyName":"Jones","dateOfBirth":"1948-03-14","postcode":"M14 5AB"}}`, walks, c.Name, nhs)
+	}
+	for _, tc := range []struct {
+		name, org, method, path, body string
+		status                        int
+		code                          float64
+		reason                        string
+		field                         string
+	}{
+		{"bad fields", "riverside-practice", "POST", "/v1/referrals?requestId=bad", referral("9434765918"), 400, 3, "FIELD_INVALID", "referral.person.nhs_number"},
+		{"malformed JSON", "riverside-practice", "POST", "/v1/referrals?requestId=bad", `{"person": {"nhsNumber": 94}`, 400, 3, "MALFORMED_REQUEST", ""},
+		{"unknown field", "riverside-practice", "POST", "/v1/referrals?requestId=bad", `{"patient": {}}`, 400, 3, "MALFORMED_REQUEST", ""},
+		{"no key", "", "GET", "/v1/" + r.Name, "", 401, 16, "API_KEY_MISSING", ""},
+		{"not allowed", "hillside-walkers", "POST", "/v1/organizations?organizationId=sneaky", `{"kind":"ORGANIZATION_KIND_OTHER","displayName":"x"}`, 403, 7, "NOT_ALLOWED", ""},
+		{"not found", "riverside-pcn", "GET", "/v1/" + r.Name, "", 404, 5, "RESOURCE_NOT_FOUND", ""},
+		{"duplicate", "riverside-practice", "POST", "/v1/referrals?requestId=again", referral(exchangetest.AdaNHS), 409, 6, "DUPLICATE_REFERRAL", ""},
+		{"stale etag", "hillside-walkers", "POST", "/v1/" + r.Name + ":accept", `{"etag":"0000000000000000"}`, 409, 10, "ETAG_MISMATCH", ""},
+		{"wrong move", "hillside-walkers", "POST", "/v1/" + r.Name + ":complete", `{}`, 412, 9, "INVALID_TRANSITION", ""},
+		{"too large", "riverside-practice", "POST", "/v1/referrals?requestId=big", `{"reason":"` + strings.Repeat("x", 70<<10) + `"}`, 413, 3, "REQUEST_TOO_LARGE", ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			status, body := x.do(t, tc.org, tc.method, tc.path, tc.body)
+			code, reason, fields := errorOf(t, body)
+			if status != tc.status || code != tc.code || reason != tc.reason {
+				t.Errorf("= HTTP %d code %v reason %s, want %d %v %s: %v", status, code, reason, tc.status, tc.code, tc.reason, body)
+			}
+			if tc.field != "" && (len(fields) == 0 || fields[0] != tc.field) {
+				t.Errorf("field violations = %v, want %s", fields, tc.field)
+			}
+			if tc.reason == "MALFORMED_REQUEST" && !strings.Contains(body["message"].(string), "line 1") {
+				t.Errorf("malformed JSON message does not say where: %v", body["message"])
+			}
+		})
+	}
+	// Nothing was written by the refusals.
+	l, err := pb.NewReferralServiceClient(x.Conn).ListReferrals(x.As("riverside-practice"), &pb.ListReferralsRequest{})
+	if err != nil || len(l.Referrals) != 1 {
+		t.Errorf("referrals after refusals = %v, %v", l, err)
+	}
+}
+
+func TestOpenAPIAndDocs(t *testing.T) {
+	openapi, docs, err := gateway.Docs()
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec := httptest.NewRecorder()
+	openapi.ServeHTTP(rec, httptest.NewRequest("GET", "/openapi.json", nil))
+	var doc struct {
+		Paths map[string]map[string]struct {
+			OperationID string `json:"operationId"`
+		}
+	}
+	if err := json.Unmarshal(rec.Body.Bytes(), &doc); err != nil {
+		t.Fatal(err)
+	}
+	rec = httptest.NewRecorder()
+	docs.ServeHTTP(rec, httptest.NewRequest("GET", "/docs", nil))
+	page := rec.Body.String()
+	n := 0
+	for path, methods := range doc.Paths {
+		for method, op := range methods {
+			n++
+			if !strings.Contains(page, `id="`+op.OperationID+`"`) || !strings.Contains(page, "<code>"+path+"</code>") {
+				t.Errorf("/docs lacks %s %s (%s)", method, path, op.OperationID)
+			}
+		}
+	}
+	if n < 34 {
+		t.Errorf("the OpenAPI document has %d operations; the contract has 34 RPCs", n)
+	}
+	// Field comments from the contracts reach the page.
+	for _, want := range []string{"maxActiveReferrals", "Optional maximum number of active referrals", "CAPACITY_STATUS_WAITLIST", "Authorization: Bearer"} {
+		if !strings.Contains(page, want) {
+			t.Errorf("/docs lacks %q", want)
+		}
+	}
+}
