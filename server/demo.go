@@ -66,7 +66,8 @@ func ensureDemo(ctx context.Context, store storage.Store, dataDir string) error 
 		return nil
 	}
 	srv := api.New(store, api.Options{})
-	dir, capa, keys := srv.Services()
+	svcs := srv.Services()
+	dir, capa, keys := svcs.Directory, svcs.Capacity, svcs.APIKeys
 	op := api.WithCaller(ctx, api.Caller{Org: "organizations/operator", Operator: true})
 	var creds []demoCredential
 	for _, d := range demoOrgs {
@@ -93,6 +94,9 @@ func ensureDemo(ctx context.Context, store storage.Store, dataDir string) error 
 		creds = append(creds, demoCredential{Organization: o.Name, DisplayName: o.DisplayName,
 			Kind: o.Kind.String()[len("ORGANIZATION_KIND_"):], APIKey: k.Secret})
 	}
+	if err := demoReferrals(ctx, svcs); err != nil {
+		return err
+	}
 	b, err := json.MarshalIndent(creds, "", "  ")
 	if err != nil {
 		return err
@@ -101,5 +105,41 @@ func ensureDemo(ctx context.Context, store storage.Store, dataDir string) error 
 		return errors.Join(fmt.Errorf("write %s", path), err)
 	}
 	fmt.Printf("Created demo organisations; API keys (also in %s):\n%s\n", path, b)
+	return nil
+}
+
+// demoReferrals puts referrals from the link workers in the community
+// groups' inboxes, for fictional people with NHS numbers from the 999
+// range reserved for testing: one new referral to the walking group, one on
+// the money advice waiting list.
+func demoReferrals(ctx context.Context, svcs api.Services) error {
+	const pcn = "organizations/riverside-pcn"
+	as := api.WithCaller(ctx, api.Caller{Org: pcn, Kind: pb.OrganizationKind_ORGANIZATION_KIND_LINK_WORKER_SERVICE})
+	for i, d := range []struct {
+		person  *pb.Person
+		service string
+		needs   []pb.Category
+		reason  string
+	}{
+		{&pb.Person{NhsNumber: "9990000018", GivenName: "Bob", FamilyName: "Evans", DateOfBirth: "1951-07-02", Postcode: "M15 4PS", Phone: "07700 900123"},
+			"organizations/hillside-walkers/services/health-walks", []pb.Category{pb.Category_CATEGORY_PHYSICAL_ACTIVITY, pb.Category_CATEGORY_SOCIAL_ISOLATION},
+			"Recently retired, lives alone, would like to be more active and meet people."},
+		{&pb.Person{NhsNumber: "9990000026", GivenName: "Carys", FamilyName: "Hughes", DateOfBirth: "1987-11-20", Postcode: "M14 6QR"},
+			"organizations/community-money-advice/services/debt-advice", []pb.Category{pb.Category_CATEGORY_DEBT_AND_MONEY},
+			"Rent arrears after a change in hours at work."},
+	} {
+		c, err := svcs.Consents.CreateConsent(as, &pb.CreateConsentRequest{RequestId: fmt.Sprint("demo-consent-", i), Consent: &pb.Consent{
+			NhsNumber: d.person.NhsNumber, Method: pb.ConsentMethod_CONSENT_METHOD_VERBAL,
+			Purposes:       []pb.ConsentPurpose{pb.ConsentPurpose_CONSENT_PURPOSE_DIRECT_CARE, pb.ConsentPurpose_CONSENT_PURPOSE_FEEDBACK_TO_REFERRER},
+			RecipientScope: pb.ConsentRecipientScope_CONSENT_RECIPIENT_SCOPE_REFERRAL_CHAIN}})
+		if err != nil {
+			return err
+		}
+		if _, err := svcs.Referrals.CreateReferral(as, &pb.CreateReferralRequest{RequestId: fmt.Sprint("demo-referral-", i), Referral: &pb.Referral{
+			RecipientService: d.service, Person: d.person, Consent: c.Name, Route: pb.ReferralRoute_REFERRAL_ROUTE_LINK_WORKER,
+			Needs: d.needs, Reason: d.reason, SupportLevel: pb.SupportLevel_SUPPORT_LEVEL_INTENSIVE}}); err != nil {
+			return err
+		}
+	}
 	return nil
 }

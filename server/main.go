@@ -27,6 +27,7 @@ import (
 	"github.com/social-prescribing/exchange/server/gateway"
 	"github.com/social-prescribing/exchange/server/storage"
 	"github.com/social-prescribing/exchange/server/storage/bolt"
+	"github.com/social-prescribing/exchange/server/web"
 )
 
 func env(name, def string) string {
@@ -44,6 +45,7 @@ func main() {
 	demo := fs.Bool("demo", os.Getenv("EXCHANGE_DEMO") == "true", "create demo organisations once and print their API keys (env EXCHANGE_DEMO=true)")
 	overdueEvery := fs.Duration("overdue-interval", 30*time.Second, "how often to look for referrals past their reply-by deadline")
 	autoReject := fs.Duration("auto-reject-after", 0, "reject a referral still REQUESTED this long after its reply-by deadline, with reason NO_RESPONSE; 0 (the default) never does")
+	secure := fs.Bool("secure-cookies", os.Getenv("EXCHANGE_SECURE_COOKIES") == "true", "mark the web inbox's session cookie Secure, for a TLS proxy in front (env EXCHANGE_SECURE_COOKIES=true)")
 	maxBody := fs.Int64("max-body-bytes", gateway.DefaultMaxBodyBytes, "largest REST request body; larger ones get 413")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "Usage: server [flags]\n\nRuns the social prescribing referral exchange.\n\nFlags:\n")
@@ -52,13 +54,13 @@ func main() {
 	fs.Parse(os.Args[1:])
 	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
 	slog.SetDefault(log)
-	if err := run(*grpcAddr, *httpAddr, *dataDir, *demo, *overdueEvery, *autoReject, *maxBody); err != nil {
+	if err := run(*grpcAddr, *httpAddr, *dataDir, *demo, *overdueEvery, *autoReject, *maxBody, *secure); err != nil {
 		log.Error("exchange stopped", "err", err)
 		os.Exit(1)
 	}
 }
 
-func run(grpcAddr, httpAddr, dataDir string, demo bool, overdueEvery, autoReject time.Duration, maxBody int64) error {
+func run(grpcAddr, httpAddr, dataDir string, demo bool, overdueEvery, autoReject time.Duration, maxBody int64, secureCookies bool) error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if err := os.MkdirAll(dataDir, 0o700); err != nil {
@@ -100,7 +102,7 @@ func run(grpcAddr, httpAddr, dataDir string, demo bool, overdueEvery, autoReject
 		return err
 	}
 	defer conn.Close()
-	handler, err := httpHandler(ctx, conn, maxBody)
+	handler, err := httpHandler(ctx, conn, maxBody, secureCookies)
 	if err != nil {
 		return err
 	}
@@ -148,7 +150,7 @@ func loopback(a net.Addr) string {
 
 // httpHandler serves, on the HTTP address: the REST API under /v1/, the
 // OpenAPI document and its reference page, health, and the web inbox.
-func httpHandler(ctx context.Context, conn *grpc.ClientConn, maxBody int64) (http.Handler, error) {
+func httpHandler(ctx context.Context, conn *grpc.ClientConn, maxBody int64, secureCookies bool) (http.Handler, error) {
 	gw, err := gateway.New(ctx, conn, gateway.Options{MaxBodyBytes: maxBody})
 	if err != nil {
 		return nil, err
@@ -162,6 +164,7 @@ func httpHandler(ctx context.Context, conn *grpc.ClientConn, maxBody int64) (htt
 	mux.Handle("/v1/", gw)
 	mux.Handle("GET /openapi.json", openapi)
 	mux.Handle("GET /docs", docs)
+	mux.Handle("/", web.New(conn, web.Options{SecureCookies: secureCookies}).Handler())
 	return mux, nil
 }
 

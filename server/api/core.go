@@ -218,7 +218,18 @@ func parseFilter(filter string, allowed ...string) (map[string]string, error) {
 // seeding demo data through the same services and rules as remote calls.
 func WithCaller(ctx context.Context, c Caller) context.Context { return withCaller(ctx, c) }
 
-// Services returns the service implementations, for in-process callers.
-func (s *Server) Services() (pb.DirectoryServiceServer, pb.CapacityServiceServer, pb.ApiKeyServiceServer) {
-	return &directory{core: s.core}, &capacity{core: s.core}, &apiKeys{core: s.core}
+// Services are the service implementations, for in-process callers such as
+// the demo data; they apply every rule, with the caller from WithCaller.
+type Services struct {
+	Directory pb.DirectoryServiceServer
+	Capacity  pb.CapacityServiceServer
+	APIKeys   pb.ApiKeyServiceServer
+	Consents  pb.ConsentServiceServer
+	Referrals pb.ReferralServiceServer
+}
+
+// Services returns the service implementations.
+func (s *Server) Services() Services {
+	return Services{Directory: &directory{core: s.core}, Capacity: &capacity{core: s.core}, APIKeys: &apiKeys{core: s.core},
+		Consents: &consents{core: s.core}, Referrals: &referrals{core: s.core}}
 }

@@ -303,3 +303,21 @@ func Feedback(v *Violations, field string, f *pb.Feedback, now time.Time) {
 		v.Add(field, "needs exactly one of note, uptake or outcome")
 	}
 }
+
+// InstrumentHint describes in words what an instrument's scores must be,
+// for forms; it says what Outcome checks.
+func InstrumentHint(i pb.Instrument) string {
+	in, ok := Instruments[i]
+	if !ok {
+		return ""
+	}
+	name := i.String()[len("INSTRUMENT_"):]
+	s := fmt.Sprintf("%s: %d item scores of %d-%d", name, in.items, in.itemMin, in.itemMax)
+	if in.totalMax > 0 {
+		s += fmt.Sprintf(", or the total %d-%d", in.totalMin, in.totalMax)
+	}
+	if in.vas {
+		s += ", and the visual analogue scale 0-100"
+	}
+	return s + "."
+}
