@@ -134,7 +134,9 @@ func (w *Web) inbox(rw http.ResponseWriter, r *http.Request, s *session) {
 		l, err := w.refs.ListReferrals(s.call(r), req)
 		if err != nil {
 			p := explain(err)
-			w.render(rw, p.code, "inbox.html", page{Title: "Inbox", Org: s.orgName, CSRF: s.csrf, Error: p.msg})
+			pg := newPage(r, s, "Inbox")
+			pg.Error = p.msg
+			w.render(rw, p.code, "inbox.html", pg)
 			return
 		}
 		v := section{ID: sec.id, Title: sec.title, Hint: sec.hint, Overdue: sec.id == "overdue"}
@@ -148,19 +150,30 @@ func (w *Web) inbox(rw http.ResponseWriter, r *http.Request, s *session) {
 		}
 		out = append(out, v)
 	}
-	w.render(rw, http.StatusOK, "inbox.html", page{Title: "Inbox", Org: s.orgName, CSRF: s.csrf, Flash: flash(r), Content: struct {
+	pg := newPage(r, s, "Inbox")
+	pg.Content = struct {
 		Sections []section
 		Only     bool
-	}{out, only != ""}})
+	}{out, only != ""}
+	w.render(rw, http.StatusOK, "inbox.html", pg)
 }
 
-func flash(r *http.Request) string {
-	return map[string]string{
-		"accept": "Accepted. The referrer has been told.", "decline": "Declined. The referrer has been told and can refer elsewhere.",
-		"waitlist": "Put on your waiting list.", "start": "Marked as started.", "resume": "Taken off hold.",
-		"complete": "Marked as finished.", "uptake": "Attendance recorded.", "note": "Note added.",
-		"outcome": "Outcome recorded.", "capacity": "Capacity saved.",
-	}[r.URL.Query().Get("done")]
+// newPage is a page for the signed-in organisation, with the message of the
+// action just done (?done=...), if any.
+func newPage(r *http.Request, s *session, title string) page {
+	done := r.URL.Query().Get("done")
+	p := page{Title: title, Org: s.orgName, CSRF: s.csrf, Flash: flashes[done]}
+	if p.Flash != "" {
+		p.Done = done
+	}
+	return p
+}
+
+var flashes = map[string]string{
+	"accept": "Accepted. The referrer has been told.", "decline": "Declined. The referrer has been told and can refer elsewhere.",
+	"waitlist": "Put on your waiting list.", "start": "Marked as started.", "resume": "Taken off hold.",
+	"complete": "Marked as finished.", "uptake": "Attendance recorded.", "note": "Note added.",
+	"outcome": "Outcome recorded.", "capacity": "Capacity saved.",
 }
 
 // Referral.
@@ -209,7 +222,9 @@ func (w *Web) showReferral(rw http.ResponseWriter, r *http.Request, s *session, 
 	ref, err := w.refs.GetReferral(s.call(r), &pb.GetReferralRequest{Name: name})
 	if err != nil {
 		p := explain(err)
-		w.render(rw, p.code, "error.html", page{Title: "Referral", Org: s.orgName, CSRF: s.csrf, Error: p.msg})
+		pg := newPage(r, s, "Referral")
+		pg.Error = p.msg
+		w.render(rw, p.code, "error.html", pg)
 		return
 	}
 	v := referralView{R: ref, RequestID: random(), Form: form, Fields: fields, Referrer: ref.Referrer}
@@ -266,7 +281,9 @@ func (w *Web) showReferral(rw http.ResponseWriter, r *http.Request, s *session, 
 		}
 	}
 	sortEnums(v.Timepoints)
-	w.render(rw, code, "referral.html", page{Title: "Referral", Org: s.orgName, CSRF: s.csrf, Flash: flash(r), Error: msg, Content: v})
+	pg := newPage(r, s, "Referral")
+	pg.Error, pg.Content = msg, v
+	w.render(rw, code, "referral.html", pg)
 }
 
 func sortEnums[E ~int32](v []E) { slices.Sort(v) }
@@ -353,7 +370,9 @@ func (w *Web) showCapacity(rw http.ResponseWriter, r *http.Request, s *session, 
 	l, err := w.dir.ListServices(s.call(r), &pb.ListServicesRequest{Parent: s.org, PageSize: 100})
 	if err != nil {
 		p := explain(err)
-		w.render(rw, p.code, "error.html", page{Title: "Capacity", Org: s.orgName, CSRF: s.csrf, Error: p.msg})
+		pg := newPage(r, s, "Capacity")
+		pg.Error = p.msg
+		w.render(rw, p.code, "error.html", pg)
 		return
 	}
 	var out []serviceCapacity
@@ -371,11 +390,14 @@ func (w *Web) showCapacity(rw http.ResponseWriter, r *http.Request, s *session, 
 		}
 	}
 	sortEnums(statuses)
-	w.render(rw, code, "capacity.html", page{Title: "Capacity", Org: s.orgName, CSRF: s.csrf, Flash: flash(r), Error: msg, Content: struct {
+	pg := newPage(r, s, "Capacity")
+	pg.Error = msg
+	pg.Content = struct {
 		Services []serviceCapacity
 		Statuses []pb.CapacityStatus
 		Fields   map[string]string
-	}{out, statuses, fields}})
+	}{out, statuses, fields}
+	w.render(rw, code, "capacity.html", pg)
 }
 
 func (w *Web) setCapacity(rw http.ResponseWriter, r *http.Request, s *session) {

@@ -163,6 +163,7 @@ type page struct {
 	Org     string // display name of the signed-in organisation
 	CSRF    string
 	Flash   string
+	Done    string // the action the flash reports, e.g. "accept"
 	Error   string
 	Content any
 }

@@ -1,0 +1,103 @@
+package web_test
+
+import (
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/chromedp/chromedp"
+
+	pb "github.com/social-prescribing/exchange/proto/exchange/v1"
+)
+
+// chromium finds a Chromium or Chrome binary, or skips the test; in CI
+// (CI=true) a missing browser fails it.
+func chromium(t *testing.T) string {
+	t.Helper()
+	for _, name := range []string{"chromium", "chromium-browser", "google-chrome", "google-chrome-stable"} {
+		if p, err := exec.LookPath(name); err == nil {
+			return p
+		}
+	}
+	if os.Getenv("CI") == "true" {
+		t.Fatal("Chromium is not installed; .ci/run installs it (apt-get install -y chromium)")
+	}
+	t.Skip("Chromium is not installed: skipping the browser test (apt-get install -y chromium, or run .ci/run)")
+	return ""
+}
+
+// TestBrowserInbox signs in as a community group in headless Chromium,
+// accepts a referral, records the first session and a WEMWBS score, and
+// checks over gRPC that the link workers see the feedback. It saves a
+// screenshot of the inbox in .artifacts/inbox.png at the repository root.
+func TestBrowserInbox(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a browser")
+	}
+	exe := chromium(t)
+	x := startInbox(t)
+	opts := append(chromedp.DefaultExecAllocatorOptions[:], chromedp.ExecPath(exe), chromedp.NoSandbox,
+		chromedp.Flag("disable-gpu", true), chromedp.WindowSize(1200, 900))
+	actx, cancel := chromedp.NewExecAllocator(context.Background(), opts...)
+	defer cancel()
+	ctx, cancel := chromedp.NewContext(actx)
+	defer cancel()
+	ctx, cancel = context.WithTimeout(ctx, 90*time.Second)
+	defer cancel()
+
+	var shot []byte
+	var flash1, flash2, flash3, heading string
+	err := chromedp.Run(ctx,
+		chromedp.Navigate(x.url+"/"),
+		chromedp.WaitVisible("#api_key", chromedp.ByQuery),
+		chromedp.SendKeys("#api_key", x.Keys["walkers"], chromedp.ByQuery),
+		chromedp.Click(`form[action="/signin"] button`, chromedp.ByQuery),
+		chromedp.WaitVisible("#h-new", chromedp.ByQuery),
+		chromedp.FullScreenshot(&shot, 100),
+		chromedp.Click(`#h-new ~ table a`, chromedp.ByQuery),
+		chromedp.WaitVisible(`h1`, chromedp.ByQuery),
+		chromedp.Text("h1", &heading, chromedp.ByQuery),
+		chromedp.Click(`form[action$="/accept"] button`, chromedp.ByQuery),
+		chromedp.WaitVisible("#done-accept", chromedp.ByQuery),
+		chromedp.Text("#done-accept", &flash1, chromedp.ByQuery),
+		chromedp.SetValue("#status", "FIRST_SESSION_ATTENDED", chromedp.ByQuery),
+		chromedp.Click(`form[action$="/uptake"] button`, chromedp.ByQuery),
+		chromedp.WaitVisible("#done-uptake", chromedp.ByQuery),
+		chromedp.Text("#done-uptake", &flash2, chromedp.ByQuery),
+		chromedp.SetValue("#instrument", "WEMWBS", chromedp.ByQuery),
+		chromedp.SetValue("#timepoint", "BASELINE", chromedp.ByQuery),
+		chromedp.SendKeys("#total", "52", chromedp.ByQuery),
+		chromedp.Click(`form[action$="/outcome"] button`, chromedp.ByQuery),
+		chromedp.WaitVisible("#done-outcome", chromedp.ByQuery),
+		chromedp.Text("#done-outcome", &flash3, chromedp.ByQuery),
+	)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if heading != "Ada Jones" || flash1 != "Accepted. The referrer has been told." || flash2 != "Attendance recorded." || flash3 != "Outcome recorded." {
+		t.Errorf("pages said %q, %q, %q, %q", heading, flash1, flash2, flash3)
+	}
+	if dir, err := filepath.Abs("../../.artifacts"); err == nil && os.MkdirAll(dir, 0o755) == nil {
+		path := filepath.Join(dir, "inbox.png")
+		if err := os.WriteFile(path, shot, 0o644); err == nil {
+			t.Logf("screenshot of the inbox: %s", path)
+		}
+	}
+
+	// The link workers hear back over gRPC.
+	l, err := pb.NewFeedbackServiceClient(x.Conn).ListFeedback(x.As("pcn"), &pb.ListFeedbackRequest{Parent: x.referral})
+	if err != nil || len(l.Feedback) != 2 {
+		t.Fatalf("the link workers see %v, %v", l, err)
+	}
+	up, out := l.Feedback[0].GetUptake(), l.Feedback[1].GetOutcome()
+	if up.GetStatus() != pb.UptakeStatus_UPTAKE_STATUS_FIRST_SESSION_ATTENDED || out.GetInstrument() != pb.Instrument_INSTRUMENT_WEMWBS || out.GetTotal() != 52 {
+		t.Errorf("feedback = %v", l.Feedback)
+	}
+	r, _ := pb.NewReferralServiceClient(x.Conn).GetReferral(x.As("pcn"), &pb.GetReferralRequest{Name: x.referral})
+	if r.GetState() != pb.ReferralState_REFERRAL_STATE_ACCEPTED {
+		t.Errorf("referral state = %v", r.GetState())
+	}
+}
