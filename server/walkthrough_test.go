@@ -46,14 +46,14 @@ func freeAddr(t *testing.T) string {
 
 // server is the exchange binary running in dir.
 type server struct {
-	cmd  *exec.Cmd
-	grpc string
+	cmd        *exec.Cmd
+	grpc, http string
 }
 
 func startBinary(t *testing.T, bin, dir string) *server {
 	t.Helper()
-	s := &server{grpc: freeAddr(t)}
-	s.cmd = exec.Command(bin, "--demo", "--grpc-addr", s.grpc, "--http-addr", freeAddr(t))
+	s := &server{grpc: freeAddr(t), http: freeAddr(t)}
+	s.cmd = exec.Command(bin, "--demo", "--grpc-addr", s.grpc, "--http-addr", s.http)
 	s.cmd.Dir = dir
 	log, err := os.Create(filepath.Join(dir, "server.log"))
 	if err != nil {
@@ -77,25 +77,34 @@ func startBinary(t *testing.T, bin, dir string) *server {
 	}
 }
 
-// TestReadmeWalkthrough runs the README's grpcurl walk-through as written
-// against the built server with --demo, then kills the server with SIGKILL
-// and checks that everything the walk-through was told was written is
-// still there after a restart.
+// TestReadmeWalkthrough runs the README's walk-throughs (every ```sh block:
+// grpcurl for the GP and link workers, curl for a community group) as
+// written against the built server with --demo, then kills the server with
+// SIGKILL and checks that everything they were told was written is still
+// there after a restart.
 func TestReadmeWalkthrough(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds and runs the server")
 	}
 	need(t, "grpcurl")
+	need(t, "curl")
 	need(t, "jq")
 	bash := need(t, "bash")
 	readme, err := os.ReadFile("../README.md")
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, block, ok := strings.Cut(string(readme), "\n```sh\n")
-	block, _, ok2 := strings.Cut(block, "\n```\n")
-	if !ok || !ok2 {
-		t.Fatal("README.md has no ```sh block")
+	var blocks []string
+	for rest := string(readme); ; {
+		_, block, ok := strings.Cut(rest, "\n```sh\n")
+		if !ok {
+			break
+		}
+		block, rest, _ = strings.Cut(block, "\n```\n")
+		blocks = append(blocks, block)
+	}
+	if len(blocks) != 2 {
+		t.Fatalf("README.md has %d ```sh blocks, want the grpcurl and the curl walk-throughs", len(blocks))
 	}
 
 	dir := t.TempDir()
@@ -104,17 +113,22 @@ func TestReadmeWalkthrough(t *testing.T) {
 		t.Fatalf("go build: %v\n%s", err, out)
 	}
 	s := startBinary(t, bin, dir)
-	script := strings.ReplaceAll(block, "127.0.0.1:50051", s.grpc)
-	cmd := exec.Command(bash, "-euo", "pipefail", "-c", script)
-	cmd.Dir = dir
-	out, err := cmd.CombinedOutput()
-	if err != nil {
-		t.Fatalf("walk-through failed: %v\n%s", err, out)
+	wants := [][]string{
+		{"REFERRAL_STATE_IN_PROGRESS", "UPTAKE_STATUS_FIRST_SESSION_ATTENDED", "INSTRUMENT_WEMWBS", "REFERRAL_VIEW_WITHOUT_PERSON", "EVENT_TYPE_REFERRAL_CREATED"},
+		{"Bob", "REFERRAL_STATE_ACCEPTED", "UPTAKE_STATUS_FIRST_SESSION_ATTENDED", `"total":41`, "EVENT_TYPE_FEEDBACK_POSTED", "lastSequence"},
 	}
-	for _, want := range []string{"REFERRAL_STATE_IN_PROGRESS", "UPTAKE_STATUS_FIRST_SESSION_ATTENDED", "INSTRUMENT_WEMWBS",
-		"REFERRAL_VIEW_WITHOUT_PERSON", "EVENT_TYPE_REFERRAL_CREATED"} {
-		if !strings.Contains(string(out), want) {
-			t.Errorf("walk-through output lacks %s:\n%s", want, out)
+	for i, block := range blocks {
+		script := strings.NewReplacer("127.0.0.1:50051", s.grpc, "127.0.0.1:8080", s.http).Replace(block)
+		cmd := exec.Command(bash, "-euo", "pipefail", "-c", script)
+		cmd.Dir = dir
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Fatalf("walk-through %d failed: %v\n%s", i+1, err, out)
+		}
+		for _, want := range wants[i] {
+			if !strings.Contains(string(out), want) {
+				t.Errorf("walk-through %d output lacks %s:\n%s", i+1, want, out)
+			}
 		}
 	}
 
@@ -140,17 +154,35 @@ func TestReadmeWalkthrough(t *testing.T) {
 	}
 	defer conn.Close()
 	ctx := metadata.AppendToOutgoingContext(context.Background(), "authorization", "Bearer "+creds[1].APIKey) // the link workers
-	l, err := pb.NewReferralServiceClient(conn).ListReferrals(ctx, &pb.ListReferralsRequest{})
-	if err != nil || len(l.Referrals) != 2 {
-		t.Fatalf("after kill -9 the link workers list %v, %v; want both referrals", l, err)
+	all, err := pb.NewReferralServiceClient(conn).ListReferrals(ctx, &pb.ListReferralsRequest{})
+	if err != nil {
+		t.Fatal(err)
 	}
-	onward := l.Referrals[0]
-	if onward.ParentReferral == "" {
-		onward = l.Referrals[1]
+	var ada []*pb.Referral
+	var onward *pb.Referral
+	for _, r := range all.Referrals {
+		if r.Person.GetNhsNumber() == "9434765919" {
+			ada = append(ada, r)
+			if r.ParentReferral != "" {
+				onward = r
+			}
+		}
+	}
+	if len(ada) != 2 || onward == nil || len(all.Referrals) != 4 {
+		t.Fatalf("after kill -9 the link workers list %v; want Ada's two referrals and the two demo ones", all.Referrals)
 	}
 	f, err := pb.NewFeedbackServiceClient(conn).ListFeedback(ctx, &pb.ListFeedbackRequest{Parent: onward.Name})
 	if err != nil || len(f.Feedback) != 2 {
 		t.Errorf("feedback on the onward referral after kill -9 = %v, %v; want uptake and outcome", f, err)
+	}
+	// What the community group did over REST survived too.
+	for _, r := range all.Referrals {
+		if r.Person.GetGivenName() == "Bob" {
+			f, err := pb.NewFeedbackServiceClient(conn).ListFeedback(ctx, &pb.ListFeedbackRequest{Parent: r.Name})
+			if r.State != pb.ReferralState_REFERRAL_STATE_ACCEPTED || err != nil || len(f.Feedback) != 2 {
+				t.Errorf("Bob's referral after kill -9 = %v with %v, %v", r.State, f, err)
+			}
+		}
 	}
 	orgs, err := pb.NewDirectoryServiceClient(conn).ListOrganizations(ctx, &pb.ListOrganizationsRequest{})
 	if err != nil || len(orgs.Organizations) != 5 {
