@@ -51,6 +51,9 @@ var funcs = template.FuncMap{
 	"id":            func(name string) string { return strings.TrimPrefix(name, "referrals/") },
 	"org":           func(name string) string { return strings.TrimPrefix(name, "organizations/") },
 	"join":          func(v []int32) string { return strings.Trim(fmt.Sprint(v), "[]") },
+	// newid is a fresh request_id for each form, so a resubmitted form is
+	// recognised by the exchange and not applied twice.
+	"newid": random,
 }
 
 var london = func() *time.Location {
@@ -192,7 +195,6 @@ type referralView struct {
 	CanDecline  bool
 	CanWaitlist bool
 	CanReport   bool
-	RequestID   string
 	Form        url.Values // values of the form that failed, to show again
 	Fields      map[string]string
 	Reasons     []pb.StateReasonCode
@@ -227,7 +229,7 @@ func (w *Web) showReferral(rw http.ResponseWriter, r *http.Request, s *session, 
 		w.render(rw, p.code, "error.html", pg)
 		return
 	}
-	v := referralView{R: ref, RequestID: random(), Form: form, Fields: fields, Referrer: ref.Referrer}
+	v := referralView{R: ref, Form: form, Fields: fields, Referrer: ref.Referrer}
 	if o, err := w.dir.GetOrganization(s.call(r), &pb.GetOrganizationRequest{Name: ref.Referrer}); err == nil {
 		v.Referrer = o.DisplayName
 	}
