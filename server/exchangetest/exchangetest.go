@@ -28,7 +28,8 @@ import (
 
 // Exchange is a real server on a loopback listener over a bbolt file.
 type Exchange struct {
-	T    *testing.T
+	T     *testing.T
+	extra []grpc.UnaryServerInterceptor
 	Path string // the bbolt file
 	Opt  api.Options
 	Srv  *api.Server
@@ -41,10 +42,11 @@ type Exchange struct {
 // Start starts an exchange on a new file; it stops when the test ends.
 func Start(t *testing.T) *Exchange { return StartWith(t, api.Options{}) }
 
-// StartWith starts an exchange with options, on a new file.
-func StartWith(t *testing.T, opt api.Options) *Exchange {
+// StartWith starts an exchange with options, on a new file. Interceptors,
+// if any, run after authentication (tests use them to inject faults).
+func StartWith(t *testing.T, opt api.Options, interceptors ...grpc.UnaryServerInterceptor) *Exchange {
 	t.Helper()
-	x := &Exchange{T: t, Path: filepath.Join(t.TempDir(), "exchange.db"), Opt: opt, Keys: map[string]string{}}
+	x := &Exchange{T: t, Path: filepath.Join(t.TempDir(), "exchange.db"), Opt: opt, Keys: map[string]string{}, extra: interceptors}
 	x.open()
 	t.Cleanup(func() { x.stop() })
 	return x
@@ -58,9 +60,14 @@ func (x *Exchange) open() {
 		t.Fatal(err)
 	}
 	x.Srv = api.New(store, x.Opt)
-	g := grpc.NewServer(grpc.ChainUnaryInterceptor(x.Srv.UnaryAuth), grpc.ChainStreamInterceptor(x.Srv.StreamAuth))
+	g := grpc.NewServer(grpc.ChainUnaryInterceptor(append([]grpc.UnaryServerInterceptor{x.Srv.UnaryAuth}, x.extra...)...),
+		grpc.ChainStreamInterceptor(x.Srv.StreamAuth))
 	x.Srv.Register(g)
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	addr := x.Addr // a restart listens where the exchange was
+	if addr == "" {
+		addr = "127.0.0.1:0"
+	}
+	l, err := net.Listen("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -79,7 +86,7 @@ func (x *Exchange) open() {
 }
 
 // Restart stops the server and closes the store, then opens both again on
-// the same file.
+// the same file and address.
 func (x *Exchange) Restart() {
 	x.T.Helper()
 	x.stop()

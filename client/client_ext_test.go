@@ -1,0 +1,128 @@
+package client_test
+
+import (
+	"context"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/social-prescribing/exchange/client"
+	pb "github.com/social-prescribing/exchange/proto/exchange/v1"
+	"github.com/social-prescribing/exchange/server/api"
+	"github.com/social-prescribing/exchange/server/exchangetest"
+)
+
+func dial(t *testing.T, x *exchangetest.Exchange, org string) *client.Client {
+	t.Helper()
+	c, err := client.Dial(x.Addr, client.WithInsecure(), client.WithAPIKey(x.Keys[org]))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// TestRetryCreatesOneReferral loses the response to the first
+// CreateReferral after the exchange has stored it: the client retries with
+// the same request_id and gets the stored referral, not a second one.
+func TestRetryCreatesOneReferral(t *testing.T) {
+	var calls atomic.Int32
+	lose := func(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
+		resp, err := h(ctx, req)
+		if info.FullMethod == "/exchange.v1.ReferralService/CreateReferral" && calls.Add(1) == 1 && err == nil {
+			return nil, status.Error(codes.Unavailable, "connection dropped before the reply")
+		}
+		return resp, err
+	}
+	x := exchangetest.StartWith(t, api.Options{}, lose)
+	x.Org("practice", pb.OrganizationKind_ORGANIZATION_KIND_GP_PRACTICE)
+	x.Org("group", pb.OrganizationKind_ORGANIZATION_KIND_VCSE_ORGANIZATION)
+	walks := x.Service("group", "walks", pb.Category_CATEGORY_PHYSICAL_ACTIVITY)
+	consent := x.ConsentFor("practice", exchangetest.AdaNHS, nil)
+	c := dial(t, x, "practice")
+	r, err := c.Referrals.CreateReferral(context.Background(), &pb.CreateReferralRequest{Referral: &pb.Referral{
+		RecipientService: walks, Person: exchangetest.Ada(), Consent: consent.Name, Route: pb.ReferralRoute_REFERRAL_ROUTE_PRIMARY_CARE,
+		Needs: []pb.Category{pb.Category_CATEGORY_PHYSICAL_ACTIVITY}, SupportLevel: pb.SupportLevel_SUPPORT_LEVEL_SIGNPOSTING}})
+	if err != nil {
+		t.Fatalf("CreateReferral through a lost reply: %v", err)
+	}
+	if n := calls.Load(); n != 2 {
+		t.Errorf("the exchange saw %d calls, want the first and one retry", n)
+	}
+	l, err := c.Referrals.ListReferrals(context.Background(), &pb.ListReferralsRequest{})
+	if err != nil || len(l.Referrals) != 1 || l.Referrals[0].Name != r.Name {
+		t.Fatalf("referrals = %v, %v; want exactly %s", l, err, r.Name)
+	}
+}
+
+// TestWatchAcrossRestart follows the feed while the exchange restarts:
+// every event arrives once, in order, with none missed.
+func TestWatchAcrossRestart(t *testing.T) {
+	x := exchangetest.Start(t)
+	x.Org("practice", pb.OrganizationKind_ORGANIZATION_KIND_GP_PRACTICE)
+	c := dial(t, x, "practice")
+	var mu sync.Mutex
+	var got []int64
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		done <- c.Watch(ctx, 0, func(e *pb.Event) error {
+			mu.Lock()
+			got = append(got, e.Sequence)
+			mu.Unlock()
+			return nil
+		})
+	}()
+	waitFor := func(n int) {
+		t.Helper()
+		for deadline := time.Now().Add(20 * time.Second); ; {
+			mu.Lock()
+			have := len(got)
+			mu.Unlock()
+			if have >= n {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("watched %d events, want %d", have, n)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	l, err := c.Events.ListEvents(context.Background(), &pb.ListEventsRequest{PageSize: 1000})
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := len(l.Events)
+	for i := range 3 {
+		x.ConsentFor("practice", exchangetest.NHSNumber(i), nil)
+	}
+	waitFor(before + 3)
+	x.Restart()
+	for i := range 3 {
+		x.ConsentFor("practice", exchangetest.NHSNumber(100+i), nil)
+	}
+	waitFor(before + 6)
+	cancel()
+	if err := <-done; err != context.Canceled {
+		t.Errorf("Watch ended with %v", err)
+	}
+	l, err = c.Events.ListEvents(context.Background(), &pb.ListEventsRequest{PageSize: 1000})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var want []int64
+	for _, e := range l.Events {
+		want = append(want, e.Sequence)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if !slices.Equal(got, want) {
+		t.Errorf("watched %v, the feed has %v", got, want)
+	}
+}
