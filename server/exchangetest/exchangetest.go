@@ -30,13 +30,13 @@ import (
 type Exchange struct {
 	T     *testing.T
 	extra []grpc.UnaryServerInterceptor
-	Path string // the bbolt file
-	Opt  api.Options
-	Srv  *api.Server
-	Conn *grpc.ClientConn
-	Addr string            // the gRPC listener
-	Keys map[string]string // organisation id -> API key; "operator" is the operator
-	stop func()
+	Path  string // the bbolt file
+	Opt   api.Options
+	Srv   *api.Server
+	Conn  *grpc.ClientConn
+	Addr  string            // the gRPC listener
+	Keys  map[string]string // organisation id -> API key; "operator" is the operator
+	stop  func()
 }
 
 // Start starts an exchange on a new file; it stops when the test ends.
