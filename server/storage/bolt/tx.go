@@ -352,23 +352,19 @@ func (t *tx) OpenReferralsByConsent(consent string) ([]string, error) {
 }
 
 func (t *tx) DueReferrals(before time.Time, limit int) ([]*pb.Referral, error) {
-	var out []*pb.Referral
-	end := []byte(ts(before))
-	c := t.b(bDueQueue).Cursor()
-	for k, _ := c.First(); k != nil && len(out) < limit && bytes.Compare(k[:8], end) < 0; k, _ = c.Next() {
-		r, err := t.GetReferral(string(k[8:]))
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, r)
-	}
-	return out, nil
+	return t.byDeadline(bDueQueue, before, limit)
 }
 
 func (t *tx) UnansweredReferrals(before time.Time, limit int) ([]*pb.Referral, error) {
+	return t.byDeadline(bUnanswered, before, limit)
+}
+
+// byDeadline reads up to limit referrals from an index keyed reply_by(8)
+// name, those with reply_by before t, oldest first.
+func (t *tx) byDeadline(index []byte, before time.Time, limit int) ([]*pb.Referral, error) {
 	var out []*pb.Referral
 	end := []byte(ts(before))
-	c := t.b(bUnanswered).Cursor()
+	c := t.b(index).Cursor()
 	for k, _ := c.First(); k != nil && len(out) < limit && bytes.Compare(k[:8], end) < 0; k, _ = c.Next() {
 		r, err := t.GetReferral(string(k[8:]))
 		if err != nil {
