@@ -2,6 +2,7 @@ package api
 
 import (
 	"context"
+	"slices"
 	"time"
 
 	"google.golang.org/protobuf/proto"
@@ -57,15 +58,9 @@ func (c *capacity) UpdateCapacity(ctx context.Context, req *pb.UpdateCapacityReq
 		if err := checkEtag(req.Capacity.Etag, cur.Etag); err != nil {
 			return nil, err
 		}
-		for _, p := range paths {
-			switch p {
-			case "status":
-				cur.Status, cur.StatusSetAutomatically = req.Capacity.Status, false
-			case "max_active_referrals":
-				cur.MaxActiveReferrals = req.Capacity.MaxActiveReferrals
-			case "notes":
-				cur.Notes = req.Capacity.Notes
-			}
+		applyMask(cur, req.Capacity, paths)
+		if slices.Contains(paths, "status") {
+			cur.StatusSetAutomatically = false // the organisation's own choice now
 		}
 		var v validate.Violations
 		validate.Capacity(&v, "capacity", cur)

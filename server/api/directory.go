@@ -8,6 +8,7 @@ import (
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/fieldmaskpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -160,19 +161,7 @@ func (d *directory) UpdateOrganization(ctx context.Context, req *pb.UpdateOrgani
 		if err := checkEtag(req.Organization.Etag, o.Etag); err != nil {
 			return nil, err
 		}
-		in := req.Organization
-		for _, p := range paths {
-			switch p {
-			case "display_name":
-				o.DisplayName = in.DisplayName
-			case "ods_code":
-				o.OdsCode = in.OdsCode
-			case "charity_number":
-				o.CharityNumber = in.CharityNumber
-			case "contact":
-				o.Contact = in.Contact
-			}
-		}
+		applyMask(o, req.Organization, paths)
 		o.UpdateTime = timestamppb.New(now)
 		stampOrg(o)
 		if err := tx.UpdateOrganization(o); err != nil {
@@ -181,6 +170,21 @@ func (d *directory) UpdateOrganization(ctx context.Context, req *pb.UpdateOrgani
 		return o, event(ctx, tx, now, pb.EventType_EVENT_TYPE_ORGANIZATION_CHANGED, o.Name, nil, true, 0)
 	})
 	return resp, err
+}
+
+// applyMask copies the top-level fields named in paths (checked by
+// maskPaths) from src to dst; a field unset in src is cleared in dst.
+func applyMask(dst, src proto.Message, paths []string) {
+	d, from := dst.ProtoReflect(), src.ProtoReflect()
+	fields := d.Descriptor().Fields()
+	for _, p := range paths {
+		fd := fields.ByName(protoreflect.Name(p))
+		if from.Has(fd) {
+			d.Set(fd, from.Get(fd))
+		} else {
+			d.Clear(fd)
+		}
+	}
 }
 
 // maskPaths returns the fields to update: the mask's paths, or all when empty.
@@ -281,27 +285,7 @@ func (d *directory) UpdateService(ctx context.Context, req *pb.UpdateServiceRequ
 		if err := checkEtag(req.Service.Etag, s.Etag); err != nil {
 			return nil, err
 		}
-		in := req.Service
-		for _, p := range paths {
-			switch p {
-			case "display_name":
-				s.DisplayName = in.DisplayName
-			case "description":
-				s.Description = in.Description
-			case "categories":
-				s.Categories = in.Categories
-			case "eligibility":
-				s.Eligibility = in.Eligibility
-			case "delivery_modes":
-				s.DeliveryModes = in.DeliveryModes
-			case "contact":
-				s.Contact = in.Contact
-			case "default_reply_within":
-				s.DefaultReplyWithin = in.DefaultReplyWithin
-			case "hsds_id":
-				s.HsdsId = in.HsdsId
-			}
-		}
+		applyMask(s, req.Service, paths)
 		var v validate.Violations
 		validate.Service(&v, "service", s)
 		if err := invalid(v); err != nil {

@@ -269,16 +269,20 @@ func TestAlternativesOffered(t *testing.T) {
 		}
 		svc[o] = x.Service(o, "walks", cat)
 	}
-	// Ada lives in M14; far-group serves only LS1.
-	if _, err := pb.NewDirectoryServiceClient(x.Conn).UpdateService(x.As("far-group"), &pb.UpdateServiceRequest{
+	// Ada lives in M14; far-group serves only LS1. Only the masked field changes.
+	far, err := pb.NewDirectoryServiceClient(x.Conn).UpdateService(x.As("far-group"), &pb.UpdateServiceRequest{
 		Service:    &pb.Service{Name: svc["far-group"], Eligibility: &pb.Eligibility{PostcodeDistricts: []string{"LS1"}}},
-		UpdateMask: &fieldmaskpb.FieldMask{Paths: []string{"eligibility"}}}); err != nil {
+		UpdateMask: &fieldmaskpb.FieldMask{Paths: []string{"eligibility"}}})
+	if err != nil {
 		t.Fatal(err)
+	}
+	if far.DisplayName != "walks" || len(far.Categories) != 1 || far.DefaultReplyWithin.AsDuration() != 72*time.Hour || far.Eligibility.GetPostcodeDistricts()[0] != "LS1" {
+		t.Errorf("after updating eligibility only: %v", far)
 	}
 	x.Capacity(svc["full-group"], "full-group", pb.CapacityStatus_CAPACITY_STATUS_NO_CAPACITY, 0)
 	x.Capacity(svc["paused-group"], "paused-group", pb.CapacityStatus_CAPACITY_STATUS_PAUSED, 0)
 	c := x.ConsentFor("practice", adaNHS, nil)
-	_, err := x.Refer("practice", "full", svc["full-group"], adaNHS, c.Name)
+	_, err = x.Refer("practice", "full", svc["full-group"], adaNHS, c.Name)
 	wantErr(t, err, codes.FailedPrecondition, "SERVICE_AT_CAPACITY")
 	st, _ := status.FromError(err)
 	info := st.Details()[0].(*errdetails.ErrorInfo)
