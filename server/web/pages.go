@@ -13,6 +13,7 @@ import (
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/reflect/protoreflect"
 	"google.golang.org/protobuf/types/known/fieldmaskpb"
 
 	pb "github.com/social-prescribing/exchange/proto/exchange/v1"
@@ -23,34 +24,48 @@ import (
 
 const pageSize = 20
 
-// label turns an enum value into words: REFERRAL_STATE_IN_PROGRESS -> "In progress".
-func label(v interface{ String() string }, prefix string) string {
-	s := strings.ToLower(strings.ReplaceAll(strings.TrimPrefix(v.String(), prefix), "_", " "))
-	if s == "" {
+// enumPrefix is the prefix every value of an enum carries: buf lint
+// requires it, and the zero value is PREFIX_UNSPECIFIED.
+func enumPrefix(d protoreflect.EnumDescriptor) string {
+	return strings.TrimSuffix(string(d.Values().ByNumber(0).Name()), "UNSPECIFIED")
+}
+
+// code is an enum value's name without its prefix, as forms send it:
+// REFERRAL_STATE_IN_PROGRESS -> IN_PROGRESS.
+func code(e protoreflect.Enum) string {
+	v := e.Descriptor().Values().ByNumber(e.Number())
+	if v == nil {
+		return ""
+	}
+	return strings.TrimPrefix(string(v.Name()), enumPrefix(e.Descriptor()))
+}
+
+// label is an enum value in words: REFERRAL_STATE_IN_PROGRESS -> "In progress".
+func label(e protoreflect.Enum) string {
+	s := strings.ToLower(strings.ReplaceAll(code(e), "_", " "))
+	if s == "" || e.Number() == 0 {
 		return ""
 	}
 	return strings.ToUpper(s[:1]) + s[1:]
 }
 
+// parseCode returns the number of the value of enum d whose code is c, or 0.
+func parseCode(d protoreflect.EnumDescriptor, c string) protoreflect.EnumNumber {
+	if v := d.Values().ByName(protoreflect.Name(enumPrefix(d) + c)); v != nil {
+		return v.Number()
+	}
+	return 0
+}
+
 var funcs = template.FuncMap{
-	"state":     func(s pb.ReferralState) string { return label(s, "REFERRAL_STATE_") },
-	"category":  func(c pb.Category) string { return label(c, "CATEGORY_") },
-	"support":   func(s pb.SupportLevel) string { return label(s, "SUPPORT_LEVEL_") },
-	"uptake":    func(s pb.UptakeStatus) string { return label(s, "UPTAKE_STATUS_") },
-	"reason":    func(s pb.StateReasonCode) string { return label(s, "STATE_REASON_CODE_") },
-	"capstat":   func(s pb.CapacityStatus) string { return label(s, "CAPACITY_STATUS_") },
-	"name":      func(i pb.Instrument) string { return strings.TrimPrefix(i.String(), "INSTRUMENT_") },
-	"timepoint": func(t pb.Timepoint) string { return label(t, "TIMEPOINT_") },
+	"label": label,
+	"code":  code,
 	"when": func(t interface{ AsTime() time.Time }) string {
 		return t.AsTime().In(london).Format("Mon 2 Jan 2006, 15:04")
 	},
-	"reasonCode":    func(c pb.StateReasonCode) string { return strings.TrimPrefix(c.String(), "STATE_REASON_CODE_") },
-	"trimUptake":    func(u pb.UptakeStatus) string { return strings.TrimPrefix(u.String(), "UPTAKE_STATUS_") },
-	"trimTimepoint": func(t pb.Timepoint) string { return strings.TrimPrefix(t.String(), "TIMEPOINT_") },
-	"capCode":       func(c pb.CapacityStatus) string { return strings.TrimPrefix(c.String(), "CAPACITY_STATUS_") },
-	"id":            func(name string) string { return strings.TrimPrefix(name, "referrals/") },
-	"org":           func(name string) string { return strings.TrimPrefix(name, "organizations/") },
-	"join":          func(v []int32) string { return strings.Trim(fmt.Sprint(v), "[]") },
+	"id":   func(name string) string { return strings.TrimPrefix(name, "referrals/") },
+	"org":  func(name string) string { return strings.TrimPrefix(name, "organizations/") },
+	"join": func(v []int32) string { return strings.Trim(fmt.Sprint(v), "[]") },
 	// newid is a fresh request_id for each form, so a resubmitted form is
 	// recognised by the exchange and not applied twice.
 	"newid": random,
@@ -301,7 +316,7 @@ func (w *Web) act(rw http.ResponseWriter, r *http.Request, s *session) {
 	f := r.PostForm
 	ctx := s.call(r)
 	etag, rid := f.Get("etag"), f.Get("request_id")
-	reason := &pb.StateReason{Code: pb.StateReasonCode(pb.StateReasonCode_value["STATE_REASON_CODE_"+f.Get("reason")]), Text: strings.TrimSpace(f.Get("reason_text"))}
+	reason := &pb.StateReason{Code: pb.StateReasonCode(parseCode(pb.StateReasonCode(0).Descriptor(), f.Get("reason"))), Text: strings.TrimSpace(f.Get("reason_text"))}
 	var err error
 	switch action := r.PathValue("action"); action {
 	case "accept":
@@ -319,14 +334,14 @@ func (w *Web) act(rw http.ResponseWriter, r *http.Request, s *session) {
 		_, err = w.refs.CompleteReferral(ctx, &pb.CompleteReferralRequest{Name: name, Etag: etag, RequestId: rid})
 	case "uptake":
 		_, err = w.fb.CreateFeedback(ctx, &pb.CreateFeedbackRequest{Parent: name, RequestId: rid, Feedback: &pb.Feedback{
-			Content: &pb.Feedback_Uptake{Uptake: &pb.Uptake{Status: pb.UptakeStatus(pb.UptakeStatus_value["UPTAKE_STATUS_"+f.Get("status")]),
+			Content: &pb.Feedback_Uptake{Uptake: &pb.Uptake{Status: pb.UptakeStatus(parseCode(pb.UptakeStatus(0).Descriptor(), f.Get("status"))),
 				SessionsAttended: atoi(f.Get("sessions_attended"))}}}})
 	case "note":
 		_, err = w.fb.CreateFeedback(ctx, &pb.CreateFeedbackRequest{Parent: name, RequestId: rid, Feedback: &pb.Feedback{
 			Content: &pb.Feedback_Note{Note: &pb.Note{Text: strings.TrimSpace(f.Get("text"))}}}})
 	case "outcome":
-		o := &pb.OutcomeMeasure{Instrument: pb.Instrument(pb.Instrument_value["INSTRUMENT_"+f.Get("instrument")]),
-			Timepoint: pb.Timepoint(pb.Timepoint_value["TIMEPOINT_"+f.Get("timepoint")]), Total: atoi(f.Get("total"))}
+		o := &pb.OutcomeMeasure{Instrument: pb.Instrument(parseCode(pb.Instrument(0).Descriptor(), f.Get("instrument"))),
+			Timepoint: pb.Timepoint(parseCode(pb.Timepoint(0).Descriptor(), f.Get("timepoint"))), Total: atoi(f.Get("total"))}
 		fields := map[string]string{}
 		for _, item := range strings.FieldsFunc(f.Get("item_scores"), func(r rune) bool { return r == ',' || r == ' ' }) {
 			n, perr := strconv.ParseInt(item, 10, 32)
@@ -406,7 +421,7 @@ func (w *Web) setCapacity(rw http.ResponseWriter, r *http.Request, s *session) {
 	f := r.PostForm
 	_, err := w.capac.UpdateCapacity(s.call(r), &pb.UpdateCapacityRequest{
 		Capacity: &pb.Capacity{Name: f.Get("name"), Etag: f.Get("etag"),
-			Status:             pb.CapacityStatus(pb.CapacityStatus_value["CAPACITY_STATUS_"+f.Get("status")]),
+			Status:             pb.CapacityStatus(parseCode(pb.CapacityStatus(0).Descriptor(), f.Get("status"))),
 			MaxActiveReferrals: atoi(f.Get("max_active_referrals")), Notes: strings.TrimSpace(f.Get("notes"))},
 		UpdateMask: &fieldmaskpb.FieldMask{Paths: []string{"status", "max_active_referrals", "notes"}},
 	})
