@@ -79,11 +79,9 @@ func New(ctx context.Context, conn *grpc.ClientConn, opt Options) (http.Handler,
 func errorHandler(ctx context.Context, mux *runtime.ServeMux, m runtime.Marshaler, w http.ResponseWriter, r *http.Request, err error) {
 	st := status.Convert(err)
 	if st.Code() == codes.InvalidArgument && !hasErrorInfo(st) {
-		msg := st.Message()
-		if msg == io.ErrUnexpectedEOF.Error() {
-			msg = "the JSON body ends before it is complete (unexpected EOF)"
-		}
-		st = withReason(status.New(codes.InvalidArgument, msg), pb.ErrorReason_ERROR_REASON_MALFORMED_REQUEST, nil)
+		// Syntax errors are caught by limitBody; these are bodies of the
+		// wrong shape (an unknown field) and unparsable parameters.
+		st = withReason(st, pb.ErrorReason_ERROR_REASON_MALFORMED_REQUEST, nil)
 	}
 	WriteError(w, HTTPStatus(st.Code()), st)
 }
