@@ -17,21 +17,8 @@ import (
 	"google.golang.org/grpc/metadata"
 
 	pb "github.com/social-prescribing/exchange/proto/exchange/v1"
+	"github.com/social-prescribing/exchange/server/exchangetest"
 )
-
-// need returns the path of a program the test needs, or skips; in CI
-// (CI=true) a missing program fails the test instead.
-func need(t *testing.T, program string) string {
-	t.Helper()
-	p, err := exec.LookPath(program)
-	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("%s is not installed; .ci/run installs it", program)
-		}
-		t.Skipf("%s is not installed; skipping (install it, or run .ci/run)", program)
-	}
-	return p
-}
 
 // freeAddr returns a loopback address nothing listens on.
 func freeAddr(t *testing.T) string {
@@ -86,10 +73,10 @@ func TestReadmeWalkthrough(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds and runs the server")
 	}
-	need(t, "grpcurl")
-	need(t, "curl")
-	need(t, "jq")
-	bash := need(t, "bash")
+	exchangetest.Need(t, "grpcurl")
+	exchangetest.Need(t, "curl")
+	exchangetest.Need(t, "jq")
+	bash := exchangetest.Need(t, "bash")
 	readme, err := os.ReadFile("../README.md")
 	if err != nil {
 		t.Fatal(err)

@@ -39,20 +39,32 @@ func NewAPIKey(org, displayName string, now time.Time) (*storage.APIKey, string)
 	}, keyPrefix + orgID + "_" + id + "_" + secretPart
 }
 
-// authenticate resolves a bearer token to its caller.
-func authenticate(tx storage.ReadTx, token string) (Caller, error) {
+// ParseAPIKey splits a key into the organisation it belongs to
+// (organizations/{org}), the stored key's name and the secret, or reports
+// that it is not in the form of a key.
+func ParseAPIKey(token string) (org, name, secret string, ok bool) {
 	parts := strings.Split(strings.TrimPrefix(token, keyPrefix), "_")
 	if !strings.HasPrefix(token, keyPrefix) || len(parts) != 3 {
+		return "", "", "", false
+	}
+	org = "organizations/" + parts[0]
+	return org, org + "/apiKeys/" + parts[1], parts[2], true
+}
+
+// authenticate resolves a bearer token to its caller.
+func authenticate(tx storage.ReadTx, token string) (Caller, error) {
+	_, name, secret, ok := ParseAPIKey(token)
+	if !ok {
 		return Caller{}, errBadKey
 	}
-	k, err := tx.GetAPIKey("organizations/" + parts[0] + "/apiKeys/" + parts[1])
+	k, err := tx.GetAPIKey(name)
 	if errors.Is(err, storage.ErrNotFound) {
 		return Caller{}, errBadKey
 	}
 	if err != nil {
 		return Caller{}, err
 	}
-	h := sha256.Sum256([]byte(parts[2]))
+	h := sha256.Sum256([]byte(secret))
 	if subtle.ConstantTimeCompare(h[:], k.Hash) != 1 || !k.RevokeTime.IsZero() {
 		return Caller{}, errBadKey
 	}

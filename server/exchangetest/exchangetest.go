@@ -8,6 +8,8 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"os"
+	"os/exec"
 	"path/filepath"
 	"testing"
 	"time"
@@ -164,6 +166,23 @@ func (x *Exchange) Capacity(service, org string, status pb.CapacityStatus, max i
 		UpdateMask: &fieldmaskpb.FieldMask{Paths: []string{"status", "max_active_referrals"}}}); err != nil {
 		x.T.Fatal(err)
 	}
+}
+
+// Need returns the path of the first of programs installed, or skips the
+// test saying which is missing; in CI (CI=true) it fails the test instead,
+// since .ci/run installs them.
+func Need(t testing.TB, programs ...string) string {
+	t.Helper()
+	for _, p := range programs {
+		if path, err := exec.LookPath(p); err == nil {
+			return path
+		}
+	}
+	if os.Getenv("CI") == "true" {
+		t.Fatalf("%s is not installed; .ci/run installs it", programs[0])
+	}
+	t.Skipf("%s is not installed: skipping (install it, or run .ci/run)", programs[0])
+	return ""
 }
 
 // Reason returns an error's code and ErrorInfo reason.

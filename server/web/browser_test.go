@@ -3,7 +3,6 @@ package web_test
 import (
 	"context"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"testing"
 	"time"
@@ -11,23 +10,8 @@ import (
 	"github.com/chromedp/chromedp"
 
 	pb "github.com/social-prescribing/exchange/proto/exchange/v1"
+	"github.com/social-prescribing/exchange/server/exchangetest"
 )
-
-// chromium finds a Chromium or Chrome binary, or skips the test; in CI
-// (CI=true) a missing browser fails it.
-func chromium(t *testing.T) string {
-	t.Helper()
-	for _, name := range []string{"chromium", "chromium-browser", "google-chrome", "google-chrome-stable"} {
-		if p, err := exec.LookPath(name); err == nil {
-			return p
-		}
-	}
-	if os.Getenv("CI") == "true" {
-		t.Fatal("Chromium is not installed; .ci/run installs it (apt-get install -y chromium)")
-	}
-	t.Skip("Chromium is not installed: skipping the browser test (apt-get install -y chromium, or run .ci/run)")
-	return ""
-}
 
 // TestBrowserInbox signs in as a community group in headless Chromium,
 // accepts a referral, records the first session and a WEMWBS score, and
@@ -37,7 +21,7 @@ func TestBrowserInbox(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts a browser")
 	}
-	exe := chromium(t)
+	exe := exchangetest.Need(t, "chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
 	x := startInbox(t)
 	opts := append(chromedp.DefaultExecAllocatorOptions[:], chromedp.ExecPath(exe), chromedp.NoSandbox,
 		chromedp.Flag("disable-gpu", true), chromedp.WindowSize(1200, 900))

@@ -22,6 +22,7 @@ import (
 	"google.golang.org/grpc/metadata"
 
 	pb "github.com/social-prescribing/exchange/proto/exchange/v1"
+	"github.com/social-prescribing/exchange/server/api"
 )
 
 //go:embed templates/*.html style.css
@@ -193,13 +194,12 @@ func (w *Web) signIn(rw http.ResponseWriter, r *http.Request) {
 	fail := func(msg string) {
 		w.render(rw, http.StatusUnauthorized, "signin.html", page{Title: "Sign in", Error: msg})
 	}
-	// A key names its organisation: sprx_<organisation>_<id>_<secret>.
-	parts := strings.Split(key, "_")
-	if len(parts) != 4 || parts[0] != "sprx" {
+	org, _, _, ok := api.ParseAPIKey(key)
+	if !ok {
 		fail("That is not an exchange API key. It starts with sprx_ and was given to you when your organisation joined.")
 		return
 	}
-	s := &session{key: key, org: "organizations/" + parts[1], csrf: random(), expires: time.Now().Add(w.opt.SessionTTL)}
+	s := &session{key: key, org: org, csrf: random(), expires: time.Now().Add(w.opt.SessionTTL)}
 	o, err := w.dir.GetOrganization(metadata.AppendToOutgoingContext(r.Context(), "authorization", "Bearer "+key),
 		&pb.GetOrganizationRequest{Name: s.org})
 	if err != nil {
