@@ -13,7 +13,6 @@ import (
 
 	pb "github.com/social-prescribing/exchange/proto/exchange/v1"
 	"github.com/social-prescribing/exchange/server/api"
-	"github.com/social-prescribing/exchange/server/storage"
 )
 
 // demoCredential is one entry of demo-credentials.json.
@@ -59,13 +58,12 @@ var demoOrgs = []demoOrg{
 
 // ensureDemo creates the demo organisations, services and keys once, and
 // prints the keys (from demo-credentials.json on later starts).
-func ensureDemo(ctx context.Context, store storage.Store, dataDir string) error {
+func ensureDemo(ctx context.Context, srv *api.Server, dataDir string) error {
 	path := filepath.Join(dataDir, "demo-credentials.json")
 	if b, err := os.ReadFile(path); err == nil {
 		fmt.Printf("Demo organisations exist; their API keys are in %s:\n%s", path, b)
 		return nil
 	}
-	srv := api.New(store, api.Options{})
 	svcs := srv.Services()
 	dir, capa, keys := svcs.Directory, svcs.Capacity, svcs.APIKeys
 	op := api.WithCaller(ctx, api.Caller{Org: "organizations/operator", Operator: true})

@@ -76,7 +76,7 @@ func run(grpcAddr, httpAddr, dataDir string, demo bool, overdueEvery, autoReject
 	}
 	srv := api.New(store, api.Options{AutoRejectAfter: autoReject})
 	if demo {
-		if err := ensureDemo(ctx, store, dataDir); err != nil {
+		if err := ensureDemo(ctx, srv, dataDir); err != nil {
 			return fmt.Errorf("demo: %w", err)
 		}
 	}
