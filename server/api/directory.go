@@ -148,7 +148,7 @@ func (d *directory) UpdateOrganization(ctx context.Context, req *pb.UpdateOrgani
 	var v validate.Violations
 	validate.Organization(&v, "organization", req.Organization, false)
 	validate.RequestID(&v, "request_id", req.RequestId, false)
-	paths := maskPaths(&v, req.UpdateMask, "display_name", "ods_code", "charity_number", "contact")
+	paths := maskPaths(&v, req.UpdateMask, "display_name", "ods_code", "charity_number", "contact", "hsds_id")
 	if err := invalid(v); err != nil {
 		return nil, err
 	}

@@ -249,8 +249,8 @@ func (s Steward) String() string {
 var Stewards = map[string]Steward{
 	"CreateOrganization": OperatorOnly,
 	"UpdateOrganization": OwnerOrOperator,
-	"CreateService":      OwnerOnly,
-	"UpdateService":      OwnerOnly,
+	"CreateService":      OwnerOrOperator,
+	"UpdateService":      OwnerOrOperator,
 	"UpdateCapacity":     OwnerOnly,
 	"CreateApiKey":       OwnerOrOperator,
 	"ListApiKeys":        OwnerOrOperator,

@@ -37,6 +37,7 @@ func Organization(v *Violations, field string, o *pb.Organization, create bool) 
 		v.Add(field+".ods_code", "must be 3-10 upper-case letters and digits")
 	}
 	Text(v, field+".charity_number", o.CharityNumber, 20, false)
+	Text(v, field+".hsds_id", o.HsdsId, 100, false)
 	Contact(v, field+".contact", o.Contact)
 }
 

@@ -24,21 +24,9 @@ import (
 
 const pageSize = 20
 
-// enumPrefix is the prefix every value of an enum carries: buf lint
-// requires it, and the zero value is PREFIX_UNSPECIFIED.
-func enumPrefix(d protoreflect.EnumDescriptor) string {
-	return strings.TrimSuffix(string(d.Values().ByNumber(0).Name()), "UNSPECIFIED")
-}
-
 // code is an enum value's name without its prefix, as forms send it:
 // REFERRAL_STATE_IN_PROGRESS -> IN_PROGRESS.
-func code(e protoreflect.Enum) string {
-	v := e.Descriptor().Values().ByNumber(e.Number())
-	if v == nil {
-		return ""
-	}
-	return strings.TrimPrefix(string(v.Name()), enumPrefix(e.Descriptor()))
-}
+func code(e protoreflect.Enum) string { return pb.Code(e) }
 
 // label is an enum value in words: REFERRAL_STATE_IN_PROGRESS -> "In progress".
 func label(e protoreflect.Enum) string {
@@ -51,10 +39,8 @@ func label(e protoreflect.Enum) string {
 
 // parseCode returns the number of the value of enum d whose code is c, or 0.
 func parseCode(d protoreflect.EnumDescriptor, c string) protoreflect.EnumNumber {
-	if v := d.Values().ByName(protoreflect.Name(enumPrefix(d) + c)); v != nil {
-		return v.Number()
-	}
-	return 0
+	n, _ := pb.ParseCode(d, c)
+	return n
 }
 
 var funcs = template.FuncMap{

@@ -386,7 +386,11 @@ type Organization struct {
 	UpdateTime *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=update_time,json=updateTime,proto3" json:"update_time,omitempty"`
 	// Checksum of the current version. Send it back on update to make sure no
 	// one changed the organisation in between (a stale etag fails with ABORTED).
-	Etag          string `protobuf:"bytes,9,opt,name=etag,proto3" json:"etag,omitempty"`
+	Etag string `protobuf:"bytes,9,opt,name=etag,proto3" json:"etag,omitempty"`
+	// Open Referral HSDS id of the organisation, if it was imported from a
+	// directory (`exchangectl directory import` finds it again by this id). At
+	// most 100 characters.
+	HsdsId        string `protobuf:"bytes,10,opt,name=hsds_id,json=hsdsId,proto3" json:"hsds_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -480,6 +484,13 @@ func (x *Organization) GetUpdateTime() *timestamppb.Timestamp {
 func (x *Organization) GetEtag() string {
 	if x != nil {
 		return x.Etag
+	}
+	return ""
+}
+
+func (x *Organization) GetHsdsId() string {
+	if x != nil {
+		return x.HsdsId
 	}
 	return ""
 }
@@ -724,7 +735,7 @@ type UpdateOrganizationRequest struct {
 	// to guard against lost updates.
 	Organization *Organization `protobuf:"bytes,1,opt,name=organization,proto3" json:"organization,omitempty"`
 	// Which fields to change: any of `display_name`, `ods_code`,
-	// `charity_number`, `contact`. Empty means all of them.
+	// `charity_number`, `contact`, `hsds_id`. Empty means all of them.
 	UpdateMask *fieldmaskpb.FieldMask `protobuf:"bytes,2,opt,name=update_mask,json=updateMask,proto3" json:"update_mask,omitempty"`
 	// Unique id of this request chosen by the caller, at most 64 characters.
 	RequestId     string `protobuf:"bytes,3,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
@@ -1015,8 +1026,8 @@ func (x *Service) GetEtag() string {
 // Request for DirectoryService.CreateService.
 type CreateServiceRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// The owning organisation, `organizations/{organization}`; must be the
-	// caller.
+	// The owning organisation, `organizations/{organization}`: the caller, or
+	// any organisation when the caller is the operator.
 	Parent string `protobuf:"bytes,1,opt,name=parent,proto3" json:"parent,omitempty"`
 	// The id part of the new resource name, e.g. "health-walks": 3-63
 	// characters of lower-case letters, digits and hyphens, starting with a
@@ -1535,7 +1546,7 @@ const file_exchange_v1_directory_proto_rawDesc = "" +
 	"\x05phone\x18\x02 \x01(\tR\x05phone\x12\x18\n" +
 	"\awebsite\x18\x03 \x01(\tR\awebsite\x12#\n" +
 	"\raddress_lines\x18\x04 \x03(\tR\faddressLines\x12\x1a\n" +
-	"\bpostcode\x18\x05 \x01(\tR\bpostcode\"\xf8\x02\n" +
+	"\bpostcode\x18\x05 \x01(\tR\bpostcode\"\x91\x03\n" +
 	"\fOrganization\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x121\n" +
 	"\x04kind\x18\x02 \x01(\x0e2\x1d.exchange.v1.OrganizationKindR\x04kind\x12!\n" +
@@ -1547,7 +1558,9 @@ const file_exchange_v1_directory_proto_rawDesc = "" +
 	"createTime\x12;\n" +
 	"\vupdate_time\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"updateTime\x12\x12\n" +
-	"\x04etag\x18\t \x01(\tR\x04etag\"\xa2\x01\n" +
+	"\x04etag\x18\t \x01(\tR\x04etag\x12\x17\n" +
+	"\ahsds_id\x18\n" +
+	" \x01(\tR\x06hsdsId\"\xa2\x01\n" +
 	"\x19CreateOrganizationRequest\x12'\n" +
 	"\x0forganization_id\x18\x01 \x01(\tR\x0eorganizationId\x12=\n" +
 	"\forganization\x18\x02 \x01(\v2\x19.exchange.v1.OrganizationR\forganization\x12\x1d\n" +

@@ -36,8 +36,10 @@ const (
 //
 // DirectoryService publishes who takes part in the exchange and what support
 // they offer: organisations and their services. Anyone with an API key may read
-// the directory; only the operator creates organisations, and only the owning
-// organisation changes its own services.
+// the directory; only the operator creates organisations; an organisation's
+// services are published and changed by the organisation itself or by the
+// operator (who loads a directory, e.g. an Open Referral HSDS export, for
+// groups that have no tooling of their own).
 type DirectoryServiceClient interface {
 	// Registers an organisation. Operator only. The organisation then needs an
 	// API key (ApiKeyService.CreateApiKey) before it can call the exchange.
@@ -49,16 +51,18 @@ type DirectoryServiceClient interface {
 	// Changes an organisation's details. The operator, or the organisation itself.
 	// The kind of an organisation cannot be changed.
 	UpdateOrganization(ctx context.Context, in *UpdateOrganizationRequest, opts ...grpc.CallOption) (*Organization, error)
-	// Publishes a new service of an organisation. The owning organisation only.
-	// The service starts with capacity status ACCEPTING and no maximum.
+	// Publishes a new service of an organisation. The owning organisation or
+	// the operator. The service starts with capacity status ACCEPTING and no
+	// maximum.
 	CreateService(ctx context.Context, in *CreateServiceRequest, opts ...grpc.CallOption) (*Service, error)
 	// Returns one service. Any caller.
 	GetService(ctx context.Context, in *GetServiceRequest, opts ...grpc.CallOption) (*Service, error)
 	// Lists the services of one organisation, or of all organisations with
 	// parent `organizations/-`. Any caller.
 	ListServices(ctx context.Context, in *ListServicesRequest, opts ...grpc.CallOption) (*ListServicesResponse, error)
-	// Changes a service's description. The owning organisation only. Capacity is
-	// changed with CapacityService.UpdateCapacity, not here.
+	// Changes a service's description. The owning organisation or the
+	// operator. Capacity is changed with CapacityService.UpdateCapacity (the
+	// owning organisation only), not here.
 	UpdateService(ctx context.Context, in *UpdateServiceRequest, opts ...grpc.CallOption) (*Service, error)
 	// Finds services that match a person's needs: by category, the postcode
 	// district the person lives in, their age, and whether the service can take
@@ -170,8 +174,10 @@ func (c *directoryServiceClient) SearchServices(ctx context.Context, in *SearchS
 //
 // DirectoryService publishes who takes part in the exchange and what support
 // they offer: organisations and their services. Anyone with an API key may read
-// the directory; only the operator creates organisations, and only the owning
-// organisation changes its own services.
+// the directory; only the operator creates organisations; an organisation's
+// services are published and changed by the organisation itself or by the
+// operator (who loads a directory, e.g. an Open Referral HSDS export, for
+// groups that have no tooling of their own).
 type DirectoryServiceServer interface {
 	// Registers an organisation. Operator only. The organisation then needs an
 	// API key (ApiKeyService.CreateApiKey) before it can call the exchange.
@@ -183,16 +189,18 @@ type DirectoryServiceServer interface {
 	// Changes an organisation's details. The operator, or the organisation itself.
 	// The kind of an organisation cannot be changed.
 	UpdateOrganization(context.Context, *UpdateOrganizationRequest) (*Organization, error)
-	// Publishes a new service of an organisation. The owning organisation only.
-	// The service starts with capacity status ACCEPTING and no maximum.
+	// Publishes a new service of an organisation. The owning organisation or
+	// the operator. The service starts with capacity status ACCEPTING and no
+	// maximum.
 	CreateService(context.Context, *CreateServiceRequest) (*Service, error)
 	// Returns one service. Any caller.
 	GetService(context.Context, *GetServiceRequest) (*Service, error)
 	// Lists the services of one organisation, or of all organisations with
 	// parent `organizations/-`. Any caller.
 	ListServices(context.Context, *ListServicesRequest) (*ListServicesResponse, error)
-	// Changes a service's description. The owning organisation only. Capacity is
-	// changed with CapacityService.UpdateCapacity, not here.
+	// Changes a service's description. The owning organisation or the
+	// operator. Capacity is changed with CapacityService.UpdateCapacity (the
+	// owning organisation only), not here.
 	UpdateService(context.Context, *UpdateServiceRequest) (*Service, error)
 	// Finds services that match a person's needs: by category, the postcode
 	// district the person lives in, their age, and whether the service can take
