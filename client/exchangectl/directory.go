@@ -80,21 +80,24 @@ func mask(cmd *cobra.Command, fields map[string]string) *fieldmaskpb.FieldMask {
 }
 
 func (a *app) orgCmd() *cobra.Command {
-	var o struct {
+	type orgOpts struct {
 		display, ods, charity, hsds string
 		kind                        *enumFlag
 		contact                     *contactFlags
 	}
-	orgFlags := func(cmd *cobra.Command) {
+	orgFlags := func(cmd *cobra.Command) *orgOpts {
+		o := &orgOpts{}
 		cmd.Flags().StringVar(&o.display, "display-name", "", "the name people know it by")
 		cmd.Flags().StringVar(&o.ods, "ods-code", "", "NHS ODS code, e.g. Y01234")
 		cmd.Flags().StringVar(&o.charity, "charity-number", "", "charity registration number")
 		cmd.Flags().StringVar(&o.hsds, "hsds-id", "", "Open Referral HSDS id, for a directory entry")
 		o.contact = addContactFlags(cmd)
+		return o
 	}
 	orgFields := map[string]string{"display-name": "display_name", "ods-code": "ods_code", "charity-number": "charity_number",
 		"hsds-id": "hsds_id", "email": "contact", "phone": "contact", "website": "contact", "postcode": "contact", "address-line": "contact"}
 
+	var o *orgOpts
 	create := a.requestIDFlag(&cobra.Command{
 		Use:   "create ID",
 		Short: "Register an organisation (operator)",
@@ -114,8 +117,8 @@ func (a *app) orgCmd() *cobra.Command {
 			})
 		},
 	})
+	o = orgFlags(create)
 	o.kind = addEnum(create.Flags(), "kind", pb.OrganizationKind(0).Descriptor(), "kind of organisation")
-	orgFlags(create)
 	create.MarkFlagRequired("kind")
 	create.MarkFlagRequired("display-name")
 
@@ -145,6 +148,7 @@ func (a *app) orgCmd() *cobra.Command {
 		})
 	}
 
+	var u *orgOpts
 	update := a.requestIDFlag(&cobra.Command{
 		Use:     "update ID",
 		Short:   "Change an organisation's details (the organisation or the operator)",
@@ -159,19 +163,19 @@ func (a *app) orgCmd() *cobra.Command {
 				}
 				f := cmd.Flags()
 				if f.Changed("display-name") {
-					org.DisplayName = o.display
+					org.DisplayName = u.display
 				}
 				if f.Changed("ods-code") {
-					org.OdsCode = o.ods
+					org.OdsCode = u.ods
 				}
 				if f.Changed("charity-number") {
-					org.CharityNumber = o.charity
+					org.CharityNumber = u.charity
 				}
 				if f.Changed("hsds-id") {
-					org.HsdsId = o.hsds
+					org.HsdsId = u.hsds
 				}
-				if o.contact.changed() {
-					org.Contact = o.contact.apply(org.Contact)
+				if u.contact.changed() {
+					org.Contact = u.contact.apply(org.Contact)
 				}
 				m := mask(cmd, orgFields)
 				if len(m.Paths) == 0 {
@@ -183,7 +187,7 @@ func (a *app) orgCmd() *cobra.Command {
 			})
 		},
 	})
-	orgFlags(update)
+	u = orgFlags(update)
 
 	return group("org", "Organisations in the directory", create, get, listCmd, update)
 }
@@ -235,7 +239,8 @@ password manager.`,
 }
 
 func (a *app) serviceCmd() *cobra.Command {
-	var s struct {
+	// Each of create and update has its own flags.
+	type serviceOpts struct {
 		display, description, notes, hsds string
 		minAge, maxAge                    int32
 		districts                         []string
@@ -243,7 +248,10 @@ func (a *app) serviceCmd() *cobra.Command {
 		categories, modes                 *enumListFlag
 		contact                           *contactFlags
 	}
+	opts := map[*cobra.Command]*serviceOpts{}
 	serviceFlags := func(cmd *cobra.Command) {
+		s := &serviceOpts{}
+		opts[cmd] = s
 		f := cmd.Flags()
 		f.StringVar(&s.display, "display-name", "", "the service's name, e.g. \"Health walks\"")
 		f.StringVar(&s.description, "description", "", "what the service offers, in words")
@@ -260,6 +268,7 @@ func (a *app) serviceCmd() *cobra.Command {
 	eligibilityFlags := []string{"min-age", "max-age", "postcode-district", "eligibility-notes"}
 	// apply sets the given flags on svc.
 	apply := func(cmd *cobra.Command, svc *pb.Service) {
+		s := opts[cmd]
 		f := cmd.Flags()
 		if f.Changed("display-name") {
 			svc.DisplayName = s.display
