@@ -90,24 +90,29 @@ func TestReadmeWalkthrough(t *testing.T) {
 		block, rest, _ = strings.Cut(block, "\n```\n")
 		blocks = append(blocks, block)
 	}
-	if len(blocks) != 2 {
-		t.Fatalf("README.md has %d ```sh blocks, want the grpcurl and the curl walk-throughs", len(blocks))
+	if len(blocks) != 3 {
+		t.Fatalf("README.md has %d ```sh blocks, want the grpcurl and curl walk-throughs and the exchangectl tour", len(blocks))
 	}
 
 	dir := t.TempDir()
 	bin := filepath.Join(dir, "exchange")
-	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
+	for pkg, out := range map[string]string{".": bin, "../client/exchangectl": filepath.Join(dir, "exchangectl")} {
+		if out, err := exec.Command("go", "build", "-o", out, pkg).CombinedOutput(); err != nil {
+			t.Fatalf("go build %s: %v\n%s", pkg, err, out)
+		}
 	}
 	s := startBinary(t, bin, dir)
 	wants := [][]string{
 		{"REFERRAL_STATE_IN_PROGRESS", "UPTAKE_STATUS_FIRST_SESSION_ATTENDED", "INSTRUMENT_WEMWBS", "REFERRAL_VIEW_WITHOUT_PERSON", "EVENT_TYPE_REFERRAL_CREATED"},
 		{"Bob", "REFERRAL_STATE_ACCEPTED", "UPTAKE_STATUS_FIRST_SESSION_ATTENDED", `"total":41`, "EVENT_TYPE_FEEDBACK_POSTED", "lastSequence"},
+		{"organizations/community-money-advice", "organizations/hillside-walkers/services/health-walks", "Bob Evans",
+			"FIRST_SESSION_ATTENDED", "WEMWBS BASELINE total 41", "max:         12", "ORGANIZATION_CHANGED"},
 	}
 	for i, block := range blocks {
 		script := strings.NewReplacer("127.0.0.1:50051", s.grpc, "127.0.0.1:8080", s.http).Replace(block)
 		cmd := exec.Command(bash, "-euo", "pipefail", "-c", script)
 		cmd.Dir = dir
+		cmd.Env = append(os.Environ(), "PATH="+dir+string(os.PathListSeparator)+os.Getenv("PATH"), "EXCHANGE_CONFIG=/dev/null")
 		out, err := cmd.CombinedOutput()
 		if err != nil {
 			t.Fatalf("walk-through %d failed: %v\n%s", i+1, err, out)

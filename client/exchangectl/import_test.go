@@ -1,6 +1,8 @@
 package main
 
 import (
+	"bytes"
+	"context"
 	"encoding/csv"
 	"fmt"
 	"os"
@@ -71,11 +73,11 @@ func hsdsFixture(t *testing.T, orgs, svcs int) (dir string, badLines map[int]str
 	header := []string{"id", "organization_id", "name", "description", "url", "email", "status", "minimum_age", "maximum_age", "eligibility_description"}
 	first := len(serviceRows) + 2 // the line after the good rows
 	badLines = map[int]string{
-		first:     "organization_id",     // unknown organisation
-		first + 1: "age",                 // bad age
+		first:     "organization_id", // unknown organisation
+		first + 1: "age",             // bad age
 		first + 2: "wrong number of fields",
 		first + 3: "id is empty",
-		first + 4: "contact.email",       // refused by the exchange
+		first + 4: "contact.email", // refused by the exchange
 		first + 5: "name is empty",
 	}
 	write("gm_services.csv", header, serviceRows,
@@ -174,6 +176,14 @@ func TestDirectoryImport(t *testing.T) {
 	r = ctl(t, x, "operator", "directory", "import", dir)
 	if got := counts(t, r.stdout); got != [2][3]string{{"0", "0", "60"}, {"0", "0", "220"}} {
 		t.Errorf("second import: %v\n%s\n%s", got, r.stdout, r.stderr)
+	}
+
+	// On a terminal, a progress bar instead of lines.
+	var out, errb bytes.Buffer
+	vars := map[string]string{"EXCHANGE_ADDR": x.Addr, "EXCHANGE_TOKEN": x.Keys["operator"], "EXCHANGE_CONFIG": noConfig(t)}
+	run(context.Background(), []string{"directory", "import", dir}, env{stdout: &out, stderr: &errb, tty: true, getenv: func(k string) string { return vars[k] }})
+	if !strings.Contains(errb.String(), "importing") || strings.Contains(errb.String(), "imported 100 of") {
+		t.Errorf("import on a terminal wrote:\n%q", errb.String())
 	}
 
 	// One description changes in the export: one update, after a dry run

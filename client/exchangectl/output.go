@@ -37,17 +37,17 @@ func register[M proto.Message](heads []string, row func(M) []string) {
 
 func init() {
 	register([]string{"NAME", "KIND", "DISPLAY NAME", "ODS CODE", "CHARITY", "HSDS ID"}, func(o *pb.Organization) []string {
-		return []string{o.Name, pb.Code(o.Kind), o.DisplayName, o.OdsCode, o.CharityNumber, o.HsdsId}
+		return []string{o.Name, code(o.Kind), o.DisplayName, o.OdsCode, o.CharityNumber, o.HsdsId}
 	})
 	register([]string{"NAME", "DISPLAY NAME", "CATEGORIES", "AGES", "REPLY WITHIN", "HSDS ID"}, func(s *pb.Service) []string {
 		return []string{s.Name, s.DisplayName, codeList(s.Categories), ages(s.Eligibility), duration(s.DefaultReplyWithin), s.HsdsId}
 	})
 	register([]string{"SERVICE", "DISPLAY NAME", "CAPACITY", "ACTIVE", "MAX", "CATEGORIES"}, func(m *pb.ServiceMatch) []string {
-		return []string{m.Service.GetName(), m.Service.GetDisplayName(), pb.Code(m.Capacity.GetStatus()),
+		return []string{m.Service.GetName(), m.Service.GetDisplayName(), code(m.Capacity.GetStatus()),
 			num(m.Capacity.GetActiveReferrals()), num(m.Capacity.GetMaxActiveReferrals()), codeList(m.Service.GetCategories())}
 	})
 	register([]string{"NAME", "STATUS", "ACTIVE", "WAITLISTED", "MAX", "AUTOMATIC", "NOTES", "UPDATED"}, func(c *pb.Capacity) []string {
-		return []string{c.Name, pb.Code(c.Status), strconv.Itoa(int(c.ActiveReferrals)), strconv.Itoa(int(c.WaitlistedReferrals)),
+		return []string{c.Name, code(c.Status), strconv.Itoa(int(c.ActiveReferrals)), strconv.Itoa(int(c.WaitlistedReferrals)),
 			num(c.MaxActiveReferrals), yes(c.StatusSetAutomatically), c.Notes, when(c.UpdateTime)}
 	})
 	register([]string{"NAME", "DISPLAY NAME", "CREATED", "REVOKED"}, func(k *pb.ApiKey) []string {
@@ -57,15 +57,15 @@ func init() {
 		return []string{r.ApiKey.GetName(), r.ApiKey.GetDisplayName(), r.Secret}
 	})
 	register([]string{"NAME", "STATE", "REASON", "SERVICE", "REFERRER", "PERSON", "NHS NUMBER", "NEEDS", "REPLY BY", "OVERDUE", "ETAG"}, func(r *pb.Referral) []string {
-		person := "(not shown: " + strings.ToLower(pb.Code(r.View)) + ")"
+		person := "(not shown: " + strings.ToLower(code(r.View)) + ")"
 		if p := r.Person; p != nil {
 			person = p.GivenName + " " + p.FamilyName
 		}
-		return []string{r.Name, pb.Code(r.State), reason(r.StateReason), r.RecipientService, r.Referrer, person,
+		return []string{r.Name, code(r.State), reason(r.StateReason), r.RecipientService, r.Referrer, person,
 			r.Person.GetNhsNumber(), codeList(r.Needs), when(r.ReplyBy), yes(r.Overdue), r.Etag}
 	})
 	register([]string{"NAME", "NHS NUMBER", "STATE", "PURPOSES", "SCOPE", "RECIPIENTS", "VALID UNTIL", "RECORDED BY"}, func(c *pb.Consent) []string {
-		return []string{c.Name, c.NhsNumber, pb.Code(c.State), codeList(c.Purposes), pb.Code(c.RecipientScope),
+		return []string{c.Name, c.NhsNumber, code(c.State), codeList(c.Purposes), code(c.RecipientScope),
 			strings.Join(c.Recipients, ","), when(c.ValidUntil), c.RecordedBy}
 	})
 	register([]string{"NAME", "AUTHOR", "AUDIENCE", "CREATED", "KIND", "DETAIL"}, func(f *pb.Feedback) []string {
@@ -74,21 +74,21 @@ func init() {
 		case *pb.Feedback_Note:
 			kind, detail = "note", c.Note.Text
 		case *pb.Feedback_Uptake:
-			kind, detail = "uptake", pb.Code(c.Uptake.Status)
+			kind, detail = "uptake", code(c.Uptake.Status)
 			if n := c.Uptake.SessionsAttended; n > 0 {
-				detail += fmt.Sprintf(", %d sessions", n)
+				detail += fmt.Sprintf(", sessions %d", n)
 			}
 		case *pb.Feedback_Outcome:
 			o := c.Outcome
-			kind, detail = "outcome", fmt.Sprintf("%s %s total %d", pb.Code(o.Instrument), pb.Code(o.Timepoint), o.Total)
+			kind, detail = "outcome", fmt.Sprintf("%s %s total %d", code(o.Instrument), code(o.Timepoint), o.Total)
 			if o.Vas != nil {
 				detail += fmt.Sprintf(" vas %d", *o.Vas)
 			}
 		}
-		return []string{f.Name, f.Author, pb.Code(f.Audience), when(f.CreateTime), kind, detail}
+		return []string{f.Name, f.Author, code(f.Audience), when(f.CreateTime), kind, detail}
 	})
 	register([]string{"SEQUENCE", "TIME", "TYPE", "RESOURCE", "ACTOR", "STATE"}, func(e *pb.Event) []string {
-		return []string{strconv.FormatInt(e.Sequence, 10), when(e.EventTime), pb.Code(e.Type), e.Resource, e.Actor, pb.Code(e.State)}
+		return []string{strconv.FormatInt(e.Sequence, 10), when(e.EventTime), code(e.Type), e.Resource, e.Actor, code(e.State)}
 	})
 }
 
@@ -209,6 +209,14 @@ func list[R proto.Message](a *app, cmd *cobra.Command, p *pages, fetch func(ctx 
 	return a.print(all)
 }
 
+// code is an enum value's code, or "" when unset.
+func code(e protoreflect.Enum) string {
+	if e.Number() == 0 {
+		return ""
+	}
+	return pb.Code(e)
+}
+
 func when(t *timestamppb.Timestamp) string {
 	if t == nil {
 		return ""
@@ -251,7 +259,7 @@ func reason(r *pb.StateReason) string {
 	if r == nil {
 		return ""
 	}
-	s := pb.Code(r.Code)
+	s := code(r.Code)
 	if r.Text != "" {
 		s += ": " + r.Text
 	}
@@ -262,7 +270,7 @@ func reason(r *pb.StateReason) string {
 func codeList[E interface{ protoreflect.Enum }](es []E) string {
 	s := make([]string, len(es))
 	for i, e := range es {
-		s[i] = pb.Code(e)
+		s[i] = code(e)
 	}
 	return strings.Join(s, ",")
 }
