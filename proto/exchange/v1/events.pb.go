@@ -126,9 +126,12 @@ type Event struct {
 	Actor string `protobuf:"bytes,5,opt,name=actor,proto3" json:"actor,omitempty"`
 	// With REFERRAL_CREATED and REFERRAL_STATE_CHANGED: the referral's new
 	// state.
-	State         ReferralState `protobuf:"varint,6,opt,name=state,proto3,enum=exchange.v1.ReferralState" json:"state,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	State ReferralState `protobuf:"varint,6,opt,name=state,proto3,enum=exchange.v1.ReferralState" json:"state,omitempty"`
+	// With CAPACITY_CHANGED: the service's capacity status after the change
+	// (reports draw each service's status over time from these).
+	CapacityStatus CapacityStatus `protobuf:"varint,7,opt,name=capacity_status,json=capacityStatus,proto3,enum=exchange.v1.CapacityStatus" json:"capacity_status,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *Event) Reset() {
@@ -201,6 +204,13 @@ func (x *Event) GetState() ReferralState {
 		return x.State
 	}
 	return ReferralState_REFERRAL_STATE_UNSPECIFIED
+}
+
+func (x *Event) GetCapacityStatus() CapacityStatus {
+	if x != nil {
+		return x.CapacityStatus
+	}
+	return CapacityStatus_CAPACITY_STATUS_UNSPECIFIED
 }
 
 // Request for EventService.WatchEvents.
@@ -424,7 +434,7 @@ var File_exchange_v1_events_proto protoreflect.FileDescriptor
 
 const file_exchange_v1_events_proto_rawDesc = "" +
 	"\n" +
-	"\x18exchange/v1/events.proto\x12\vexchange.v1\x1a\x1aexchange/v1/referral.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xee\x01\n" +
+	"\x18exchange/v1/events.proto\x12\vexchange.v1\x1a\x1aexchange/v1/capacity.proto\x1a\x1aexchange/v1/referral.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xb4\x02\n" +
 	"\x05Event\x12\x1a\n" +
 	"\bsequence\x18\x01 \x01(\x03R\bsequence\x129\n" +
 	"\n" +
@@ -432,7 +442,8 @@ const file_exchange_v1_events_proto_rawDesc = "" +
 	"\x04type\x18\x03 \x01(\x0e2\x16.exchange.v1.EventTypeR\x04type\x12\x1a\n" +
 	"\bresource\x18\x04 \x01(\tR\bresource\x12\x14\n" +
 	"\x05actor\x18\x05 \x01(\tR\x05actor\x120\n" +
-	"\x05state\x18\x06 \x01(\x0e2\x1a.exchange.v1.ReferralStateR\x05state\"*\n" +
+	"\x05state\x18\x06 \x01(\x0e2\x1a.exchange.v1.ReferralStateR\x05state\x12D\n" +
+	"\x0fcapacity_status\x18\a \x01(\x0e2\x1b.exchange.v1.CapacityStatusR\x0ecapacityStatus\"*\n" +
 	"\x12WatchEventsRequest\x12\x14\n" +
 	"\x05after\x18\x01 \x01(\x03R\x05after\"?\n" +
 	"\x13WatchEventsResponse\x12(\n" +
@@ -483,24 +494,26 @@ var file_exchange_v1_events_proto_goTypes = []any{
 	(*ListEventsResponse)(nil),    // 5: exchange.v1.ListEventsResponse
 	(*timestamppb.Timestamp)(nil), // 6: google.protobuf.Timestamp
 	(ReferralState)(0),            // 7: exchange.v1.ReferralState
-	(*durationpb.Duration)(nil),   // 8: google.protobuf.Duration
+	(CapacityStatus)(0),           // 8: exchange.v1.CapacityStatus
+	(*durationpb.Duration)(nil),   // 9: google.protobuf.Duration
 }
 var file_exchange_v1_events_proto_depIdxs = []int32{
 	6, // 0: exchange.v1.Event.event_time:type_name -> google.protobuf.Timestamp
 	0, // 1: exchange.v1.Event.type:type_name -> exchange.v1.EventType
 	7, // 2: exchange.v1.Event.state:type_name -> exchange.v1.ReferralState
-	1, // 3: exchange.v1.WatchEventsResponse.event:type_name -> exchange.v1.Event
-	8, // 4: exchange.v1.ListEventsRequest.wait:type_name -> google.protobuf.Duration
-	1, // 5: exchange.v1.ListEventsResponse.events:type_name -> exchange.v1.Event
-	2, // 6: exchange.v1.EventService.WatchEvents:input_type -> exchange.v1.WatchEventsRequest
-	4, // 7: exchange.v1.EventService.ListEvents:input_type -> exchange.v1.ListEventsRequest
-	3, // 8: exchange.v1.EventService.WatchEvents:output_type -> exchange.v1.WatchEventsResponse
-	5, // 9: exchange.v1.EventService.ListEvents:output_type -> exchange.v1.ListEventsResponse
-	8, // [8:10] is the sub-list for method output_type
-	6, // [6:8] is the sub-list for method input_type
-	6, // [6:6] is the sub-list for extension type_name
-	6, // [6:6] is the sub-list for extension extendee
-	0, // [0:6] is the sub-list for field type_name
+	8, // 3: exchange.v1.Event.capacity_status:type_name -> exchange.v1.CapacityStatus
+	1, // 4: exchange.v1.WatchEventsResponse.event:type_name -> exchange.v1.Event
+	9, // 5: exchange.v1.ListEventsRequest.wait:type_name -> google.protobuf.Duration
+	1, // 6: exchange.v1.ListEventsResponse.events:type_name -> exchange.v1.Event
+	2, // 7: exchange.v1.EventService.WatchEvents:input_type -> exchange.v1.WatchEventsRequest
+	4, // 8: exchange.v1.EventService.ListEvents:input_type -> exchange.v1.ListEventsRequest
+	3, // 9: exchange.v1.EventService.WatchEvents:output_type -> exchange.v1.WatchEventsResponse
+	5, // 10: exchange.v1.EventService.ListEvents:output_type -> exchange.v1.ListEventsResponse
+	9, // [9:11] is the sub-list for method output_type
+	7, // [7:9] is the sub-list for method input_type
+	7, // [7:7] is the sub-list for extension type_name
+	7, // [7:7] is the sub-list for extension extendee
+	0, // [0:7] is the sub-list for field type_name
 }
 
 func init() { file_exchange_v1_events_proto_init() }
@@ -508,6 +521,7 @@ func file_exchange_v1_events_proto_init() {
 	if File_exchange_v1_events_proto != nil {
 		return
 	}
+	file_exchange_v1_capacity_proto_init()
 	file_exchange_v1_referral_proto_init()
 	type x struct{}
 	out := protoimpl.TypeBuilder{

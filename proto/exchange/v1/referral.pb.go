@@ -858,7 +858,14 @@ type Referral struct {
 	// Checksum of the current version. Send it back with a state method to make
 	// sure no one changed the referral in between (a stale etag fails with
 	// ABORTED). Optional on state methods.
-	Etag          string `protobuf:"bytes,22,opt,name=etag,proto3" json:"etag,omitempty"`
+	Etag string `protobuf:"bytes,22,opt,name=etag,proto3" json:"etag,omitempty"`
+	// When the receiving side first answered: its first state move (accept,
+	// reject, hold). Output only; reports measure the time to answer from it.
+	ResponseTime *timestamppb.Timestamp `protobuf:"bytes,23,opt,name=response_time,json=responseTime,proto3" json:"response_time,omitempty"`
+	// When the referral was first ACCEPTED. Output only.
+	AcceptTime *timestamppb.Timestamp `protobuf:"bytes,24,opt,name=accept_time,json=acceptTime,proto3" json:"accept_time,omitempty"`
+	// When support first started (IN_PROGRESS). Output only.
+	StartTime     *timestamppb.Timestamp `protobuf:"bytes,25,opt,name=start_time,json=startTime,proto3" json:"start_time,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1045,6 +1052,27 @@ func (x *Referral) GetEtag() string {
 		return x.Etag
 	}
 	return ""
+}
+
+func (x *Referral) GetResponseTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ResponseTime
+	}
+	return nil
+}
+
+func (x *Referral) GetAcceptTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.AcceptTime
+	}
+	return nil
+}
+
+func (x *Referral) GetStartTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.StartTime
+	}
+	return nil
 }
 
 // Request for ReferralService.CreateReferral.
@@ -1927,7 +1955,7 @@ const file_exchange_v1_referral_proto_rawDesc = "" +
 	" \x01(\x0e2\x1a.exchange.v1.ContactMethodR\x16preferredContactMethod\x12\x1a\n" +
 	"\blanguage\x18\v \x01(\tR\blanguage\x12-\n" +
 	"\x12interpreter_needed\x18\f \x01(\bR\x11interpreterNeeded\x12/\n" +
-	"\x13accessibility_needs\x18\r \x01(\tR\x12accessibilityNeeds\"\xbe\a\n" +
+	"\x13accessibility_needs\x18\r \x01(\tR\x12accessibilityNeeds\"\xf7\b\n" +
 	"\bReferral\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1a\n" +
 	"\breferrer\x18\x02 \x01(\tR\breferrer\x12+\n" +
@@ -1955,7 +1983,12 @@ const file_exchange_v1_referral_proto_rawDesc = "" +
 	"updateTime\x129\n" +
 	"\n" +
 	"state_time\x18\x15 \x01(\v2\x1a.google.protobuf.TimestampR\tstateTime\x12\x12\n" +
-	"\x04etag\x18\x16 \x01(\tR\x04etag\"i\n" +
+	"\x04etag\x18\x16 \x01(\tR\x04etag\x12?\n" +
+	"\rresponse_time\x18\x17 \x01(\v2\x1a.google.protobuf.TimestampR\fresponseTime\x12;\n" +
+	"\vaccept_time\x18\x18 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"acceptTime\x129\n" +
+	"\n" +
+	"start_time\x18\x19 \x01(\v2\x1a.google.protobuf.TimestampR\tstartTime\"i\n" +
 	"\x15CreateReferralRequest\x121\n" +
 	"\breferral\x18\x01 \x01(\v2\x15.exchange.v1.ReferralR\breferral\x12\x1d\n" +
 	"\n" +
@@ -2157,42 +2190,45 @@ var file_exchange_v1_referral_proto_depIdxs = []int32{
 	24, // 12: exchange.v1.Referral.create_time:type_name -> google.protobuf.Timestamp
 	24, // 13: exchange.v1.Referral.update_time:type_name -> google.protobuf.Timestamp
 	24, // 14: exchange.v1.Referral.state_time:type_name -> google.protobuf.Timestamp
-	9,  // 15: exchange.v1.CreateReferralRequest.referral:type_name -> exchange.v1.Referral
-	9,  // 16: exchange.v1.ListReferralsResponse.referrals:type_name -> exchange.v1.Referral
-	7,  // 17: exchange.v1.RejectReferralRequest.reason:type_name -> exchange.v1.StateReason
-	7,  // 18: exchange.v1.HoldReferralRequest.reason:type_name -> exchange.v1.StateReason
-	7,  // 19: exchange.v1.FailReferralRequest.reason:type_name -> exchange.v1.StateReason
-	7,  // 20: exchange.v1.CancelReferralRequest.reason:type_name -> exchange.v1.StateReason
-	7,  // 21: exchange.v1.MarkReferralEnteredInErrorRequest.reason:type_name -> exchange.v1.StateReason
-	10, // 22: exchange.v1.ReferralService.CreateReferral:input_type -> exchange.v1.CreateReferralRequest
-	11, // 23: exchange.v1.ReferralService.GetReferral:input_type -> exchange.v1.GetReferralRequest
-	12, // 24: exchange.v1.ReferralService.ListReferrals:input_type -> exchange.v1.ListReferralsRequest
-	14, // 25: exchange.v1.ReferralService.AcceptReferral:input_type -> exchange.v1.AcceptReferralRequest
-	15, // 26: exchange.v1.ReferralService.RejectReferral:input_type -> exchange.v1.RejectReferralRequest
-	16, // 27: exchange.v1.ReferralService.StartReferral:input_type -> exchange.v1.StartReferralRequest
-	17, // 28: exchange.v1.ReferralService.HoldReferral:input_type -> exchange.v1.HoldReferralRequest
-	18, // 29: exchange.v1.ReferralService.ResumeReferral:input_type -> exchange.v1.ResumeReferralRequest
-	19, // 30: exchange.v1.ReferralService.CompleteReferral:input_type -> exchange.v1.CompleteReferralRequest
-	20, // 31: exchange.v1.ReferralService.FailReferral:input_type -> exchange.v1.FailReferralRequest
-	21, // 32: exchange.v1.ReferralService.CancelReferral:input_type -> exchange.v1.CancelReferralRequest
-	22, // 33: exchange.v1.ReferralService.MarkReferralEnteredInError:input_type -> exchange.v1.MarkReferralEnteredInErrorRequest
-	9,  // 34: exchange.v1.ReferralService.CreateReferral:output_type -> exchange.v1.Referral
-	9,  // 35: exchange.v1.ReferralService.GetReferral:output_type -> exchange.v1.Referral
-	13, // 36: exchange.v1.ReferralService.ListReferrals:output_type -> exchange.v1.ListReferralsResponse
-	9,  // 37: exchange.v1.ReferralService.AcceptReferral:output_type -> exchange.v1.Referral
-	9,  // 38: exchange.v1.ReferralService.RejectReferral:output_type -> exchange.v1.Referral
-	9,  // 39: exchange.v1.ReferralService.StartReferral:output_type -> exchange.v1.Referral
-	9,  // 40: exchange.v1.ReferralService.HoldReferral:output_type -> exchange.v1.Referral
-	9,  // 41: exchange.v1.ReferralService.ResumeReferral:output_type -> exchange.v1.Referral
-	9,  // 42: exchange.v1.ReferralService.CompleteReferral:output_type -> exchange.v1.Referral
-	9,  // 43: exchange.v1.ReferralService.FailReferral:output_type -> exchange.v1.Referral
-	9,  // 44: exchange.v1.ReferralService.CancelReferral:output_type -> exchange.v1.Referral
-	9,  // 45: exchange.v1.ReferralService.MarkReferralEnteredInError:output_type -> exchange.v1.Referral
-	34, // [34:46] is the sub-list for method output_type
-	22, // [22:34] is the sub-list for method input_type
-	22, // [22:22] is the sub-list for extension type_name
-	22, // [22:22] is the sub-list for extension extendee
-	0,  // [0:22] is the sub-list for field type_name
+	24, // 15: exchange.v1.Referral.response_time:type_name -> google.protobuf.Timestamp
+	24, // 16: exchange.v1.Referral.accept_time:type_name -> google.protobuf.Timestamp
+	24, // 17: exchange.v1.Referral.start_time:type_name -> google.protobuf.Timestamp
+	9,  // 18: exchange.v1.CreateReferralRequest.referral:type_name -> exchange.v1.Referral
+	9,  // 19: exchange.v1.ListReferralsResponse.referrals:type_name -> exchange.v1.Referral
+	7,  // 20: exchange.v1.RejectReferralRequest.reason:type_name -> exchange.v1.StateReason
+	7,  // 21: exchange.v1.HoldReferralRequest.reason:type_name -> exchange.v1.StateReason
+	7,  // 22: exchange.v1.FailReferralRequest.reason:type_name -> exchange.v1.StateReason
+	7,  // 23: exchange.v1.CancelReferralRequest.reason:type_name -> exchange.v1.StateReason
+	7,  // 24: exchange.v1.MarkReferralEnteredInErrorRequest.reason:type_name -> exchange.v1.StateReason
+	10, // 25: exchange.v1.ReferralService.CreateReferral:input_type -> exchange.v1.CreateReferralRequest
+	11, // 26: exchange.v1.ReferralService.GetReferral:input_type -> exchange.v1.GetReferralRequest
+	12, // 27: exchange.v1.ReferralService.ListReferrals:input_type -> exchange.v1.ListReferralsRequest
+	14, // 28: exchange.v1.ReferralService.AcceptReferral:input_type -> exchange.v1.AcceptReferralRequest
+	15, // 29: exchange.v1.ReferralService.RejectReferral:input_type -> exchange.v1.RejectReferralRequest
+	16, // 30: exchange.v1.ReferralService.StartReferral:input_type -> exchange.v1.StartReferralRequest
+	17, // 31: exchange.v1.ReferralService.HoldReferral:input_type -> exchange.v1.HoldReferralRequest
+	18, // 32: exchange.v1.ReferralService.ResumeReferral:input_type -> exchange.v1.ResumeReferralRequest
+	19, // 33: exchange.v1.ReferralService.CompleteReferral:input_type -> exchange.v1.CompleteReferralRequest
+	20, // 34: exchange.v1.ReferralService.FailReferral:input_type -> exchange.v1.FailReferralRequest
+	21, // 35: exchange.v1.ReferralService.CancelReferral:input_type -> exchange.v1.CancelReferralRequest
+	22, // 36: exchange.v1.ReferralService.MarkReferralEnteredInError:input_type -> exchange.v1.MarkReferralEnteredInErrorRequest
+	9,  // 37: exchange.v1.ReferralService.CreateReferral:output_type -> exchange.v1.Referral
+	9,  // 38: exchange.v1.ReferralService.GetReferral:output_type -> exchange.v1.Referral
+	13, // 39: exchange.v1.ReferralService.ListReferrals:output_type -> exchange.v1.ListReferralsResponse
+	9,  // 40: exchange.v1.ReferralService.AcceptReferral:output_type -> exchange.v1.Referral
+	9,  // 41: exchange.v1.ReferralService.RejectReferral:output_type -> exchange.v1.Referral
+	9,  // 42: exchange.v1.ReferralService.StartReferral:output_type -> exchange.v1.Referral
+	9,  // 43: exchange.v1.ReferralService.HoldReferral:output_type -> exchange.v1.Referral
+	9,  // 44: exchange.v1.ReferralService.ResumeReferral:output_type -> exchange.v1.Referral
+	9,  // 45: exchange.v1.ReferralService.CompleteReferral:output_type -> exchange.v1.Referral
+	9,  // 46: exchange.v1.ReferralService.FailReferral:output_type -> exchange.v1.Referral
+	9,  // 47: exchange.v1.ReferralService.CancelReferral:output_type -> exchange.v1.Referral
+	9,  // 48: exchange.v1.ReferralService.MarkReferralEnteredInError:output_type -> exchange.v1.Referral
+	37, // [37:49] is the sub-list for method output_type
+	25, // [25:37] is the sub-list for method input_type
+	25, // [25:25] is the sub-list for extension type_name
+	25, // [25:25] is the sub-list for extension extendee
+	0,  // [0:25] is the sub-list for field type_name
 }
 
 func init() { file_exchange_v1_referral_proto_init() }
