@@ -54,11 +54,16 @@ var demoOrgs = []demoOrg{
 			Categories:    []pb.Category{pb.Category_CATEGORY_DEBT_AND_MONEY, pb.Category_CATEGORY_WELFARE_BENEFITS},
 			DeliveryModes: []pb.DeliveryMode{pb.DeliveryMode_DELIVERY_MODE_IN_PERSON, pb.DeliveryMode_DELIVERY_MODE_TELEPHONE}}},
 		capacity: map[string]*pb.Capacity{"debt-advice": {Status: pb.CapacityStatus_CAPACITY_STATUS_WAITLIST, Notes: "Waiting list about three weeks."}}},
+	{id: "riverside-icb", org: &pb.Organization{Kind: pb.OrganizationKind_ORGANIZATION_KIND_COMMISSIONER,
+		DisplayName: "Riverside Integrated Care Board", OdsCode: "QRV"}},
 }
 
 // ensureDemo creates the demo organisations, services and keys once, and
-// prints the keys (from demo-credentials.json on later starts).
-func ensureDemo(ctx context.Context, srv *api.Server, dataDir string) error {
+// prints the keys (from demo-credentials.json on later starts). The
+// organisations are created a year back, then history synthetic referrals
+// are written over that year (demoHistory), then two referrals wait in the
+// groups' inboxes today.
+func ensureDemo(ctx context.Context, srv *api.Server, dataDir string, history int, clock *demoClock) error {
 	path := filepath.Join(dataDir, "demo-credentials.json")
 	if b, err := os.ReadFile(path); err == nil {
 		fmt.Printf("Demo organisations exist; their API keys are in %s:\n%s", path, b)
@@ -67,6 +72,9 @@ func ensureDemo(ctx context.Context, srv *api.Server, dataDir string) error {
 	svcs := srv.Services()
 	dir, capa, keys := svcs.Directory, svcs.Capacity, svcs.APIKeys
 	op := api.WithCaller(ctx, api.Caller{Org: "organizations/operator", Operator: true})
+	start := time.Now().AddDate(-1, 0, 0)
+	clock.set(start.Add(-24 * time.Hour))
+	defer clock.set(time.Time{})
 	var creds []demoCredential
 	for _, d := range demoOrgs {
 		o, err := dir.CreateOrganization(op, &pb.CreateOrganizationRequest{OrganizationId: d.id, Organization: d.org, RequestId: "demo-org-" + d.id})
@@ -92,6 +100,13 @@ func ensureDemo(ctx context.Context, srv *api.Server, dataDir string) error {
 		creds = append(creds, demoCredential{Organization: o.Name, DisplayName: o.DisplayName,
 			Kind: o.Kind.String()[len("ORGANIZATION_KIND_"):], APIKey: k.Secret})
 	}
+	if history > 0 {
+		fmt.Printf("Writing %d synthetic referrals over the past year for the reports...\n", history)
+		if err := demoHistory(ctx, svcs, clock, history, start); err != nil {
+			return err
+		}
+	}
+	clock.set(time.Time{})
 	if err := demoReferrals(ctx, svcs); err != nil {
 		return err
 	}

@@ -37,16 +37,30 @@ func env(name, def string) string {
 	return def
 }
 
+// settings are the server's flags.
+type settings struct {
+	grpcAddr, httpAddr, dataDir string
+	demo                        bool
+	demoReferrals               int
+	overdueEvery, autoReject    time.Duration
+	maxBody                     int64
+	secureCookies               bool
+	reportMinCount              int
+}
+
 func main() {
+	var st settings
 	fs := flag.NewFlagSet("server", flag.ExitOnError)
-	grpcAddr := fs.String("grpc-addr", env("EXCHANGE_GRPC_ADDR", "127.0.0.1:50051"), "gRPC listen address (env EXCHANGE_GRPC_ADDR)")
-	httpAddr := fs.String("http-addr", env("EXCHANGE_HTTP_ADDR", "127.0.0.1:8080"), "HTTP listen address of the REST API, the web inbox, /docs and /healthz (env EXCHANGE_HTTP_ADDR)")
-	dataDir := fs.String("data-dir", env("EXCHANGE_DATA_DIR", "data"), "directory of the bbolt store and the operator key (env EXCHANGE_DATA_DIR)")
-	demo := fs.Bool("demo", os.Getenv("EXCHANGE_DEMO") == "true", "create demo organisations once and print their API keys (env EXCHANGE_DEMO=true)")
-	overdueEvery := fs.Duration("overdue-interval", 30*time.Second, "how often to look for referrals past their reply-by deadline")
-	autoReject := fs.Duration("auto-reject-after", 0, "reject a referral still REQUESTED this long after its reply-by deadline, with reason NO_RESPONSE; 0 (the default) never does")
-	secure := fs.Bool("secure-cookies", os.Getenv("EXCHANGE_SECURE_COOKIES") == "true", "mark the web inbox's session cookie Secure, for a TLS proxy in front (env EXCHANGE_SECURE_COOKIES=true)")
-	maxBody := fs.Int64("max-body-bytes", gateway.DefaultMaxBodyBytes, "largest REST request body; larger ones get 413")
+	fs.StringVar(&st.grpcAddr, "grpc-addr", env("EXCHANGE_GRPC_ADDR", "127.0.0.1:50051"), "gRPC listen address (env EXCHANGE_GRPC_ADDR)")
+	fs.StringVar(&st.httpAddr, "http-addr", env("EXCHANGE_HTTP_ADDR", "127.0.0.1:8080"), "HTTP listen address of the REST API, the web inbox, /docs and /healthz (env EXCHANGE_HTTP_ADDR)")
+	fs.StringVar(&st.dataDir, "data-dir", env("EXCHANGE_DATA_DIR", "data"), "directory of the bbolt store and the operator key (env EXCHANGE_DATA_DIR)")
+	fs.BoolVar(&st.demo, "demo", os.Getenv("EXCHANGE_DEMO") == "true", "create demo organisations once and print their API keys (env EXCHANGE_DEMO=true)")
+	fs.IntVar(&st.demoReferrals, "demo-referrals", 300, "with --demo: how many synthetic referrals, spread over the past year with outcomes, to create the first time, so reports have something to show")
+	fs.DurationVar(&st.overdueEvery, "overdue-interval", 30*time.Second, "how often to look for referrals past their reply-by deadline")
+	fs.DurationVar(&st.autoReject, "auto-reject-after", 0, "reject a referral still REQUESTED this long after its reply-by deadline, with reason NO_RESPONSE; 0 (the default) never does")
+	fs.BoolVar(&st.secureCookies, "secure-cookies", os.Getenv("EXCHANGE_SECURE_COOKIES") == "true", "mark the web inbox's session cookie Secure, for a TLS proxy in front (env EXCHANGE_SECURE_COOKIES=true)")
+	fs.Int64Var(&st.maxBody, "max-body-bytes", gateway.DefaultMaxBodyBytes, "largest REST request body; larger ones get 413")
+	fs.IntVar(&st.reportMinCount, "report-min-count", api.DefaultReportMinCount, "reports suppress every count from 1 to this minus one, and every statistic of fewer referrals")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "Usage: server [flags]\n\nRuns the social prescribing referral exchange.\n\nFlags:\n")
 		fs.PrintDefaults()
@@ -54,29 +68,32 @@ func main() {
 	fs.Parse(os.Args[1:])
 	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
 	slog.SetDefault(log)
-	if err := run(*grpcAddr, *httpAddr, *dataDir, *demo, *overdueEvery, *autoReject, *maxBody, *secure); err != nil {
+	if err := run(st); err != nil {
 		log.Error("exchange stopped", "err", err)
 		os.Exit(1)
 	}
 }
 
-func run(grpcAddr, httpAddr, dataDir string, demo bool, overdueEvery, autoReject time.Duration, maxBody int64, secureCookies bool) error {
+func run(st settings) error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if err := os.MkdirAll(dataDir, 0o700); err != nil {
+	if err := os.MkdirAll(st.dataDir, 0o700); err != nil {
 		return fmt.Errorf("data directory: %w", err)
 	}
-	store, err := bolt.Open(filepath.Join(dataDir, "exchange.db"), bolt.Options{})
+	store, err := bolt.Open(filepath.Join(st.dataDir, "exchange.db"), bolt.Options{})
 	if err != nil {
 		return err
 	}
 	defer store.Close()
-	if err := ensureOperator(ctx, store, dataDir); err != nil {
+	if err := ensureOperator(ctx, store, st.dataDir); err != nil {
 		return err
 	}
-	srv := api.New(store, api.Options{AutoRejectAfter: autoReject})
-	if demo {
-		if err := ensureDemo(ctx, srv, dataDir); err != nil {
+	// The demo's synthetic history is written with the clock set back; at
+	// every other time the clock is the real one.
+	var clock demoClock
+	srv := api.New(store, api.Options{AutoRejectAfter: st.autoReject, ReportMinCount: st.reportMinCount, Now: clock.now})
+	if st.demo {
+		if err := ensureDemo(ctx, srv, st.dataDir, st.demoReferrals, &clock); err != nil {
 			return fmt.Errorf("demo: %w", err)
 		}
 	}
@@ -87,13 +104,13 @@ func run(grpcAddr, httpAddr, dataDir string, demo bool, overdueEvery, autoReject
 	healthpb.RegisterHealthServer(g, hs)
 	reflection.Register(g)
 
-	gl, err := net.Listen("tcp", grpcAddr)
+	gl, err := net.Listen("tcp", st.grpcAddr)
 	if err != nil {
-		return fmt.Errorf("listen %s: %w", grpcAddr, err)
+		return fmt.Errorf("listen %s: %w", st.grpcAddr, err)
 	}
-	hl, err := net.Listen("tcp", httpAddr)
+	hl, err := net.Listen("tcp", st.httpAddr)
 	if err != nil {
-		return fmt.Errorf("listen %s: %w", httpAddr, err)
+		return fmt.Errorf("listen %s: %w", st.httpAddr, err)
 	}
 	// The REST gateway and the web inbox call the gRPC server through a
 	// client connection, so every rule runs in one place for all callers.
@@ -102,7 +119,7 @@ func run(grpcAddr, httpAddr, dataDir string, demo bool, overdueEvery, autoReject
 		return err
 	}
 	defer conn.Close()
-	handler, err := httpHandler(ctx, conn, maxBody, secureCookies)
+	handler, err := httpHandler(ctx, conn, st.maxBody, st.secureCookies)
 	if err != nil {
 		return err
 	}
@@ -113,8 +130,8 @@ func run(grpcAddr, httpAddr, dataDir string, demo bool, overdueEvery, autoReject
 	errc := make(chan error, 2)
 	go func() { errc <- g.Serve(gl) }()
 	go func() { errc <- hsrv.Serve(hl) }()
-	go sweep(ctx, srv, overdueEvery)
-	slog.Info("exchange listening", "grpc", gl.Addr().String(), "http", hl.Addr().String(), "data", dataDir)
+	go sweep(ctx, srv, st.overdueEvery)
+	slog.Info("exchange listening", "grpc", gl.Addr().String(), "http", hl.Addr().String(), "data", st.dataDir)
 
 	select {
 	case <-ctx.Done():

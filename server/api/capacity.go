@@ -73,7 +73,7 @@ func (c *capacity) UpdateCapacity(ctx context.Context, req *pb.UpdateCapacityReq
 		if err := tx.PutCapacity(cur); err != nil {
 			return nil, err
 		}
-		return cur, event(ctx, tx, now, pb.EventType_EVENT_TYPE_CAPACITY_CHANGED, cur.Name, nil, true, 0)
+		return cur, capacityEvent(ctx, tx, now, cur)
 	})
 	return resp, err
 }
@@ -94,7 +94,15 @@ func countReferral(ctx context.Context, tx storage.WriteTx, now time.Time, servi
 		return err
 	}
 	if switched {
-		return event(ctx, tx, now, pb.EventType_EVENT_TYPE_CAPACITY_CHANGED, c.Name, nil, true, 0)
+		return capacityEvent(ctx, tx, now, c)
 	}
 	return nil
+}
+
+// capacityEvent announces a service's capacity, with its new status, to
+// everyone.
+func capacityEvent(ctx context.Context, tx storage.WriteTx, now time.Time, c *pb.Capacity) error {
+	_, err := tx.AppendEvent(&storage.Event{Public: true, Event: &pb.Event{EventTime: timestamppb.New(now),
+		Type: pb.EventType_EVENT_TYPE_CAPACITY_CHANGED, Resource: c.Name, Actor: CallerFrom(ctx).Org, CapacityStatus: c.Status}})
+	return err
 }

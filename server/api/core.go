@@ -35,6 +35,9 @@ type Options struct {
 	// reply-by deadline after which SweepOverdue rejects a referral still
 	// REQUESTED with reason NO_RESPONSE. Zero (the default) never rejects.
 	AutoRejectAfter time.Duration
+	// ReportMinCount is the suppression threshold of reports: counts from 1
+	// to ReportMinCount-1 are not shown. DefaultReportMinCount when 0.
+	ReportMinCount int
 }
 
 // core is what every service shares.
@@ -42,6 +45,8 @@ type core struct {
 	store      storage.Store
 	now        func() time.Time
 	autoReject time.Duration
+	// reportMinCount is the suppression threshold of reports.
+	reportMinCount int
 }
 
 func (c *core) clock() time.Time { return c.now().UTC() }
@@ -226,10 +231,11 @@ type Services struct {
 	APIKeys   pb.ApiKeyServiceServer
 	Consents  pb.ConsentServiceServer
 	Referrals pb.ReferralServiceServer
+	Feedback  pb.FeedbackServiceServer
 }
 
 // Services returns the service implementations.
 func (s *Server) Services() Services {
 	return Services{Directory: &directory{core: s.core}, Capacity: &capacity{core: s.core}, APIKeys: &apiKeys{core: s.core},
-		Consents: &consents{core: s.core}, Referrals: &referrals{core: s.core}}
+		Consents: &consents{core: s.core}, Referrals: &referrals{core: s.core}, Feedback: &feedback{core: s.core}}
 }

@@ -344,6 +344,7 @@ func (s *referrals) transition(ctx context.Context, action lifecycle.Action, nam
 		if move.Reason != lifecycle.NoReason && reason.GetCode() != 0 {
 			r.StateReason = reason
 		}
+		lifecycle.Mark(r, side, timestamppb.New(now))
 		if err := saveMove(ctx, tx, now, r, l.parties, from); err != nil {
 			return nil, err
 		}

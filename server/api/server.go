@@ -20,7 +20,11 @@ func New(store storage.Store, opt Options) *Server {
 	if now == nil {
 		now = time.Now
 	}
-	return &Server{core: &core{store: store, now: now, autoReject: opt.AutoRejectAfter}}
+	minCount := opt.ReportMinCount
+	if minCount <= 0 {
+		minCount = DefaultReportMinCount
+	}
+	return &Server{core: &core{store: store, now: now, autoReject: opt.AutoRejectAfter, reportMinCount: minCount}}
 }
 
 // Register registers every service on g.
@@ -32,4 +36,5 @@ func (s *Server) Register(g *grpc.Server) {
 	pb.RegisterFeedbackServiceServer(g, &feedback{core: s.core})
 	pb.RegisterEventServiceServer(g, &events{core: s.core})
 	pb.RegisterApiKeyServiceServer(g, &apiKeys{core: s.core})
+	pb.RegisterReportServiceServer(g, &reports{core: s.core})
 }

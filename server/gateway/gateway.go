@@ -66,6 +66,7 @@ func New(ctx context.Context, conn *grpc.ClientConn, opt Options) (http.Handler,
 		pb.RegisterFeedbackServiceHandler,
 		pb.RegisterEventServiceHandler,
 		pb.RegisterApiKeyServiceHandler,
+		pb.RegisterReportServiceHandler,
 	} {
 		if err := register(ctx, mux, conn); err != nil {
 			return nil, err

@@ -8,6 +8,8 @@ import (
 	"errors"
 	"fmt"
 
+	"google.golang.org/protobuf/types/known/timestamppb"
+
 	pb "github.com/social-prescribing/exchange/proto/exchange/v1"
 )
 
@@ -195,3 +197,19 @@ func Active(s state) bool { return s == requested || s == accepted || s == inPro
 
 // Waitlisted reports whether a referral in state s counts as waitlisted.
 func Waitlisted(s state) bool { return s == onHold }
+
+// Mark records, the first time only, the milestones r reached with a move
+// by side at time at: the receiver's first answer (response_time), the
+// first ACCEPTED (accept_time), the first IN_PROGRESS (start_time). Call it
+// after setting r's new state.
+func Mark(r *pb.Referral, side Side, at *timestamppb.Timestamp) {
+	if side == Receiver && r.ResponseTime == nil {
+		r.ResponseTime = at
+	}
+	if r.State == pb.ReferralState_REFERRAL_STATE_ACCEPTED && r.AcceptTime == nil {
+		r.AcceptTime = at
+	}
+	if r.State == pb.ReferralState_REFERRAL_STATE_IN_PROGRESS && r.StartTime == nil {
+		r.StartTime = at
+	}
+}

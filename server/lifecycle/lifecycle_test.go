@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 
+	"google.golang.org/protobuf/types/known/timestamppb"
+
 	pb "github.com/social-prescribing/exchange/proto/exchange/v1"
 	"github.com/social-prescribing/exchange/server/lifecycle"
 )
@@ -132,4 +134,31 @@ func pad(s string, n int) string {
 		s += " "
 	}
 	return s
+}
+
+// TestMark: each milestone is recorded once, at the first move that
+// reaches it, and only the receiver's moves answer a referral.
+func TestMark(t *testing.T) {
+	at := func(h int64) *timestamppb.Timestamp { return &timestamppb.Timestamp{Seconds: h * 3600} }
+	r := &pb.Referral{State: pb.ReferralState_REFERRAL_STATE_ON_HOLD}
+	lifecycle.Mark(r, 0, at(1)) // created on a waiting list by the exchange
+	if r.ResponseTime != nil || r.AcceptTime != nil {
+		t.Fatalf("a move by no side marked %v", r)
+	}
+	for i, step := range []struct {
+		to   pb.ReferralState
+		side lifecycle.Side
+	}{
+		{pb.ReferralState_REFERRAL_STATE_ACCEPTED, lifecycle.Receiver},
+		{pb.ReferralState_REFERRAL_STATE_IN_PROGRESS, lifecycle.Receiver},
+		{pb.ReferralState_REFERRAL_STATE_ON_HOLD, lifecycle.Receiver},
+		{pb.ReferralState_REFERRAL_STATE_IN_PROGRESS, lifecycle.Receiver},
+		{pb.ReferralState_REFERRAL_STATE_CANCELLED, lifecycle.Referrer},
+	} {
+		r.State = step.to
+		lifecycle.Mark(r, step.side, at(int64(i+2)))
+	}
+	if r.ResponseTime.GetSeconds() != 2*3600 || r.AcceptTime.GetSeconds() != 2*3600 || r.StartTime.GetSeconds() != 3*3600 {
+		t.Errorf("milestones: answered %v, accepted %v, started %v", r.ResponseTime, r.AcceptTime, r.StartTime)
+	}
 }

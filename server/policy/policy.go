@@ -270,3 +270,23 @@ func MayManage(method, caller string, operator bool, owner string) bool {
 	}
 	return false
 }
+
+// ReportsOnEveryone reports whether a caller's reports count every referral
+// (commissioners and the operator) rather than only the referrals it made
+// or received.
+func ReportsOnEveryone(kind pb.OrganizationKind, operator bool) bool {
+	return operator || kind == pb.OrganizationKind_ORGANIZATION_KIND_COMMISSIONER
+}
+
+// InOwnReports reports whether org made or received r.
+func InOwnReports(org string, r *pb.Referral) bool {
+	return org != "" && (r.Referrer == org || r.Recipient == org)
+}
+
+// CountsInReports reports whether a referral relying on consent c may be
+// counted in reports: c includes EVALUATION and has not been withdrawn. An
+// expired consent still covers what was recorded while it was in force.
+func CountsInReports(c *pb.Consent) bool {
+	return c != nil && c.State != pb.ConsentState_CONSENT_STATE_WITHDRAWN &&
+		slices.Contains(c.Purposes, pb.ConsentPurpose_CONSENT_PURPOSE_EVALUATION)
+}

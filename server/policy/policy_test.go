@@ -223,3 +223,42 @@ func TestMayManage(t *testing.T) {
 		t.Error("an empty owner matched an empty caller")
 	}
 }
+
+func TestReportRules(t *testing.T) {
+	evaluation := []pb.ConsentPurpose{pb.ConsentPurpose_CONSENT_PURPOSE_DIRECT_CARE, pb.ConsentPurpose_CONSENT_PURPOSE_EVALUATION}
+	care := []pb.ConsentPurpose{pb.ConsentPurpose_CONSENT_PURPOSE_DIRECT_CARE, pb.ConsentPurpose_CONSENT_PURPOSE_FEEDBACK_TO_REFERRER}
+	for _, c := range []struct {
+		consent *pb.Consent
+		want    bool
+	}{
+		{nil, false},
+		{&pb.Consent{State: pb.ConsentState_CONSENT_STATE_ACTIVE, Purposes: evaluation}, true},
+		{&pb.Consent{State: pb.ConsentState_CONSENT_STATE_EXPIRED, Purposes: evaluation}, true},
+		{&pb.Consent{State: pb.ConsentState_CONSENT_STATE_WITHDRAWN, Purposes: evaluation}, false},
+		{&pb.Consent{State: pb.ConsentState_CONSENT_STATE_ACTIVE, Purposes: care}, false},
+	} {
+		if got := CountsInReports(c.consent); got != c.want {
+			t.Errorf("CountsInReports(%v) = %v", c.consent, got)
+		}
+	}
+	for _, c := range []struct {
+		kind     pb.OrganizationKind
+		operator bool
+		want     bool
+	}{
+		{pb.OrganizationKind_ORGANIZATION_KIND_COMMISSIONER, false, true},
+		{pb.OrganizationKind_ORGANIZATION_KIND_OPERATOR, true, true},
+		{pb.OrganizationKind_ORGANIZATION_KIND_GP_PRACTICE, false, false},
+		{pb.OrganizationKind_ORGANIZATION_KIND_VCSE_ORGANIZATION, false, false},
+	} {
+		if got := ReportsOnEveryone(c.kind, c.operator); got != c.want {
+			t.Errorf("ReportsOnEveryone(%v, %v) = %v", c.kind, c.operator, got)
+		}
+	}
+	r := &pb.Referral{Referrer: "organizations/gp", Recipient: "organizations/group"}
+	for org, want := range map[string]bool{"organizations/gp": true, "organizations/group": true, "organizations/lw": false, "": false} {
+		if InOwnReports(org, r) != want {
+			t.Errorf("InOwnReports(%q) != %v", org, want)
+		}
+	}
+}

@@ -29,13 +29,7 @@ const pageSize = 20
 func code(e protoreflect.Enum) string { return pb.Code(e) }
 
 // label is an enum value in words: REFERRAL_STATE_IN_PROGRESS -> "In progress".
-func label(e protoreflect.Enum) string {
-	s := strings.ToLower(strings.ReplaceAll(code(e), "_", " "))
-	if s == "" || e.Number() == 0 {
-		return ""
-	}
-	return strings.ToUpper(s[:1]) + s[1:]
-}
+func label(e protoreflect.Enum) string { return pb.Label(e) }
 
 // parseCode returns the number of the value of enum d whose code is c, or 0.
 func parseCode(d protoreflect.EnumDescriptor, c string) protoreflect.EnumNumber {

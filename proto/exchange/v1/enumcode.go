@@ -51,3 +51,13 @@ func Codes(d protoreflect.EnumDescriptor) []string {
 	}
 	return codes
 }
+
+// Label is an enum value in words, for people: REFERRAL_STATE_IN_PROGRESS
+// is "In progress". "" for the UNSPECIFIED value.
+func Label(e protoreflect.Enum) string {
+	s := strings.ToLower(strings.ReplaceAll(Code(e), "_", " "))
+	if s == "" || e.Number() == 0 {
+		return ""
+	}
+	return strings.ToUpper(s[:1]) + s[1:]
+}

@@ -1,0 +1,261 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"sort"
+	"sync/atomic"
+	"time"
+
+	pb "github.com/social-prescribing/exchange/proto/exchange/v1"
+	"github.com/social-prescribing/exchange/server/api"
+	"github.com/social-prescribing/exchange/server/validate"
+)
+
+// demoClock is the exchange's clock: the real time, except while the demo
+// writes its synthetic history, when it is set back to each step's time.
+type demoClock struct{ at atomic.Pointer[time.Time] }
+
+func (c *demoClock) now() time.Time {
+	if t := c.at.Load(); t != nil {
+		return *t
+	}
+	return time.Now()
+}
+
+// set moves the clock to t; the zero time gives back the real clock.
+func (c *demoClock) set(t time.Time) {
+	if t.IsZero() {
+		c.at.Store(nil)
+		return
+	}
+	c.at.Store(&t)
+}
+
+// demoNHSNumber is the n-th NHS number of the 999 range reserved for
+// testing, with a valid check digit.
+func demoNHSNumber(n int) string {
+	for ; ; n++ {
+		for d := 0; d < 10; d++ {
+			s := fmt.Sprintf("999%06d%d", n%1000000, d)
+			if _, ok := validate.NHSNumber(s); ok {
+				return s
+			}
+		}
+	}
+}
+
+// step is one thing that happens in the synthetic history, at a time.
+type step struct {
+	at  time.Time
+	seq int // keeps a person's steps in order when their times tie
+	do  func(ctx context.Context) error
+}
+
+// demoHistory writes n synthetic people's journeys through the exchange,
+// spread over the year before the demo's start and all closed by it, so a
+// newcomer's reports have something to show: consent (most with
+// evaluation), a referral from the practice to the link workers (or straight
+// from the link workers to a group), answers, onward referrals to the
+// groups, waiting, starting, completing or failing, and wellbeing and
+// loneliness scores at the start and, for some, at the end. The clock is set
+// to each step's time, so the exchange stores the history as if it had
+// happened; steps the exchange refuses (a group at capacity) end that
+// person's journey, as they would.
+func demoHistory(ctx context.Context, svcs api.Services, clock *demoClock, n int, start time.Time) error {
+	rng := rand.New(rand.NewPCG(2026, 11))
+	gp := api.WithCaller(ctx, api.Caller{Org: "organizations/riverside-practice", Kind: pb.OrganizationKind_ORGANIZATION_KIND_GP_PRACTICE})
+	lw := api.WithCaller(ctx, api.Caller{Org: "organizations/riverside-pcn", Kind: pb.OrganizationKind_ORGANIZATION_KIND_LINK_WORKER_SERVICE})
+	groups := map[string]context.Context{
+		"organizations/hillside-walkers/services/health-walks":      api.WithCaller(ctx, api.Caller{Org: "organizations/hillside-walkers"}),
+		"organizations/community-money-advice/services/debt-advice": api.WithCaller(ctx, api.Caller{Org: "organizations/community-money-advice"}),
+	}
+	const linkWorkers = "organizations/riverside-pcn/services/link-workers"
+	var steps []step
+	seq := 0
+	add := func(at time.Time, do func(ctx context.Context) error) {
+		seq++
+		steps = append(steps, step{at, seq, do})
+	}
+	hours := func(lo, hi float64) time.Duration {
+		return time.Duration((lo + rng.Float64()*(hi-lo)) * float64(time.Hour))
+	}
+	normal := func(mean, sd, lo, hi float64) int32 {
+		return int32(math.Max(lo, math.Min(hi, math.Round(mean+sd*rng.NormFloat64()))))
+	}
+	for i := range n {
+		i := i
+		t0 := start.Add(hours(0, 270*24))
+		sex := []pb.Sex{pb.Sex_SEX_FEMALE, pb.Sex_SEX_MALE}[rng.IntN(2)]
+		person := &pb.Person{NhsNumber: demoNHSNumber(100 + i), GivenName: "Demo", FamilyName: fmt.Sprintf("Person %d", i+1),
+			DateOfBirth: fmt.Sprintf("%d-%02d-%02d", 1935+rng.IntN(70), 1+rng.IntN(12), 1+rng.IntN(28)), Sex: sex, Postcode: "M14 5AB"}
+		purposes := []pb.ConsentPurpose{pb.ConsentPurpose_CONSENT_PURPOSE_DIRECT_CARE, pb.ConsentPurpose_CONSENT_PURPOSE_FEEDBACK_TO_REFERRER}
+		if rng.Float64() < 0.85 {
+			purposes = append(purposes, pb.ConsentPurpose_CONSENT_PURPOSE_EVALUATION)
+		}
+		service, needs := "organizations/hillside-walkers/services/health-walks", []pb.Category{pb.Category_CATEGORY_PHYSICAL_ACTIVITY, pb.Category_CATEGORY_SOCIAL_ISOLATION}
+		if rng.Float64() < 0.4 {
+			service, needs = "organizations/community-money-advice/services/debt-advice", []pb.Category{pb.Category_CATEGORY_DEBT_AND_MONEY}
+		}
+		viaGP := rng.Float64() < 0.7
+		recorder := lw
+		if viaGP {
+			recorder = gp
+		}
+		var consent, first, onward string
+		group := groups[service]
+		add(t0, func(context.Context) error {
+			c, err := svcs.Consents.CreateConsent(recorder, &pb.CreateConsentRequest{RequestId: fmt.Sprint("demo-history-consent-", i), Consent: &pb.Consent{
+				NhsNumber: person.NhsNumber, Method: pb.ConsentMethod_CONSENT_METHOD_VERBAL, Purposes: purposes,
+				RecipientScope: pb.ConsentRecipientScope_CONSENT_RECIPIENT_SCOPE_REFERRAL_CHAIN}})
+			if err == nil {
+				consent = c.Name
+			}
+			return err
+		})
+		t := t0
+		if viaGP {
+			add(t, func(context.Context) error {
+				r, err := svcs.Referrals.CreateReferral(gp, &pb.CreateReferralRequest{RequestId: fmt.Sprint("demo-history-gp-", i), Referral: &pb.Referral{
+					RecipientService: linkWorkers, Person: person, Consent: consent, Route: pb.ReferralRoute_REFERRAL_ROUTE_PRIMARY_CARE,
+					Needs: []pb.Category{pb.Category_CATEGORY_SOCIAL_ISOLATION, pb.Category_CATEGORY_MENTAL_WELLBEING}, SupportLevel: pb.SupportLevel_SUPPORT_LEVEL_INTENSIVE}})
+				if err == nil {
+					first = r.Name
+				}
+				return err
+			})
+			t = t.Add(hours(2, 120))
+			if rng.Float64() < 0.1 {
+				add(t, move(lw, svcs, &first, "reject", pb.StateReasonCode_STATE_REASON_CODE_PERSON_DECLINED))
+				continue
+			}
+			add(t, move(lw, svcs, &first, "accept", 0))
+			t = t.Add(hours(24, 72))
+			add(t, move(lw, svcs, &first, "start", 0))
+			t = t.Add(hours(48, 240))
+		}
+		route := pb.ReferralRoute_REFERRAL_ROUTE_LINK_WORKER
+		if !viaGP {
+			route = []pb.ReferralRoute{pb.ReferralRoute_REFERRAL_ROUTE_SELF, pb.ReferralRoute_REFERRAL_ROUTE_SOCIAL_CARE,
+				pb.ReferralRoute_REFERRAL_ROUTE_COMMUNITY_HEALTH, pb.ReferralRoute_REFERRAL_ROUTE_DROP_IN}[rng.IntN(4)]
+		}
+		add(t, func(context.Context) error {
+			r, err := svcs.Referrals.CreateReferral(lw, &pb.CreateReferralRequest{RequestId: fmt.Sprint("demo-history-onward-", i), Referral: &pb.Referral{
+				RecipientService: service, Person: person, Consent: consent, Route: route, ParentReferral: first,
+				Needs: needs, SupportLevel: pb.SupportLevel_SUPPORT_LEVEL_INTENSIVE}})
+			if err == nil {
+				onward = r.Name
+			}
+			return err
+		})
+		t = t.Add(hours(1, 96))
+		switch x := rng.Float64(); {
+		case x < 0.08:
+			add(t, move(group, svcs, &onward, "reject", pb.StateReasonCode_STATE_REASON_CODE_NOT_ELIGIBLE))
+			continue
+		case x < 0.12:
+			add(t, move(lw, svcs, &onward, "cancel", pb.StateReasonCode_STATE_REASON_CODE_NEEDS_CHANGED))
+			continue
+		}
+		add(t, move(group, svcs, &onward, "accept", 0))
+		t = t.Add(hours(24, 240))
+		add(t, move(group, svcs, &onward, "start", 0))
+		instrument := pb.Instrument_INSTRUMENT_WEMWBS
+		if service != "organizations/hillside-walkers/services/health-walks" {
+			instrument = pb.Instrument_INSTRUMENT_SWEMWBS
+		}
+		base := map[pb.Instrument]int32{}
+		switch instrument {
+		case pb.Instrument_INSTRUMENT_WEMWBS:
+			base[instrument] = normal(40, 8, 14, 70)
+		default:
+			base[instrument] = normal(20, 4, 7, 35)
+		}
+		base[pb.Instrument_INSTRUMENT_UCLA3] = normal(6.5, 1.5, 3, 9)
+		if rng.Float64() < 0.9 {
+			for in, score := range base {
+				add(t, outcome(group, svcs, &onward, in, pb.Timepoint_TIMEPOINT_BASELINE, score, fmt.Sprint("demo-history-base-", in, "-", i)))
+			}
+		}
+		t = t.Add(hours(3*7*24, 6*7*24))
+		if rng.Float64() < 0.2 {
+			add(t, move(group, svcs, &onward, "fail", []pb.StateReasonCode{pb.StateReasonCode_STATE_REASON_CODE_DID_NOT_ATTEND,
+				pb.StateReasonCode_STATE_REASON_CODE_UNABLE_TO_CONTACT}[rng.IntN(2)]))
+			continue
+		}
+		// About half are measured again at the end: the attrition the
+		// reports show.
+		if rng.Float64() < 0.55 {
+			for in, score := range base {
+				var after int32
+				switch in {
+				case pb.Instrument_INSTRUMENT_WEMWBS:
+					after = normal(float64(score)+4+0.5*float64(sex), 6, 14, 70)
+				case pb.Instrument_INSTRUMENT_SWEMWBS:
+					after = normal(float64(score)+2, 3, 7, 35)
+				default:
+					after = normal(float64(score)-0.8, 1.2, 3, 9)
+				}
+				add(t, outcome(group, svcs, &onward, in, pb.Timepoint_TIMEPOINT_FOLLOW_UP, after, fmt.Sprint("demo-history-follow-", in, "-", i)))
+			}
+		}
+		add(t, move(group, svcs, &onward, "complete", 0))
+		if viaGP {
+			add(t.Add(hours(24, 72)), move(lw, svcs, &first, "complete", 0))
+		}
+	}
+	sort.Slice(steps, func(a, b int) bool {
+		if !steps[a].at.Equal(steps[b].at) {
+			return steps[a].at.Before(steps[b].at)
+		}
+		return steps[a].seq < steps[b].seq
+	})
+	defer clock.set(time.Time{})
+	for _, s := range steps {
+		clock.set(s.at)
+		// A refused step (a group at capacity, a move a refused step made
+		// impossible) ends that journey there, as it would in life.
+		_ = s.do(ctx)
+	}
+	return nil
+}
+
+// move returns a step applying a state method to *name (when it exists).
+func move(as context.Context, svcs api.Services, name *string, method string, reason pb.StateReasonCode) func(context.Context) error {
+	return func(context.Context) error {
+		if *name == "" {
+			return nil
+		}
+		why := &pb.StateReason{Code: reason}
+		var err error
+		switch method {
+		case "accept":
+			_, err = svcs.Referrals.AcceptReferral(as, &pb.AcceptReferralRequest{Name: *name})
+		case "start":
+			_, err = svcs.Referrals.StartReferral(as, &pb.StartReferralRequest{Name: *name})
+		case "complete":
+			_, err = svcs.Referrals.CompleteReferral(as, &pb.CompleteReferralRequest{Name: *name})
+		case "reject":
+			_, err = svcs.Referrals.RejectReferral(as, &pb.RejectReferralRequest{Name: *name, Reason: why})
+		case "fail":
+			_, err = svcs.Referrals.FailReferral(as, &pb.FailReferralRequest{Name: *name, Reason: why})
+		case "cancel":
+			_, err = svcs.Referrals.CancelReferral(as, &pb.CancelReferralRequest{Name: *name, Reason: why})
+		}
+		return err
+	}
+}
+
+// outcome returns a step recording a score on *name.
+func outcome(as context.Context, svcs api.Services, name *string, in pb.Instrument, tp pb.Timepoint, total int32, requestID string) func(context.Context) error {
+	return func(context.Context) error {
+		if *name == "" {
+			return nil
+		}
+		_, err := svcs.Feedback.CreateFeedback(as, &pb.CreateFeedbackRequest{Parent: *name, RequestId: requestID, Feedback: &pb.Feedback{
+			Content: &pb.Feedback_Outcome{Outcome: &pb.OutcomeMeasure{Instrument: in, Timepoint: tp, Total: total}}}})
+		return err
+	}
+}
