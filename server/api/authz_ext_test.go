@@ -137,6 +137,7 @@ func TestAuthorizationMatrix(t *testing.T) {
 	capc := pb.NewCapacityServiceClient(x.Conn)
 	evs := pb.NewEventServiceClient(x.Conn)
 	keys := pb.NewApiKeyServiceClient(x.Conn)
+	reps := pb.NewReportServiceClient(x.Conn)
 
 	requested, accepted := pb.ReferralState_REFERRAL_STATE_REQUESTED, pb.ReferralState_REFERRAL_STATE_ACCEPTED
 	inProgress, onHold := pb.ReferralState_REFERRAL_STATE_IN_PROGRESS, pb.ReferralState_REFERRAL_STATE_ON_HOLD
@@ -342,6 +343,16 @@ func TestAuthorizationMatrix(t *testing.T) {
 			_, err = keys.RevokeApiKey(ctx, &pb.RevokeApiKeyRequest{Name: k.ApiKey.Name})
 			return err
 		}, [6]codes.Code{deny, ok, deny, deny, ok, anon}},
+		// Every organisation may read reports; what they count depends on
+		// who asks (TestReportScope).
+		{"GetActivityReport", requested, func(ctx context.Context, c chain) error {
+			_, err := reps.GetActivityReport(ctx, &pb.GetActivityReportRequest{})
+			return err
+		}, [6]codes.Code{ok, ok, ok, ok, ok, anon}},
+		{"GetOutcomeReport", requested, func(ctx context.Context, c chain) error {
+			_, err := reps.GetOutcomeReport(ctx, &pb.GetOutcomeReportRequest{})
+			return err
+		}, [6]codes.Code{ok, ok, ok, ok, ok, anon}},
 	}
 
 	// Every RPC of the contract has a row.

@@ -287,6 +287,6 @@ func InOwnReports(org string, r *pb.Referral) bool {
 // counted in reports: c includes EVALUATION and has not been withdrawn. An
 // expired consent still covers what was recorded while it was in force.
 func CountsInReports(c *pb.Consent) bool {
-	return c != nil && c.State != pb.ConsentState_CONSENT_STATE_WITHDRAWN &&
+	return c != nil && c.WithdrawTime == nil &&
 		slices.Contains(c.Purposes, pb.ConsentPurpose_CONSENT_PURPOSE_EVALUATION)
 }

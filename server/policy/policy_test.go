@@ -234,7 +234,7 @@ func TestReportRules(t *testing.T) {
 		{nil, false},
 		{&pb.Consent{State: pb.ConsentState_CONSENT_STATE_ACTIVE, Purposes: evaluation}, true},
 		{&pb.Consent{State: pb.ConsentState_CONSENT_STATE_EXPIRED, Purposes: evaluation}, true},
-		{&pb.Consent{State: pb.ConsentState_CONSENT_STATE_WITHDRAWN, Purposes: evaluation}, false},
+		{&pb.Consent{WithdrawTime: timestamppb.Now(), Purposes: evaluation}, false},
 		{&pb.Consent{State: pb.ConsentState_CONSENT_STATE_ACTIVE, Purposes: care}, false},
 	} {
 		if got := CountsInReports(c.consent); got != c.want {

@@ -1,0 +1,106 @@
+package report
+
+import (
+	"testing"
+	"time"
+
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	pb "github.com/social-prescribing/exchange/proto/exchange/v1"
+)
+
+var day0 = time.Date(2026, 1, 5, 9, 0, 0, 0, time.UTC)
+
+// ref is a referral to the walks with WEMWBS at baseline and, unless 0,
+// follow-up.
+func ref(n int, base, follow int32) Referral {
+	r := Referral{R: &pb.Referral{Name: "referrals/r" + string(rune('a'+n)), RecipientService: "organizations/g/services/walks",
+		Recipient: "organizations/g", Referrer: "organizations/gp", Route: pb.ReferralRoute_REFERRAL_ROUTE_PRIMARY_CARE,
+		State: pb.ReferralState_REFERRAL_STATE_COMPLETED, CreateTime: timestamppb.New(day0),
+		Person: &pb.Person{Sex: pb.Sex_SEX_FEMALE, DateOfBirth: "1960-06-01"}}}
+	at := func(d int) *timestamppb.Timestamp { return timestamppb.New(day0.AddDate(0, 0, d)) }
+	r.Outcomes = append(r.Outcomes, &pb.OutcomeMeasure{Instrument: pb.Instrument_INSTRUMENT_WEMWBS, Timepoint: pb.Timepoint_TIMEPOINT_BASELINE, Total: base, MeasureTime: at(1)})
+	if follow != 0 {
+		// An earlier follow-up and the exit: the last one counts.
+		r.Outcomes = append(r.Outcomes,
+			&pb.OutcomeMeasure{Instrument: pb.Instrument_INSTRUMENT_WEMWBS, Timepoint: pb.Timepoint_TIMEPOINT_FOLLOW_UP, Total: 14, MeasureTime: at(20)},
+			&pb.OutcomeMeasure{Instrument: pb.Instrument_INSTRUMENT_WEMWBS, Timepoint: pb.Timepoint_TIMEPOINT_EXIT, Total: follow, MeasureTime: at(40)})
+	}
+	return r
+}
+
+func TestOutcomeEdgeCases(t *testing.T) {
+	c := Context{Threshold: 2, Now: day0.AddDate(0, 3, 0)}
+	// Zero variance of change: the SD is 0 and t, p, d and the interval are
+	// left out, as scipy leaves them undefined.
+	m := Outcomes([]Referral{ref(0, 30, 33), ref(1, 40, 43), ref(2, 50, 0)}, c).Measures[0]
+	a := m.All
+	if a.N.GetValue() != 2 || a.GetChangeMean() != 3 || a.ChangeSd == nil || a.GetChangeSd() != 0 || a.T != nil || a.P != nil ||
+		a.CohensD != nil || a.ChangeCiLow != nil || a.GetDf() != 1 || a.Improved.GetValue() != 2 {
+		t.Errorf("zero variance: %v", a)
+	}
+	// The missing follow-up is attrition: 1, below the threshold of 2, so
+	// hidden, and the 2 with a follow-up with it (3 - 2 would give it away).
+	comp := Outcomes([]Referral{ref(0, 30, 33), ref(1, 40, 43), ref(2, 50, 0)}, c).Completeness[0]
+	if comp.Baseline.GetValue() != 3 || !comp.WithFollowUp.Suppressed || !comp.WithoutFollowUp.Suppressed {
+		t.Errorf("completeness: %v", comp)
+	}
+	// Below the threshold: nothing but a suppressed n.
+	c.Threshold = 5
+	a = Outcomes([]Referral{ref(0, 30, 33), ref(1, 40, 45)}, c).Measures[0].All
+	if !a.N.Suppressed || a.N.Value != 0 || a.ChangeMean != nil || a.BaselineMean != nil || a.Df != nil {
+		t.Errorf("below the threshold: %v", a)
+	}
+	if d := Outcomes([]Referral{ref(0, 30, 33), ref(1, 40, 45)}, c).Measures[0].ChangeDistribution; d != nil {
+		t.Errorf("a distribution of 2 pairs: %v", d)
+	}
+}
+
+func TestCapacityHistory(t *testing.T) {
+	ev := func(d int, s pb.CapacityStatus) *pb.Event {
+		return &pb.Event{Type: pb.EventType_EVENT_TYPE_CAPACITY_CHANGED, Resource: "organizations/g/services/walks/capacity",
+			EventTime: timestamppb.New(day0.AddDate(0, 0, d)), CapacityStatus: s}
+	}
+	c := Context{Threshold: 1, Now: day0.AddDate(0, 0, 30),
+		Filter:         &pb.ReportFilter{StartTime: timestamppb.New(day0.AddDate(0, 0, 5))},
+		ServiceCreated: map[string]time.Time{"organizations/g/services/walks": day0},
+		CapacityEvents: []*pb.Event{ev(2, pb.CapacityStatus_CAPACITY_STATUS_NO_CAPACITY), ev(10, pb.CapacityStatus_CAPACITY_STATUS_ACCEPTING),
+			ev(12, pb.CapacityStatus_CAPACITY_STATUS_ACCEPTING), ev(20, pb.CapacityStatus_CAPACITY_STATUS_PAUSED)}}
+	r := ref(0, 30, 33)
+	r.R.CreateTime = timestamppb.New(day0.AddDate(0, 0, 6))
+	h := Activity([]Referral{r}, c).Capacity[0]
+	want := []struct {
+		s        pb.CapacityStatus
+		from, to int
+	}{{pb.CapacityStatus_CAPACITY_STATUS_NO_CAPACITY, 5, 10}, {pb.CapacityStatus_CAPACITY_STATUS_ACCEPTING, 10, 20}, {pb.CapacityStatus_CAPACITY_STATUS_PAUSED, 20, 30}}
+	if len(h.Periods) != len(want) {
+		t.Fatalf("periods: %v", h.Periods)
+	}
+	for i, w := range want {
+		p := h.Periods[i]
+		if p.Status != w.s || !p.StartTime.AsTime().Equal(day0.AddDate(0, 0, w.from)) || !p.EndTime.AsTime().Equal(day0.AddDate(0, 0, w.to)) {
+			t.Errorf("period %d: %v, want %v", i, p, w)
+		}
+	}
+}
+
+func TestPartition(t *testing.T) {
+	k := counter(5)
+	for _, c := range []struct {
+		cells []int
+		want  []bool // suppressed
+	}{
+		{[]int{10, 3}, []bool{true, true}},
+		{[]int{10, 3, 2}, []bool{false, true, true}},
+		{[]int{10, 0, 7}, []bool{false, false, false}},
+		{[]int{10, 0, 1, 6}, []bool{false, false, true, true}},
+	} {
+		got := k.partition(c.cells)
+		for i := range got {
+			if got[i].Suppressed != c.want[i] || (got[i].Suppressed && got[i].Value != 0) {
+				t.Errorf("partition(%v) = %v", c.cells, got)
+				break
+			}
+		}
+	}
+}
