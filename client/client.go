@@ -39,6 +39,7 @@ type Client struct {
 	Feedback  pb.FeedbackServiceClient
 	Events    pb.EventServiceClient
 	APIKeys   pb.ApiKeyServiceClient
+	Reports   pb.ReportServiceClient
 }
 
 type options struct {
@@ -83,7 +84,7 @@ const serviceConfig = `{
       {"service": "exchange.v1.DirectoryService"}, {"service": "exchange.v1.CapacityService"},
       {"service": "exchange.v1.ConsentService"}, {"service": "exchange.v1.ReferralService"},
       {"service": "exchange.v1.FeedbackService"}, {"service": "exchange.v1.EventService"},
-      {"service": "exchange.v1.ApiKeyService"}
+      {"service": "exchange.v1.ApiKeyService"}, {"service": "exchange.v1.ReportService"}
     ],
     "retryPolicy": {
       "maxAttempts": 5,
@@ -130,7 +131,7 @@ func New(conn *grpc.ClientConn) *Client {
 		Directory: pb.NewDirectoryServiceClient(conn), Capacity: pb.NewCapacityServiceClient(conn),
 		Consents: pb.NewConsentServiceClient(conn), Referrals: pb.NewReferralServiceClient(conn),
 		Feedback: pb.NewFeedbackServiceClient(conn), Events: pb.NewEventServiceClient(conn),
-		APIKeys: pb.NewApiKeyServiceClient(conn)}
+		APIKeys: pb.NewApiKeyServiceClient(conn), Reports: pb.NewReportServiceClient(conn)}
 }
 
 // Close closes the connection.

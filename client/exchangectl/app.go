@@ -93,18 +93,18 @@ func (a *app) root() *cobra.Command {
 	f.StringVar(&a.configPath, "config", "", "config file (env EXCHANGE_CONFIG; default $XDG_CONFIG_HOME/exchangectl/config.yaml)")
 	f.StringVar(&a.caFile, "ca-file", "", "PEM file of the CA that signed the exchange's certificate (default: the system's)")
 	f.BoolVar(&a.insecure, "insecure", false, "plaintext gRPC; the API key is then sent in clear, so only for a loopback address")
-	f.StringVarP(&a.output, "output", "o", "table", "output format: table or json")
+	f.StringVarP(&a.output, "output", "o", "table", "output format: table or json; for reports also csv")
 	f.DurationVar(&a.timeout, "timeout", 30*time.Second, "how long to wait for each call to the exchange")
 	root.AddCommand(a.orgCmd(), a.keyCmd(), a.serviceCmd(), a.capacityCmd(), a.consentCmd(),
-		a.referralCmd(), a.feedbackCmd(), a.eventsCmd(), a.directoryCmd())
+		a.referralCmd(), a.feedbackCmd(), a.eventsCmd(), a.directoryCmd(), a.reportCmd())
 	return root
 }
 
 // configure fills the connection settings from flags, environment and the
 // config file, in that order.
 func (a *app) configure(cmd *cobra.Command) error {
-	if a.output != "table" && a.output != "json" {
-		return usagef("--output must be table or json, not %q", a.output)
+	if a.output != "table" && a.output != "json" && (a.output != "csv" || cmd.Parent() == nil || cmd.Parent().Name() != "report") {
+		return usagef("--output must be table or json (or csv, for reports), not %q", a.output)
 	}
 	path, explicit := a.configPath, a.configPath != ""
 	if !explicit {

@@ -119,8 +119,8 @@ func TestOutcomeReportAgreesWithScipy(t *testing.T) {
 	}
 	var e struct {
 		Paired map[string]struct {
-			Baseline []int32            `json:"baseline"`
-			FollowUp []int32            `json:"follow_up"`
+			Baseline []int32             `json:"baseline"`
+			FollowUp []int32             `json:"follow_up"`
 			Want     map[string]*float64 `json:"want"`
 		}
 	}

@@ -1,0 +1,192 @@
+// Package reports lays the exchange's reports out as tables, the same way
+// for every reader: the web report pages (and their CSV downloads) and
+// `exchangectl report` (table, CSV).
+//
+// A suppressed count is shown as "<k" (k the report's threshold), never as
+// a number; a statistic the exchange left out is an empty cell.
+package reports
+
+import (
+	"encoding/csv"
+	"fmt"
+	"io"
+	"math"
+	"strconv"
+	"time"
+
+	pb "github.com/social-prescribing/exchange/proto/exchange/v1"
+)
+
+// Table is one table of a report.
+type Table struct {
+	Name   string // for file names and ?table=: "funnel", "outcomes", ...
+	Title  string
+	Header []string
+	Rows   [][]string
+}
+
+// Precision chooses how numbers are written.
+type Precision int
+
+const (
+	// Rounded is for people: 2 decimals, p values to 3 significant figures.
+	Rounded Precision = iota
+	// Full is for analysts (CSV): every digit.
+	Full
+)
+
+type format struct {
+	threshold int32
+	precision Precision
+}
+
+func (f format) count(c *pb.Count) string {
+	if c.GetSuppressed() {
+		return fmt.Sprintf("<%d", f.threshold)
+	}
+	return strconv.FormatInt(c.GetValue(), 10)
+}
+
+func (f format) num(x *float64) string {
+	if x == nil {
+		return ""
+	}
+	if f.precision == Full {
+		return strconv.FormatFloat(*x, 'g', -1, 64)
+	}
+	return strconv.FormatFloat(*x, 'f', 2, 64)
+}
+
+func (f format) p(x *float64) string {
+	if x == nil {
+		return ""
+	}
+	if f.precision == Full {
+		return strconv.FormatFloat(*x, 'g', -1, 64)
+	}
+	if *x < 0.001 {
+		return "<0.001"
+	}
+	return strconv.FormatFloat(*x, 'g', 3, 64)
+}
+
+func (f format) int(x *int32) string {
+	if x == nil {
+		return ""
+	}
+	return strconv.Itoa(int(*x))
+}
+
+func hours(d interface{ AsDuration() time.Duration }, set bool) string {
+	if !set {
+		return ""
+	}
+	return strconv.FormatFloat(math.Round(d.AsDuration().Hours()*10)/10, 'f', -1, 64)
+}
+
+// Activity lays out an activity report.
+func Activity(r *pb.ActivityReport, p Precision) []Table {
+	f := format{r.SuppressionThreshold, p}
+	rt := r.GetResponseTime()
+	summary := Table{Name: "summary", Title: "Summary", Header: []string{"Measure", "Value"}, Rows: [][]string{
+		{"Referrals", f.count(r.Referrals)},
+		{"Overdue now", f.count(r.Overdue)},
+		{"Waitlisted or paused now", f.count(r.Waitlisted)},
+		{"Answered by the receiver", f.count(rt.GetAnswered())},
+		{"Median hours to first answer", hours(rt.GetMedian(), rt.GetMedian() != nil)},
+		{"90th percentile hours to first answer", hours(rt.GetP90(), rt.GetP90() != nil)},
+	}}
+	fn := r.GetFunnel()
+	funnel := Table{Name: "funnel", Title: "How far referrals got", Header: []string{"Stage", "Reason", "Referrals"}, Rows: [][]string{
+		{"Referred", "", f.count(fn.GetReferred())}, {"Accepted", "", f.count(fn.GetAccepted())},
+		{"Started", "", f.count(fn.GetStarted())}, {"Completed", "", f.count(fn.GetCompleted())},
+		{"Still open", "", f.count(fn.GetOpen())},
+	}}
+	for _, g := range []struct {
+		stage string
+		rows  []*pb.CountRow
+	}{{"Rejected", fn.GetRejected()}, {"Failed", fn.GetFailed()}, {"Cancelled", fn.GetCancelled()}} {
+		for _, row := range g.rows {
+			funnel.Rows = append(funnel.Rows, []string{g.stage, row.Label, f.count(row.Count)})
+		}
+	}
+	breakdown := func(name, title, what string, rows []*pb.CountRow) Table {
+		t := Table{Name: name, Title: title, Header: []string{what, "Key", "Referrals"}}
+		for _, row := range rows {
+			t.Rows = append(t.Rows, []string{row.Label, row.Key, f.count(row.Count)})
+		}
+		return t
+	}
+	capacity := Table{Name: "capacity", Title: "Capacity status over time", Header: []string{"Service", "Status", "From", "To"}}
+	for _, h := range r.Capacity {
+		for _, per := range h.Periods {
+			capacity.Rows = append(capacity.Rows, []string{h.Label, pb.Code(per.Status),
+				per.StartTime.AsTime().Format(time.RFC3339), per.EndTime.AsTime().Format(time.RFC3339)})
+		}
+	}
+	return []Table{summary, funnel,
+		breakdown("by_route", "Referrals by route", "Route", r.ByRoute),
+		breakdown("by_need", "Referrals by need", "Need", r.ByNeed),
+		breakdown("by_service", "Referrals by service", "Service", r.ByService),
+		breakdown("by_organization", "Referrals by receiving organisation", "Organisation", r.ByOrganization),
+		capacity}
+}
+
+// GroupLabel puts a comparison group in words.
+func GroupLabel(g string) string {
+	return map[string]string{"FEMALE": "Female", "MALE": "Male", "UNDER_50": "Under 50", "50_AND_OVER": "50 and over"}[g]
+}
+
+// Outcomes lays out an outcome report.
+func Outcomes(r *pb.OutcomeReport, p Precision) []Table {
+	f := format{r.SuppressionThreshold, p}
+	stats := Table{Name: "outcomes", Title: "Change from baseline to follow-up",
+		Header: []string{"Measure", "Group", "Pairs", "Baseline mean", "Baseline SD", "Follow-up mean", "Follow-up SD",
+			"Mean change", "SD of change", "95% CI low", "95% CI high", "t", "df", "p", "Cohen's d", "Improved", "Unchanged", "Worse"}}
+	row := func(measure, group string, s *pb.PairedStats) []string {
+		return []string{measure, group, f.count(s.GetN()), f.num(s.BaselineMean), f.num(s.BaselineSd), f.num(s.FollowUpMean),
+			f.num(s.FollowUpSd), f.num(s.ChangeMean), f.num(s.ChangeSd), f.num(s.ChangeCiLow), f.num(s.ChangeCiHigh),
+			f.num(s.T), f.int(s.Df), f.p(s.P), f.num(s.CohensD), f.count(s.GetImproved()), f.count(s.GetUnchanged()), f.count(s.GetWorse())}
+	}
+	compare := Table{Name: "comparisons", Title: "Difference in change between groups (pooled two-sample t test)",
+		Header: []string{"Measure", "Groups", "Difference in mean change", "t", "df", "p"}}
+	dist := Table{Name: "distribution", Title: "Distribution of change", Header: []string{"Measure", "Change from", "Change below", "Pairs"}}
+	for _, m := range r.Measures {
+		if m.All.GetN().GetValue() == 0 && !m.All.GetN().GetSuppressed() {
+			continue // no pairs at all
+		}
+		stats.Rows = append(stats.Rows, row(m.Measure, "All", m.All))
+		for _, c := range m.Comparisons {
+			stats.Rows = append(stats.Rows, row(m.Measure, GroupLabel(c.GroupA), c.A), row(m.Measure, GroupLabel(c.GroupB), c.B))
+			compare.Rows = append(compare.Rows, []string{m.Measure, GroupLabel(c.GroupA) + " vs " + GroupLabel(c.GroupB),
+				f.num(c.Difference), f.num(c.T), f.int(c.Df), f.p(c.P)})
+		}
+		for _, b := range m.ChangeDistribution {
+			dist.Rows = append(dist.Rows, []string{m.Measure, strconv.FormatFloat(b.Low, 'g', -1, 64), strconv.FormatFloat(b.High, 'g', -1, 64), f.count(b.Count)})
+		}
+	}
+	comp := Table{Name: "completeness", Title: "Baselines with and without a follow-up",
+		Header: []string{"Service", "Instrument", "Baseline", "With follow-up", "Without follow-up"}}
+	for _, c := range r.Completeness {
+		comp.Rows = append(comp.Rows, []string{c.Label, pb.Code(c.Instrument), f.count(c.Baseline), f.count(c.WithFollowUp), f.count(c.WithoutFollowUp)})
+	}
+	return []Table{stats, compare, dist, comp}
+}
+
+// WriteCSV writes t as CSV with its header.
+func WriteCSV(w io.Writer, t Table) error {
+	cw := csv.NewWriter(w)
+	cw.Write(t.Header)
+	cw.WriteAll(t.Rows)
+	return cw.Error()
+}
+
+// Find returns the table named name.
+func Find(tables []Table, name string) (Table, bool) {
+	for _, t := range tables {
+		if t.Name == name {
+			return t, true
+		}
+	}
+	return Table{}, false
+}
