@@ -166,17 +166,20 @@ func demoHistory(ctx context.Context, svcs api.Services, clock *demoClock, n int
 		if service != "organizations/hillside-walkers/services/health-walks" {
 			instrument = pb.Instrument_INSTRUMENT_SWEMWBS
 		}
-		base := map[pb.Instrument]int32{}
-		switch instrument {
-		case pb.Instrument_INSTRUMENT_WEMWBS:
-			base[instrument] = normal(40, 8, 14, 70)
-		default:
-			base[instrument] = normal(20, 4, 7, 35)
+		// A wellbeing score and the loneliness score, in a fixed order so
+		// the history is the same on every machine.
+		type score struct {
+			in    pb.Instrument
+			total int32
 		}
-		base[pb.Instrument_INSTRUMENT_UCLA3] = normal(6.5, 1.5, 3, 9)
+		first := normal(20, 4, 7, 35)
+		if instrument == pb.Instrument_INSTRUMENT_WEMWBS {
+			first = normal(40, 8, 14, 70)
+		}
+		base := []score{{instrument, first}, {pb.Instrument_INSTRUMENT_UCLA3, normal(6.5, 1.5, 3, 9)}}
 		if rng.Float64() < 0.9 {
-			for in, score := range base {
-				add(t, outcome(group, svcs, &onward, in, pb.Timepoint_TIMEPOINT_BASELINE, score, fmt.Sprint("demo-history-base-", in, "-", i)))
+			for _, s := range base {
+				add(t, outcome(group, svcs, &onward, s.in, pb.Timepoint_TIMEPOINT_BASELINE, s.total, fmt.Sprint("demo-history-base-", s.in, "-", i)))
 			}
 		}
 		t = t.Add(hours(3*7*24, 6*7*24))
@@ -188,17 +191,17 @@ func demoHistory(ctx context.Context, svcs api.Services, clock *demoClock, n int
 		// About half are measured again at the end: the attrition the
 		// reports show.
 		if rng.Float64() < 0.55 {
-			for in, score := range base {
+			for _, s := range base {
 				var after int32
-				switch in {
+				switch s.in {
 				case pb.Instrument_INSTRUMENT_WEMWBS:
-					after = normal(float64(score)+4+0.5*float64(sex), 6, 14, 70)
+					after = normal(float64(s.total)+4+0.5*float64(sex), 6, 14, 70)
 				case pb.Instrument_INSTRUMENT_SWEMWBS:
-					after = normal(float64(score)+2, 3, 7, 35)
+					after = normal(float64(s.total)+2, 3, 7, 35)
 				default:
-					after = normal(float64(score)-0.8, 1.2, 3, 9)
+					after = normal(float64(s.total)-0.8, 1.2, 3, 9)
 				}
-				add(t, outcome(group, svcs, &onward, in, pb.Timepoint_TIMEPOINT_FOLLOW_UP, after, fmt.Sprint("demo-history-follow-", in, "-", i)))
+				add(t, outcome(group, svcs, &onward, s.in, pb.Timepoint_TIMEPOINT_FOLLOW_UP, after, fmt.Sprint("demo-history-follow-", s.in, "-", i)))
 			}
 		}
 		add(t, move(group, svcs, &onward, "complete", 0))

@@ -16,6 +16,7 @@ import (
 	"google.golang.org/protobuf/reflect/protoreflect"
 	"google.golang.org/protobuf/types/known/fieldmaskpb"
 
+	"github.com/social-prescribing/exchange/client/reports"
 	pb "github.com/social-prescribing/exchange/proto/exchange/v1"
 	"github.com/social-prescribing/exchange/server/gateway"
 	"github.com/social-prescribing/exchange/server/lifecycle"
@@ -46,9 +47,39 @@ var funcs = template.FuncMap{
 	"id":   func(name string) string { return strings.TrimPrefix(name, "referrals/") },
 	"org":  func(name string) string { return strings.TrimPrefix(name, "organizations/") },
 	"join": func(v []int32) string { return strings.Trim(fmt.Sprint(v), "[]") },
+	// Chart arithmetic, for SVG coordinates.
+	"add":  func(a, b any) float64 { return num(a) + num(b) },
+	"sub":  func(a, b any) float64 { return num(a) - num(b) },
+	"half": func(a any) float64 { return num(a) / 2 },
+	"f":    func(a any) string { return strconv.FormatFloat(num(a), 'f', 1, 64) },
+	"short": func(s string) string {
+		if r := []rune(s); len(r) > 30 {
+			return string(r[:29]) + "…"
+		}
+		return s
+	},
+	"tablesOf": func(report string, tables []reports.Table, query string) any {
+		return struct {
+			Report, Query string
+			Tables        []reports.Table
+		}{report, query, tables}
+	},
 	// newid is a fresh request_id for each form, so a resubmitted form is
 	// recognised by the exchange and not applied twice.
 	"newid": random,
+}
+
+// num is a template number as a float64.
+func num(v any) float64 {
+	switch n := v.(type) {
+	case int:
+		return float64(n)
+	case float64:
+		return n
+	case int32:
+		return float64(n)
+	}
+	return 0
 }
 
 var london = func() *time.Location {

@@ -53,6 +53,7 @@ type Web struct {
 	fb    pb.FeedbackServiceClient
 	dir   pb.DirectoryServiceClient
 	capac pb.CapacityServiceClient
+	rep   pb.ReportServiceClient
 
 	mu       sync.Mutex
 	sessions map[string]*session // by cookie value
@@ -68,6 +69,7 @@ func New(conn *grpc.ClientConn, opt Options) *Web {
 		opt: opt, css: css, sessions: map[string]*session{},
 		refs: pb.NewReferralServiceClient(conn), fb: pb.NewFeedbackServiceClient(conn),
 		dir: pb.NewDirectoryServiceClient(conn), capac: pb.NewCapacityServiceClient(conn),
+		rep: pb.NewReportServiceClient(conn),
 	}
 	w.tmpl = template.Must(template.New("").Funcs(funcs).ParseFS(files, "templates/*.html"))
 	return w
@@ -84,6 +86,8 @@ func (w *Web) Handler() http.Handler {
 	mux.HandleFunc("POST /referrals/{id}/{action}", w.signedIn(w.act))
 	mux.HandleFunc("GET /capacity", w.signedIn(w.capacity))
 	mux.HandleFunc("POST /capacity", w.signedIn(w.setCapacity))
+	mux.HandleFunc("GET /reports", w.signedIn(w.reports))
+	mux.HandleFunc("GET /reports/{report}/{file}", w.signedIn(w.reportCSV))
 	mux.HandleFunc("GET /style.css", func(rw http.ResponseWriter, r *http.Request) {
 		rw.Header().Set("Content-Type", "text/css; charset=utf-8")
 		rw.Header().Set("Cache-Control", "max-age=3600")

@@ -1,0 +1,192 @@
+package web_test
+
+import (
+	"context"
+	"fmt"
+	"net/http/httptest"
+	"net/url"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/chromedp/chromedp"
+
+	pb "github.com/social-prescribing/exchange/proto/exchange/v1"
+	"github.com/social-prescribing/exchange/server/exchangetest"
+	"github.com/social-prescribing/exchange/server/web"
+)
+
+// startReports is an exchange with nine people referred by the link
+// workers to the walks, all with consent for evaluation: six women and
+// three men; all with a WEMWBS baseline and six with a follow-up. So the
+// men (3) and the missing follow-ups (3) are below the threshold of 5.
+func startReports(t *testing.T) *inbox {
+	t.Helper()
+	x := exchangetest.Start(t)
+	x.Org("pcn", pb.OrganizationKind_ORGANIZATION_KIND_LINK_WORKER_SERVICE)
+	x.Org("walkers", pb.OrganizationKind_ORGANIZATION_KIND_VCSE_ORGANIZATION)
+	x.Org("icb", pb.OrganizationKind_ORGANIZATION_KIND_COMMISSIONER)
+	walks := x.Service("walkers", "walks", pb.Category_CATEGORY_PHYSICAL_ACTIVITY)
+	refs, fb := pb.NewReferralServiceClient(x.Conn), pb.NewFeedbackServiceClient(x.Conn)
+	for i := range 9 {
+		nhs := exchangetest.NHSNumber(300 + 10*i)
+		c := x.ConsentFor("pcn", nhs, func(c *pb.Consent) {
+			c.Purposes = append(c.Purposes, pb.ConsentPurpose_CONSENT_PURPOSE_EVALUATION)
+		})
+		p := exchangetest.Ada()
+		p.NhsNumber, p.Sex = nhs, pb.Sex_SEX_FEMALE
+		if i >= 6 {
+			p.Sex = pb.Sex_SEX_MALE
+		}
+		r, err := refs.CreateReferral(x.As("pcn"), &pb.CreateReferralRequest{RequestId: fmt.Sprint("rep-", i), Referral: &pb.Referral{
+			RecipientService: walks, Person: p, Consent: c.Name, Route: pb.ReferralRoute_REFERRAL_ROUTE_LINK_WORKER,
+			Needs: []pb.Category{pb.Category_CATEGORY_PHYSICAL_ACTIVITY}, SupportLevel: pb.SupportLevel_SUPPORT_LEVEL_INTENSIVE}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := refs.AcceptReferral(x.As("walkers"), &pb.AcceptReferralRequest{Name: r.Name}); err != nil {
+			t.Fatal(err)
+		}
+		scores := map[pb.Timepoint]int32{pb.Timepoint_TIMEPOINT_BASELINE: 40}
+		if i%3 != 2 {
+			scores[pb.Timepoint_TIMEPOINT_FOLLOW_UP] = int32(42 + i)
+		}
+		for tp, total := range scores {
+			if _, err := fb.CreateFeedback(x.As("walkers"), &pb.CreateFeedbackRequest{Parent: r.Name, Feedback: &pb.Feedback{
+				Content: &pb.Feedback_Outcome{Outcome: &pb.OutcomeMeasure{Instrument: pb.Instrument_INSTRUMENT_WEMWBS, Timepoint: tp, Total: total}}}}); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	srv := httptest.NewServer(web.New(x.Conn, web.Options{}).Handler())
+	t.Cleanup(srv.Close)
+	return &inbox{Exchange: x, url: srv.URL}
+}
+
+var cellRE = regexp.MustCompile(`<td>([^<]*)</td>`)
+
+// TestReportPage: the commissioner's report page has its charts, each with
+// a title and a text equivalent, tables with CSV downloads, and shows
+// suppressed numbers only as "<5".
+func TestReportPage(t *testing.T) {
+	x := startReports(t)
+	c := browser(t)
+	if resp, _ := post(t, c, x.url+"/signin", url.Values{"api_key": {x.Keys["icb"]}}); resp.StatusCode != 303 {
+		t.Fatalf("sign in: %d", resp.StatusCode)
+	}
+	code, page := get(t, c, x.url+"/reports")
+	if code != 200 {
+		t.Fatalf("GET /reports: %d\n%s", code, page)
+	}
+	for _, id := range []string{"chart-funnel", "chart-change", "chart-dist-WEMWBS", "chart-attrition", "chart-capacity"} {
+		i := strings.Index(page, `id="`+id+`"`)
+		if i < 0 {
+			t.Errorf("no %s", id)
+			continue
+		}
+		fig := page[i:]
+		fig = fig[:strings.Index(fig, "</figure>")]
+		if !strings.Contains(fig, `role="img"`) || !strings.Contains(fig, "<title id=") || !strings.Contains(fig, "<desc id=") {
+			t.Errorf("%s lacks its title or text equivalent", id)
+		}
+	}
+	// The men's row: 3 pairs, shown as <5 with no statistics.
+	if !strings.Contains(page, "<td>WEMWBS</td><td>Male</td><td>&lt;5</td><td></td>") {
+		t.Errorf("the men's row is not suppressed:\n%s", page)
+	}
+	for _, m := range cellRE.FindAllStringSubmatch(page, -1) {
+		if n, err := strconv.Atoi(m[1]); err == nil && n > 0 && n < 5 {
+			t.Errorf("a count of %d is on the page", n)
+		}
+	}
+
+	// CSV downloads, with the filter.
+	code, csv := get(t, c, x.url+"/reports/outcomes/completeness.csv?from=2020-01-01")
+	if code != 200 || !strings.HasPrefix(csv, "Service,Instrument,Baseline,With follow-up,Without follow-up\n") ||
+		!strings.Contains(csv, "walks,WEMWBS,9,<5,<5") {
+		t.Errorf("completeness CSV: %d\n%s", code, csv)
+	}
+	if code, _ := get(t, c, x.url+"/reports/outcomes/nope.csv"); code != 404 {
+		t.Errorf("an unknown table: %d", code)
+	}
+	if code, body := get(t, c, x.url+"/reports?from=yesterday"); code != 400 || !strings.Contains(body, "Enter a date") {
+		t.Errorf("a bad date: %d", code)
+	}
+	// A group sees its own referrals; a stranger's session is refused.
+	if code, _ := get(t, browser(t), x.url+"/reports"); code != 303 {
+		t.Errorf("reports without signing in: %d", code)
+	}
+}
+
+// TestBrowserReports opens the report page in headless Chromium as the
+// commissioner: the charts are drawn, and no number from 1 to 4 is visible
+// in a chart's labels or a table's count columns. It saves a screenshot in
+// .artifacts/reports.png.
+func TestBrowserReports(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a browser")
+	}
+	exe := exchangetest.Need(t, "chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
+	x := startReports(t)
+	opts := append(chromedp.DefaultExecAllocatorOptions[:], chromedp.ExecPath(exe), chromedp.NoSandbox,
+		chromedp.Flag("disable-gpu", true), chromedp.WindowSize(1200, 900))
+	actx, cancel := chromedp.NewExecAllocator(context.Background(), opts...)
+	defer cancel()
+	ctx, cancel := chromedp.NewContext(actx)
+	defer cancel()
+	ctx, cancel = context.WithTimeout(ctx, 90*time.Second)
+	defer cancel()
+	var shot []byte
+	var charts int
+	var visible []string
+	// Text of every chart label and of every count column of every table.
+	const collect = `(() => {
+	  const out = [];
+	  document.querySelectorAll('figure.chart:not(#chart-change) svg text').forEach(t => out.push(t.textContent));
+	  const counts = ['Referrals', 'Pairs', 'Improved', 'Unchanged', 'Worse', 'Baseline', 'With follow-up', 'Without follow-up'];
+	  document.querySelectorAll('details.table').forEach(d => d.open = true);
+	  document.querySelectorAll('table').forEach(tb => {
+	    const heads = [...tb.querySelectorAll('thead th')].map(th => th.textContent);
+	    tb.querySelectorAll('tbody tr').forEach(tr => [...tr.children].forEach((td, i) => {
+	      if (counts.includes(heads[i])) out.push(td.textContent);
+	    }));
+	  });
+	  return out;
+	})()`
+	err := chromedp.Run(ctx,
+		chromedp.Navigate(x.url+"/"),
+		chromedp.WaitVisible("#api_key", chromedp.ByQuery),
+		chromedp.SendKeys("#api_key", x.Keys["icb"], chromedp.ByQuery),
+		chromedp.Click(`form[action="/signin"] button`, chromedp.ByQuery),
+		chromedp.WaitVisible("h1", chromedp.ByQuery),
+		chromedp.Navigate(x.url+"/reports"),
+		chromedp.WaitVisible("#chart-funnel svg", chromedp.ByQuery),
+		chromedp.Evaluate(`document.querySelectorAll('figure.chart svg[role="img"]').length`, &charts),
+		chromedp.Evaluate(collect, &visible),
+		chromedp.FullScreenshot(&shot, 100),
+	)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if charts < 5 {
+		t.Errorf("%d charts drawn, want the funnel, change, distribution, attrition and capacity", charts)
+	}
+	small := regexp.MustCompile(`(^|[^<\d.])([1-4])($|[^\d.])`)
+	for _, s := range visible {
+		if small.MatchString(s) {
+			t.Errorf("a suppressed number is visible: %q", s)
+		}
+	}
+	if len(visible) < 20 {
+		t.Errorf("only %d labels and cells were checked: %q", len(visible), visible)
+	}
+	if dir, err := filepath.Abs("../../.artifacts"); err == nil && os.MkdirAll(dir, 0o755) == nil {
+		if os.WriteFile(filepath.Join(dir, "reports.png"), shot, 0o644) == nil {
+			t.Logf("screenshot of the report page: %s", filepath.Join(dir, "reports.png"))
+		}
+	}
+}
