@@ -172,11 +172,11 @@ func demoHistory(ctx context.Context, svcs api.Services, clock *demoClock, n int
 			in    pb.Instrument
 			total int32
 		}
-		first := normal(20, 4, 7, 35)
+		initial := normal(20, 4, 7, 35)
 		if instrument == pb.Instrument_INSTRUMENT_WEMWBS {
-			first = normal(40, 8, 14, 70)
+			initial = normal(40, 8, 14, 70)
 		}
-		base := []score{{instrument, first}, {pb.Instrument_INSTRUMENT_UCLA3, normal(6.5, 1.5, 3, 9)}}
+		base := []score{{instrument, initial}, {pb.Instrument_INSTRUMENT_UCLA3, normal(6.5, 1.5, 3, 9)}}
 		if rng.Float64() < 0.9 {
 			for _, s := range base {
 				add(t, outcome(group, svcs, &onward, s.in, pb.Timepoint_TIMEPOINT_BASELINE, s.total, fmt.Sprint("demo-history-base-", s.in, "-", i)))
