@@ -106,7 +106,8 @@ func TestReadmeWalkthrough(t *testing.T) {
 		{"REFERRAL_STATE_IN_PROGRESS", "UPTAKE_STATUS_FIRST_SESSION_ATTENDED", "INSTRUMENT_WEMWBS", "REFERRAL_VIEW_WITHOUT_PERSON", "EVENT_TYPE_REFERRAL_CREATED"},
 		{"Bob", "REFERRAL_STATE_ACCEPTED", "UPTAKE_STATUS_FIRST_SESSION_ATTENDED", `"total":41`, "EVENT_TYPE_FEEDBACK_POSTED", "lastSequence"},
 		{"organizations/community-money-advice", "organizations/hillside-walkers/services/health-walks", "Bob Evans",
-			"FIRST_SESSION_ATTENDED", "WEMWBS BASELINE total 41", "max:         12", "ORGANIZATION_CHANGED"},
+			"FIRST_SESSION_ATTENDED", "WEMWBS BASELINE total 41", "max:         12", "ORGANIZATION_CHANGED",
+			"CHANGE FROM BASELINE TO FOLLOW-UP", "UCLA3"},
 	}
 	for i, block := range blocks {
 		script := strings.NewReplacer("127.0.0.1:50051", s.grpc, "127.0.0.1:8080", s.http).Replace(block)
@@ -146,13 +147,24 @@ func TestReadmeWalkthrough(t *testing.T) {
 	}
 	defer conn.Close()
 	ctx := metadata.AppendToOutgoingContext(context.Background(), "authorization", "Bearer "+creds[1].APIKey) // the link workers
-	all, err := pb.NewReferralServiceClient(conn).ListReferrals(ctx, &pb.ListReferralsRequest{})
-	if err != nil {
-		t.Fatal(err)
+	// Every page: --demo also wrote a year of synthetic referrals.
+	all := &pb.ListReferralsResponse{}
+	for token := ""; ; {
+		page, err := pb.NewReferralServiceClient(conn).ListReferrals(ctx, &pb.ListReferralsRequest{PageSize: 1000, PageToken: token})
+		if err != nil {
+			t.Fatal(err)
+		}
+		all.Referrals = append(all.Referrals, page.Referrals...)
+		if token = page.NextPageToken; token == "" {
+			break
+		}
 	}
-	var ada []*pb.Referral
+	var ada, demo []*pb.Referral
 	var onward *pb.Referral
 	for _, r := range all.Referrals {
+		if n := r.Person.GetNhsNumber(); n == "9990000018" || n == "9990000026" {
+			demo = append(demo, r)
+		}
 		if r.Person.GetNhsNumber() == "9434765919" {
 			ada = append(ada, r)
 			if r.ParentReferral != "" {
@@ -160,8 +172,8 @@ func TestReadmeWalkthrough(t *testing.T) {
 			}
 		}
 	}
-	if len(ada) != 2 || onward == nil || len(all.Referrals) != 4 {
-		t.Fatalf("after kill -9 the link workers list %v; want Ada's two referrals and the two demo ones", all.Referrals)
+	if len(ada) != 2 || onward == nil || len(demo) != 2 {
+		t.Fatalf("after kill -9 the link workers list %d referrals, Ada's %v and the demo's %v; want Ada's two and Bob's and Carys's", len(all.Referrals), ada, demo)
 	}
 	f, err := pb.NewFeedbackServiceClient(conn).ListFeedback(ctx, &pb.ListFeedbackRequest{Parent: onward.Name})
 	if err != nil || len(f.Feedback) != 2 {
@@ -177,8 +189,8 @@ func TestReadmeWalkthrough(t *testing.T) {
 		}
 	}
 	orgs, err := pb.NewDirectoryServiceClient(conn).ListOrganizations(ctx, &pb.ListOrganizationsRequest{})
-	if err != nil || len(orgs.Organizations) != 5 {
-		t.Errorf("organisations after a second --demo start = %d, %v; want 4 demo and the operator", len(orgs.GetOrganizations()), err)
+	if err != nil || len(orgs.Organizations) != 6 {
+		t.Errorf("organisations after a second --demo start = %d, %v; want 5 demo and the operator", len(orgs.GetOrganizations()), err)
 	}
 	// A clean stop: SIGTERM drains and exits 0.
 	s.cmd.Process.Signal(syscall.SIGTERM)
