@@ -982,8 +982,8 @@ func (x *MeasureOutcome) GetChangeDistribution() []*Bin {
 
 // Statistics of the pairs of baseline and follow-up scores. Every value is
 // unset when `n` is below the threshold, and those that are undefined are
-// unset too: the SDs with n = 1; t, p and Cohen's d when the SD of change is
-// zero.
+// unset too, as scipy has them: the SDs with n = 1; the confidence interval,
+// t, p and Cohen's d when the SD of change is zero.
 type PairedStats struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Pairs.
@@ -1168,7 +1168,7 @@ func (x *PairedStats) GetWorse() *Count {
 // Two groups' change compared: each group's statistics and the two-sample
 // t test of the difference in mean change, with pooled variance (as
 // scipy.stats.ttest_ind). The test is unset when either group is below the
-// threshold.
+// threshold, or undefined (no variance in either group).
 type GroupComparison struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// What splits the groups: "sex" or "age".
