@@ -305,3 +305,34 @@ func TestOpenAPIAndDocs(t *testing.T) {
 		}
 	}
 }
+
+// TestReportsOverREST: a commissioner reads both reports over REST, with
+// the filter in the query string; a bad filter is a 400 naming the field.
+func TestReportsOverREST(t *testing.T) {
+	x, walks, _ := setup(t)
+	x.Org("icb", pb.OrganizationKind_ORGANIZATION_KIND_COMMISSIONER)
+	for i := range 5 {
+		nhs := exchangetest.NHSNumber(900 + 10*i)
+		c := x.ConsentFor("riverside-practice", nhs, func(c *pb.Consent) {
+			c.Purposes = append(c.Purposes, pb.ConsentPurpose_CONSENT_PURPOSE_EVALUATION)
+		})
+		if _, err := x.Refer("riverside-practice", fmt.Sprint("rest-report-", i), walks, nhs, c.Name); err != nil {
+			t.Fatal(err)
+		}
+	}
+	code, body := x.do(t, "icb", "GET", "/v1/reports/activity?filter.route=REFERRAL_ROUTE_PRIMARY_CARE&filter.service="+url.QueryEscape(walks)+"&filter.startTime=2020-01-01T00:00:00Z", "")
+	if code != 200 || body["referrals"].(map[string]any)["value"] != "5" || body["suppressionThreshold"] != float64(5) {
+		t.Fatalf("GET /v1/reports/activity: %d %v", code, body)
+	}
+	code, body = x.do(t, "icb", "GET", "/v1/reports/outcomes", "")
+	if code != 200 || len(body["measures"].([]any)) != 8 {
+		t.Fatalf("GET /v1/reports/outcomes: %d %v", code, body)
+	}
+	code, body = x.do(t, "icb", "GET", "/v1/reports/activity?filter.organization=hillside", "")
+	if _, reason, fields := errorOf(t, body); code != 400 || reason != "FIELD_INVALID" || len(fields) != 1 || fields[0] != "filter.organization" {
+		t.Errorf("a bad filter: %d %v", code, body)
+	}
+	if code, _ := x.do(t, "", "GET", "/v1/reports/activity", ""); code != 401 {
+		t.Errorf("no key: %d", code)
+	}
+}
