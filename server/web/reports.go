@@ -234,7 +234,7 @@ func (k reportPage) attritionChart(o *pb.OutcomeReport) chart {
 		}
 	}
 	const left = 280.0
-	plot := chartWidth - left - 150
+	plot := chartWidth - left - 170
 	desc := ""
 	for i, c := range o.Completeness {
 		y := float64(i) * (barHeight + 8)
@@ -242,7 +242,7 @@ func (k reportPage) attritionChart(o *pb.OutcomeReport) chart {
 		vb, tb, okb := k.shown(c.Baseline)
 		vw, tw, okw := k.shown(c.WithFollowUp)
 		_, to, oko := k.shown(c.WithoutFollowUp)
-		text := fmt.Sprintf("%s of %s followed up", tw, tb)
+		text := fmt.Sprintf("%s of %s followed up", brief(tw), brief(tb))
 		desc += fmt.Sprintf("%s: %s baselines, %s followed up, %s not. ", label, tb, tw, to)
 		if !okb || most == 0 {
 			ch.Bars = append(ch.Bars, bar{Label: label, Value: text, X: left, Y: y, H: barHeight})
@@ -262,6 +262,9 @@ func (k reportPage) attritionChart(o *pb.OutcomeReport) chart {
 	ch.Legend = []bar{{Label: "Followed up", Class: "bar"}, {Label: "Not followed up", Class: "bar-missing"}, {Label: "Split not shown (small numbers)", Class: "bar-unknown"}}
 	return ch
 }
+
+// brief writes "fewer than 5" as "<5" where space is short.
+func brief(s string) string { return strings.Replace(s, "fewer than ", "<", 1) }
 
 // capacityChart draws each service's capacity status over the period.
 func capacityChart(a *pb.ActivityReport) chart {
