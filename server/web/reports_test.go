@@ -75,8 +75,8 @@ var cellRE = regexp.MustCompile(`<td>([^<]*)</td>`)
 func TestReportPage(t *testing.T) {
 	x := startReports(t)
 	c := browser(t)
-	if resp, _ := post(t, c, x.url+"/signin", url.Values{"api_key": {x.Keys["icb"]}}); resp.StatusCode != 303 {
-		t.Fatalf("sign in: %d", resp.StatusCode)
+	if resp, _ := post(t, c, x.url+"/signin", url.Values{"api_key": {x.Keys["icb"]}}); resp.StatusCode != 303 || resp.Header.Get("Location") != "/reports" {
+		t.Fatalf("a commissioner's sign-in: %d to %q, want the reports", resp.StatusCode, resp.Header.Get("Location"))
 	}
 	code, page := get(t, c, x.url+"/reports")
 	if code != 200 {

@@ -42,6 +42,7 @@ const cookieName = "exchange_session"
 type session struct {
 	key, org, orgName, csrf string
 	expires                 time.Time
+	start                   string // the first page: the inbox, or the reports for a commissioner
 }
 
 // Web serves the inbox.
@@ -185,8 +186,8 @@ func (w *Web) render(rw http.ResponseWriter, code int, name string, p page) {
 }
 
 func (w *Web) home(rw http.ResponseWriter, r *http.Request) {
-	if w.lookup(r) != nil {
-		http.Redirect(rw, r, "/inbox", http.StatusSeeOther)
+	if s := w.lookup(r); s != nil {
+		http.Redirect(rw, r, s.start, http.StatusSeeOther)
 		return
 	}
 	w.render(rw, http.StatusOK, "signin.html", page{Title: "Sign in"})
@@ -210,7 +211,10 @@ func (w *Web) signIn(rw http.ResponseWriter, r *http.Request) {
 		fail("The exchange did not accept that key. Check it, or ask the exchange's operator for a new one.")
 		return
 	}
-	s.orgName = o.DisplayName
+	s.orgName, s.start = o.DisplayName, "/inbox"
+	if o.Kind == pb.OrganizationKind_ORGANIZATION_KIND_COMMISSIONER {
+		s.start = "/reports" // a commissioner receives no referrals
+	}
 	id := random()
 	w.mu.Lock()
 	for k, old := range w.sessions { // drop expired sessions as new ones come
@@ -221,7 +225,7 @@ func (w *Web) signIn(rw http.ResponseWriter, r *http.Request) {
 	w.sessions[id] = s
 	w.mu.Unlock()
 	w.setCookie(rw, r, id, int(w.opt.SessionTTL.Seconds()))
-	http.Redirect(rw, r, "/inbox", http.StatusSeeOther)
+	http.Redirect(rw, r, s.start, http.StatusSeeOther)
 }
 
 func (w *Web) signOut(rw http.ResponseWriter, r *http.Request, s *session) {
