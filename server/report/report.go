@@ -210,8 +210,7 @@ func Activity(refs []Referral, c Context) *pb.ActivityReport {
 		Filter: c.Filter, SuppressionThreshold: int32(c.Threshold), GenerateTime: timestamppb.New(c.Now),
 		Referrals: k.count(n), ByRoute: routes.sorted(k, true), ByNeed: needs.sorted(k, false),
 		ByService: services.rows(k, true, nil), ByOrganization: orgs.rows(k, true, nil),
-		Funnel: k.funnel(n, accepted, started, completed, open, rejected.sorted(k, false), failed.sorted(k, false), cancelled.sorted(k, false),
-			rejected, failed, cancelled),
+		Funnel:       k.funnel(n, accepted, started, completed, open, rejected, failed, cancelled),
 		ResponseTime: &pb.ResponseTimes{Answered: k.count(len(answer))},
 		Overdue:      k.count(overdue), Waitlisted: k.count(waitlisted),
 	}
@@ -228,10 +227,12 @@ func Activity(refs []Referral, c Context) *pb.ActivityReport {
 // funnel builds the funnel. Its final states (open, completed, and each
 // reason of rejected, failed and cancelled) partition the referrals, so they
 // are suppressed as a partition.
-func (k counter) funnel(n, accepted, started, completed, open int, rejected, failed, cancelled []*pb.CountRow, tallies ...*enumTally) *pb.Funnel {
+func (k counter) funnel(n, accepted, started, completed, open int, rejected, failed, cancelled *enumTally) *pb.Funnel {
+	closed := []*enumTally{rejected, failed, cancelled}
+	rows := make([][]*pb.CountRow, len(closed))
 	cells := []int{open, completed}
-	rows := [][]*pb.CountRow{rejected, failed, cancelled}
-	for i, t := range tallies {
+	for i, t := range closed {
+		rows[i] = t.sorted(k, false)
 		for _, r := range rows[i] {
 			cells = append(cells, t.n[r.Key])
 		}
@@ -245,7 +246,7 @@ func (k counter) funnel(n, accepted, started, completed, open int, rejected, fai
 		}
 	}
 	return &pb.Funnel{Referred: k.count(n), Accepted: k.count(accepted), Started: k.count(started),
-		Completed: counts[1], Open: counts[0], Rejected: rejected, Failed: failed, Cancelled: cancelled}
+		Completed: counts[1], Open: counts[0], Rejected: rows[0], Failed: rows[1], Cancelled: rows[2]}
 }
 
 func seconds(s float64) *durationpb.Duration {
