@@ -5,6 +5,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"flag"
 	"fmt"
@@ -22,6 +23,7 @@ import (
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/reflection"
+	"google.golang.org/grpc/test/bufconn"
 
 	"github.com/social-prescribing/exchange/server/api"
 	"github.com/social-prescribing/exchange/server/gateway"
@@ -44,8 +46,14 @@ type settings struct {
 	demoReferrals               int
 	overdueEvery, autoReject    time.Duration
 	maxBody                     int64
+	maxMessage                  int
 	secureCookies               bool
 	reportMinCount              int
+	tls                         tlsFiles
+	insecure                    bool
+	retention                   days
+	retentionEvery              time.Duration
+	limits                      api.Limits
 }
 
 func main() {
@@ -61,6 +69,23 @@ func main() {
 	fs.BoolVar(&st.secureCookies, "secure-cookies", os.Getenv("EXCHANGE_SECURE_COOKIES") == "true", "mark the web inbox's session cookie Secure, for a TLS proxy in front (env EXCHANGE_SECURE_COOKIES=true)")
 	fs.Int64Var(&st.maxBody, "max-body-bytes", gateway.DefaultMaxBodyBytes, "largest REST request body; larger ones get 413")
 	fs.IntVar(&st.reportMinCount, "report-min-count", api.DefaultReportMinCount, "reports suppress every count from 1 to this minus one, and every statistic of fewer referrals")
+	fs.IntVar(&st.maxMessage, "max-message-bytes", 1<<20, "largest gRPC request message; larger ones get RESOURCE_EXHAUSTED")
+	fs.StringVar(&st.tls.cert, "tls-cert", os.Getenv("EXCHANGE_TLS_CERT"), "PEM certificate (chain) for both listeners; re-read when the file changes (env EXCHANGE_TLS_CERT)")
+	fs.StringVar(&st.tls.key, "tls-key", os.Getenv("EXCHANGE_TLS_KEY"), "PEM private key of --tls-cert (env EXCHANGE_TLS_KEY)")
+	fs.StringVar(&st.tls.clientCA, "client-ca", os.Getenv("EXCHANGE_CLIENT_CA"), "PEM CA certificates: gRPC clients may present a certificate it signed instead of an API key; its Subject common name is the organisation id (env EXCHANGE_CLIENT_CA)")
+	fs.BoolVar(&st.insecure, "insecure", os.Getenv("EXCHANGE_INSECURE") == "true", "allow plaintext on addresses other than loopback, for a TLS-terminating proxy in front (env EXCHANGE_INSECURE=true)")
+	st.retention = days(730 * 24 * time.Hour)
+	fs.Var(&st.retention, "retention", "clear the personal fields of referrals closed longer than this (e.g. 730d, 8760h); 0 never clears (env EXCHANGE_RETENTION)")
+	if v := os.Getenv("EXCHANGE_RETENTION"); v != "" {
+		if err := st.retention.Set(v); err != nil {
+			fmt.Fprintln(os.Stderr, "EXCHANGE_RETENTION:", err)
+			os.Exit(2)
+		}
+	}
+	fs.DurationVar(&st.retentionEvery, "retention-interval", time.Hour, "how often to apply --retention and delete stored answers older than the request_id window")
+	fs.Float64Var(&st.limits.Rate, "rate-limit", 50, "calls per second each organisation may make, sustained; 0 does not limit")
+	fs.IntVar(&st.limits.Burst, "rate-burst", 100, "calls an organisation may make at once above --rate-limit")
+	fs.IntVar(&st.limits.Streams, "max-streams", 8, "event watches and backups one organisation may have open at once; 0 does not limit")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "Usage: server [flags]\n\nRuns the social prescribing referral exchange.\n\nFlags:\n")
 		fs.PrintDefaults()
@@ -80,6 +105,13 @@ func run(st settings) error {
 	if err := os.MkdirAll(st.dataDir, 0o700); err != nil {
 		return fmt.Errorf("data directory: %w", err)
 	}
+	if err := st.checkListeners(); err != nil {
+		return err
+	}
+	creds, err := st.tls.load()
+	if err != nil {
+		return err
+	}
 	store, err := bolt.Open(filepath.Join(st.dataDir, "exchange.db"), bolt.Options{})
 	if err != nil {
 		return err
@@ -91,18 +123,29 @@ func run(st settings) error {
 	// The demo's synthetic history is written with the clock set back; at
 	// every other time the clock is the real one.
 	var clock demoClock
-	srv := api.New(store, api.Options{AutoRejectAfter: st.autoReject, ReportMinCount: st.reportMinCount, Now: clock.now})
+	srv := api.New(store, api.Options{AutoRejectAfter: st.autoReject, ReportMinCount: st.reportMinCount, Now: clock.now, Limits: st.limits})
 	if st.demo {
 		if err := ensureDemo(ctx, srv, st.dataDir, st.demoReferrals, &clock); err != nil {
 			return fmt.Errorf("demo: %w", err)
 		}
 	}
 
-	g := grpc.NewServer(grpc.ChainUnaryInterceptor(srv.UnaryAuth), grpc.ChainStreamInterceptor(srv.StreamAuth))
-	srv.Register(g)
+	// Two gRPC servers share the services: g on the network (TLS when
+	// configured) and internal in memory, which the REST gateway and the web
+	// pages call, so every rule runs in one place for all callers.
 	hs := health.NewServer()
-	healthpb.RegisterHealthServer(g, hs)
-	reflection.Register(g)
+	newServer := func(opts ...grpc.ServerOption) *grpc.Server {
+		g := grpc.NewServer(append(srv.Interceptors(), append(opts, grpc.MaxRecvMsgSize(st.maxMessage))...)...)
+		srv.Register(g)
+		healthpb.RegisterHealthServer(g, hs)
+		reflection.Register(g)
+		return g
+	}
+	var gopts []grpc.ServerOption
+	if creds.grpc != nil {
+		gopts = append(gopts, grpc.Creds(creds.grpc))
+	}
+	g, internal := newServer(gopts...), newServer()
 
 	gl, err := net.Listen("tcp", st.grpcAddr)
 	if err != nil {
@@ -112,9 +155,12 @@ func run(st settings) error {
 	if err != nil {
 		return fmt.Errorf("listen %s: %w", st.httpAddr, err)
 	}
-	// The REST gateway and the web inbox call the gRPC server through a
-	// client connection, so every rule runs in one place for all callers.
-	conn, err := grpc.NewClient(loopback(gl.Addr()), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if creds.http != nil {
+		hl = tls.NewListener(hl, creds.http)
+	}
+	il := bufconn.Listen(1 << 20)
+	conn, err := grpc.NewClient("passthrough:///exchange", grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return il.DialContext(ctx) }))
 	if err != nil {
 		return err
 	}
@@ -127,11 +173,14 @@ func run(st settings) error {
 	// longer; slow clients are bounded by the header and idle timeouts.
 	hsrv := &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
 
-	errc := make(chan error, 2)
+	errc := make(chan error, 3)
 	go func() { errc <- g.Serve(gl) }()
+	go func() { errc <- internal.Serve(il) }()
 	go func() { errc <- hsrv.Serve(hl) }()
 	go sweep(ctx, srv, st.overdueEvery)
-	slog.Info("exchange listening", "grpc", gl.Addr().String(), "http", hl.Addr().String(), "data", st.dataDir)
+	go keepRetention(ctx, srv, time.Duration(st.retention), st.retentionEvery)
+	slog.Info("exchange listening", "grpc", gl.Addr().String(), "http", hl.Addr().String(), "data", st.dataDir,
+		"tls", creds.grpc != nil, "client_certificates", st.tls.clientCA != "")
 
 	select {
 	case <-ctx.Done():
@@ -146,23 +195,14 @@ func run(st settings) error {
 	defer cancel()
 	hsrv.Shutdown(sctx)
 	done := make(chan struct{})
-	go func() { g.GracefulStop(); close(done) }()
+	go func() { g.GracefulStop(); internal.GracefulStop(); close(done) }()
 	select {
 	case <-done:
 	case <-sctx.Done():
 		g.Stop() // streams (WatchEvents) do not end by themselves
+		internal.Stop()
 	}
 	return store.Close()
-}
-
-// loopback is the address to dial a listener on: a wildcard host becomes
-// the loopback address.
-func loopback(a net.Addr) string {
-	t, ok := a.(*net.TCPAddr)
-	if !ok || !t.IP.IsUnspecified() {
-		return a.String()
-	}
-	return net.JoinHostPort("127.0.0.1", fmt.Sprint(t.Port))
 }
 
 // httpHandler serves, on the HTTP address: the REST API under /v1/, the
@@ -183,6 +223,24 @@ func httpHandler(ctx context.Context, conn *grpc.ClientConn, maxBody int64, secu
 	mux.Handle("GET /docs", docs)
 	mux.Handle("/", web.New(conn, web.Options{SecureCookies: secureCookies}).Handler())
 	return mux, nil
+}
+
+// keepRetention applies the retention period now and then.
+func keepRetention(ctx context.Context, srv *api.Server, period, every time.Duration) {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		if n, err := srv.SweepRetention(ctx, period); err != nil && ctx.Err() == nil {
+			slog.Error("retention sweep", "err", err)
+		} else if n > 0 {
+			slog.Info("retention: cleared the personal fields of closed referrals", "referrals", n)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
 }
 
 func sweep(ctx context.Context, srv *api.Server, every time.Duration) {

@@ -5,12 +5,15 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"crypto/subtle"
+	"crypto/x509"
 	"errors"
 	"strings"
 	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/metadata"
 
 	pb "github.com/social-prescribing/exchange/proto/exchange/v1"
@@ -89,28 +92,81 @@ func isPublic(method string) bool {
 	return publicMethods[method] || strings.HasPrefix(method, "/grpc.reflection.")
 }
 
+// callerOf authenticates a call by its API key or, when it has none, by
+// its verified client certificate (mutual TLS). When both are sent they
+// must name the same organisation.
 func (c *core) callerOf(ctx context.Context) (context.Context, error) {
 	md, _ := metadata.FromIncomingContext(ctx)
 	vals := md.Get("authorization")
-	if len(vals) == 0 {
+	cert := clientCertificate(ctx)
+	if len(vals) == 0 && cert == nil {
 		return nil, apiError(codes.Unauthenticated, pb.ErrorReason_ERROR_REASON_API_KEY_MISSING,
 			"no API key: send the header authorization: Bearer <key>", nil)
 	}
-	token, ok := strings.CutPrefix(vals[0], "Bearer ")
-	if !ok {
-		return nil, apiError(codes.Unauthenticated, pb.ErrorReason_ERROR_REASON_API_KEY_MISSING,
-			"the authorization header must be: Bearer <key>", nil)
+	var token string
+	if len(vals) > 0 {
+		var ok bool
+		if token, ok = strings.CutPrefix(vals[0], "Bearer "); !ok {
+			return nil, apiError(codes.Unauthenticated, pb.ErrorReason_ERROR_REASON_API_KEY_MISSING,
+				"the authorization header must be: Bearer <key>", nil)
+		}
 	}
 	var caller Caller
 	err := c.store.View(ctx, func(tx storage.ReadTx) error {
 		var err error
-		caller, err = authenticate(tx, strings.TrimSpace(token))
+		switch {
+		case token != "":
+			caller, err = authenticate(tx, strings.TrimSpace(token))
+			if err == nil && cert != nil && "organizations/"+cert.Subject.CommonName != caller.Org {
+				err = errCertNotMapped
+			}
+		default:
+			caller, err = certificateCaller(tx, cert)
+		}
 		return err
 	})
 	if err != nil {
 		return nil, storeError(ctx, err)
 	}
+	if n := noteFrom(ctx); n != nil {
+		n.caller = caller
+	}
 	return withCaller(ctx, caller), nil
+}
+
+var errCertNotMapped = apiError(codes.Unauthenticated, pb.ErrorReason_ERROR_REASON_CERTIFICATE_NOT_MAPPED,
+	"the client certificate's common name is not an organisation id of the exchange, or another organisation's API key was sent with it", nil)
+
+// clientCertificate is the call's client certificate when the TLS handshake
+// verified it against the client CA, else nil.
+func clientCertificate(ctx context.Context) *x509.Certificate {
+	p, ok := peer.FromContext(ctx)
+	if !ok {
+		return nil
+	}
+	info, ok := p.AuthInfo.(credentials.TLSInfo)
+	if !ok || len(info.State.VerifiedChains) == 0 || len(info.State.PeerCertificates) == 0 {
+		return nil
+	}
+	return info.State.PeerCertificates[0]
+}
+
+// certificateCaller maps a verified client certificate to its organisation:
+// the Subject common name is the organisation id.
+func certificateCaller(tx storage.ReadTx, cert *x509.Certificate) (Caller, error) {
+	name := "organizations/" + cert.Subject.CommonName
+	if _, ok := names.Organization(name); !ok {
+		return Caller{}, errCertNotMapped
+	}
+	o, err := tx.GetOrganization(name)
+	if errors.Is(err, storage.ErrNotFound) {
+		return Caller{}, errCertNotMapped
+	}
+	if err != nil {
+		return Caller{}, err
+	}
+	return Caller{Org: o.Name, Kind: o.Kind, KeyName: "certificates/" + cert.SerialNumber.Text(16),
+		Operator: o.Kind == pb.OrganizationKind_ORGANIZATION_KIND_OPERATOR}, nil
 }
 
 // UnaryAuth authenticates every unary call but health checks.

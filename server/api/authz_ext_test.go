@@ -138,6 +138,7 @@ func TestAuthorizationMatrix(t *testing.T) {
 	evs := pb.NewEventServiceClient(x.Conn)
 	keys := pb.NewApiKeyServiceClient(x.Conn)
 	reps := pb.NewReportServiceClient(x.Conn)
+	adm := pb.NewAdminServiceClient(x.Conn)
 
 	requested, accepted := pb.ReferralState_REFERRAL_STATE_REQUESTED, pb.ReferralState_REFERRAL_STATE_ACCEPTED
 	inProgress, onHold := pb.ReferralState_REFERRAL_STATE_IN_PROGRESS, pb.ReferralState_REFERRAL_STATE_ON_HOLD
@@ -353,6 +354,28 @@ func TestAuthorizationMatrix(t *testing.T) {
 			_, err := reps.GetOutcomeReport(ctx, &pb.GetOutcomeReportRequest{})
 			return err
 		}, [6]codes.Code{ok, ok, ok, ok, ok, anon}},
+		// Administration: the operator alone.
+		{"ListAuditEvents", requested, func(ctx context.Context, c chain) error {
+			_, err := adm.ListAuditEvents(ctx, &pb.ListAuditEventsRequest{Resource: c.r2})
+			return err
+		}, [6]codes.Code{deny, deny, deny, deny, ok, anon}},
+		{"ErasePerson", requested, func(ctx context.Context, c chain) error {
+			_, err := adm.ErasePerson(ctx, &pb.ErasePersonRequest{NhsNumber: c.nhs})
+			return err
+		}, [6]codes.Code{deny, deny, deny, deny, ok, anon}},
+		{"Backup", requested, func(ctx context.Context, c chain) error {
+			s, err := adm.Backup(ctx, &pb.BackupRequest{})
+			if err != nil {
+				return err
+			}
+			for {
+				if _, err := s.Recv(); err == io.EOF {
+					return nil
+				} else if err != nil {
+					return err
+				}
+			}
+		}, [6]codes.Code{deny, deny, deny, deny, ok, anon}},
 	}
 
 	// Every RPC of the contract has a row.

@@ -38,6 +38,8 @@ type Options struct {
 	// ReportMinCount is the suppression threshold of reports: counts from 1
 	// to ReportMinCount-1 are not shown. DefaultReportMinCount when 0.
 	ReportMinCount int
+	// Limits are the per-organisation rate and stream limits; none when zero.
+	Limits Limits
 }
 
 // core is what every service shares.
@@ -104,7 +106,8 @@ func checkEtag(sent, current string) error {
 // mutate runs a write with AIP-155 idempotency: within one transaction it
 // returns the stored first response to a repeated request_id of the same
 // organisation, or runs fn and stores its response with the change. resp is
-// filled with the response either way.
+// filled with the response either way. The call's audit entry, when it has
+// one, is written in the same transaction.
 func (c *core) mutate(ctx context.Context, method, requestID string, req proto.Message, resp proto.Message, fn func(tx storage.WriteTx, now time.Time) (proto.Message, error)) error {
 	caller := CallerFrom(ctx)
 	var hash []byte
@@ -117,6 +120,7 @@ func (c *core) mutate(ctx context.Context, method, requestID string, req proto.M
 		hash = h[:]
 	}
 	err := c.store.Update(ctx, func(tx storage.WriteTx) error {
+		now := c.clock()
 		if requestID != "" {
 			rec, err := tx.GetIdempotency(caller.Org, requestID)
 			switch {
@@ -125,17 +129,23 @@ func (c *core) mutate(ctx context.Context, method, requestID string, req proto.M
 					return apiError(codes.InvalidArgument, pb.ErrorReason_ERROR_REASON_REQUEST_ID_REUSED,
 						"request_id was already used for a different request", map[string]string{"request_id": requestID})
 				}
-				return proto.Unmarshal(rec.Response, resp)
+				if err := proto.Unmarshal(rec.Response, resp); err != nil {
+					return err
+				}
+				return auditInTx(ctx, tx, now, req, resp)
 			case !errors.Is(err, storage.ErrNotFound):
 				return err
 			}
 		}
-		out, err := fn(tx, c.clock())
+		out, err := fn(tx, now)
 		if err != nil {
 			return err
 		}
 		proto.Reset(resp)
 		proto.Merge(resp, out)
+		if err := auditInTx(ctx, tx, now, req, out); err != nil {
+			return err
+		}
 		if requestID == "" {
 			return nil
 		}
@@ -143,8 +153,11 @@ func (c *core) mutate(ctx context.Context, method, requestID string, req proto.M
 		if err != nil {
 			return err
 		}
-		return tx.PutIdempotency(caller.Org, requestID, &storage.Idempotency{Method: method, RequestHash: hash, Response: b})
+		return tx.PutIdempotency(caller.Org, requestID, &storage.Idempotency{Method: method, RequestHash: hash, Response: b, CreateTime: now})
 	})
+	if n := noteFrom(ctx); n != nil && err == nil {
+		n.written = true
+	}
 	return storeError(ctx, err)
 }
 

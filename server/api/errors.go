@@ -5,10 +5,12 @@ import (
 	"errors"
 	"log/slog"
 	"strings"
+	"syscall"
 
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/protoadapt"
 
 	pb "github.com/social-prescribing/exchange/proto/exchange/v1"
 	"github.com/social-prescribing/exchange/server/storage"
@@ -18,35 +20,15 @@ import (
 // ErrorDomain is the ErrorInfo domain of every error the exchange returns.
 const ErrorDomain = "exchange.socialprescribing.uk"
 
-// apiError builds a status with an ErrorInfo detail carrying the reason.
-func apiError(code codes.Code, reason pb.ErrorReason, msg string, meta map[string]string, extra ...*errdetails.BadRequest) error {
-	st := status.New(code, msg)
+// apiError builds a status with an ErrorInfo detail carrying the reason,
+// and any further details (BadRequest, RetryInfo).
+func apiError(code codes.Code, reason pb.ErrorReason, msg string, meta map[string]string, extra ...protoadapt.MessageV1) error {
 	info := &errdetails.ErrorInfo{Reason: Reason(reason), Domain: ErrorDomain, Metadata: meta}
-	details := []any{info}
-	for _, e := range extra {
-		details = append(details, e)
-	}
-	var err error
-	if st, err = withDetails(st, details...); err != nil {
+	st, err := status.New(code, msg).WithDetails(append([]protoadapt.MessageV1{info}, extra...)...)
+	if err != nil {
 		return status.Error(codes.Internal, "building error details")
 	}
 	return st.Err()
-}
-
-func withDetails(st *status.Status, details ...any) (*status.Status, error) {
-	var err error
-	for _, d := range details {
-		switch m := d.(type) {
-		case *errdetails.ErrorInfo:
-			st, err = st.WithDetails(m)
-		case *errdetails.BadRequest:
-			st, err = st.WithDetails(m)
-		}
-		if err != nil {
-			return nil, err
-		}
-	}
-	return st, nil
 }
 
 // invalid returns INVALID_ARGUMENT with a field violation per bad field, or
@@ -114,9 +96,13 @@ func storeError(ctx context.Context, err error) error {
 		return apiError(codes.NotFound, pb.ErrorReason_ERROR_REASON_RESOURCE_NOT_FOUND, "not found", nil)
 	}
 	slog.ErrorContext(ctx, "store failure", "err", err)
-	if strings.Contains(err.Error(), "commit") {
+	if errors.Is(err, syscall.ENOSPC) {
 		return apiError(codes.Unavailable, pb.ErrorReason_ERROR_REASON_STORE_UNAVAILABLE,
-			"the store could not write: retry later with the same request_id", nil)
+			"the exchange's disk is full: nothing was written; retry later with the same request_id", nil)
+	}
+	if errors.Is(err, storage.ErrWriteFailed) {
+		return apiError(codes.Unavailable, pb.ErrorReason_ERROR_REASON_STORE_UNAVAILABLE,
+			"the store could not write: nothing was written; retry later with the same request_id", nil)
 	}
 	return apiError(codes.Internal, pb.ErrorReason_ERROR_REASON_INTERNAL, "internal error", nil)
 }

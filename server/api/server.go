@@ -11,7 +11,8 @@ import (
 
 // Server holds the exchange's gRPC services.
 type Server struct {
-	core *core
+	core   *core
+	limits *limiter
 }
 
 // New returns the services on store.
@@ -24,7 +25,8 @@ func New(store storage.Store, opt Options) *Server {
 	if minCount <= 0 {
 		minCount = DefaultReportMinCount
 	}
-	return &Server{core: &core{store: store, now: now, autoReject: opt.AutoRejectAfter, reportMinCount: minCount}}
+	return &Server{core: &core{store: store, now: now, autoReject: opt.AutoRejectAfter, reportMinCount: minCount},
+		limits: newLimiter(opt.Limits)}
 }
 
 // Register registers every service on g.
@@ -37,4 +39,5 @@ func (s *Server) Register(g *grpc.Server) {
 	pb.RegisterEventServiceServer(g, &events{core: s.core})
 	pb.RegisterApiKeyServiceServer(g, &apiKeys{core: s.core})
 	pb.RegisterReportServiceServer(g, &reports{core: s.core})
+	pb.RegisterAdminServiceServer(g, &admin{core: s.core})
 }

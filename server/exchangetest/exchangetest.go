@@ -35,6 +35,7 @@ type Exchange struct {
 	Path  string // the bbolt file
 	Opt   api.Options
 	Srv   *api.Server
+	Store *bolt.Store
 	Conn  *grpc.ClientConn
 	Addr  string            // the gRPC listener
 	Keys  map[string]string // organisation id -> API key; "operator" is the operator
@@ -45,7 +46,8 @@ type Exchange struct {
 func Start(t *testing.T) *Exchange { return StartWith(t, api.Options{}) }
 
 // StartWith starts an exchange with options, on a new file. Interceptors,
-// if any, run after authentication (tests use them to inject faults).
+// if any, run after authentication and the limits (tests use them to
+// inject faults).
 func StartWith(t *testing.T, opt api.Options, interceptors ...grpc.UnaryServerInterceptor) *Exchange {
 	t.Helper()
 	x := &Exchange{T: t, Path: filepath.Join(t.TempDir(), "exchange.db"), Opt: opt, Keys: map[string]string{}, extra: interceptors}
@@ -62,8 +64,8 @@ func (x *Exchange) open() {
 		t.Fatal(err)
 	}
 	x.Srv = api.New(store, x.Opt)
-	g := grpc.NewServer(grpc.ChainUnaryInterceptor(append([]grpc.UnaryServerInterceptor{x.Srv.UnaryAuth}, x.extra...)...),
-		grpc.ChainStreamInterceptor(x.Srv.StreamAuth))
+	x.Store = store
+	g := grpc.NewServer(x.Srv.Interceptors(x.extra...)...)
 	x.Srv.Register(g)
 	addr := x.Addr // a restart listens where the exchange was
 	if addr == "" {

@@ -6,13 +6,16 @@
 package policy
 
 import (
+	"fmt"
 	"slices"
+	"time"
 
 	"google.golang.org/protobuf/proto"
-	"time"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	pb "github.com/social-prescribing/exchange/proto/exchange/v1"
 	"github.com/social-prescribing/exchange/server/lifecycle"
+	"github.com/social-prescribing/exchange/server/validate"
 )
 
 // Relation is how an organisation relates to a referral.
@@ -255,6 +258,9 @@ var Stewards = map[string]Steward{
 	"CreateApiKey":       OwnerOrOperator,
 	"ListApiKeys":        OwnerOrOperator,
 	"RevokeApiKey":       OwnerOrOperator,
+	"ListAuditEvents":    OperatorOnly,
+	"ErasePerson":        OperatorOnly,
+	"Backup":             OperatorOnly,
 }
 
 // MayManage reports whether caller (the operator or not) may call method on
@@ -289,4 +295,91 @@ func InOwnReports(org string, r *pb.Referral) bool {
 func CountsInReports(c *pb.Consent) bool {
 	return c != nil && c.WithdrawTime == nil &&
 		slices.Contains(c.Purposes, pb.ConsentPurpose_CONSENT_PURPOSE_EVALUATION)
+}
+
+// Audited says, for every RPC of the contract, whether its calls touch
+// personal data (or the keys and records that guard it) and so go in the
+// audit log, successful or refused. The directory, capacity and event feed
+// hold no personal data. TestAuditedCoversEveryRPC fails when an RPC is
+// missing, so each new RPC needs a decision here.
+var Audited = map[string]bool{
+	"/exchange.v1.DirectoryService/CreateOrganization": false,
+	"/exchange.v1.DirectoryService/GetOrganization":    false,
+	"/exchange.v1.DirectoryService/ListOrganizations":  false,
+	"/exchange.v1.DirectoryService/UpdateOrganization": false,
+	"/exchange.v1.DirectoryService/CreateService":      false,
+	"/exchange.v1.DirectoryService/GetService":         false,
+	"/exchange.v1.DirectoryService/ListServices":       false,
+	"/exchange.v1.DirectoryService/UpdateService":      false,
+	"/exchange.v1.DirectoryService/SearchServices":     false,
+	"/exchange.v1.CapacityService/GetCapacity":         false,
+	"/exchange.v1.CapacityService/UpdateCapacity":      false,
+	"/exchange.v1.EventService/WatchEvents":            false,
+	"/exchange.v1.EventService/ListEvents":             false,
+
+	"/exchange.v1.ConsentService/CreateConsent":               true,
+	"/exchange.v1.ConsentService/GetConsent":                  true,
+	"/exchange.v1.ConsentService/ListConsents":                true,
+	"/exchange.v1.ConsentService/WithdrawConsent":             true,
+	"/exchange.v1.ReferralService/CreateReferral":             true,
+	"/exchange.v1.ReferralService/GetReferral":                true,
+	"/exchange.v1.ReferralService/ListReferrals":              true,
+	"/exchange.v1.ReferralService/AcceptReferral":             true,
+	"/exchange.v1.ReferralService/RejectReferral":             true,
+	"/exchange.v1.ReferralService/StartReferral":              true,
+	"/exchange.v1.ReferralService/HoldReferral":               true,
+	"/exchange.v1.ReferralService/ResumeReferral":             true,
+	"/exchange.v1.ReferralService/CompleteReferral":           true,
+	"/exchange.v1.ReferralService/FailReferral":               true,
+	"/exchange.v1.ReferralService/CancelReferral":             true,
+	"/exchange.v1.ReferralService/MarkReferralEnteredInError": true,
+	"/exchange.v1.FeedbackService/CreateFeedback":             true,
+	"/exchange.v1.FeedbackService/ListFeedback":               true,
+	"/exchange.v1.ReportService/GetActivityReport":            true,
+	"/exchange.v1.ReportService/GetOutcomeReport":             true,
+	"/exchange.v1.ApiKeyService/CreateApiKey":                 true,
+	"/exchange.v1.ApiKeyService/ListApiKeys":                  true,
+	"/exchange.v1.ApiKeyService/RevokeApiKey":                 true,
+	"/exchange.v1.AdminService/ListAuditEvents":               true,
+	"/exchange.v1.AdminService/ErasePerson":                   true,
+	"/exchange.v1.AdminService/Backup":                        true,
+}
+
+// ClearPerson clears a referral's personal fields, as erasure and the
+// retention period require: the person keeps only sex and the ten-year age
+// band at referral (what reports split by), and the free-text reason goes.
+// Everything else (states, times, needs, route, service) stays, so counts and
+// reports do not change. It reports whether anything was cleared.
+func ClearPerson(r *pb.Referral, now time.Time) bool {
+	if r.EraseTime != nil {
+		return false
+	}
+	kept := &pb.Person{Sex: r.Person.GetSex(), AgeBand: AgeBand(r.Person.GetDateOfBirth(), r.CreateTime.AsTime())}
+	r.Person, r.Reason, r.EraseTime = kept, "", timestamppb.New(now)
+	return true
+}
+
+// ClearNote clears the free text of a note, which may name the person;
+// uptake and outcome scores stay for reports. It reports whether anything
+// was cleared.
+func ClearNote(f *pb.Feedback) bool {
+	if n := f.GetNote(); n != nil && n.Text != "" {
+		n.Text = ""
+		return true
+	}
+	return false
+}
+
+// AgeBand is the ten-year band ("50-59", "90+") of someone born on dob
+// (YYYY-MM-DD) at time at, or "" when dob is not a date.
+func AgeBand(dob string, at time.Time) string {
+	age := validate.Age(dob, at)
+	switch {
+	case age < 0:
+		return ""
+	case age >= 90:
+		return "90+"
+	}
+	lo := age / 10 * 10
+	return fmt.Sprintf("%d-%d", lo, lo+9)
 }

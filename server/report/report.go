@@ -4,6 +4,8 @@ import (
 	"math"
 	"slices"
 	"sort"
+	"strconv"
+	"strings"
 	"time"
 
 	"google.golang.org/protobuf/proto"
@@ -13,6 +15,7 @@ import (
 
 	pb "github.com/social-prescribing/exchange/proto/exchange/v1"
 	"github.com/social-prescribing/exchange/server/lifecycle"
+	"github.com/social-prescribing/exchange/server/validate"
 )
 
 // Referral is one referral a report may count: the caller may count it and
@@ -445,7 +448,7 @@ func Outcomes(refs []Referral, c Context) *pb.OutcomeReport {
 			case pb.Sex_SEX_MALE:
 				male.add(b, f)
 			}
-			if age, ok := ageAt(ref.R.Person.GetDateOfBirth(), base.MeasureTime.AsTime()); ok {
+			if age, ok := ageAt(ref.R.Person, base.MeasureTime.AsTime()); ok {
 				if age < 50 {
 					under50.add(b, f)
 				} else {
@@ -468,18 +471,17 @@ func Outcomes(refs []Referral, c Context) *pb.OutcomeReport {
 	return rep
 }
 
-// ageAt is the age in whole years on day at of someone born on dob
-// (YYYY-MM-DD).
-func ageAt(dob string, at time.Time) (int, bool) {
-	born, err := time.Parse(time.DateOnly, dob)
-	if err != nil {
-		return 0, false
+// ageAt is the person's age in whole years at time at: from the date of
+// birth, or, once the personal fields are cleared, the lower bound of the
+// age band kept in its place ("50-59" counts as 50, on the same side of
+// the report's split at 50).
+func ageAt(p *pb.Person, at time.Time) (int, bool) {
+	if age := validate.Age(p.GetDateOfBirth(), at); age >= 0 {
+		return age, true
 	}
-	age := at.Year() - born.Year()
-	if at.Month() < born.Month() || (at.Month() == born.Month() && at.Day() < born.Day()) {
-		age--
-	}
-	return age, true
+	lo, _, _ := strings.Cut(strings.TrimSuffix(p.GetAgeBand(), "+"), "-")
+	age, err := strconv.Atoi(lo)
+	return age, err == nil
 }
 
 func opt(x float64) *float64 {

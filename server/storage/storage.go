@@ -12,6 +12,7 @@ package storage
 import (
 	"context"
 	"errors"
+	"io"
 	"time"
 
 	pb "github.com/social-prescribing/exchange/proto/exchange/v1"
@@ -23,6 +24,10 @@ var (
 	ErrAlreadyExists = errors.New("already exists")
 	ErrConflict      = errors.New("conflict")
 	ErrClosed        = errors.New("store closed")
+	// ErrWriteFailed wraps a commit the file system refused (a full disk, an
+	// I/O error): nothing of the transaction was kept, and a later write may
+	// succeed once the cause is gone.
+	ErrWriteFailed = errors.New("the store could not write")
 )
 
 // Store is a transactional store.
@@ -40,8 +45,19 @@ type Store interface {
 	// WaitEvents blocks until an event with a sequence number above after is
 	// committed, or ctx ends.
 	WaitEvents(ctx context.Context, after int64) error
+	// Backup writes a consistent copy of the whole store, taken in one read
+	// transaction while writes go on: it calls start with the copy's size,
+	// then writes the copy to the writer start returns.
+	Backup(ctx context.Context, start func(size int64) (io.Writer, error)) error
 	// Close waits for pending commits and closes the store.
 	Close() error
+}
+
+// AuditQuery selects audit events. Empty fields do not narrow.
+type AuditQuery struct {
+	Organization string
+	Resource     string
+	Start, End   time.Time // [Start, End)
 }
 
 // ReferralQuery selects referrals through one index. Exactly one of Party,
@@ -78,6 +94,9 @@ type Idempotency struct {
 	Method      string `json:"method"`
 	RequestHash []byte `json:"request_hash"`
 	Response    []byte `json:"response"` // the marshalled response message
+	// CreateTime is when the first response was stored; records older than
+	// the idempotency window are deleted (DeleteIdempotencyBefore).
+	CreateTime time.Time `json:"create_time,omitzero"`
 }
 
 // Event is a change-feed entry and the organisations that may see it
@@ -133,6 +152,18 @@ type ReadTx interface {
 	// after; the last sequence in the store when it reached the end).
 	ListEvents(org string, after int64, limit int) ([]*pb.Event, int64, error)
 	LastSequence() (int64, error)
+
+	// ReferralsOfPerson returns the names of every referral whose person has
+	// the NHS number, oldest first.
+	ReferralsOfPerson(nhsNumber string) ([]string, error)
+	// ClosedReferralsBefore returns closed referrals whose personal fields
+	// are not yet cleared and whose state_time is before t, oldest first.
+	ClosedReferralsBefore(before time.Time, limit int) ([]*pb.Referral, error)
+
+	// ListAudit returns audit events matching q, oldest first.
+	ListAudit(q AuditQuery, after string, limit int) (Page[*pb.AuditEvent], error)
+	// LastAuditSequence is the sequence of the newest audit event.
+	LastAuditSequence() (int64, error)
 }
 
 // WriteTx writes inside a transaction. Create methods return
@@ -158,11 +189,21 @@ type WriteTx interface {
 	UpdateConsent(c *pb.Consent) error
 
 	CreateFeedback(f *pb.Feedback) error
+	// UpdateFeedback replaces a feedback entry (to clear its text).
+	UpdateFeedback(f *pb.Feedback) error
 
 	CreateAPIKey(k *APIKey) error
 	UpdateAPIKey(k *APIKey) error
 
 	PutIdempotency(org, requestID string, rec *Idempotency) error
+	// DeleteIdempotency deletes the stored responses for which drop returns
+	// true and returns how many; it reads every record, so it is for rare
+	// jobs (erasure, the retention sweep), never for a request.
+	DeleteIdempotency(drop func(*Idempotency) bool) (int, error)
+
+	// AppendAudit gives the audit event the next audit sequence number and
+	// stores it. There is no way to change or delete an audit event.
+	AppendAudit(e *pb.AuditEvent) (int64, error)
 
 	// AppendEvent gives the event the next sequence number, stores it and
 	// returns the sequence.

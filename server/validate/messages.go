@@ -146,8 +146,11 @@ func StateReason(v *Violations, field string, r *pb.StateReason, required bool) 
 		return
 	}
 	Enum(v, field+".code", r.Code, true)
-	if r.Code == pb.StateReasonCode_STATE_REASON_CODE_CONSENT_WITHDRAWN {
+	switch r.Code {
+	case pb.StateReasonCode_STATE_REASON_CODE_CONSENT_WITHDRAWN:
 		v.Add(field+".code", "CONSENT_WITHDRAWN is set only by the exchange: withdraw the consent instead")
+	case pb.StateReasonCode_STATE_REASON_CODE_ERASED:
+		v.Add(field+".code", "ERASED is set only by the exchange, on an erasure of the person")
 	}
 	Text(v, field+".text", r.Text, 1000, r.Code == pb.StateReasonCode_STATE_REASON_CODE_OTHER)
 }

@@ -262,7 +262,8 @@ type Consent struct {
 	// Resource name, `consents/{consent}`. Output only.
 	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
 	// The person's NHS number: 10 digits with a valid modulus 11 check digit,
-	// spaces allowed on input and removed. Required; immutable.
+	// spaces allowed on input and removed. Required; immutable, except that
+	// an erasure of the person (AdminService.ErasePerson) clears it.
 	NhsNumber string `protobuf:"bytes,2,opt,name=nhs_number,json=nhsNumber,proto3" json:"nhs_number,omitempty"`
 	// The organisation that recorded the consent, `organizations/{organization}`:
 	// the caller of CreateConsent. Output only.

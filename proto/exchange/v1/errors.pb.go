@@ -80,7 +80,9 @@ const (
 	// INVALID_ARGUMENT: the page token is not one this list returned, or the
 	// filter changed between pages.
 	ErrorReason_ERROR_REASON_PAGE_TOKEN_INVALID ErrorReason = 16
-	// RESOURCE_EXHAUSTED: too many requests; retry after the RetryInfo delay.
+	// RESOURCE_EXHAUSTED (HTTP 429): the organisation sent more requests than
+	// its rate limit; retry after the RetryInfo delay (over REST, the
+	// Retry-After header). Metadata `retry_after_ms`.
 	ErrorReason_ERROR_REASON_RATE_LIMITED ErrorReason = 17
 	// UNAVAILABLE: the exchange is shutting down or the store cannot write (a
 	// full disk); retry later with the same request_id.
@@ -95,6 +97,14 @@ const (
 	// for the request message, or a path or query parameter cannot be parsed;
 	// the message says where.
 	ErrorReason_ERROR_REASON_MALFORMED_REQUEST ErrorReason = 21
+	// RESOURCE_EXHAUSTED: the organisation already has as many streams (event
+	// watches, backups) open as the exchange allows; close one first.
+	// Metadata `limit`.
+	ErrorReason_ERROR_REASON_TOO_MANY_STREAMS ErrorReason = 22
+	// UNAUTHENTICATED: the client certificate is valid but names no
+	// organisation of the exchange (its Subject common name must be an
+	// organisation id), or it disagrees with the API key sent with it.
+	ErrorReason_ERROR_REASON_CERTIFICATE_NOT_MAPPED ErrorReason = 23
 )
 
 // Enum value maps for ErrorReason.
@@ -122,30 +132,34 @@ var (
 		19: "ERROR_REASON_INTERNAL",
 		20: "ERROR_REASON_REQUEST_TOO_LARGE",
 		21: "ERROR_REASON_MALFORMED_REQUEST",
+		22: "ERROR_REASON_TOO_MANY_STREAMS",
+		23: "ERROR_REASON_CERTIFICATE_NOT_MAPPED",
 	}
 	ErrorReason_value = map[string]int32{
-		"ERROR_REASON_UNSPECIFIED":         0,
-		"ERROR_REASON_FIELD_INVALID":       1,
-		"ERROR_REASON_REQUEST_ID_REUSED":   2,
-		"ERROR_REASON_API_KEY_MISSING":     3,
-		"ERROR_REASON_API_KEY_INVALID":     4,
-		"ERROR_REASON_NOT_ALLOWED":         5,
-		"ERROR_REASON_WRONG_SIDE":          6,
-		"ERROR_REASON_RESOURCE_NOT_FOUND":  7,
-		"ERROR_REASON_RESOURCE_EXISTS":     8,
-		"ERROR_REASON_DUPLICATE_REFERRAL":  9,
-		"ERROR_REASON_INVALID_TRANSITION":  10,
-		"ERROR_REASON_CONSENT_REQUIRED":    11,
-		"ERROR_REASON_CONSENT_NOT_ACTIVE":  12,
-		"ERROR_REASON_SERVICE_AT_CAPACITY": 13,
-		"ERROR_REASON_ETAG_MISMATCH":       14,
-		"ERROR_REASON_REFERRAL_CLOSED":     15,
-		"ERROR_REASON_PAGE_TOKEN_INVALID":  16,
-		"ERROR_REASON_RATE_LIMITED":        17,
-		"ERROR_REASON_STORE_UNAVAILABLE":   18,
-		"ERROR_REASON_INTERNAL":            19,
-		"ERROR_REASON_REQUEST_TOO_LARGE":   20,
-		"ERROR_REASON_MALFORMED_REQUEST":   21,
+		"ERROR_REASON_UNSPECIFIED":            0,
+		"ERROR_REASON_FIELD_INVALID":          1,
+		"ERROR_REASON_REQUEST_ID_REUSED":      2,
+		"ERROR_REASON_API_KEY_MISSING":        3,
+		"ERROR_REASON_API_KEY_INVALID":        4,
+		"ERROR_REASON_NOT_ALLOWED":            5,
+		"ERROR_REASON_WRONG_SIDE":             6,
+		"ERROR_REASON_RESOURCE_NOT_FOUND":     7,
+		"ERROR_REASON_RESOURCE_EXISTS":        8,
+		"ERROR_REASON_DUPLICATE_REFERRAL":     9,
+		"ERROR_REASON_INVALID_TRANSITION":     10,
+		"ERROR_REASON_CONSENT_REQUIRED":       11,
+		"ERROR_REASON_CONSENT_NOT_ACTIVE":     12,
+		"ERROR_REASON_SERVICE_AT_CAPACITY":    13,
+		"ERROR_REASON_ETAG_MISMATCH":          14,
+		"ERROR_REASON_REFERRAL_CLOSED":        15,
+		"ERROR_REASON_PAGE_TOKEN_INVALID":     16,
+		"ERROR_REASON_RATE_LIMITED":           17,
+		"ERROR_REASON_STORE_UNAVAILABLE":      18,
+		"ERROR_REASON_INTERNAL":               19,
+		"ERROR_REASON_REQUEST_TOO_LARGE":      20,
+		"ERROR_REASON_MALFORMED_REQUEST":      21,
+		"ERROR_REASON_TOO_MANY_STREAMS":       22,
+		"ERROR_REASON_CERTIFICATE_NOT_MAPPED": 23,
 	}
 )
 
@@ -180,7 +194,7 @@ var File_exchange_v1_errors_proto protoreflect.FileDescriptor
 
 const file_exchange_v1_errors_proto_rawDesc = "" +
 	"\n" +
-	"\x18exchange/v1/errors.proto\x12\vexchange.v1*\xfa\x05\n" +
+	"\x18exchange/v1/errors.proto\x12\vexchange.v1*\xc6\x06\n" +
 	"\vErrorReason\x12\x1c\n" +
 	"\x18ERROR_REASON_UNSPECIFIED\x10\x00\x12\x1e\n" +
 	"\x1aERROR_REASON_FIELD_INVALID\x10\x01\x12\"\n" +
@@ -204,7 +218,9 @@ const file_exchange_v1_errors_proto_rawDesc = "" +
 	"\x1eERROR_REASON_STORE_UNAVAILABLE\x10\x12\x12\x19\n" +
 	"\x15ERROR_REASON_INTERNAL\x10\x13\x12\"\n" +
 	"\x1eERROR_REASON_REQUEST_TOO_LARGE\x10\x14\x12\"\n" +
-	"\x1eERROR_REASON_MALFORMED_REQUEST\x10\x15BEZCgithub.com/social-prescribing/exchange/proto/exchange/v1;exchangev1b\x06proto3"
+	"\x1eERROR_REASON_MALFORMED_REQUEST\x10\x15\x12!\n" +
+	"\x1dERROR_REASON_TOO_MANY_STREAMS\x10\x16\x12'\n" +
+	"#ERROR_REASON_CERTIFICATE_NOT_MAPPED\x10\x17BEZCgithub.com/social-prescribing/exchange/proto/exchange/v1;exchangev1b\x06proto3"
 
 var (
 	file_exchange_v1_errors_proto_rawDescOnce sync.Once

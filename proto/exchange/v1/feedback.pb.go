@@ -270,7 +270,9 @@ func (Timepoint) EnumDescriptor() ([]byte, []int) {
 // A message between the two sides of a referral.
 type Note struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// The message, 1-4000 characters.
+	// The message, 1-4000 characters. Empty once the referral's personal
+	// fields have been cleared (erasure or retention): a note may name the
+	// person.
 	Text          string `protobuf:"bytes,1,opt,name=text,proto3" json:"text,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache

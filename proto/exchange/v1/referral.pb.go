@@ -338,6 +338,9 @@ const (
 	StateReasonCode_STATE_REASON_CODE_NEEDS_CHANGED StateReasonCode = 9
 	// Anything else; `text` is then required.
 	StateReasonCode_STATE_REASON_CODE_OTHER StateReasonCode = 10
+	// Set by the exchange only: the person's data was erased at their request
+	// (AdminService.ErasePerson) while the referral was open.
+	StateReasonCode_STATE_REASON_CODE_ERASED StateReasonCode = 11
 )
 
 // Enum value maps for StateReasonCode.
@@ -354,6 +357,7 @@ var (
 		8:  "STATE_REASON_CODE_DUPLICATE",
 		9:  "STATE_REASON_CODE_NEEDS_CHANGED",
 		10: "STATE_REASON_CODE_OTHER",
+		11: "STATE_REASON_CODE_ERASED",
 	}
 	StateReasonCode_value = map[string]int32{
 		"STATE_REASON_CODE_UNSPECIFIED":       0,
@@ -367,6 +371,7 @@ var (
 		"STATE_REASON_CODE_DUPLICATE":         8,
 		"STATE_REASON_CODE_NEEDS_CHANGED":     9,
 		"STATE_REASON_CODE_OTHER":             10,
+		"STATE_REASON_CODE_ERASED":            11,
 	}
 )
 
@@ -670,8 +675,12 @@ type Person struct {
 	// Accessibility or communication needs in words, e.g. "wheelchair user",
 	// "British Sign Language". At most 1000 characters.
 	AccessibilityNeeds string `protobuf:"bytes,13,opt,name=accessibility_needs,json=accessibilityNeeds,proto3" json:"accessibility_needs,omitempty"`
-	unknownFields      protoimpl.UnknownFields
-	sizeCache          protoimpl.SizeCache
+	// Age at referral in ten-year bands, e.g. "50-59" ("90+" above), set only
+	// when the personal fields have been cleared (see Referral.erase_time):
+	// what reports keep of the date of birth. Output only.
+	AgeBand       string `protobuf:"bytes,14,opt,name=age_band,json=ageBand,proto3" json:"age_band,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Person) Reset() {
@@ -795,6 +804,13 @@ func (x *Person) GetAccessibilityNeeds() string {
 	return ""
 }
 
+func (x *Person) GetAgeBand() string {
+	if x != nil {
+		return x.AgeBand
+	}
+	return ""
+}
+
 // A referral of a person to a service.
 type Referral struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -865,7 +881,11 @@ type Referral struct {
 	// When the referral was first ACCEPTED. Output only.
 	AcceptTime *timestamppb.Timestamp `protobuf:"bytes,24,opt,name=accept_time,json=acceptTime,proto3" json:"accept_time,omitempty"`
 	// When support first started (IN_PROGRESS). Output only.
-	StartTime     *timestamppb.Timestamp `protobuf:"bytes,25,opt,name=start_time,json=startTime,proto3" json:"start_time,omitempty"`
+	StartTime *timestamppb.Timestamp `protobuf:"bytes,25,opt,name=start_time,json=startTime,proto3" json:"start_time,omitempty"`
+	// When the personal fields were cleared, by erasure or because the
+	// referral had been closed longer than the retention period: `person` then
+	// keeps only `sex` and `age_band`, and `reason` is empty. Output only.
+	EraseTime     *timestamppb.Timestamp `protobuf:"bytes,26,opt,name=erase_time,json=eraseTime,proto3" json:"erase_time,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1071,6 +1091,13 @@ func (x *Referral) GetAcceptTime() *timestamppb.Timestamp {
 func (x *Referral) GetStartTime() *timestamppb.Timestamp {
 	if x != nil {
 		return x.StartTime
+	}
+	return nil
+}
+
+func (x *Referral) GetEraseTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.EraseTime
 	}
 	return nil
 }
@@ -1937,7 +1964,7 @@ const file_exchange_v1_referral_proto_rawDesc = "" +
 	"\x1aexchange/v1/referral.proto\x12\vexchange.v1\x1a\x1bexchange/v1/directory.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"S\n" +
 	"\vStateReason\x120\n" +
 	"\x04code\x18\x01 \x01(\x0e2\x1c.exchange.v1.StateReasonCodeR\x04code\x12\x12\n" +
-	"\x04text\x18\x02 \x01(\tR\x04text\"\xee\x03\n" +
+	"\x04text\x18\x02 \x01(\tR\x04text\"\x89\x04\n" +
 	"\x06Person\x12\x1d\n" +
 	"\n" +
 	"nhs_number\x18\x01 \x01(\tR\tnhsNumber\x12\x1d\n" +
@@ -1955,7 +1982,8 @@ const file_exchange_v1_referral_proto_rawDesc = "" +
 	" \x01(\x0e2\x1a.exchange.v1.ContactMethodR\x16preferredContactMethod\x12\x1a\n" +
 	"\blanguage\x18\v \x01(\tR\blanguage\x12-\n" +
 	"\x12interpreter_needed\x18\f \x01(\bR\x11interpreterNeeded\x12/\n" +
-	"\x13accessibility_needs\x18\r \x01(\tR\x12accessibilityNeeds\"\xf7\b\n" +
+	"\x13accessibility_needs\x18\r \x01(\tR\x12accessibilityNeeds\x12\x19\n" +
+	"\bage_band\x18\x0e \x01(\tR\aageBand\"\xb2\t\n" +
 	"\bReferral\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1a\n" +
 	"\breferrer\x18\x02 \x01(\tR\breferrer\x12+\n" +
@@ -1988,7 +2016,9 @@ const file_exchange_v1_referral_proto_rawDesc = "" +
 	"\vaccept_time\x18\x18 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"acceptTime\x129\n" +
 	"\n" +
-	"start_time\x18\x19 \x01(\v2\x1a.google.protobuf.TimestampR\tstartTime\"i\n" +
+	"start_time\x18\x19 \x01(\v2\x1a.google.protobuf.TimestampR\tstartTime\x129\n" +
+	"\n" +
+	"erase_time\x18\x1a \x01(\v2\x1a.google.protobuf.TimestampR\teraseTime\"i\n" +
 	"\x15CreateReferralRequest\x121\n" +
 	"\breferral\x18\x01 \x01(\v2\x15.exchange.v1.ReferralR\breferral\x12\x1d\n" +
 	"\n" +
@@ -2087,7 +2117,7 @@ const file_exchange_v1_referral_proto_rawDesc = "" +
 	"\x18REFERRAL_STATE_COMPLETED\x10\x06\x12\x19\n" +
 	"\x15REFERRAL_STATE_FAILED\x10\a\x12\x1c\n" +
 	"\x18REFERRAL_STATE_CANCELLED\x10\b\x12#\n" +
-	"\x1fREFERRAL_STATE_ENTERED_IN_ERROR\x10\t*\xa0\x03\n" +
+	"\x1fREFERRAL_STATE_ENTERED_IN_ERROR\x10\t*\xbe\x03\n" +
 	"\x0fStateReasonCode\x12!\n" +
 	"\x1dSTATE_REASON_CODE_UNSPECIFIED\x10\x00\x12!\n" +
 	"\x1dSTATE_REASON_CODE_NO_CAPACITY\x10\x01\x12\"\n" +
@@ -2100,7 +2130,8 @@ const file_exchange_v1_referral_proto_rawDesc = "" +
 	"\x1bSTATE_REASON_CODE_DUPLICATE\x10\b\x12#\n" +
 	"\x1fSTATE_REASON_CODE_NEEDS_CHANGED\x10\t\x12\x1b\n" +
 	"\x17STATE_REASON_CODE_OTHER\x10\n" +
-	"*b\n" +
+	"\x12\x1c\n" +
+	"\x18STATE_REASON_CODE_ERASED\x10\v*b\n" +
 	"\x03Sex\x12\x13\n" +
 	"\x0fSEX_UNSPECIFIED\x10\x00\x12\x0e\n" +
 	"\n" +
@@ -2193,42 +2224,43 @@ var file_exchange_v1_referral_proto_depIdxs = []int32{
 	24, // 15: exchange.v1.Referral.response_time:type_name -> google.protobuf.Timestamp
 	24, // 16: exchange.v1.Referral.accept_time:type_name -> google.protobuf.Timestamp
 	24, // 17: exchange.v1.Referral.start_time:type_name -> google.protobuf.Timestamp
-	9,  // 18: exchange.v1.CreateReferralRequest.referral:type_name -> exchange.v1.Referral
-	9,  // 19: exchange.v1.ListReferralsResponse.referrals:type_name -> exchange.v1.Referral
-	7,  // 20: exchange.v1.RejectReferralRequest.reason:type_name -> exchange.v1.StateReason
-	7,  // 21: exchange.v1.HoldReferralRequest.reason:type_name -> exchange.v1.StateReason
-	7,  // 22: exchange.v1.FailReferralRequest.reason:type_name -> exchange.v1.StateReason
-	7,  // 23: exchange.v1.CancelReferralRequest.reason:type_name -> exchange.v1.StateReason
-	7,  // 24: exchange.v1.MarkReferralEnteredInErrorRequest.reason:type_name -> exchange.v1.StateReason
-	10, // 25: exchange.v1.ReferralService.CreateReferral:input_type -> exchange.v1.CreateReferralRequest
-	11, // 26: exchange.v1.ReferralService.GetReferral:input_type -> exchange.v1.GetReferralRequest
-	12, // 27: exchange.v1.ReferralService.ListReferrals:input_type -> exchange.v1.ListReferralsRequest
-	14, // 28: exchange.v1.ReferralService.AcceptReferral:input_type -> exchange.v1.AcceptReferralRequest
-	15, // 29: exchange.v1.ReferralService.RejectReferral:input_type -> exchange.v1.RejectReferralRequest
-	16, // 30: exchange.v1.ReferralService.StartReferral:input_type -> exchange.v1.StartReferralRequest
-	17, // 31: exchange.v1.ReferralService.HoldReferral:input_type -> exchange.v1.HoldReferralRequest
-	18, // 32: exchange.v1.ReferralService.ResumeReferral:input_type -> exchange.v1.ResumeReferralRequest
-	19, // 33: exchange.v1.ReferralService.CompleteReferral:input_type -> exchange.v1.CompleteReferralRequest
-	20, // 34: exchange.v1.ReferralService.FailReferral:input_type -> exchange.v1.FailReferralRequest
-	21, // 35: exchange.v1.ReferralService.CancelReferral:input_type -> exchange.v1.CancelReferralRequest
-	22, // 36: exchange.v1.ReferralService.MarkReferralEnteredInError:input_type -> exchange.v1.MarkReferralEnteredInErrorRequest
-	9,  // 37: exchange.v1.ReferralService.CreateReferral:output_type -> exchange.v1.Referral
-	9,  // 38: exchange.v1.ReferralService.GetReferral:output_type -> exchange.v1.Referral
-	13, // 39: exchange.v1.ReferralService.ListReferrals:output_type -> exchange.v1.ListReferralsResponse
-	9,  // 40: exchange.v1.ReferralService.AcceptReferral:output_type -> exchange.v1.Referral
-	9,  // 41: exchange.v1.ReferralService.RejectReferral:output_type -> exchange.v1.Referral
-	9,  // 42: exchange.v1.ReferralService.StartReferral:output_type -> exchange.v1.Referral
-	9,  // 43: exchange.v1.ReferralService.HoldReferral:output_type -> exchange.v1.Referral
-	9,  // 44: exchange.v1.ReferralService.ResumeReferral:output_type -> exchange.v1.Referral
-	9,  // 45: exchange.v1.ReferralService.CompleteReferral:output_type -> exchange.v1.Referral
-	9,  // 46: exchange.v1.ReferralService.FailReferral:output_type -> exchange.v1.Referral
-	9,  // 47: exchange.v1.ReferralService.CancelReferral:output_type -> exchange.v1.Referral
-	9,  // 48: exchange.v1.ReferralService.MarkReferralEnteredInError:output_type -> exchange.v1.Referral
-	37, // [37:49] is the sub-list for method output_type
-	25, // [25:37] is the sub-list for method input_type
-	25, // [25:25] is the sub-list for extension type_name
-	25, // [25:25] is the sub-list for extension extendee
-	0,  // [0:25] is the sub-list for field type_name
+	24, // 18: exchange.v1.Referral.erase_time:type_name -> google.protobuf.Timestamp
+	9,  // 19: exchange.v1.CreateReferralRequest.referral:type_name -> exchange.v1.Referral
+	9,  // 20: exchange.v1.ListReferralsResponse.referrals:type_name -> exchange.v1.Referral
+	7,  // 21: exchange.v1.RejectReferralRequest.reason:type_name -> exchange.v1.StateReason
+	7,  // 22: exchange.v1.HoldReferralRequest.reason:type_name -> exchange.v1.StateReason
+	7,  // 23: exchange.v1.FailReferralRequest.reason:type_name -> exchange.v1.StateReason
+	7,  // 24: exchange.v1.CancelReferralRequest.reason:type_name -> exchange.v1.StateReason
+	7,  // 25: exchange.v1.MarkReferralEnteredInErrorRequest.reason:type_name -> exchange.v1.StateReason
+	10, // 26: exchange.v1.ReferralService.CreateReferral:input_type -> exchange.v1.CreateReferralRequest
+	11, // 27: exchange.v1.ReferralService.GetReferral:input_type -> exchange.v1.GetReferralRequest
+	12, // 28: exchange.v1.ReferralService.ListReferrals:input_type -> exchange.v1.ListReferralsRequest
+	14, // 29: exchange.v1.ReferralService.AcceptReferral:input_type -> exchange.v1.AcceptReferralRequest
+	15, // 30: exchange.v1.ReferralService.RejectReferral:input_type -> exchange.v1.RejectReferralRequest
+	16, // 31: exchange.v1.ReferralService.StartReferral:input_type -> exchange.v1.StartReferralRequest
+	17, // 32: exchange.v1.ReferralService.HoldReferral:input_type -> exchange.v1.HoldReferralRequest
+	18, // 33: exchange.v1.ReferralService.ResumeReferral:input_type -> exchange.v1.ResumeReferralRequest
+	19, // 34: exchange.v1.ReferralService.CompleteReferral:input_type -> exchange.v1.CompleteReferralRequest
+	20, // 35: exchange.v1.ReferralService.FailReferral:input_type -> exchange.v1.FailReferralRequest
+	21, // 36: exchange.v1.ReferralService.CancelReferral:input_type -> exchange.v1.CancelReferralRequest
+	22, // 37: exchange.v1.ReferralService.MarkReferralEnteredInError:input_type -> exchange.v1.MarkReferralEnteredInErrorRequest
+	9,  // 38: exchange.v1.ReferralService.CreateReferral:output_type -> exchange.v1.Referral
+	9,  // 39: exchange.v1.ReferralService.GetReferral:output_type -> exchange.v1.Referral
+	13, // 40: exchange.v1.ReferralService.ListReferrals:output_type -> exchange.v1.ListReferralsResponse
+	9,  // 41: exchange.v1.ReferralService.AcceptReferral:output_type -> exchange.v1.Referral
+	9,  // 42: exchange.v1.ReferralService.RejectReferral:output_type -> exchange.v1.Referral
+	9,  // 43: exchange.v1.ReferralService.StartReferral:output_type -> exchange.v1.Referral
+	9,  // 44: exchange.v1.ReferralService.HoldReferral:output_type -> exchange.v1.Referral
+	9,  // 45: exchange.v1.ReferralService.ResumeReferral:output_type -> exchange.v1.Referral
+	9,  // 46: exchange.v1.ReferralService.CompleteReferral:output_type -> exchange.v1.Referral
+	9,  // 47: exchange.v1.ReferralService.FailReferral:output_type -> exchange.v1.Referral
+	9,  // 48: exchange.v1.ReferralService.CancelReferral:output_type -> exchange.v1.Referral
+	9,  // 49: exchange.v1.ReferralService.MarkReferralEnteredInError:output_type -> exchange.v1.Referral
+	38, // [38:50] is the sub-list for method output_type
+	26, // [26:38] is the sub-list for method input_type
+	26, // [26:26] is the sub-list for extension type_name
+	26, // [26:26] is the sub-list for extension extendee
+	0,  // [0:26] is the sub-list for field type_name
 }
 
 func init() { file_exchange_v1_referral_proto_init() }

@@ -3,17 +3,23 @@
 package bolt
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"runtime/debug"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
+	"google.golang.org/protobuf/proto"
+
+	pb "github.com/social-prescribing/exchange/proto/exchange/v1"
 
 	"github.com/social-prescribing/exchange/server/storage"
 )
@@ -43,6 +49,7 @@ type Store struct {
 }
 
 type call struct {
+	ctx context.Context
 	fn  func(storage.WriteTx) error
 	err chan error
 }
@@ -68,25 +75,55 @@ func Open(path string, opt Options) (*Store, error) {
 	if errors.Is(err, bolt.ErrTimeout) {
 		return nil, fmt.Errorf("open store %s: the file is locked by another process (is another exchange running on this data directory?)", path)
 	}
+	if errors.Is(err, bolt.ErrInvalid) || errors.Is(err, bolt.ErrChecksum) || errors.Is(err, bolt.ErrVersionMismatch) {
+		return nil, fmt.Errorf("open store %s: the file is not an exchange store or is damaged (%v): restore it from a backup", path, err)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("open store %s: %w", path, err)
 	}
 	s := &Store{db: db, maxBatch: opt.MaxBatch, calls: make(chan *call, opt.MaxBatch), done: make(chan struct{}), waitCh: make(chan struct{})}
-	err = db.Update(func(tx *bolt.Tx) error {
-		for _, b := range allBuckets {
-			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
-				return err
-			}
-		}
-		s.lastSeq.Store(int64(tx.Bucket(bEvents).Sequence()))
-		return nil
-	})
-	if err != nil {
+	if err := s.prepare(); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("open store %s: %w", path, err)
 	}
 	go s.loop()
 	return s, nil
+}
+
+// prepare creates missing buckets and fills indexes added since the file
+// was made. bbolt panics on some damaged pages; that becomes an error.
+func (s *Store) prepare() (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("the file is damaged (%v): restore it from a backup", r)
+		}
+	}()
+	return s.db.Update(func(btx *bolt.Tx) error {
+		var fill bool
+		for _, b := range allBuckets {
+			if btx.Bucket(b) == nil && slices.ContainsFunc(backfilled, func(x []byte) bool { return bytes.Equal(x, b) }) {
+				fill = true
+			}
+			if _, err := btx.CreateBucketIfNotExists(b); err != nil {
+				return err
+			}
+		}
+		if fill && btx.Bucket(bReferrals).Stats().KeyN > 0 {
+			t := &tx{btx: btx}
+			err := btx.Bucket(bReferrals).ForEach(func(_, v []byte) error {
+				r := &pb.Referral{}
+				if err := proto.Unmarshal(v, r); err != nil {
+					return err
+				}
+				return t.indexRetention(nil, r)
+			})
+			if err != nil {
+				return fmt.Errorf("filling the retention indexes: %w", err)
+			}
+		}
+		s.lastSeq.Store(int64(btx.Bucket(bEvents).Sequence()))
+		return nil
+	})
 }
 
 // View implements storage.Store.
@@ -97,11 +134,13 @@ func (s *Store) View(ctx context.Context, fn func(storage.ReadTx) error) error {
 	return s.db.View(func(btx *bolt.Tx) error { return fn(&tx{btx: btx}) })
 }
 
-// Update implements storage.Store. Once the call is queued it waits for the
-// commit even if ctx ends, so a caller never reports failure for a write that
-// was in fact made.
+// Update implements storage.Store. A call whose ctx has ended before the
+// writer reaches it is dropped with ctx's error (a deadline is honoured:
+// no work starts after it). Once fn has run, Update waits for the commit
+// even if ctx ends, so a caller never reports failure for a write that was
+// in fact made.
 func (s *Store) Update(ctx context.Context, fn func(storage.WriteTx) error) error {
-	c := &call{fn: fn, err: make(chan error, 1)}
+	c := &call{ctx: ctx, fn: fn, err: make(chan error, 1)}
 	s.mu.RLock()
 	if s.closed {
 		s.mu.RUnlock()
@@ -124,7 +163,7 @@ func (s *Store) Update(ctx context.Context, fn func(storage.WriteTx) error) erro
 func (s *Store) loop() {
 	defer close(s.done)
 	for first := range s.calls {
-		batch := []*call{first}
+		batch := s.take(nil, first)
 	drain:
 		for len(batch) < s.maxBatch {
 			select {
@@ -132,13 +171,24 @@ func (s *Store) loop() {
 				if !ok {
 					break drain
 				}
-				batch = append(batch, c)
+				batch = s.take(batch, c)
 			default:
 				break drain
 			}
 		}
-		s.commit(batch)
+		if len(batch) > 0 {
+			s.commit(batch)
+		}
 	}
+}
+
+// take adds c to the batch unless its caller has already gone.
+func (s *Store) take(batch []*call, c *call) []*call {
+	if err := c.ctx.Err(); err != nil {
+		c.err <- err
+		return batch
+	}
+	return append(batch, c)
 }
 
 var errRollback = errors.New("rollback")
@@ -167,7 +217,7 @@ func (s *Store) commit(batch []*call) {
 			continue
 		}
 		if err != nil {
-			err = fmt.Errorf("commit: %w", err)
+			err = fmt.Errorf("%w: %w", storage.ErrWriteFailed, err)
 		}
 		for _, c := range batch {
 			c.err <- err
@@ -209,6 +259,29 @@ func (s *Store) WaitEvents(ctx context.Context, after int64) error {
 			return ctx.Err()
 		}
 	}
+}
+
+// Backup implements storage.Store with bbolt's Tx.WriteTo in a read
+// transaction: writers go on while it runs.
+func (s *Store) Backup(ctx context.Context, start func(size int64) (io.Writer, error)) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	return s.db.View(func(btx *bolt.Tx) error {
+		w, err := start(btx.Size())
+		if err != nil {
+			return err
+		}
+		_, err = btx.WriteTo(w)
+		return err
+	})
+}
+
+// Size is the size of the store file in bytes.
+func (s *Store) Size() int64 {
+	var n int64
+	s.db.View(func(btx *bolt.Tx) error { n = btx.Size(); return nil })
+	return n
 }
 
 // Close implements storage.Store.

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -42,10 +43,23 @@ var (
 	bIdempotency   = []byte("idempotency")       // org 0 request_id
 	bEvents        = []byte("events")            // seq(8)
 	bEventAudience = []byte("ix_event_audience") // org 0 seq(8); "*" for public
+	// Referrals by person (while the person is stored) and closed referrals
+	// whose personal fields are not cleared yet, for erasure and retention.
+	bPersonReferral = []byte("ix_person_referral") // person(16) created(8) name
+	bClosed         = []byte("ix_referral_closed") // state_time(8) name
+	// The audit log: append-only, by sequence, with indexes for its filters.
+	bAudit         = []byte("audit")             // seq(8)
+	bAuditTime     = []byte("ix_audit_time")     // time(8) seq(8)
+	bAuditOrg      = []byte("ix_audit_org")      // org 0 time(8) seq(8)
+	bAuditResource = []byte("ix_audit_resource") // resource 0 time(8) seq(8)
 
 	allBuckets = [][]byte{bOrgs, bServices, bServiceCat, bCapacity, bReferrals, bParty, bInbox, bReferrer,
 		bChildren, bDue, bDueQueue, bUnanswered, bOpen, bConsentOpen, bConsents, bPersonConsent, bFeedback, bAPIKeys,
-		bIdempotency, bEvents, bEventAudience}
+		bIdempotency, bEvents, bEventAudience, bPersonReferral, bClosed, bAudit, bAuditTime, bAuditOrg, bAuditResource}
+
+	// backfilled are indexes added after stores existed: when Open creates
+	// one, it is filled from the referrals already stored.
+	backfilled = [][]byte{bPersonReferral, bClosed}
 )
 
 const publicAudience = "*"
@@ -409,6 +423,9 @@ func (t *tx) CreateReferral(r *pb.Referral, parties []string) error {
 	if err := t.indexState(nil, r); err != nil {
 		return err
 	}
+	if err := t.indexRetention(nil, r); err != nil {
+		return err
+	}
 	return putProto(t.b(bReferrals), r.Name, r)
 }
 
@@ -420,7 +437,65 @@ func (t *tx) UpdateReferral(r *pb.Referral) error {
 	if err := t.indexState(old, r); err != nil {
 		return err
 	}
+	if err := t.indexRetention(old, r); err != nil {
+		return err
+	}
 	return putProto(t.b(bReferrals), r.Name, r)
+}
+
+// retentionKeys are a referral's entries in the person and closed indexes
+// (nil where it has none).
+func retentionKeys(r *pb.Referral) (byPerson, closed []byte) {
+	if r == nil {
+		return nil, nil
+	}
+	if nhs := r.Person.GetNhsNumber(); nhs != "" {
+		byPerson = key(person(nhs), ts(r.CreateTime.AsTime()), r.Name)
+	}
+	if !lifecycle.Open(r.State) && r.EraseTime == nil {
+		closed = key(ts(r.StateTime.AsTime()), r.Name)
+	}
+	return byPerson, closed
+}
+
+// indexRetention moves a referral's person and closed index entries from
+// what old needs (nil: none) to what r needs.
+func (t *tx) indexRetention(old, r *pb.Referral) error {
+	op, oc := retentionKeys(old)
+	np, nc := retentionKeys(r)
+	for _, m := range []struct {
+		bucket   []byte
+		old, new []byte
+	}{{bPersonReferral, op, np}, {bClosed, oc, nc}} {
+		if bytes.Equal(m.old, m.new) {
+			continue
+		}
+		if m.old != nil {
+			if err := t.b(m.bucket).Delete(m.old); err != nil {
+				return err
+			}
+		}
+		if m.new != nil {
+			if err := t.b(m.bucket).Put(m.new, nil); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+func (t *tx) ReferralsOfPerson(nhsNumber string) ([]string, error) {
+	var out []string
+	pfx := []byte(person(nhsNumber))
+	c := t.b(bPersonReferral).Cursor()
+	for k, _ := c.Seek(pfx); k != nil && bytes.HasPrefix(k, pfx); k, _ = c.Next() {
+		out = append(out, string(k[len(pfx)+8:]))
+	}
+	return out, nil
+}
+
+func (t *tx) ClosedReferralsBefore(before time.Time, limit int) ([]*pb.Referral, error) {
+	return t.byDeadline(bClosed, before, limit)
 }
 
 // indexState moves the state-dependent index entries of a referral from
@@ -514,8 +589,19 @@ func (t *tx) CreateConsent(c *pb.Consent) error {
 }
 
 func (t *tx) UpdateConsent(c *pb.Consent) error {
-	if t.b(bConsents).Get([]byte(c.Name)) == nil {
-		return fmt.Errorf("%s: %w", c.Name, storage.ErrNotFound)
+	old, err := t.GetConsent(c.Name)
+	if err != nil {
+		return err
+	}
+	if old.NhsNumber != "" && old.NhsNumber != c.NhsNumber {
+		if err := t.b(bPersonConsent).Delete(key(person(old.NhsNumber), ts(old.CreateTime.AsTime()), old.Name)); err != nil {
+			return err
+		}
+		if c.NhsNumber != "" {
+			if err := t.b(bPersonConsent).Put(key(person(c.NhsNumber), ts(c.CreateTime.AsTime()), c.Name), nil); err != nil {
+				return err
+			}
+		}
 	}
 	return putProto(t.b(bConsents), c.Name, c)
 }
@@ -544,6 +630,15 @@ func (t *tx) CreateFeedback(f *pb.Feedback) error {
 	k := key(referral, ts(f.CreateTime.AsTime()), f.Name)
 	if t.b(bFeedback).Get(k) != nil {
 		return fmt.Errorf("%s: %w", f.Name, storage.ErrAlreadyExists)
+	}
+	return putProto(t.b(bFeedback), string(k), f)
+}
+
+func (t *tx) UpdateFeedback(f *pb.Feedback) error {
+	referral := f.Name[:bytes.LastIndex([]byte(f.Name), []byte("/feedback/"))]
+	k := key(referral, ts(f.CreateTime.AsTime()), f.Name)
+	if t.b(bFeedback).Get(k) == nil {
+		return fmt.Errorf("%s: %w", f.Name, storage.ErrNotFound)
 	}
 	return putProto(t.b(bFeedback), string(k), f)
 }
@@ -608,6 +703,108 @@ func (t *tx) GetIdempotency(org, requestID string) (*storage.Idempotency, error)
 
 func (t *tx) PutIdempotency(org, requestID string, rec *storage.Idempotency) error {
 	return t.putJSON(bIdempotency, key(org, requestID), rec)
+}
+
+func (t *tx) DeleteIdempotency(drop func(*storage.Idempotency) bool) (int, error) {
+	var doomed [][]byte
+	err := t.b(bIdempotency).ForEach(func(k, v []byte) error {
+		rec := &storage.Idempotency{}
+		if err := json.Unmarshal(v, rec); err != nil {
+			return fmt.Errorf("decode idempotency record: %w", err)
+		}
+		if drop(rec) {
+			doomed = append(doomed, append([]byte(nil), k...))
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, err
+	}
+	for _, k := range doomed { // deleting while iterating skips keys in bbolt
+		if err := t.b(bIdempotency).Delete(k); err != nil {
+			return 0, err
+		}
+	}
+	return len(doomed), nil
+}
+
+// Audit.
+
+func (t *tx) AppendAudit(e *pb.AuditEvent) (int64, error) {
+	b := t.b(bAudit)
+	seq, err := b.NextSequence()
+	if err != nil {
+		return 0, err
+	}
+	e.Sequence = int64(seq)
+	if err := putProto(b, string(u64(seq)), e); err != nil {
+		return 0, err
+	}
+	at := ts(e.EventTime.AsTime())
+	if err := t.b(bAuditTime).Put(key(at, u64(seq)), nil); err != nil {
+		return 0, err
+	}
+	if err := t.b(bAuditOrg).Put(key(e.Organization, at, u64(seq)), nil); err != nil {
+		return 0, err
+	}
+	for _, r := range append([]string{e.Resource}, e.Shown...) {
+		if r == "" {
+			continue
+		}
+		if err := t.b(bAuditResource).Put(key(r, at, u64(seq)), nil); err != nil {
+			return 0, err
+		}
+	}
+	return int64(seq), nil
+}
+
+func (t *tx) LastAuditSequence() (int64, error) { return int64(t.b(bAudit).Sequence()), nil }
+
+// ListAudit walks the most selective index (resource, then organisation,
+// then time) from the start time and stops at the end time.
+func (t *tx) ListAudit(q storage.AuditQuery, after string, limit int) (storage.Page[*pb.AuditEvent], error) {
+	var b *bolt.Bucket
+	var pfx []byte
+	switch {
+	case q.Resource != "":
+		b, pfx = t.b(bAuditResource), prefix(q.Resource)
+	case q.Organization != "":
+		b, pfx = t.b(bAuditOrg), prefix(q.Organization)
+	default:
+		b, pfx = t.b(bAuditTime), nil
+	}
+	if after == "" && !q.Start.IsZero() {
+		// No key equals prefix+time (keys go on with the sequence), so the
+		// scan starts at the first key at or after the start time.
+		after = string(append(append([]byte(nil), pfx...), ts(q.Start)...))
+	}
+	var end []byte
+	if !q.End.IsZero() {
+		end = append(append([]byte(nil), pfx...), ts(q.End)...)
+	}
+	var p storage.Page[*pb.AuditEvent]
+	var err error
+	stopped := false
+	p.Next, err = scan(b, pfx, after, limit, func(k, _ []byte) (bool, error) {
+		if end != nil && bytes.Compare(k, end) >= 0 {
+			stopped = true
+			return false, errStop
+		}
+		e, err := getProto(t.b(bAudit), string(k[len(k)-8:]), &pb.AuditEvent{})
+		if err != nil {
+			return false, err
+		}
+		if (q.Organization != "" && e.Organization != q.Organization) ||
+			(q.Resource != "" && e.Resource != q.Resource && !slices.Contains(e.Shown, q.Resource)) {
+			return false, nil
+		}
+		p.Items = append(p.Items, e)
+		return true, nil
+	})
+	if stopped {
+		p.Next, err = "", nil
+	}
+	return p, err
 }
 
 // Events.
