@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"io"
+	"slices"
 	"time"
 
 	"google.golang.org/protobuf/proto"
@@ -103,9 +104,18 @@ func (a *admin) ErasePerson(ctx context.Context, req *pb.ErasePersonRequest) (*p
 			}
 			out.ClearedConsents++
 		}
-		// Stored answers to retried requests may hold the person too.
+		// Stored answers to retried requests may hold the person too: any
+		// that holds the NHS number or names one of their referrals (and so
+		// their feedback) or consents goes.
+		marks := [][]byte{[]byte(nhs)}
+		for _, n := range names {
+			marks = append(marks, []byte(n))
+		}
+		for _, c := range consents {
+			marks = append(marks, []byte(c.Name))
+		}
 		if _, err := tx.DeleteIdempotency(func(rec *storage.Idempotency) bool {
-			return bytes.Contains(rec.Response, []byte(nhs))
+			return slices.ContainsFunc(marks, func(m []byte) bool { return bytes.Contains(rec.Response, m) })
 		}); err != nil {
 			return nil, err
 		}

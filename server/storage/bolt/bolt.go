@@ -298,5 +298,23 @@ func (s *Store) Close() error {
 	return s.db.Close()
 }
 
+// Check opens the file at path read-only and runs bbolt's consistency
+// check (as `bbolt check` does): every page reachable once, freelist and
+// branch ordering sound.
+func Check(path string) error {
+	db, err := bolt.Open(path, 0o600, &bolt.Options{ReadOnly: true, Timeout: 5 * time.Second})
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	return db.View(func(tx *bolt.Tx) error {
+		var errs []error
+		for err := range tx.Check() {
+			errs = append(errs, err)
+		}
+		return errors.Join(errs...)
+	})
+}
+
 // Path returns the file the store is in.
 func (s *Store) Path() string { return s.db.Path() }
