@@ -21,6 +21,8 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"strconv"
+	"time"
 
 	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
@@ -67,6 +69,7 @@ func New(ctx context.Context, conn *grpc.ClientConn, opt Options) (http.Handler,
 		pb.RegisterEventServiceHandler,
 		pb.RegisterApiKeyServiceHandler,
 		pb.RegisterReportServiceHandler,
+		pb.RegisterAdminServiceHandler,
 	} {
 		if err := register(ctx, mux, conn); err != nil {
 			return nil, err
@@ -83,6 +86,14 @@ func errorHandler(ctx context.Context, mux *runtime.ServeMux, m runtime.Marshale
 		// Syntax errors are caught by limitBody; these are bodies of the
 		// wrong shape (an unknown field) and unparsable parameters.
 		st = withReason(st, pb.ErrorReason_ERROR_REASON_MALFORMED_REQUEST, nil)
+	}
+	for _, d := range st.Details() {
+		if ri, ok := d.(*errdetails.RetryInfo); ok && ri.RetryDelay != nil {
+			// Rate limited: HTTP clients read the delay from Retry-After
+			// (whole seconds, rounded up).
+			secs := (ri.RetryDelay.AsDuration() + time.Second - 1) / time.Second
+			w.Header().Set("Retry-After", strconv.Itoa(max(1, int(secs))))
+		}
 	}
 	WriteError(w, HTTPStatus(st.Code()), st)
 }

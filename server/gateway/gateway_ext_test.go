@@ -8,11 +8,13 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	pb "github.com/social-prescribing/exchange/proto/exchange/v1"
+	"github.com/social-prescribing/exchange/server/api"
 	"github.com/social-prescribing/exchange/server/exchangetest"
 	"github.com/social-prescribing/exchange/server/gateway"
 )
@@ -295,8 +297,8 @@ func TestOpenAPIAndDocs(t *testing.T) {
 			}
 		}
 	}
-	if n < 34 {
-		t.Errorf("the OpenAPI document has %d operations; the contract has 34 RPCs", n)
+	if n < 36 {
+		t.Errorf("the OpenAPI document has %d operations; the contract has 36 RPCs over REST (Backup is gRPC only)", n)
 	}
 	// Field comments from the contracts reach the page.
 	for _, want := range []string{"maxActiveReferrals", "Optional maximum number of active referrals", "CAPACITY_STATUS_WAITLIST", "Authorization: Bearer"} {
@@ -334,5 +336,69 @@ func TestReportsOverREST(t *testing.T) {
 	}
 	if code, _ := x.do(t, "", "GET", "/v1/reports/activity", ""); code != 401 {
 		t.Errorf("no key: %d", code)
+	}
+}
+
+// TestRateLimitOverREST: a group over its rate limit gets 429 with
+// Retry-After and the reason; other groups go on.
+func TestRateLimitOverREST(t *testing.T) {
+	x := exchangetest.StartWith(t, api.Options{Limits: api.Limits{Rate: 0.5, Burst: 30}})
+	h, err := gateway.New(context.Background(), x.Conn, gateway.Options{MaxBodyBytes: 64 << 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(h)
+	t.Cleanup(srv.Close)
+	x.Org("hillside-walkers", pb.OrganizationKind_ORGANIZATION_KIND_VCSE_ORGANIZATION)
+	x.Org("riverside-pcn", pb.OrganizationKind_ORGANIZATION_KIND_LINK_WORKER_SERVICE)
+	get := func(org string) *http.Response {
+		req, _ := http.NewRequest("GET", srv.URL+"/v1/organizations/hillside-walkers", nil)
+		req.Header.Set("Authorization", "Bearer "+x.Keys[org])
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		return resp
+	}
+	var resp *http.Response
+	for range 40 {
+		if resp = get("hillside-walkers"); resp.StatusCode != 200 {
+			break
+		}
+	}
+	if resp.StatusCode != http.StatusTooManyRequests {
+		t.Fatalf("HTTP %d after 40 calls, want 429", resp.StatusCode)
+	}
+	if ra, err := strconv.Atoi(resp.Header.Get("Retry-After")); err != nil || ra < 1 || ra > 2 {
+		t.Errorf("Retry-After = %q, want 1 or 2 seconds", resp.Header.Get("Retry-After"))
+	}
+	if other := get("riverside-pcn"); other.StatusCode != 200 {
+		t.Errorf("another organisation got HTTP %d", other.StatusCode)
+	}
+}
+
+// TestAdminOverREST: the audit log and an erasure over REST, for the
+// operator only.
+func TestAdminOverREST(t *testing.T) {
+	x, walks, _ := setup(t)
+	c := x.ConsentFor("riverside-practice", exchangetest.AdaNHS, nil)
+	r, err := x.Refer("riverside-practice", "r1", walks, exchangetest.AdaNHS, c.Name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	status, body := x.do(t, "operator", "GET", "/v1/auditEvents?resource="+r.Name, "")
+	events, _ := body["auditEvents"].([]any)
+	if status != 200 || len(events) != 1 || events[0].(map[string]any)["method"] != "/exchange.v1.ReferralService/CreateReferral" {
+		t.Errorf("audit over REST: %d %v", status, body)
+	}
+	status, body = x.do(t, "hillside-walkers", "GET", "/v1/auditEvents", "")
+	if _, reason, _ := errorOf(t, body); status != 403 || reason != "NOT_ALLOWED" {
+		t.Errorf("a group reading the audit log: %d %v", status, body)
+	}
+	status, body = x.do(t, "operator", "POST", "/v1/persons:erase", `{"nhsNumber":"943 476 5919","requestId":"e1"}`)
+	if status != 200 || body["clearedReferrals"] != float64(1) {
+		t.Errorf("erasure over REST: %d %v", status, body)
 	}
 }
