@@ -37,10 +37,12 @@ type server struct {
 	grpc, http string
 }
 
-func startBinary(t *testing.T, bin, dir string) *server {
+// startBinary runs the exchange in dir with args and waits until it
+// listens.
+func startBinary(t *testing.T, bin, dir string, args ...string) *server {
 	t.Helper()
 	s := &server{grpc: freeAddr(t), http: freeAddr(t)}
-	s.cmd = exec.Command(bin, "--demo", "--grpc-addr", s.grpc, "--http-addr", s.http)
+	s.cmd = exec.Command(bin, append([]string{"--grpc-addr", s.grpc, "--http-addr", s.http}, args...)...)
 	s.cmd.Dir = dir
 	log, err := os.Create(filepath.Join(dir, "server.log"))
 	if err != nil {
@@ -95,13 +97,13 @@ func TestReadmeWalkthrough(t *testing.T) {
 	}
 
 	dir := t.TempDir()
-	bin := filepath.Join(dir, "exchange")
-	for pkg, out := range map[string]string{".": bin, "../client/exchangectl": filepath.Join(dir, "exchangectl")} {
-		if out, err := exec.Command("go", "build", "-o", out, pkg).CombinedOutput(); err != nil {
-			t.Fatalf("go build %s: %v\n%s", pkg, err, out)
+	bin, ctl := binaries(t)
+	for _, b := range []string{bin, ctl} { // the scripts call them by name
+		if err := os.Symlink(b, filepath.Join(dir, filepath.Base(b))); err != nil {
+			t.Fatal(err)
 		}
 	}
-	s := startBinary(t, bin, dir)
+	s := startBinary(t, bin, dir, "--demo")
 	wants := [][]string{
 		{"REFERRAL_STATE_IN_PROGRESS", "UPTAKE_STATUS_FIRST_SESSION_ATTENDED", "INSTRUMENT_WEMWBS", "REFERRAL_VIEW_WITHOUT_PERSON", "EVENT_TYPE_REFERRAL_CREATED"},
 		{"Bob", "REFERRAL_STATE_ACCEPTED", "UPTAKE_STATUS_FIRST_SESSION_ATTENDED", `"total":41`, "EVENT_TYPE_FEEDBACK_POSTED", "lastSequence"},
@@ -129,7 +131,7 @@ func TestReadmeWalkthrough(t *testing.T) {
 	// --demo does not create the organisations again.
 	s.cmd.Process.Signal(syscall.SIGKILL)
 	s.cmd.Wait()
-	s = startBinary(t, bin, dir)
+	s = startBinary(t, bin, dir, "--demo")
 	var creds []struct {
 		Organization string `json:"organization"`
 		APIKey       string `json:"api_key"`
