@@ -40,6 +40,7 @@ type Client struct {
 	Events    pb.EventServiceClient
 	APIKeys   pb.ApiKeyServiceClient
 	Reports   pb.ReportServiceClient
+	Admin     pb.AdminServiceClient
 }
 
 type options struct {
@@ -131,7 +132,8 @@ func New(conn *grpc.ClientConn) *Client {
 		Directory: pb.NewDirectoryServiceClient(conn), Capacity: pb.NewCapacityServiceClient(conn),
 		Consents: pb.NewConsentServiceClient(conn), Referrals: pb.NewReferralServiceClient(conn),
 		Feedback: pb.NewFeedbackServiceClient(conn), Events: pb.NewEventServiceClient(conn),
-		APIKeys: pb.NewApiKeyServiceClient(conn), Reports: pb.NewReportServiceClient(conn)}
+		APIKeys: pb.NewApiKeyServiceClient(conn), Reports: pb.NewReportServiceClient(conn),
+		Admin: pb.NewAdminServiceClient(conn)}
 }
 
 // Close closes the connection.

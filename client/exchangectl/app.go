@@ -96,7 +96,8 @@ func (a *app) root() *cobra.Command {
 	f.StringVarP(&a.output, "output", "o", "table", "output format: table or json; for reports also csv")
 	f.DurationVar(&a.timeout, "timeout", 30*time.Second, "how long to wait for each call to the exchange")
 	root.AddCommand(a.orgCmd(), a.keyCmd(), a.serviceCmd(), a.capacityCmd(), a.consentCmd(),
-		a.referralCmd(), a.feedbackCmd(), a.eventsCmd(), a.directoryCmd(), a.reportCmd())
+		a.referralCmd(), a.feedbackCmd(), a.eventsCmd(), a.directoryCmd(), a.reportCmd(),
+		a.auditCmd(), a.personCmd(), a.backupCmd())
 	return root
 }
 

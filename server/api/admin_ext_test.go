@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -530,4 +532,100 @@ func TestBackupWhileWriting(t *testing.T) {
 		t.Errorf("the copy holds %d referrals of %d made", inCopy, made)
 	}
 	t.Logf("backup of %d bytes with %d of %d referrals while writing", total, inCopy, made)
+}
+
+// TestFullDisk puts the store on a small file system, fills it, and checks
+// that writes fail with a clear error and change nothing, that reads go on,
+// and that writes work again once space returns, with nothing lost.
+func TestFullDisk(t *testing.T) {
+	dir := t.TempDir()
+	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", dir).CombinedOutput(); err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("mounting a small tmpfs (needs root): %v %s", err, out)
+		}
+		t.Skipf("cannot mount a small tmpfs to fill (needs root): %s", out)
+	}
+	t.Cleanup(func() { exec.Command("umount", "-l", dir).Run() })
+	x := &exchange{exchangetest.StartAt(t, filepath.Join(dir, "exchange.db"), api.Options{})}
+	x.Org("practice", pb.OrganizationKind_ORGANIZATION_KIND_GP_PRACTICE)
+	x.Org("group", pb.OrganizationKind_ORGANIZATION_KIND_VCSE_ORGANIZATION)
+	walks := x.Service("group", "walks", pb.Category_CATEGORY_PHYSICAL_ACTIVITY)
+
+	refer := func(i int) (string, error) {
+		nhs := exchangetest.NHSNumber(300000 + 10*i)
+		c, err := pb.NewConsentServiceClient(x.Conn).CreateConsent(x.As("practice"), &pb.CreateConsentRequest{RequestId: fmt.Sprint("c", i), Consent: &pb.Consent{
+			NhsNumber: nhs, Method: pb.ConsentMethod_CONSENT_METHOD_VERBAL,
+			Purposes:       []pb.ConsentPurpose{pb.ConsentPurpose_CONSENT_PURPOSE_DIRECT_CARE},
+			RecipientScope: pb.ConsentRecipientScope_CONSENT_RECIPIENT_SCOPE_REFERRAL_CHAIN}})
+		if err != nil {
+			return "", err
+		}
+		r, err := x.Refer("practice", fmt.Sprint("r", i), walks, nhs, c.Name)
+		return r.GetName(), err
+	}
+	var made []string
+	for i := range 20 {
+		name, err := refer(i)
+		if err != nil {
+			t.Fatal(err)
+		}
+		made = append(made, name)
+	}
+
+	// Fill the file system with a filler file.
+	filler, err := os.Create(filepath.Join(dir, "filler"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	block := make([]byte, 64<<10)
+	for {
+		if _, err := filler.Write(block); err != nil {
+			break
+		}
+	}
+	filler.Sync()
+
+	// Write until the store cannot: every acknowledged referral is kept.
+	var failure error
+	for i := 20; i < 5000 && failure == nil; i++ {
+		var name string
+		if name, failure = refer(i); failure == nil {
+			made = append(made, name)
+		}
+	}
+	if failure == nil {
+		t.Fatal("5000 referrals fitted on a full disk")
+	}
+	wantErr(t, failure, codes.Unavailable, "STORE_UNAVAILABLE")
+	if !strings.Contains(status.Convert(failure).Message(), "disk is full") {
+		t.Errorf("the error does not say the disk is full: %v", failure)
+	}
+	// Reads still work while the disk is full; an audited one is refused
+	// with the same error if its audit entry cannot be written (bbolt may
+	// still find a free page for it), never answered unrecorded.
+	if _, err := pb.NewDirectoryServiceClient(x.Conn).GetService(x.As("practice"), &pb.GetServiceRequest{Name: walks}); err != nil {
+		t.Errorf("a directory read on a full disk: %v", err)
+	}
+	if _, err = pb.NewReferralServiceClient(x.Conn).GetReferral(x.As("practice"), &pb.GetReferralRequest{Name: made[0]}); err != nil {
+		wantErr(t, err, codes.Unavailable, "STORE_UNAVAILABLE")
+	}
+
+	// Space returns: writes work again, and everything acknowledged is there.
+	filler.Close()
+	os.Remove(filler.Name())
+	r, err := x.Refer("practice", "after", walks, exchangetest.NHSNumber(299990), x.ConsentFor("practice", exchangetest.NHSNumber(299990), nil).Name)
+	if err != nil {
+		t.Fatalf("a write after space returned: %v", err)
+	}
+	x.Restart()
+	for _, name := range append(made, r.Name) {
+		if _, err := pb.NewReferralServiceClient(x.Conn).GetReferral(x.As("practice"), &pb.GetReferralRequest{Name: name}); err != nil {
+			t.Fatalf("%s after the disk filled and a restart: %v", name, err)
+		}
+	}
+	x.Store.Close()
+	if err := bolt.Check(x.Path); err != nil {
+		t.Errorf("bbolt check after the disk filled: %v", err)
+	}
+	t.Logf("%d referrals before the disk filled", len(made))
 }

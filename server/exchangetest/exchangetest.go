@@ -50,7 +50,13 @@ func Start(t *testing.T) *Exchange { return StartWith(t, api.Options{}) }
 // inject faults).
 func StartWith(t *testing.T, opt api.Options, interceptors ...grpc.UnaryServerInterceptor) *Exchange {
 	t.Helper()
-	x := &Exchange{T: t, Path: filepath.Join(t.TempDir(), "exchange.db"), Opt: opt, Keys: map[string]string{}, extra: interceptors}
+	return StartAt(t, filepath.Join(t.TempDir(), "exchange.db"), opt, interceptors...)
+}
+
+// StartAt starts an exchange on the store file at path.
+func StartAt(t *testing.T, path string, opt api.Options, interceptors ...grpc.UnaryServerInterceptor) *Exchange {
+	t.Helper()
+	x := &Exchange{T: t, Path: path, Opt: opt, Keys: map[string]string{}, extra: interceptors}
 	x.open()
 	t.Cleanup(func() { x.stop() })
 	return x
