@@ -30,7 +30,7 @@ import (
 
 // Exchange is a real server on a loopback listener over a bbolt file.
 type Exchange struct {
-	T     *testing.T
+	T     testing.TB
 	extra []grpc.UnaryServerInterceptor
 	Path  string // the bbolt file
 	Opt   api.Options
@@ -43,18 +43,18 @@ type Exchange struct {
 }
 
 // Start starts an exchange on a new file; it stops when the test ends.
-func Start(t *testing.T) *Exchange { return StartWith(t, api.Options{}) }
+func Start(t testing.TB) *Exchange { return StartWith(t, api.Options{}) }
 
 // StartWith starts an exchange with options, on a new file. Interceptors,
 // if any, run after authentication and the limits (tests use them to
 // inject faults).
-func StartWith(t *testing.T, opt api.Options, interceptors ...grpc.UnaryServerInterceptor) *Exchange {
+func StartWith(t testing.TB, opt api.Options, interceptors ...grpc.UnaryServerInterceptor) *Exchange {
 	t.Helper()
 	return StartAt(t, filepath.Join(t.TempDir(), "exchange.db"), opt, interceptors...)
 }
 
 // StartAt starts an exchange on the store file at path.
-func StartAt(t *testing.T, path string, opt api.Options, interceptors ...grpc.UnaryServerInterceptor) *Exchange {
+func StartAt(t testing.TB, path string, opt api.Options, interceptors ...grpc.UnaryServerInterceptor) *Exchange {
 	t.Helper()
 	x := &Exchange{T: t, Path: path, Opt: opt, Keys: map[string]string{}, extra: interceptors}
 	x.open()
