@@ -75,24 +75,28 @@ func WithDialOptions(opts ...grpc.DialOption) Option {
 	return func(o *options) { o.extra = append(o.extra, opts...) }
 }
 
-// serviceConfig retries UNAVAILABLE on every exchange method. Mutations are
-// safe to retry because the request_id interceptor runs before the retry
-// loop: every attempt carries the same request_id, and the exchange returns
-// the first response to a repeated one.
+// serviceConfig retries UNAVAILABLE and RESOURCE_EXHAUSTED on every
+// exchange method. Mutations are safe to retry because the request_id
+// interceptor runs before the retry loop: every attempt carries the same
+// request_id, and the exchange returns the first response to a repeated one.
+// A rate-limited call is retried after the delay the exchange sends
+// (grpc-retry-pushback-ms); a refusal that waiting cannot cure (too many
+// streams) says so and is not retried.
 const serviceConfig = `{
   "methodConfig": [{
     "name": [
       {"service": "exchange.v1.DirectoryService"}, {"service": "exchange.v1.CapacityService"},
       {"service": "exchange.v1.ConsentService"}, {"service": "exchange.v1.ReferralService"},
       {"service": "exchange.v1.FeedbackService"}, {"service": "exchange.v1.EventService"},
-      {"service": "exchange.v1.ApiKeyService"}, {"service": "exchange.v1.ReportService"}
+      {"service": "exchange.v1.ApiKeyService"}, {"service": "exchange.v1.ReportService"},
+      {"service": "exchange.v1.AdminService"}
     ],
     "retryPolicy": {
       "maxAttempts": 5,
       "initialBackoff": "0.2s",
       "maxBackoff": "5s",
       "backoffMultiplier": 2,
-      "retryableStatusCodes": ["UNAVAILABLE"]
+      "retryableStatusCodes": ["UNAVAILABLE", "RESOURCE_EXHAUSTED"]
     }
   }]
 }`

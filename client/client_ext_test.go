@@ -126,3 +126,39 @@ func TestWatchAcrossRestart(t *testing.T) {
 		t.Errorf("watched %v, the feed has %v", got, want)
 	}
 }
+
+// TestRateLimitedCallsWait: over its rate limit, the client waits the delay
+// the exchange asks for and retries, so a burst of calls all succeed, paced
+// by the limit; a stream over the stream cap fails at once.
+func TestRateLimitedCallsWait(t *testing.T) {
+	x := exchangetest.StartWith(t, api.Options{Limits: api.Limits{Rate: 20, Burst: 10, Streams: 1}})
+	x.Org("group", pb.OrganizationKind_ORGANIZATION_KIND_VCSE_ORGANIZATION)
+	c := dial(t, x, "group")
+	start := time.Now()
+	for i := range 20 {
+		if _, err := c.Directory.GetOrganization(context.Background(), &pb.GetOrganizationRequest{Name: "organizations/group"}); err != nil {
+			t.Fatalf("call %d: %v", i, err)
+		}
+	}
+	if took := time.Since(start); took < 300*time.Millisecond {
+		t.Errorf("20 calls at 20 a second after a burst of 10 took %v: the limit did not pace them", took)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	first, err := c.Events.WatchEvents(ctx, &pb.WatchEventsRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := first.Recv(); err != nil {
+		t.Fatal(err)
+	}
+	start = time.Now()
+	second, err := c.Events.WatchEvents(context.Background(), &pb.WatchEventsRequest{})
+	if err == nil {
+		_, err = second.Recv()
+	}
+	exchangetest.WantErr(t, err, codes.ResourceExhausted, "TOO_MANY_STREAMS")
+	if took := time.Since(start); took > 150*time.Millisecond {
+		t.Errorf("the refused stream took %v: it was retried", took)
+	}
+}

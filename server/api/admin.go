@@ -179,7 +179,7 @@ const IdempotencyWindow = 7 * 24 * time.Hour
 // idempotency window. Each batch is audited as one entry with resource
 // `retention`. It returns how many referrals it cleared.
 func (s *Server) SweepRetention(ctx context.Context, period time.Duration) (int, error) {
-	total := 0
+	total, first := 0, true
 	for ctx.Err() == nil {
 		n := 0
 		err := s.core.store.Update(ctx, func(tx storage.WriteTx) error {
@@ -197,20 +197,26 @@ func (s *Server) SweepRetention(ctx context.Context, period time.Duration) (int,
 					n++
 				}
 			}
-			dropped, err := tx.DeleteIdempotency(func(rec *storage.Idempotency) bool {
-				return now.Sub(rec.CreateTime) > IdempotencyWindow
-			})
-			if err != nil || (n == 0 && dropped == 0) {
-				return err
+			dropped := 0
+			if first { // stored answers: one pass per sweep
+				var err error
+				if dropped, err = tx.DeleteIdempotency(func(rec *storage.Idempotency) bool {
+					return now.Sub(rec.CreateTime) > IdempotencyWindow
+				}); err != nil {
+					return err
+				}
 			}
-			_, err = tx.AppendAudit(&pb.AuditEvent{EventTime: timestamppb.New(now), Method: "retention",
+			if n == 0 && dropped == 0 {
+				return nil
+			}
+			_, err := tx.AppendAudit(&pb.AuditEvent{EventTime: timestamppb.New(now), Method: "retention",
 				Resource: "retention", Code: "OK", ClearedReferrals: int32(n)})
 			return err
 		})
 		if err != nil {
 			return total, err
 		}
-		total += n
+		total, first = total+n, false
 		if n < retentionBatch {
 			return total, nil
 		}
