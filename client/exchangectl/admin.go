@@ -30,6 +30,10 @@ func init() {
 		return []string{strconv.FormatInt(e.Sequence, 10), when(e.EventTime), e.Organization, e.Credential,
 			e.Method[strings.LastIndex(e.Method, "/")+1:], e.Resource, outcome, shown}
 	})
+	register([]string{"ERASURE", "REFERRALS CLEARED", "OPEN ONES CANCELLED", "CONSENTS CLEARED", "NOTES CLEARED"}, func(r *pb.ErasePersonResponse) []string {
+		return []string{r.Name, strconv.Itoa(int(r.ClearedReferrals)), strconv.Itoa(int(r.CancelledReferrals)),
+			strconv.Itoa(int(r.ClearedConsents)), strconv.Itoa(int(r.ClearedFeedback))}
+	})
 }
 
 // The operator's commands: the audit log, erasure and backups.
