@@ -109,7 +109,7 @@ func TestReadmeWalkthrough(t *testing.T) {
 		{"Bob", "REFERRAL_STATE_ACCEPTED", "UPTAKE_STATUS_FIRST_SESSION_ATTENDED", `"total":41`, "EVENT_TYPE_FEEDBACK_POSTED", "lastSequence"},
 		{"organizations/community-money-advice", "organizations/hillside-walkers/services/health-walks", "Bob Evans",
 			"FIRST_SESSION_ATTENDED", "WEMWBS BASELINE total 41", "max:         12", "ORGANIZATION_CHANGED",
-			"CHANGE FROM BASELINE TO FOLLOW-UP", "UCLA3"},
+			"CHANGE FROM BASELINE TO FOLLOW-UP", "UCLA3", "ListReferrals", "wrote exchange-backup.db"},
 	}
 	for i, block := range blocks {
 		script := strings.NewReplacer("127.0.0.1:50051", s.grpc, "127.0.0.1:8080", s.http).Replace(block)
