@@ -20,7 +20,6 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	pb "github.com/social-prescribing/exchange/proto/exchange/v1"
-
 	"github.com/social-prescribing/exchange/server/storage"
 )
 
