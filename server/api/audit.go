@@ -2,7 +2,6 @@ package api
 
 import (
 	"context"
-	"crypto/sha256"
 	"encoding/hex"
 	"log/slog"
 	"time"
@@ -222,6 +221,6 @@ func PersonResource(nhsNumber string) string {
 	if n, ok := validate.NHSNumber(nhsNumber); ok {
 		nhsNumber = n
 	}
-	h := sha256.Sum256([]byte("exchange-person:" + nhsNumber))
+	h := storage.PersonHash(nhsNumber)
 	return "persons/" + hex.EncodeToString(h[:8])
 }

@@ -89,7 +89,8 @@ func (l *limiter) close(org string) {
 // rateLimited is RESOURCE_EXHAUSTED with the delay as RetryInfo, and as the
 // grpc-retry-pushback-ms trailer that gRPC clients' retry policies obey.
 func rateLimited(ctx context.Context, wait time.Duration) error {
-	ms := max(1, wait.Milliseconds())
+	// Rounded up: a client that waits exactly this long must get through.
+	ms := max(1, int64((wait+time.Millisecond-1)/time.Millisecond))
 	grpc.SetTrailer(ctx, metadata.Pairs("grpc-retry-pushback-ms", fmt.Sprint(ms)))
 	return apiError(codes.ResourceExhausted, pb.ErrorReason_ERROR_REASON_RATE_LIMITED,
 		fmt.Sprintf("too many requests from this organisation: retry in %d ms", ms),

@@ -11,6 +11,7 @@ package storage
 
 import (
 	"context"
+	"crypto/sha256"
 	"errors"
 	"io"
 	"time"
@@ -51,6 +52,12 @@ type Store interface {
 	Backup(ctx context.Context, start func(size int64) (io.Writer, error)) error
 	// Close waits for pending commits and closes the store.
 	Close() error
+}
+
+// PersonHash is how the store and the audit log name a person without the
+// NHS number: a SHA-256 of it under a fixed label.
+func PersonHash(nhsNumber string) [sha256.Size]byte {
+	return sha256.Sum256([]byte("exchange-person:" + nhsNumber))
 }
 
 // AuditQuery selects audit events. Empty fields do not narrow.

@@ -2,7 +2,6 @@ package bolt
 
 import (
 	"bytes"
-	"crypto/sha256"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
@@ -104,7 +103,7 @@ func ts(t time.Time) fixed {
 // person is the index key of a person: a hash of the NHS number, so raw
 // NHS numbers are not spread through index keys.
 func person(nhs string) fixed {
-	h := sha256.Sum256([]byte("exchange-person:" + nhs))
+	h := storage.PersonHash(nhs)
 	return h[:16]
 }
 
