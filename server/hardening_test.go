@@ -271,6 +271,15 @@ func TestTLSAndClientCertificates(t *testing.T) {
 		t.Error("plain HTTP answered on the TLS listener")
 	}
 
+	// The container's health check speaks TLS, trusting the server's own
+	// certificate file.
+	if b, err := exec.Command(bin, "healthcheck", "--grpc-addr", s.grpc, "--tls-cert", certFile).CombinedOutput(); err != nil {
+		t.Errorf("healthcheck over TLS: %v %s", err, b)
+	}
+	if b, err := exec.Command(bin, "healthcheck", "--grpc-addr", s.grpc, "--timeout", "1s").CombinedOutput(); err == nil {
+		t.Errorf("a plaintext healthcheck of the TLS listener passed: %s", b)
+	}
+
 	// Messages over --max-message-bytes (1 MiB) are refused.
 	big := strings.Repeat("x", 2<<20)
 	_, err = pb.NewDirectoryServiceClient(plain).UpdateOrganization(as(key), &pb.UpdateOrganizationRequest{

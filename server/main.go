@@ -9,12 +9,14 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
 	"os"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"syscall"
 	"time"
 
@@ -27,6 +29,7 @@ import (
 
 	"github.com/social-prescribing/exchange/server/api"
 	"github.com/social-prescribing/exchange/server/gateway"
+	"github.com/social-prescribing/exchange/server/metrics"
 	"github.com/social-prescribing/exchange/server/storage"
 	"github.com/social-prescribing/exchange/server/storage/bolt"
 	"github.com/social-prescribing/exchange/server/web"
@@ -54,9 +57,13 @@ type settings struct {
 	retention                   days
 	retentionEvery              time.Duration
 	limits                      api.Limits
+	logFormat, logLevel         string
 }
 
 func main() {
+	if len(os.Args) > 1 && os.Args[1] == "healthcheck" {
+		os.Exit(healthcheck(os.Args[2:]))
+	}
 	var st settings
 	fs := flag.NewFlagSet("server", flag.ExitOnError)
 	fs.StringVar(&st.grpcAddr, "grpc-addr", env("EXCHANGE_GRPC_ADDR", "127.0.0.1:50051"), "gRPC listen address (env EXCHANGE_GRPC_ADDR)")
@@ -86,12 +93,18 @@ func main() {
 	fs.Float64Var(&st.limits.Rate, "rate-limit", 50, "calls per second each organisation may make, sustained; 0 does not limit")
 	fs.IntVar(&st.limits.Burst, "rate-burst", 100, "calls an organisation may make at once above --rate-limit")
 	fs.IntVar(&st.limits.Streams, "max-streams", 8, "event watches and backups one organisation may have open at once; 0 does not limit")
+	fs.StringVar(&st.logFormat, "log-format", env("EXCHANGE_LOG_FORMAT", "text"), "log lines as text (key=value) or json, on stderr (env EXCHANGE_LOG_FORMAT)")
+	fs.StringVar(&st.logLevel, "log-level", env("EXCHANGE_LOG_LEVEL", "info"), "least severe log lines written: debug, info (one line per call), warn or error (env EXCHANGE_LOG_LEVEL)")
 	fs.Usage = func() {
-		fmt.Fprintf(fs.Output(), "Usage: server [flags]\n\nRuns the social prescribing referral exchange.\n\nFlags:\n")
+		fmt.Fprintf(fs.Output(), "Usage: server [flags]\n       server healthcheck [flags]\n\nRuns the social prescribing referral exchange.\n\nFlags:\n")
 		fs.PrintDefaults()
 	}
 	fs.Parse(os.Args[1:])
-	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
+	log, err := newLogger(os.Stderr, st.logFormat, st.logLevel)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(2)
+	}
 	slog.SetDefault(log)
 	if err := run(st); err != nil {
 		log.Error("exchange stopped", "err", err)
@@ -112,7 +125,8 @@ func run(st settings) error {
 	if err != nil {
 		return err
 	}
-	store, err := bolt.Open(filepath.Join(st.dataDir, "exchange.db"), bolt.Options{})
+	m := metrics.New()
+	store, err := bolt.Open(filepath.Join(st.dataDir, "exchange.db"), bolt.Options{OnCommit: m.ObserveCommit})
 	if err != nil {
 		return err
 	}
@@ -130,12 +144,26 @@ func run(st settings) error {
 		}
 	}
 
+	m.Watch(metrics.Sources{Store: store, Size: store.Size, Watchers: srv.Watchers, Now: clock.now})
+	tracing, stopTracing, err := setupTracing(ctx)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		stopTracing(sctx)
+	}()
+
 	// Two gRPC servers share the services: g on the network (TLS when
 	// configured) and internal in memory, which the REST gateway and the web
-	// pages call, so every rule runs in one place for all callers.
+	// pages call, so every rule runs in one place for all callers. Around
+	// the exchange's own interceptors: tracing, when on, then the RPC
+	// metrics.
 	hs := health.NewServer()
 	newServer := func(opts ...grpc.ServerOption) *grpc.Server {
-		g := grpc.NewServer(append(srv.Interceptors(), append(opts, grpc.MaxRecvMsgSize(st.maxMessage))...)...)
+		all := append(append(slices.Clone(tracing), m.ServerOptions()...), srv.Interceptors()...)
+		g := grpc.NewServer(append(all, append(opts, grpc.MaxRecvMsgSize(st.maxMessage))...)...)
 		srv.Register(g)
 		healthpb.RegisterHealthServer(g, hs)
 		reflection.Register(g)
@@ -146,6 +174,7 @@ func run(st settings) error {
 		gopts = append(gopts, grpc.Creds(creds.grpc))
 	}
 	g, internal := newServer(gopts...), newServer()
+	m.InitializeMetrics(g)
 
 	gl, err := net.Listen("tcp", st.grpcAddr)
 	if err != nil {
@@ -165,7 +194,7 @@ func run(st settings) error {
 		return err
 	}
 	defer conn.Close()
-	handler, err := httpHandler(ctx, conn, st.maxBody, st.secureCookies)
+	handler, err := httpHandler(ctx, conn, m.Handler(), st.maxBody, st.secureCookies)
 	if err != nil {
 		return err
 	}
@@ -206,8 +235,9 @@ func run(st settings) error {
 }
 
 // httpHandler serves, on the HTTP address: the REST API under /v1/, the
-// OpenAPI document and its reference page, health, and the web inbox.
-func httpHandler(ctx context.Context, conn *grpc.ClientConn, maxBody int64, secureCookies bool) (http.Handler, error) {
+// OpenAPI document and its reference page, health, Prometheus metrics, and
+// the web inbox.
+func httpHandler(ctx context.Context, conn *grpc.ClientConn, metrics http.Handler, maxBody int64, secureCookies bool) (http.Handler, error) {
 	gw, err := gateway.New(ctx, conn, gateway.Options{MaxBodyBytes: maxBody})
 	if err != nil {
 		return nil, err
@@ -218,6 +248,7 @@ func httpHandler(ctx context.Context, conn *grpc.ClientConn, maxBody int64, secu
 	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) { fmt.Fprintln(w, "ok") })
+	mux.Handle("GET /metrics", metrics)
 	mux.Handle("/v1/", gw)
 	mux.Handle("GET /openapi.json", openapi)
 	mux.Handle("GET /docs", docs)
@@ -276,4 +307,20 @@ func ensureOperator(ctx context.Context, store storage.Store, dataDir string) er
 	}
 	slog.Info("created the operator API key; keep it safe", "path", path)
 	return nil
+}
+
+// newLogger is the server's logger: text or JSON lines on w, from level up.
+func newLogger(w io.Writer, format, level string) (*slog.Logger, error) {
+	var lv slog.Level
+	if err := lv.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("--log-level %q: give debug, info, warn or error", level)
+	}
+	opts := &slog.HandlerOptions{Level: lv}
+	switch format {
+	case "text":
+		return slog.New(slog.NewTextHandler(w, opts)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(w, opts)), nil
+	}
+	return nil, fmt.Errorf("--log-format %q: give text or json", format)
 }

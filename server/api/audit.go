@@ -27,21 +27,34 @@ import (
 // is committed before the answer leaves, and when it cannot be, the call
 // fails: nothing is shown that the log does not record.
 
-// auditNote travels in a call's context from UnaryAudit to the code that
-// learns more about the call.
-type auditNote struct {
+// callNote travels in a call's context from the outermost interceptor
+// (UnaryLog) to the code that learns more about the call: authentication
+// sets the caller, handlers the resource. The log line and the audit entry
+// are both written from it.
+type callNote struct {
 	method   string
+	audited  bool   // policy.Audited names the method
 	caller   Caller // set by authentication
 	resource string // set by handlers whose resource is not in the messages
 	cleared  int32
-	written  bool // the entry went in the call's write transaction
+	written  bool // the audit entry went in the call's write transaction
 }
 
-type auditKey struct{}
+type noteKey struct{}
 
-func noteFrom(ctx context.Context) *auditNote {
-	n, _ := ctx.Value(auditKey{}).(*auditNote)
+func noteFrom(ctx context.Context) *callNote {
+	n, _ := ctx.Value(noteKey{}).(*callNote)
 	return n
+}
+
+// withNote returns ctx carrying the call's note, starting one if no outer
+// interceptor has.
+func withNote(ctx context.Context, method string) (context.Context, *callNote) {
+	if n := noteFrom(ctx); n != nil {
+		return ctx, n
+	}
+	n := &callNote{method: method, audited: policy.Audited[method]}
+	return context.WithValue(ctx, noteKey{}, n), n
 }
 
 // UnaryAudit records audited unary calls. It must be the first (outermost)
@@ -51,8 +64,8 @@ func (s *Server) UnaryAudit(ctx context.Context, req any, info *grpc.UnaryServer
 	if !policy.Audited[info.FullMethod] {
 		return handler(ctx, req)
 	}
-	n := &auditNote{method: info.FullMethod}
-	resp, err := handler(context.WithValue(ctx, auditKey{}, n), req)
+	ctx, n := withNote(ctx, info.FullMethod)
+	resp, err := handler(ctx, req)
 	if n.written {
 		return resp, err
 	}
@@ -74,8 +87,8 @@ func (s *Server) StreamAudit(srv any, ss grpc.ServerStream, info *grpc.StreamSer
 	if !policy.Audited[info.FullMethod] {
 		return handler(srv, ss)
 	}
-	n := &auditNote{method: info.FullMethod}
-	err := handler(srv, authedStream{ss, context.WithValue(ss.Context(), auditKey{}, n)})
+	ctx, n := withNote(ss.Context(), info.FullMethod)
+	err := handler(srv, authedStream{ss, ctx})
 	if n.written && err == nil {
 		return nil
 	}
@@ -88,7 +101,7 @@ func (s *Server) StreamAudit(srv any, ss grpc.ServerStream, info *grpc.StreamSer
 // auditStart records an audited stream before it sends anything.
 func (c *core) auditStart(ctx context.Context) error {
 	n := noteFrom(ctx)
-	if n == nil {
+	if n == nil || !n.audited {
 		return nil
 	}
 	if err := c.appendAudit(ctx, auditEntry(n, c.clock(), nil, nil, nil)); err != nil {
@@ -115,7 +128,7 @@ func (c *core) appendAudit(ctx context.Context, e *pb.AuditEvent) error {
 // transaction.
 func auditInTx(ctx context.Context, tx storage.WriteTx, now time.Time, req, resp proto.Message) error {
 	n := noteFrom(ctx)
-	if n == nil {
+	if n == nil || !n.audited {
 		return nil
 	}
 	_, err := tx.AppendAudit(auditEntry(n, now, req, resp, nil))
@@ -123,10 +136,10 @@ func auditInTx(ctx context.Context, tx storage.WriteTx, now time.Time, req, resp
 }
 
 // auditEntry builds the entry of a call from its messages and outcome.
-func auditEntry(n *auditNote, now time.Time, req, resp proto.Message, err error) *pb.AuditEvent {
+func auditEntry(n *callNote, now time.Time, req, resp proto.Message, err error) *pb.AuditEvent {
 	e := &pb.AuditEvent{
 		EventTime: timestamppb.New(now), Organization: n.caller.Org, Credential: n.caller.KeyName,
-		Method: n.method, Resource: n.resource, Code: "OK", ClearedReferrals: n.cleared,
+		Method: n.method, Resource: n.resource, ClearedReferrals: n.cleared,
 	}
 	if req != nil {
 		e.RequestId = stringField(req.ProtoReflect(), "request_id")
@@ -137,16 +150,24 @@ func auditEntry(n *auditNote, now time.Time, req, resp proto.Message, err error)
 	if resp != nil {
 		e.Shown = shownBy(resp)
 	}
-	if err != nil {
-		st := status.Convert(err)
-		e.Code = code.Code(st.Code()).String()
-		for _, d := range st.Details() {
-			if info, ok := d.(*errdetails.ErrorInfo); ok {
-				e.Reason = info.Reason
-			}
+	e.Code, e.Reason = outcome(err)
+	return e
+}
+
+// outcome is a call's status code by name ("OK", "INVALID_ARGUMENT") and
+// the reason of its ErrorInfo, if any.
+func outcome(err error) (string, string) {
+	if err == nil {
+		return "OK", ""
+	}
+	st := status.Convert(err)
+	var reason string
+	for _, d := range st.Details() {
+		if info, ok := d.(*errdetails.ErrorInfo); ok {
+			reason = info.Reason
 		}
 	}
-	return e
+	return code.Code(st.Code()).String(), reason
 }
 
 // resourceOf is what a call was about: the name of the resource it returned

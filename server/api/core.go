@@ -14,8 +14,10 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"log/slog"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"google.golang.org/grpc/codes"
@@ -40,6 +42,8 @@ type Options struct {
 	ReportMinCount int
 	// Limits are the per-organisation rate and stream limits; none when zero.
 	Limits Limits
+	// Logger gets one line per call (UnaryLog); slog.Default() when nil.
+	Logger *slog.Logger
 }
 
 // core is what every service shares.
@@ -49,6 +53,8 @@ type core struct {
 	autoReject time.Duration
 	// reportMinCount is the suppression threshold of reports.
 	reportMinCount int
+	// watchers counts the open event streams (WatchEvents).
+	watchers atomic.Int64
 }
 
 func (c *core) clock() time.Time { return c.now().UTC() }

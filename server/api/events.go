@@ -77,6 +77,8 @@ func (s *events) WatchEvents(req *pb.WatchEventsRequest, stream pb.EventService_
 	if req.After < 0 {
 		return invalidField("after", "must not be negative")
 	}
+	s.watchers.Add(1)
+	defer s.watchers.Add(-1)
 	org := audienceOf(ctx)
 	after := req.After
 	for {

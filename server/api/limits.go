@@ -124,11 +124,12 @@ func (s *Server) StreamLimit(srv any, ss grpc.ServerStream, info *grpc.StreamSer
 }
 
 // Interceptors are the server's interceptors in the order they must run:
-// audit (outermost, so it records refusals), authentication, limits, then
-// extra ones (tests inject faults there).
+// the call log (outermost, so it times everything), audit (so it records
+// refusals), authentication, limits, then extra ones (tests inject faults
+// there). Interceptors given in earlier server options run outside these.
 func (s *Server) Interceptors(extra ...grpc.UnaryServerInterceptor) []grpc.ServerOption {
 	return []grpc.ServerOption{
-		grpc.ChainUnaryInterceptor(append([]grpc.UnaryServerInterceptor{s.UnaryAudit, s.UnaryAuth, s.UnaryLimit}, extra...)...),
-		grpc.ChainStreamInterceptor(s.StreamAudit, s.StreamAuth, s.StreamLimit),
+		grpc.ChainUnaryInterceptor(append([]grpc.UnaryServerInterceptor{s.UnaryLog, s.UnaryAudit, s.UnaryAuth, s.UnaryLimit}, extra...)...),
+		grpc.ChainStreamInterceptor(s.StreamLog, s.StreamAudit, s.StreamAuth, s.StreamLimit),
 	}
 }

@@ -1,6 +1,7 @@
 package api
 
 import (
+	"log/slog"
 	"time"
 
 	"google.golang.org/grpc"
@@ -13,6 +14,7 @@ import (
 type Server struct {
 	core   *core
 	limits *limiter
+	log    *slog.Logger
 }
 
 // New returns the services on store.
@@ -26,7 +28,7 @@ func New(store storage.Store, opt Options) *Server {
 		minCount = DefaultReportMinCount
 	}
 	return &Server{core: &core{store: store, now: now, autoReject: opt.AutoRejectAfter, reportMinCount: minCount},
-		limits: newLimiter(opt.Limits)}
+		limits: newLimiter(opt.Limits), log: opt.Logger}
 }
 
 // Register registers every service on g.
@@ -41,3 +43,6 @@ func (s *Server) Register(g *grpc.Server) {
 	pb.RegisterReportServiceServer(g, &reports{core: s.core})
 	pb.RegisterAdminServiceServer(g, &admin{core: s.core})
 }
+
+// Watchers is how many event streams (WatchEvents) are open now.
+func (s *Server) Watchers() int64 { return s.core.watchers.Load() }

@@ -171,6 +171,15 @@ type ReadTx interface {
 	ListAudit(q AuditQuery, after string, limit int) (Page[*pb.AuditEvent], error)
 	// LastAuditSequence is the sequence of the newest audit event.
 	LastAuditSequence() (int64, error)
+
+	// Figures for monitoring; each costs at most one read per item counted.
+	// ReferralStates counts the stored referrals in each state (kept as the
+	// referrals change, so it costs nothing to read).
+	ReferralStates() (map[pb.ReferralState]int64, error)
+	// CountUnanswered counts REQUESTED referrals whose reply_by is before t.
+	CountUnanswered(before time.Time) (int, error)
+	// ListCapacity lists every service's capacity, in service name order.
+	ListCapacity(after string, limit int) (Page[*pb.Capacity], error)
 }
 
 // WriteTx writes inside a transaction. Create methods return

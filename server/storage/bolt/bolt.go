@@ -3,7 +3,6 @@
 package bolt
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -11,7 +10,6 @@ import (
 	"os"
 	"path/filepath"
 	"runtime/debug"
-	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -30,12 +28,17 @@ type Options struct {
 	LockTimeout time.Duration
 	// MaxBatch is the most transactions one commit carries. Default 256.
 	MaxBatch int
+	// OnCommit, when set, is told of every commit: how many callers' writes
+	// it carried, how long it took (fsync included), and whether it failed.
+	// It runs on the writer, so it must be quick.
+	OnCommit func(writes int, took time.Duration, err error)
 }
 
 // Store is a storage.Store on a bbolt file.
 type Store struct {
 	db       *bolt.DB
 	maxBatch int
+	onCommit func(int, time.Duration, error)
 
 	mu     sync.RWMutex // guards closed against sends on calls
 	closed bool
@@ -80,7 +83,7 @@ func Open(path string, opt Options) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open store %s: %w", path, err)
 	}
-	s := &Store{db: db, maxBatch: opt.MaxBatch, calls: make(chan *call, opt.MaxBatch), done: make(chan struct{}), waitCh: make(chan struct{})}
+	s := &Store{db: db, maxBatch: opt.MaxBatch, onCommit: opt.OnCommit, calls: make(chan *call, opt.MaxBatch), done: make(chan struct{}), waitCh: make(chan struct{})}
 	if err := s.prepare(); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("open store %s: %w", path, err)
@@ -98,26 +101,31 @@ func (s *Store) prepare() (err error) {
 		}
 	}()
 	return s.db.Update(func(btx *bolt.Tx) error {
-		var fill bool
+		var fill []func(*tx, *pb.Referral) error
 		for _, b := range allBuckets {
-			if btx.Bucket(b) == nil && slices.ContainsFunc(backfilled, func(x []byte) bool { return bytes.Equal(x, b) }) {
-				fill = true
+			if f, ok := backfilled[string(b)]; ok && btx.Bucket(b) == nil {
+				fill = append(fill, f)
 			}
 			if _, err := btx.CreateBucketIfNotExists(b); err != nil {
 				return err
 			}
 		}
-		if fill && btx.Bucket(bReferrals).Stats().KeyN > 0 {
+		if len(fill) > 0 && btx.Bucket(bReferrals).Stats().KeyN > 0 {
 			t := &tx{btx: btx}
 			err := btx.Bucket(bReferrals).ForEach(func(_, v []byte) error {
 				r := &pb.Referral{}
 				if err := proto.Unmarshal(v, r); err != nil {
 					return err
 				}
-				return t.indexRetention(nil, r)
+				for _, f := range fill {
+					if err := f(t, r); err != nil {
+						return err
+					}
+				}
+				return nil
 			})
 			if err != nil {
-				return fmt.Errorf("filling the retention indexes: %w", err)
+				return fmt.Errorf("filling new indexes: %w", err)
 			}
 		}
 		s.lastSeq.Store(int64(btx.Bucket(bEvents).Sequence()))
@@ -199,6 +207,7 @@ func (s *Store) commit(batch []*call) {
 	for len(batch) > 0 {
 		failed, failErr := -1, error(nil)
 		var maxSeq int64
+		start := time.Now()
 		err := s.db.Update(func(btx *bolt.Tx) error {
 			t := &tx{btx: btx}
 			for i, c := range batch {
@@ -217,6 +226,9 @@ func (s *Store) commit(batch []*call) {
 		}
 		if err != nil {
 			err = fmt.Errorf("%w: %w", storage.ErrWriteFailed, err)
+		}
+		if s.onCommit != nil {
+			s.onCommit(len(batch), time.Since(start), err)
 		}
 		for _, c := range batch {
 			c.err <- err

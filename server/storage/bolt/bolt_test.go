@@ -1,9 +1,17 @@
 package bolt_test
 
 import (
+	"context"
+	"errors"
+	"fmt"
 	"path/filepath"
 	"testing"
+	"time"
 
+	bbolt "go.etcd.io/bbolt"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	pb "github.com/social-prescribing/exchange/proto/exchange/v1"
 	"github.com/social-prescribing/exchange/server/storage"
 	"github.com/social-prescribing/exchange/server/storage/bolt"
 	"github.com/social-prescribing/exchange/server/storage/storagetest"
@@ -17,4 +25,71 @@ func TestConformance(t *testing.T) {
 		}
 		return s
 	})
+}
+
+// TestFillsNewIndexes opens a store made before the person, closed and
+// state-count indexes existed (simulated by deleting them) and checks that
+// Open fills them from the stored referrals.
+func TestFillsNewIndexes(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "exchange.db")
+	s, err := bolt.Open(path, bolt.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t0 := time.Date(2025, 1, 1, 9, 0, 0, 0, time.UTC)
+	states := []pb.ReferralState{pb.ReferralState_REFERRAL_STATE_REQUESTED, pb.ReferralState_REFERRAL_STATE_COMPLETED, pb.ReferralState_REFERRAL_STATE_REQUESTED}
+	err = s.Update(context.Background(), func(tx storage.WriteTx) error {
+		for i, st := range states {
+			r := &pb.Referral{Name: fmt.Sprintf("referrals/r%d", i), Referrer: "organizations/gp", Recipient: "organizations/lw",
+				RecipientService: "organizations/lw/services/s", Consent: "consents/c", Person: &pb.Person{NhsNumber: "9434765919"},
+				State: st, CreateTime: timestamppb.New(t0), StateTime: timestamppb.New(t0), ReplyBy: timestamppb.New(t0.Add(time.Hour))}
+			if err := tx.CreateReferral(r, []string{r.Referrer, r.Recipient}); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	db, err := bbolt.Open(path, 0o600, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = db.Update(func(tx *bbolt.Tx) error {
+		for _, b := range []string{"ix_person_referral", "ix_referral_closed", "referral_state_count"} {
+			if err := tx.DeleteBucket([]byte(b)); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	db.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err = bolt.Open(path, bolt.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	err = s.View(context.Background(), func(tx storage.ReadTx) error {
+		counts, err := tx.ReferralStates()
+		if want := map[pb.ReferralState]int64{states[0]: 2, states[1]: 1}; fmt.Sprint(counts) != fmt.Sprint(want) {
+			t.Errorf("state counts after filling = %v, want %v", counts, want)
+		}
+		person, err2 := tx.ReferralsOfPerson("9434765919")
+		if len(person) != 3 {
+			t.Errorf("referrals of the person after filling = %v", person)
+		}
+		closed, err3 := tx.ClosedReferralsBefore(t0.Add(time.Hour), 10)
+		if len(closed) != 1 || closed[0].Name != "referrals/r1" {
+			t.Errorf("closed referrals after filling = %v", closed)
+		}
+		return errors.Join(err, err2, err3)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
 }

@@ -52,13 +52,21 @@ var (
 	bAuditOrg      = []byte("ix_audit_org")      // org 0 time(8) seq(8)
 	bAuditResource = []byte("ix_audit_resource") // resource 0 time(8) seq(8)
 
+	// How many referrals are in each state, for monitoring.
+	bStateCount = []byte("referral_state_count") // state(1) -> count(8)
+
 	allBuckets = [][]byte{bOrgs, bServices, bServiceCat, bCapacity, bReferrals, bParty, bInbox, bReferrer,
 		bChildren, bDue, bDueQueue, bUnanswered, bOpen, bConsentOpen, bConsents, bPersonConsent, bFeedback, bAPIKeys,
-		bIdempotency, bEvents, bEventAudience, bPersonReferral, bClosed, bAudit, bAuditTime, bAuditOrg, bAuditResource}
+		bIdempotency, bEvents, bEventAudience, bPersonReferral, bClosed, bAudit, bAuditTime, bAuditOrg, bAuditResource,
+		bStateCount}
 
 	// backfilled are indexes added after stores existed: when Open creates
-	// one, it is filled from the referrals already stored.
-	backfilled = [][]byte{bPersonReferral, bClosed}
+	// one, it is filled from the referrals already stored by its function.
+	backfilled = map[string]func(t *tx, r *pb.Referral) error{
+		string(bPersonReferral): func(t *tx, r *pb.Referral) error { return t.indexRetention(nil, r) },
+		string(bClosed):         func(t *tx, r *pb.Referral) error { return t.indexRetention(nil, r) },
+		string(bStateCount):     func(t *tx, r *pb.Referral) error { return t.countState(nil, r) },
+	}
 )
 
 const publicAudience = "*"
@@ -502,10 +510,13 @@ func (t *tx) ClosedReferralsBefore(before time.Time, limit int) ([]*pb.Referral,
 func (t *tx) indexState(old, r *pb.Referral) error {
 	created := ts(r.CreateTime.AsTime())
 	requested := pb.ReferralState_REFERRAL_STATE_REQUESTED
+	if old != nil && old.State == r.State {
+		return nil
+	}
+	if err := t.countState(old, r); err != nil {
+		return err
+	}
 	if old != nil {
-		if old.State == r.State {
-			return nil
-		}
 		if err := t.b(bInbox).Delete(key(old.Recipient, fixed{byte(old.State)}, created, old.Name)); err != nil {
 			return err
 		}
@@ -554,6 +565,60 @@ func (t *tx) indexState(old, r *pb.Referral) error {
 		}
 	}
 	return nil
+}
+
+// countState moves a referral from old's state (nil: new) to r's in the
+// per-state counts.
+func (t *tx) countState(old, r *pb.Referral) error {
+	b := t.b(bStateCount)
+	add := func(s pb.ReferralState, d int64) error {
+		k := []byte{byte(s)}
+		var n int64
+		if v := b.Get(k); len(v) == 8 {
+			n = int64(binary.BigEndian.Uint64(v))
+		}
+		return b.Put(k, u64(uint64(n+d)))
+	}
+	if old != nil {
+		if err := add(old.State, -1); err != nil {
+			return err
+		}
+	}
+	return add(r.State, 1)
+}
+
+func (t *tx) ReferralStates() (map[pb.ReferralState]int64, error) {
+	out := map[pb.ReferralState]int64{}
+	err := t.b(bStateCount).ForEach(func(k, v []byte) error {
+		if len(k) == 1 && len(v) == 8 {
+			out[pb.ReferralState(k[0])] = int64(binary.BigEndian.Uint64(v))
+		}
+		return nil
+	})
+	return out, err
+}
+
+func (t *tx) CountUnanswered(before time.Time) (int, error) {
+	n, end := 0, []byte(ts(before))
+	c := t.b(bUnanswered).Cursor()
+	for k, _ := c.First(); k != nil && bytes.Compare(k[:8], end) < 0; k, _ = c.Next() {
+		n++
+	}
+	return n, nil
+}
+
+func (t *tx) ListCapacity(after string, limit int) (storage.Page[*pb.Capacity], error) {
+	var p storage.Page[*pb.Capacity]
+	next, err := scan(t.b(bCapacity), nil, after, limit, func(k, v []byte) (bool, error) {
+		c := &pb.Capacity{}
+		if err := proto.Unmarshal(v, c); err != nil {
+			return false, fmt.Errorf("decode capacity %s: %w", k, err)
+		}
+		p.Items = append(p.Items, c)
+		return true, nil
+	})
+	p.Next = next
+	return p, err
 }
 
 // Consents.

@@ -30,6 +30,7 @@ func Run(t *testing.T, open Opener) {
 		{"ServicesByCategory", testServices},
 		{"ReferralIndexes", testReferralIndexes},
 		{"ReferralPagination", testReferralPagination},
+		{"MonitoringFigures", testMonitoringFigures},
 		{"ConsentsByPerson", testConsents},
 		{"FeedbackOrder", testFeedback},
 		{"APIKeysAndIdempotency", testKeysIdempotency},
@@ -222,6 +223,61 @@ func testReferralIndexes(t *testing.T, open Opener) {
 	update(t, s, func(tx storage.WriteTx) error { return tx.CreateReferral(r3, []string{lw, "organizations/vcse", gp}) })
 	check("children", q(storage.ReferralQuery{Parent: "referrals/r2"}), "referrals/r3")
 	check("party gp sees onward", q(storage.ReferralQuery{Party: gp}), "referrals/r1", "referrals/r2", "referrals/r3")
+}
+
+// testMonitoringFigures checks the counts that /metrics reads: referrals by
+// state follow every change, overdue counts REQUESTED past reply_by, and
+// capacity lists every service's.
+func testMonitoringFigures(t *testing.T, open Opener) {
+	s := newStore(t, open)
+	t0 := time.Date(2026, 1, 1, 9, 0, 0, 0, time.UTC)
+	gp, lw := "organizations/gp", "organizations/lw"
+	r1, r2, r3 := referral("r1", gp, lw, t0), referral("r2", gp, lw, t0.Add(time.Minute)), referral("r3", gp, lw, t0.Add(3*time.Hour))
+	r2.Person.NhsNumber, r3.Person.NhsNumber = "4010232137", "9999999999"
+	update(t, s, func(tx storage.WriteTx) error {
+		for _, r := range []*pb.Referral{r1, r2, r3} {
+			if err := tx.CreateReferral(r, []string{gp, lw}); err != nil {
+				return err
+			}
+		}
+		for _, svc := range []string{"organizations/b/services/y", "organizations/a/services/x"} {
+			if err := tx.PutCapacity(&pb.Capacity{Name: svc + "/capacity", Status: pb.CapacityStatus_CAPACITY_STATUS_ACCEPTING}); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	r1.State = pb.ReferralState_REFERRAL_STATE_ACCEPTED
+	update(t, s, func(tx storage.WriteTx) error { return tx.UpdateReferral(r1) })
+	r1.State = pb.ReferralState_REFERRAL_STATE_IN_PROGRESS
+	r1.StateReason = &pb.StateReason{Text: "moved on"} // a change that is not a state change counts once
+	update(t, s, func(tx storage.WriteTx) error { return tx.UpdateReferral(r1) })
+	update(t, s, func(tx storage.WriteTx) error { return tx.UpdateReferral(r1) })
+	view(t, s, func(tx storage.ReadTx) error {
+		states, err := tx.ReferralStates()
+		if err != nil {
+			return err
+		}
+		want := map[pb.ReferralState]int64{pb.ReferralState_REFERRAL_STATE_REQUESTED: 2, pb.ReferralState_REFERRAL_STATE_IN_PROGRESS: 1, pb.ReferralState_REFERRAL_STATE_ACCEPTED: 0}
+		if fmt.Sprint(states) != fmt.Sprint(want) {
+			t.Errorf("ReferralStates = %v, want %v", states, want)
+		}
+		// r1 was answered; r2 is past its deadline at t0+2h; r3 is not yet.
+		for at, want := range map[time.Duration]int{0: 0, 2 * time.Hour: 1, 5 * time.Hour: 2} {
+			if n, err := tx.CountUnanswered(t0.Add(at)); err != nil || n != want {
+				t.Errorf("CountUnanswered(t0+%v) = %d, %v; want %d", at, n, err, want)
+			}
+		}
+		p, err := tx.ListCapacity("", 1)
+		if err != nil || len(p.Items) != 1 || p.Items[0].Name != "organizations/a/services/x/capacity" || p.Next == "" {
+			t.Fatalf("ListCapacity first page = %v, %v", p, err)
+		}
+		p, err = tx.ListCapacity(p.Next, 10)
+		if err != nil || len(p.Items) != 1 || p.Items[0].Name != "organizations/b/services/y/capacity" || p.Next != "" {
+			t.Errorf("ListCapacity second page = %v, %v", p, err)
+		}
+		return nil
+	})
 }
 
 func testReferralPagination(t *testing.T, open Opener) {
