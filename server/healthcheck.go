@@ -26,13 +26,17 @@ import (
 // server, so it finds the listener and its certificate by itself.
 func healthcheck(args []string) int {
 	fs := flag.NewFlagSet("server healthcheck", flag.ContinueOnError)
-	addr := fs.String("grpc-addr", env("EXCHANGE_GRPC_ADDR", "127.0.0.1:50051"), "the exchange's gRPC listen address; a wildcard host is reached on loopback (env EXCHANGE_GRPC_ADDR)")
-	cert := fs.String("tls-cert", os.Getenv("EXCHANGE_TLS_CERT"), "the exchange's certificate; when given, the check speaks TLS and trusts this certificate's chain (env EXCHANGE_TLS_CERT)")
+	addr := fs.String("grpc-addr", "127.0.0.1:50051", "the exchange's gRPC listen address; a wildcard host is reached on loopback")
+	cert := fs.String("tls-cert", "", "the exchange's certificate; when given, the check speaks TLS and trusts this certificate's chain")
 	service := fs.String("service", "", "the health service name to check; \"\" is the whole exchange")
 	timeout := fs.Duration("timeout", 3*time.Second, "how long to wait for an answer")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "Usage: server healthcheck [flags]\n\nExits 0 when the local exchange answers SERVING on the gRPC health service, 1 otherwise.\n\nFlags:\n")
 		fs.PrintDefaults()
+	}
+	if err := fromEnv(fs, "grpc-addr", "tls-cert"); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 2
 	}
 	if err := fs.Parse(args); err != nil {
 		return 2

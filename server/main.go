@@ -17,6 +17,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"slices"
+	"strings"
 	"syscall"
 	"time"
 
@@ -35,11 +36,30 @@ import (
 	"github.com/social-prescribing/exchange/server/web"
 )
 
-func env(name, def string) string {
-	if v := os.Getenv(name); v != "" {
-		return v
-	}
-	return def
+// envName is the environment variable of a flag: --tls-cert is
+// EXCHANGE_TLS_CERT.
+func envName(flagName string) string {
+	return "EXCHANGE_" + strings.ToUpper(strings.ReplaceAll(flagName, "-", "_"))
+}
+
+// fromEnv sets flags from their EXCHANGE_ variables (all of them, or
+// those named), and says so in their help. The command line, parsed
+// afterwards, wins.
+func fromEnv(fs *flag.FlagSet, only ...string) error {
+	var errs []error
+	fs.VisitAll(func(f *flag.Flag) {
+		if len(only) > 0 && !slices.Contains(only, f.Name) {
+			return
+		}
+		name := envName(f.Name)
+		f.Usage += " (env " + name + ")"
+		if v := os.Getenv(name); v != "" {
+			if err := fs.Set(f.Name, v); err != nil {
+				errs = append(errs, fmt.Errorf("%s=%q: %w", name, v, err))
+			}
+		}
+	})
+	return errors.Join(errs...)
 }
 
 // settings are the server's flags.
@@ -66,38 +86,36 @@ func main() {
 	}
 	var st settings
 	fs := flag.NewFlagSet("server", flag.ExitOnError)
-	fs.StringVar(&st.grpcAddr, "grpc-addr", env("EXCHANGE_GRPC_ADDR", "127.0.0.1:50051"), "gRPC listen address (env EXCHANGE_GRPC_ADDR)")
-	fs.StringVar(&st.httpAddr, "http-addr", env("EXCHANGE_HTTP_ADDR", "127.0.0.1:8080"), "HTTP listen address of the REST API, the web inbox, /docs and /healthz (env EXCHANGE_HTTP_ADDR)")
-	fs.StringVar(&st.dataDir, "data-dir", env("EXCHANGE_DATA_DIR", "data"), "directory of the bbolt store and the operator key (env EXCHANGE_DATA_DIR)")
-	fs.BoolVar(&st.demo, "demo", os.Getenv("EXCHANGE_DEMO") == "true", "create demo organisations once and print their API keys (env EXCHANGE_DEMO=true)")
+	fs.StringVar(&st.grpcAddr, "grpc-addr", "127.0.0.1:50051", "gRPC listen address")
+	fs.StringVar(&st.httpAddr, "http-addr", "127.0.0.1:8080", "HTTP listen address of the REST API, the web inbox, /docs, /healthz and /metrics")
+	fs.StringVar(&st.dataDir, "data-dir", "data", "directory of the bbolt store and the operator key")
+	fs.BoolVar(&st.demo, "demo", false, "create demo organisations once and print their API keys")
 	fs.IntVar(&st.demoReferrals, "demo-referrals", 300, "with --demo: how many synthetic referrals, spread over the past year with outcomes, to create the first time, so reports have something to show")
 	fs.DurationVar(&st.overdueEvery, "overdue-interval", 30*time.Second, "how often to look for referrals past their reply-by deadline")
 	fs.DurationVar(&st.autoReject, "auto-reject-after", 0, "reject a referral still REQUESTED this long after its reply-by deadline, with reason NO_RESPONSE; 0 (the default) never does")
-	fs.BoolVar(&st.secureCookies, "secure-cookies", os.Getenv("EXCHANGE_SECURE_COOKIES") == "true", "mark the web inbox's session cookie Secure, for a TLS proxy in front (env EXCHANGE_SECURE_COOKIES=true)")
+	fs.BoolVar(&st.secureCookies, "secure-cookies", false, "mark the web inbox's session cookie Secure: give it when the pages are served over TLS, by the exchange or a proxy in front")
 	fs.Int64Var(&st.maxBody, "max-body-bytes", gateway.DefaultMaxBodyBytes, "largest REST request body; larger ones get 413")
 	fs.IntVar(&st.reportMinCount, "report-min-count", api.DefaultReportMinCount, "reports suppress every count from 1 to this minus one, and every statistic of fewer referrals")
 	fs.IntVar(&st.maxMessage, "max-message-bytes", 1<<20, "largest gRPC request message; larger ones get RESOURCE_EXHAUSTED")
-	fs.StringVar(&st.tls.cert, "tls-cert", os.Getenv("EXCHANGE_TLS_CERT"), "PEM certificate (chain) for both listeners; re-read when the file changes (env EXCHANGE_TLS_CERT)")
-	fs.StringVar(&st.tls.key, "tls-key", os.Getenv("EXCHANGE_TLS_KEY"), "PEM private key of --tls-cert (env EXCHANGE_TLS_KEY)")
-	fs.StringVar(&st.tls.clientCA, "client-ca", os.Getenv("EXCHANGE_CLIENT_CA"), "PEM CA certificates: gRPC clients may present a certificate it signed instead of an API key; its Subject common name is the organisation id (env EXCHANGE_CLIENT_CA)")
-	fs.BoolVar(&st.insecure, "insecure", os.Getenv("EXCHANGE_INSECURE") == "true", "allow plaintext on addresses other than loopback, for a TLS-terminating proxy in front (env EXCHANGE_INSECURE=true)")
+	fs.StringVar(&st.tls.cert, "tls-cert", "", "PEM certificate (chain) for both listeners; re-read when the file changes")
+	fs.StringVar(&st.tls.key, "tls-key", "", "PEM private key of --tls-cert")
+	fs.StringVar(&st.tls.clientCA, "client-ca", "", "PEM CA certificates: gRPC clients may present a certificate it signed instead of an API key; its Subject common name is the organisation id")
+	fs.BoolVar(&st.insecure, "insecure", false, "allow plaintext on addresses other than loopback, for a TLS-terminating proxy in front")
 	st.retention = days(730 * 24 * time.Hour)
-	fs.Var(&st.retention, "retention", "clear the personal fields of referrals closed longer than this (e.g. 730d, 8760h); 0 never clears (env EXCHANGE_RETENTION)")
-	if v := os.Getenv("EXCHANGE_RETENTION"); v != "" {
-		if err := st.retention.Set(v); err != nil {
-			fmt.Fprintln(os.Stderr, "EXCHANGE_RETENTION:", err)
-			os.Exit(2)
-		}
-	}
+	fs.Var(&st.retention, "retention", "clear the personal fields of referrals closed longer than this (e.g. 730d, 8760h); 0 never clears")
 	fs.DurationVar(&st.retentionEvery, "retention-interval", time.Hour, "how often to apply --retention and delete stored answers older than the request_id window")
 	fs.Float64Var(&st.limits.Rate, "rate-limit", 50, "calls per second each organisation may make, sustained; 0 does not limit")
 	fs.IntVar(&st.limits.Burst, "rate-burst", 100, "calls an organisation may make at once above --rate-limit")
 	fs.IntVar(&st.limits.Streams, "max-streams", 8, "event watches and backups one organisation may have open at once; 0 does not limit")
-	fs.StringVar(&st.logFormat, "log-format", env("EXCHANGE_LOG_FORMAT", "text"), "log lines as text (key=value) or json, on stderr (env EXCHANGE_LOG_FORMAT)")
-	fs.StringVar(&st.logLevel, "log-level", env("EXCHANGE_LOG_LEVEL", "info"), "least severe log lines written: debug, info (one line per call), warn or error (env EXCHANGE_LOG_LEVEL)")
+	fs.StringVar(&st.logFormat, "log-format", "text", "log lines as text (key=value) or json, on stderr")
+	fs.StringVar(&st.logLevel, "log-level", "info", "least severe log lines written: debug, info (one line per call), warn or error")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "Usage: server [flags]\n       server healthcheck [flags]\n\nRuns the social prescribing referral exchange.\n\nFlags:\n")
 		fs.PrintDefaults()
+	}
+	if err := fromEnv(fs); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(2)
 	}
 	fs.Parse(os.Args[1:])
 	log, err := newLogger(os.Stderr, st.logFormat, st.logLevel)

@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"flag"
 	"fmt"
 	"io"
 	"net/http"
@@ -365,5 +366,39 @@ func TestHealthcheck(t *testing.T) {
 		if got := localAddr(listen); got != want {
 			t.Errorf("localAddr(%q) = %q, want %q", listen, got, want)
 		}
+	}
+}
+
+// TestFlagsFromEnvironment: every flag has an EXCHANGE_ variable, the
+// command line wins over it, and a bad value is an error naming it.
+func TestFlagsFromEnvironment(t *testing.T) {
+	newFlags := func() (*flag.FlagSet, *string, *bool, *days) {
+		fs := flag.NewFlagSet("t", flag.ContinueOnError)
+		addr := fs.String("grpc-addr", "127.0.0.1:50051", "")
+		demo := fs.Bool("demo", false, "")
+		ret := days(time.Hour)
+		fs.Var(&ret, "retention", "")
+		return fs, addr, demo, &ret
+	}
+	t.Setenv("EXCHANGE_GRPC_ADDR", "0.0.0.0:1")
+	t.Setenv("EXCHANGE_DEMO", "true")
+	t.Setenv("EXCHANGE_RETENTION", "30d")
+	fs, addr, demo, ret := newFlags()
+	if err := fromEnv(fs); err != nil {
+		t.Fatal(err)
+	}
+	if err := fs.Parse([]string{"--grpc-addr", "127.0.0.1:2"}); err != nil {
+		t.Fatal(err)
+	}
+	if *addr != "127.0.0.1:2" || !*demo || time.Duration(*ret) != 30*24*time.Hour {
+		t.Errorf("from the environment and the command line: addr %s, demo %v, retention %v", *addr, *demo, time.Duration(*ret))
+	}
+	if u := fs.Lookup("demo").Usage; !strings.Contains(u, "(env EXCHANGE_DEMO)") {
+		t.Errorf("help of --demo: %q", u)
+	}
+	t.Setenv("EXCHANGE_RETENTION", "soon")
+	fs, _, _, _ = newFlags()
+	if err := fromEnv(fs); err == nil || !strings.Contains(err.Error(), "EXCHANGE_RETENTION") {
+		t.Errorf("a bad EXCHANGE_RETENTION: %v", err)
 	}
 }
