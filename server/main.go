@@ -78,6 +78,7 @@ type settings struct {
 	retentionEvery              time.Duration
 	limits                      api.Limits
 	logFormat, logLevel         string
+	benchAddr, pprofAddr        string
 }
 
 func main() {
@@ -109,6 +110,8 @@ func main() {
 	fs.IntVar(&st.limits.Streams, "max-streams", 8, "event watches and backups one organisation may have open at once; 0 does not limit")
 	fs.StringVar(&st.logFormat, "log-format", "text", "log lines as text (key=value) or json, on stderr")
 	fs.StringVar(&st.logLevel, "log-level", "info", "least severe log lines written: debug, info (one line per call), warn or error")
+	fs.StringVar(&st.benchAddr, "bench-addr", "", "benchmarks only: serve the anchors the exchange is measured against (a bare gRPC echo and a plain fsynced bbolt write, server/loadtest/anchor) on this loopback address")
+	fs.StringVar(&st.pprofAddr, "pprof-addr", "", "profiling only: serve net/http/pprof on this loopback address")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "Usage: server [flags]\n       server healthcheck [flags]\n\nRuns the social prescribing referral exchange.\n\nFlags:\n")
 		fs.PrintDefaults()
@@ -204,6 +207,9 @@ func run(st settings) error {
 	}
 	if creds.http != nil {
 		hl = tls.NewListener(hl, creds.http)
+	}
+	if err := serveDebug(ctx, st); err != nil {
+		return err
 	}
 	il := bufconn.Listen(1 << 20)
 	conn, err := grpc.NewClient("passthrough:///exchange", grpc.WithTransportCredentials(insecure.NewCredentials()),

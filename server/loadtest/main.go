@@ -1,0 +1,531 @@
+// Command loadtest measures a running exchange the way a Primary Care
+// Network's GP systems load it: CreateReferral with a realistic referral
+// (about 1.5 KB of protobuf, server/loadtest/workload) from 1, 16 and 64
+// concurrent clients, over gRPC and over REST, each client on its own
+// connection, and reports throughput and p50/p99 latency. In the same run
+// it measures the anchors: the gRPC ceiling and the durable-write floor
+// served by the same binary (--bench-addr), bbolt's own group commit with
+// no gRPC, and, given etcd's benchmark tool, a single-node etcd put with
+// the same value size and concurrency. It ends with the ratios
+// docs/benchmarks.md sets as targets.
+//
+// Start the exchange with --rate-limit 0 (one organisation sends
+// everything) and --bench-addr; scripts/bench.sh does all of it:
+//
+//	go run ./server --data-dir /tmp/x --rate-limit 0 --bench-addr 127.0.0.1:50061 &
+//	go run ./server/loadtest --data-dir /tmp/x --bench-addr 127.0.0.1:50061
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"log"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"text/tabwriter"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/wrapperspb"
+
+	pb "github.com/social-prescribing/exchange/proto/exchange/v1"
+	"github.com/social-prescribing/exchange/server/loadtest/anchor"
+	"github.com/social-prescribing/exchange/server/loadtest/workload"
+)
+
+type options struct {
+	grpcAddr, httpAddr, benchAddr, dataDir string
+	etcdBenchmark, etcdEndpoint            string
+	levels                                 []int
+	requests                               map[int]int
+	out                                    string
+}
+
+// result is one measured run.
+type result struct {
+	Target      string  `json:"target"`
+	Clients     int     `json:"clients"`
+	Requests    int     `json:"requests"`
+	PerSecond   float64 `json:"per_second"`
+	P50Ms       float64 `json:"p50_ms"`
+	P99Ms       float64 `json:"p99_ms"`
+	Errors      int     `json:"errors"`
+	HeapInUseMB float64 `json:"heap_in_use_mb,omitempty"`
+}
+
+func main() {
+	var o options
+	fs := flag.NewFlagSet("loadtest", flag.ExitOnError)
+	fs.StringVar(&o.grpcAddr, "grpc-addr", "127.0.0.1:50051", "the exchange's gRPC address")
+	fs.StringVar(&o.httpAddr, "http-addr", "127.0.0.1:8080", "the exchange's HTTP address (REST and /metrics)")
+	fs.StringVar(&o.benchAddr, "bench-addr", "", "the anchors' address (the server's --bench-addr); none measured when empty")
+	fs.StringVar(&o.dataDir, "data-dir", "data", "the exchange's data directory: its operator-key sets up the organisations, and bbolt's own group commit is measured on the same disk")
+	fs.StringVar(&o.etcdBenchmark, "etcd-benchmark", "", "etcd's tools/benchmark binary; etcd put is measured when given")
+	fs.StringVar(&o.etcdEndpoint, "etcd-endpoint", "127.0.0.1:2379", "a running single-node etcd")
+	levels := fs.String("clients", "1,16,64", "concurrent clients, each on its own connection")
+	fs.StringVar(&o.out, "json", "", "also write the results as JSON to this file")
+	scale := fs.Float64("scale", 1, "multiply the number of requests per run (1: 1000 at 1 client, 4000 at 16, 8000 at 64)")
+	fs.Parse(os.Args[1:])
+	o.requests = map[int]int{}
+	for _, f := range strings.Split(*levels, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil || n < 1 {
+			log.Fatalf("--clients %q: give numbers", *levels)
+		}
+		o.levels = append(o.levels, n)
+		base := 8000
+		switch {
+		case n == 1:
+			base = 1000
+		case n <= 16:
+			base = 4000
+		}
+		o.requests[n] = max(50, int(*scale*float64(base)))
+	}
+	if err := run(o); err != nil {
+		log.Fatal(err)
+	}
+}
+
+func run(o options) error {
+	ctx := context.Background()
+	key, err := os.ReadFile(filepath.Join(o.dataDir, "operator-key"))
+	if err != nil {
+		return fmt.Errorf("the operator key: %w", err)
+	}
+	setup, err := newSetup(ctx, o.grpcAddr, strings.TrimSpace(string(key)))
+	if err != nil {
+		return fmt.Errorf("setting up: %w", err)
+	}
+	payload, _ := proto.Marshal(&pb.CreateReferralRequest{RequestId: newID(), Referral: workload.Referral(1, setup.service, "consents/0123456789")})
+	fmt.Printf("payload: a CreateReferralRequest of %d bytes of protobuf\n", len(payload))
+	var results []result
+	add := func(r result) {
+		r.HeapInUseMB = heapInUse(o.httpAddr)
+		results = append(results, r)
+		fmt.Printf("  %-28s clients=%-3d %8.0f/s  p50 %7.2f ms  p99 %7.2f ms  errors %d  heap %.0f MB\n", r.Target, r.Clients, r.PerSecond, r.P50Ms, r.P99Ms, r.Errors, r.HeapInUseMB)
+	}
+	for _, c := range o.levels {
+		n := o.requests[c]
+		for _, transport := range []string{"grpc", "rest"} {
+			people, err := setup.consents(ctx, n, c)
+			if err != nil {
+				return err
+			}
+			r, err := setup.createReferrals(ctx, transport, o, c, people)
+			if err != nil {
+				return err
+			}
+			add(r)
+		}
+		if o.benchAddr != "" {
+			for _, m := range []string{anchor.EchoMethod, anchor.WriteMethod} {
+				r, err := anchorRun(ctx, o.benchAddr, m, payload, c, n)
+				if err != nil {
+					return err
+				}
+				add(r)
+			}
+			r, err := groupCommitRun(o.dataDir, payload, c, n)
+			if err != nil {
+				return err
+			}
+			add(r)
+		}
+		if o.etcdBenchmark != "" {
+			r, err := etcdRun(o, c, n, len(payload))
+			if err != nil {
+				return err
+			}
+			add(r)
+		}
+	}
+	bytesPerReferral := storeBytesPerReferral(o.httpAddr)
+	report(os.Stdout, results, bytesPerReferral)
+	if o.out != "" {
+		b, _ := json.MarshalIndent(map[string]any{"results": results, "store_bytes_per_referral": bytesPerReferral}, "", "  ")
+		return os.WriteFile(o.out, b, 0o644)
+	}
+	return nil
+}
+
+func newID() string {
+	b := make([]byte, 16)
+	rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+// setup holds the organisations the load is sent as.
+type setup struct {
+	conns   []*grpc.ClientConn
+	gpKey   string
+	service string
+	next    atomic.Int64 // people used so far
+	run     string
+}
+
+func dial(addr string) (*grpc.ClientConn, error) {
+	return grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+}
+
+func as(ctx context.Context, key string) context.Context {
+	return metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer "+key)
+}
+
+// newSetup creates a GP practice and a link worker service for this run
+// (new ids each run, so runs can follow each other on one store).
+func newSetup(ctx context.Context, addr, operator string) (*setup, error) {
+	conn, err := dial(addr)
+	if err != nil {
+		return nil, err
+	}
+	s := &setup{run: newID()[:8]}
+	dir, keys := pb.NewDirectoryServiceClient(conn), pb.NewApiKeyServiceClient(conn)
+	op := as(ctx, operator)
+	var lwKey string
+	for id, kind := range map[string]pb.OrganizationKind{"gp-" + s.run: pb.OrganizationKind_ORGANIZATION_KIND_GP_PRACTICE, "lw-" + s.run: pb.OrganizationKind_ORGANIZATION_KIND_LINK_WORKER_SERVICE} {
+		o, err := dir.CreateOrganization(op, &pb.CreateOrganizationRequest{OrganizationId: id, Organization: &pb.Organization{Kind: kind, DisplayName: id}})
+		if err != nil {
+			return nil, err
+		}
+		k, err := keys.CreateApiKey(op, &pb.CreateApiKeyRequest{Parent: o.Name})
+		if err != nil {
+			return nil, err
+		}
+		if kind == pb.OrganizationKind_ORGANIZATION_KIND_GP_PRACTICE {
+			s.gpKey = k.Secret
+		} else {
+			lwKey = k.Secret
+		}
+	}
+	svc, err := dir.CreateService(as(ctx, lwKey), &pb.CreateServiceRequest{Parent: "organizations/lw-" + s.run, ServiceId: "link-workers",
+		Service: &pb.Service{DisplayName: "Link workers", Categories: []pb.Category{pb.Category_CATEGORY_SOCIAL_ISOLATION}, DefaultReplyWithin: durationpb.New(72 * time.Hour)}})
+	if err != nil {
+		return nil, err
+	}
+	s.service = svc.Name
+	s.conns = []*grpc.ClientConn{conn}
+	return s, nil
+}
+
+// person is someone to refer, with their consent.
+type person struct {
+	n       int
+	consent string
+}
+
+// consents records n people's consent, c at a time (not timed).
+func (s *setup) consents(ctx context.Context, n, c int) ([]person, error) {
+	out := make([]person, n)
+	first := int(s.next.Add(int64(n))) - n
+	client := pb.NewConsentServiceClient(s.conns[0])
+	err := parallel(min(c, 16), n, func(i int) error {
+		p := first + i + int(hash(s.run))%1000*1000000 // distinct across runs on one store
+		co, err := client.CreateConsent(as(ctx, s.gpKey), &pb.CreateConsentRequest{RequestId: newID(), Consent: &pb.Consent{
+			NhsNumber: workload.NHSNumber(p), Method: pb.ConsentMethod_CONSENT_METHOD_VERBAL,
+			Purposes:       []pb.ConsentPurpose{pb.ConsentPurpose_CONSENT_PURPOSE_DIRECT_CARE, pb.ConsentPurpose_CONSENT_PURPOSE_FEEDBACK_TO_REFERRER, pb.ConsentPurpose_CONSENT_PURPOSE_EVALUATION},
+			RecipientScope: pb.ConsentRecipientScope_CONSENT_RECIPIENT_SCOPE_REFERRAL_CHAIN}})
+		if err != nil {
+			return err
+		}
+		out[i] = person{n: p, consent: co.Name}
+		return nil
+	})
+	return out, err
+}
+
+func hash(s string) uint32 {
+	var h uint32 = 2166136261
+	for i := range len(s) {
+		h = (h ^ uint32(s[i])) * 16777619
+	}
+	return h
+}
+
+// parallel runs fn(0..n-1) on c goroutines.
+func parallel(c, n int, fn func(i int) error) error {
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var first error
+	for range c {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := int(next.Add(1)) - 1; i < n; i = int(next.Add(1)) - 1 {
+				if err := fn(i); err != nil {
+					mu.Lock()
+					if first == nil {
+						first = err
+					}
+					mu.Unlock()
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	return first
+}
+
+// measure runs n calls from c clients, call(client, i) on client's own
+// connection, and times each.
+func measure(target string, c, n int, call func(client, i int) error) result {
+	lat := make([]time.Duration, n)
+	var errs atomic.Int64
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	start := time.Now()
+	for client := range c {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := int(next.Add(1)) - 1; i < n; i = int(next.Add(1)) - 1 {
+				t := time.Now()
+				if err := call(client, i); err != nil {
+					if errs.Add(1) == 1 {
+						log.Printf("%s: %v", target, err)
+					}
+				}
+				lat[i] = time.Since(t)
+			}
+		}()
+	}
+	wg.Wait()
+	elapsed := time.Since(start)
+	slices.Sort(lat)
+	ms := func(q float64) float64 { return float64(lat[int(q*float64(n-1))].Microseconds()) / 1000 }
+	return result{Target: target, Clients: c, Requests: n, PerSecond: float64(n) / elapsed.Seconds(), P50Ms: ms(0.5), P99Ms: ms(0.99), Errors: int(errs.Load())}
+}
+
+// createReferrals is the measured load: one CreateReferral per person.
+func (s *setup) createReferrals(ctx context.Context, transport string, o options, c int, people []person) (result, error) {
+	conns := make([]*grpc.ClientConn, c)
+	clients := make([]*http.Client, c)
+	for i := range c {
+		conn, err := dial(o.grpcAddr)
+		if err != nil {
+			return result{}, err
+		}
+		defer conn.Close()
+		conns[i] = conn
+		clients[i] = &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 1}, Timeout: 30 * time.Second}
+	}
+	// Warm each connection up (connect, HTTP/2 settings) before timing.
+	for i := range c {
+		pb.NewReferralServiceClient(conns[i]).ListReferrals(as(ctx, s.gpKey), &pb.ListReferralsRequest{PageSize: 1})
+		if req, err := http.NewRequest("GET", "http://"+o.httpAddr+"/v1/referrals?pageSize=1", nil); err == nil {
+			req.Header.Set("Authorization", "Bearer "+s.gpKey)
+			if resp, err := clients[i].Do(req); err == nil {
+				io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+			}
+		}
+	}
+	gctx := as(ctx, s.gpKey)
+	referral := func(i int) *pb.Referral {
+		return workload.Referral(people[i].n, s.service, people[i].consent)
+	}
+	if transport == "grpc" {
+		return measure("CreateReferral gRPC", c, len(people), func(client, i int) error {
+			_, err := pb.NewReferralServiceClient(conns[client]).CreateReferral(gctx, &pb.CreateReferralRequest{RequestId: newID(), Referral: referral(i)})
+			return err
+		}), nil
+	}
+	return measure("CreateReferral REST", c, len(people), func(client, i int) error {
+		body, err := protojson.Marshal(referral(i))
+		if err != nil {
+			return err
+		}
+		req, err := http.NewRequest("POST", "http://"+o.httpAddr+"/v1/referrals?requestId="+newID(), bytes.NewReader(body))
+		if err != nil {
+			return err
+		}
+		req.Header.Set("Authorization", "Bearer "+s.gpKey)
+		req.Header.Set("Content-Type", "application/json")
+		resp, err := clients[client].Do(req)
+		if err != nil {
+			return err
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		if resp.StatusCode != 200 {
+			return fmt.Errorf("%s: %s", resp.Status, b)
+		}
+		return nil
+	}), nil
+}
+
+// anchorRun calls an anchor method with the payload.
+func anchorRun(ctx context.Context, addr, method string, payload []byte, c, n int) (result, error) {
+	conns := make([]*grpc.ClientConn, c)
+	in := &wrapperspb.BytesValue{Value: payload}
+	for i := range c {
+		conn, err := dial(addr)
+		if err != nil {
+			return result{}, err
+		}
+		defer conn.Close()
+		conns[i] = conn
+		if err := conn.Invoke(ctx, anchor.EchoMethod, in, &wrapperspb.BytesValue{}); err != nil {
+			return result{}, fmt.Errorf("the anchors at %s: %w", addr, err)
+		}
+	}
+	name := map[string]string{anchor.EchoMethod: "gRPC echo (ceiling)", anchor.WriteMethod: "fsynced bbolt Update RPC"}[method]
+	return measure(name, c, n, func(client, i int) error {
+		return conns[client].Invoke(ctx, method, in, &wrapperspb.BytesValue{})
+	}), nil
+}
+
+// groupCommitRun stores the payload with bbolt's DB.Batch from c
+// goroutines, in this process, on a file beside the exchange's store.
+func groupCommitRun(dataDir string, payload []byte, c, n int) (result, error) {
+	path := filepath.Join(dataDir, "loadtest-batch.db")
+	db, err := bolt.Open(path, 0o600, nil)
+	if err != nil {
+		return result{}, err
+	}
+	defer os.Remove(path)
+	defer db.Close()
+	return measure("bbolt Batch, no gRPC", c, n, func(_, _ int) error { return anchor.GroupCommit(db, payload) }), nil
+}
+
+// etcdRun runs etcd's own benchmark tool: put with c clients on c
+// connections, values of the payload's size.
+func etcdRun(o options, c, n, size int) (result, error) {
+	cmd := exec.Command(o.etcdBenchmark, "--endpoints", o.etcdEndpoint, "--clients", fmt.Sprint(c), "--conns", fmt.Sprint(c),
+		"put", "--total", fmt.Sprint(n), "--key-size", "16", "--val-size", fmt.Sprint(size), "--key-space-size", "100000000")
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		return result{}, fmt.Errorf("etcd benchmark: %v\n%s", err, out)
+	}
+	r := result{Target: "etcd put", Clients: c, Requests: n}
+	sc := bufio.NewScanner(bytes.NewReader(out))
+	num := regexp.MustCompile(`[0-9.]+`)
+	for sc.Scan() {
+		line := strings.TrimSpace(sc.Text())
+		f, _ := strconv.ParseFloat(num.FindString(line), 64)
+		switch {
+		case strings.HasPrefix(line, "Requests/sec:"):
+			r.PerSecond = f
+		case strings.HasPrefix(line, "50% in"):
+			r.P50Ms = f * 1000
+		case strings.HasPrefix(line, "99% in"):
+			r.P99Ms = f * 1000
+		}
+	}
+	if r.PerSecond == 0 {
+		return r, fmt.Errorf("no Requests/sec in etcd's output:\n%s", out)
+	}
+	return r, nil
+}
+
+// metric reads one value from the exchange's /metrics.
+func metric(httpAddr string, names ...string) map[string]float64 {
+	out := map[string]float64{}
+	resp, err := http.Get("http://" + httpAddr + "/metrics")
+	if err != nil {
+		return out
+	}
+	defer resp.Body.Close()
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() {
+		line := sc.Text()
+		for _, n := range names {
+			if strings.HasPrefix(line, n+" ") || strings.HasPrefix(line, n+"{") {
+				f := strings.Fields(line)
+				v, _ := strconv.ParseFloat(f[len(f)-1], 64)
+				out[n] += v
+			}
+		}
+	}
+	return out
+}
+
+func heapInUse(httpAddr string) float64 {
+	return metric(httpAddr, "go_memstats_heap_inuse_bytes")["go_memstats_heap_inuse_bytes"] / (1 << 20)
+}
+
+func storeBytesPerReferral(httpAddr string) float64 {
+	m := metric(httpAddr, "exchange_store_size_bytes", "exchange_referrals")
+	if m["exchange_referrals"] == 0 {
+		return 0
+	}
+	return m["exchange_store_size_bytes"] / m["exchange_referrals"]
+}
+
+// report prints the results and the target ratios.
+func report(w io.Writer, results []result, bytesPerReferral float64) {
+	get := func(target string, c int) (result, bool) {
+		for _, r := range results {
+			if r.Target == target && r.Clients == c {
+				return r, true
+			}
+		}
+		return result{}, false
+	}
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(w)
+	fmt.Fprintln(tw, "target\tclients\trequests\tper second\tp50 ms\tp99 ms\terrors\theap MB\t")
+	for _, r := range results {
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%.0f\t%.2f\t%.2f\t%d\t%.0f\t\n", r.Target, r.Clients, r.Requests, r.PerSecond, r.P50Ms, r.P99Ms, r.Errors, r.HeapInUseMB)
+	}
+	tw.Flush()
+	fmt.Fprintf(w, "\nstore: %.0f bytes per referral (file size / referrals stored)\n\ntargets:\n", bytesPerReferral)
+	check := func(what string, got, want float64, atLeast bool) {
+		ok := got >= want
+		if !atLeast {
+			ok = got <= want
+		}
+		verdict := "met"
+		if !ok {
+			verdict = "NOT MET"
+		}
+		rel := ">="
+		if !atLeast {
+			rel = "<="
+		}
+		fmt.Fprintf(w, "  %-62s %6.2f  (%s %.2f)  %s\n", what, got, rel, want, verdict)
+	}
+	g64, ok1 := get("CreateReferral gRPC", 64)
+	if e64, ok := get("etcd put", 64); ok && ok1 {
+		check("CreateReferral/etcd put throughput, 64 clients", g64.PerSecond/e64.PerSecond, 2, true)
+		check("CreateReferral/etcd put p99, 64 clients", g64.P99Ms/e64.P99Ms, 1, false)
+	}
+	if echo, ok := get("gRPC echo (ceiling)", 64); ok && ok1 {
+		check("CreateReferral/gRPC echo throughput, 64 clients", g64.PerSecond/echo.PerSecond, 0.4, true)
+	}
+	if g1, ok := get("CreateReferral gRPC", 1); ok {
+		if w1, ok := get("fsynced bbolt Update RPC", 1); ok {
+			check("CreateReferral/fsynced Update RPC p50, 1 client", g1.P50Ms/w1.P50Ms, 1.3, false)
+		}
+	}
+	for _, c := range []int{1, 16, 64} {
+		g, ok1 := get("CreateReferral gRPC", c)
+		r, ok2 := get("CreateReferral REST", c)
+		if ok1 && ok2 {
+			check(fmt.Sprintf("REST/gRPC CreateReferral throughput, %d clients", c), r.PerSecond/g.PerSecond, 0.5, true)
+		}
+	}
+}

@@ -1,0 +1,192 @@
+package bolt_test
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	pb "github.com/social-prescribing/exchange/proto/exchange/v1"
+	"github.com/social-prescribing/exchange/server/loadtest/workload"
+	"github.com/social-prescribing/exchange/server/storage"
+	"github.com/social-prescribing/exchange/server/storage/bolt"
+)
+
+// The store's benchmarks: the writes and reads every referral costs, on a
+// real file with every commit fsynced. docs/benchmarks.md has figures.
+//
+//	go test ./server/storage/bolt -run '^$' -bench . -benchmem
+//	EXCHANGE_BENCH_LARGE=1 go test ./server/storage/bolt -run '^$' -bench InboxList -benchtime 2000x
+
+const recipients = 10 // link worker services and groups sharing the referrals
+
+var t0 = time.Date(2026, 1, 5, 9, 0, 0, 0, time.UTC)
+
+// stored is the n-th referral as the exchange stores it.
+func stored(n int) *pb.Referral {
+	r := workload.Referral(n, fmt.Sprintf("organizations/org-%d/services/s", n%recipients), fmt.Sprintf("consents/c%d", n))
+	created := t0.Add(time.Duration(n) * time.Second)
+	r.Name = "referrals/" + strconv.Itoa(n)
+	r.Referrer = "organizations/practice"
+	r.Recipient = fmt.Sprintf("organizations/org-%d", n%recipients)
+	r.State = pb.ReferralState_REFERRAL_STATE_REQUESTED
+	r.CreateTime, r.UpdateTime, r.StateTime = timestamppb.New(created), timestamppb.New(created), timestamppb.New(created)
+	r.ReplyBy = timestamppb.New(created.Add(72 * time.Hour))
+	r.Etag = "e1"
+	return r
+}
+
+func openStore(b *testing.B, path string) *bolt.Store {
+	s, err := bolt.Open(path, bolt.Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { s.Close() })
+	return s
+}
+
+// create writes a referral as CreateReferral does: the record, its
+// indexes and its event.
+func create(tx storage.WriteTx, r *pb.Referral) error {
+	if err := tx.CreateReferral(r, []string{r.Referrer, r.Recipient}); err != nil {
+		return err
+	}
+	_, err := tx.AppendEvent(&storage.Event{Event: &pb.Event{Type: pb.EventType_EVENT_TYPE_REFERRAL_CREATED, Resource: r.Name,
+		Actor: r.Referrer, EventTime: r.CreateTime}, Audience: []string{r.Referrer, r.Recipient}})
+	return err
+}
+
+// fill stores referrals [from, to) in large transactions.
+func fill(b *testing.B, s *bolt.Store, from, to int) {
+	for lo := from; lo < to; lo += 5000 {
+		err := s.Update(context.Background(), func(tx storage.WriteTx) error {
+			for n := lo; n < min(lo+5000, to); n++ {
+				if err := create(tx, stored(n)); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// parallel runs b.N calls of fn from writers goroutines and reports
+// throughput as calls/s.
+func parallel(b *testing.B, writers int, fn func(i int) error) {
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	b.ResetTimer()
+	for range writers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := int(next.Add(1)) - 1; i < b.N; i = int(next.Add(1)) - 1 {
+				if err := fn(i); err != nil {
+					b.Error(err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "writes/s")
+}
+
+// BenchmarkCreate stores referrals, each its own fsynced write, from 1 and
+// from 64 concurrent writers (who share commits).
+func BenchmarkCreate(b *testing.B) {
+	for _, writers := range []int{1, 64} {
+		b.Run(fmt.Sprintf("writers=%d", writers), func(b *testing.B) {
+			s := openStore(b, filepath.Join(b.TempDir(), "exchange.db"))
+			parallel(b, writers, func(i int) error {
+				return s.Update(context.Background(), func(tx storage.WriteTx) error { return create(tx, stored(i)) })
+			})
+			b.StopTimer()
+			st, _ := os.Stat(s.Path())
+			b.ReportMetric(float64(st.Size())/float64(b.N), "file-bytes/referral")
+		})
+	}
+}
+
+// BenchmarkStateChange accepts stored referrals: the record, the moved
+// index entries and an event, in one fsynced write each.
+func BenchmarkStateChange(b *testing.B) {
+	for _, writers := range []int{1, 64} {
+		b.Run(fmt.Sprintf("writers=%d", writers), func(b *testing.B) {
+			s := openStore(b, filepath.Join(b.TempDir(), "exchange.db"))
+			fill(b, s, 0, b.N)
+			parallel(b, writers, func(i int) error {
+				return s.Update(context.Background(), func(tx storage.WriteTx) error {
+					r, err := tx.GetReferral("referrals/" + strconv.Itoa(i))
+					if err != nil {
+						return err
+					}
+					r.State = pb.ReferralState_REFERRAL_STATE_ACCEPTED
+					if err := tx.UpdateReferral(r); err != nil {
+						return err
+					}
+					_, err = tx.AppendEvent(&storage.Event{Event: &pb.Event{Type: pb.EventType_EVENT_TYPE_REFERRAL_STATE_CHANGED, Resource: r.Name, Actor: r.Recipient},
+						Audience: []string{r.Referrer, r.Recipient}})
+					return err
+				})
+			})
+		})
+	}
+}
+
+// BenchmarkEventAppend appends events alone.
+func BenchmarkEventAppend(b *testing.B) {
+	for _, writers := range []int{1, 64} {
+		b.Run(fmt.Sprintf("writers=%d", writers), func(b *testing.B) {
+			s := openStore(b, filepath.Join(b.TempDir(), "exchange.db"))
+			parallel(b, writers, func(i int) error {
+				return s.Update(context.Background(), func(tx storage.WriteTx) error {
+					_, err := tx.AppendEvent(&storage.Event{Event: &pb.Event{Type: pb.EventType_EVENT_TYPE_FEEDBACK_POSTED, Resource: "referrals/" + strconv.Itoa(i),
+						Actor: "organizations/org-1", EventTime: timestamppb.New(t0)}, Audience: []string{"organizations/practice", "organizations/org-1"}})
+					return err
+				})
+			})
+		})
+	}
+}
+
+// BenchmarkInboxList reads the first page of 50 of one recipient's inbox
+// of REQUESTED referrals, newest stores sharing it among 50 recipients. The
+// page must cost the same whatever the store holds: 1,000,000 referrals
+// run only with EXCHANGE_BENCH_LARGE=1 (filling takes minutes).
+func BenchmarkInboxList(b *testing.B) {
+	sizes := []int{1000, 100000}
+	if os.Getenv("EXCHANGE_BENCH_LARGE") != "" {
+		sizes = append(sizes, 1000000)
+	}
+	for _, n := range sizes {
+		b.Run(fmt.Sprintf("referrals=%d", n), func(b *testing.B) {
+			s := openStore(b, filepath.Join(b.TempDir(), "exchange.db"))
+			fill(b, s, 0, n)
+			q := storage.ReferralQuery{Recipient: "organizations/org-7", State: pb.ReferralState_REFERRAL_STATE_REQUESTED}
+			b.ResetTimer()
+			for i := range b.N {
+				err := s.View(context.Background(), func(tx storage.ReadTx) error {
+					p, err := tx.ListReferrals(q, "", 50, nil)
+					if err == nil && len(p.Items) != 50 {
+						err = fmt.Errorf("page %d of %d items", i, len(p.Items))
+					}
+					return err
+				})
+				if err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
