@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"sort"
 	"strings"
 	"syscall"
@@ -400,5 +401,32 @@ func TestFlagsFromEnvironment(t *testing.T) {
 	fs, _, _, _ = newFlags()
 	if err := fromEnv(fs); err == nil || !strings.Contains(err.Error(), "EXCHANGE_RETENTION") {
 		t.Errorf("a bad EXCHANGE_RETENTION: %v", err)
+	}
+}
+
+// TestLoadCommand runs the load command, briefly, against the built
+// exchange with its anchors, so that scripts/bench.sh keeps working: every
+// target it measures is in its table, with no errors.
+func TestLoadCommand(t *testing.T) {
+	bin, _ := binaries(t)
+	loadtest := filepath.Join(t.TempDir(), "loadtest")
+	if b, err := exec.Command("go", "build", "-o", loadtest, "./loadtest").CombinedOutput(); err != nil {
+		t.Fatalf("go build ./loadtest: %v\n%s", err, b)
+	}
+	dir := t.TempDir()
+	bench := freeAddr(t)
+	s := startBinary(t, bin, dir, "--rate-limit", "0", "--bench-addr", bench, "--log-level", "warn")
+	out, err := exec.Command(loadtest, "--grpc-addr", s.grpc, "--http-addr", s.http, "--bench-addr", bench,
+		"--data-dir", filepath.Join(dir, "data"), "--clients", "1,4", "--scale", "0.02").CombinedOutput()
+	if err != nil {
+		t.Fatalf("loadtest: %v\n%s", err, out)
+	}
+	for _, want := range []string{"CreateReferral gRPC", "CreateReferral REST", "gRPC echo (ceiling)", "fsynced bbolt Update RPC", "bbolt Batch, no gRPC", "bytes per referral", "REST/gRPC CreateReferral throughput, 1 clients"} {
+		if !strings.Contains(string(out), want) {
+			t.Errorf("the load command's report has no %q:\n%s", want, out)
+		}
+	}
+	if regexp.MustCompile(`errors [1-9]`).Match(out) {
+		t.Errorf("calls failed under load:\n%s", out)
 	}
 }

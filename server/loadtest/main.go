@@ -241,7 +241,7 @@ func (s *setup) consents(ctx context.Context, n, c int) ([]person, error) {
 	first := int(s.next.Add(int64(n))) - n
 	client := pb.NewConsentServiceClient(s.conns[0])
 	err := parallel(min(c, 16), n, func(i int) error {
-		p := first + i + int(hash(s.run))%1000*1000000 // distinct across runs on one store
+		p := first + i + int(hash(s.run)%80)*100000 // distinct across runs on one store, mostly
 		co, err := client.CreateConsent(as(ctx, s.gpKey), &pb.CreateConsentRequest{RequestId: newID(), Consent: &pb.Consent{
 			NhsNumber: workload.NHSNumber(p), Method: pb.ConsentMethod_CONSENT_METHOD_VERBAL,
 			Purposes:       []pb.ConsentPurpose{pb.ConsentPurpose_CONSENT_PURPOSE_DIRECT_CARE, pb.ConsentPurpose_CONSENT_PURPOSE_FEEDBACK_TO_REFERRER, pb.ConsentPurpose_CONSENT_PURPOSE_EVALUATION},
@@ -421,18 +421,21 @@ func etcdRun(o options, c, n, size int) (result, error) {
 		return result{}, fmt.Errorf("etcd benchmark: %v\n%s", err, out)
 	}
 	r := result{Target: "etcd put", Clients: c, Requests: n}
+	// "Requests/sec:\t1234.5" and "50% in 0.0021 secs."
 	sc := bufio.NewScanner(bytes.NewReader(out))
-	num := regexp.MustCompile(`[0-9.]+`)
+	perSec, pct := regexp.MustCompile(`^Requests/sec:\s+([0-9.]+)`), regexp.MustCompile(`^(50|99)% in ([0-9.]+) secs`)
 	for sc.Scan() {
 		line := strings.TrimSpace(sc.Text())
-		f, _ := strconv.ParseFloat(num.FindString(line), 64)
-		switch {
-		case strings.HasPrefix(line, "Requests/sec:"):
-			r.PerSecond = f
-		case strings.HasPrefix(line, "50% in"):
-			r.P50Ms = f * 1000
-		case strings.HasPrefix(line, "99% in"):
-			r.P99Ms = f * 1000
+		if m := perSec.FindStringSubmatch(line); m != nil {
+			r.PerSecond, _ = strconv.ParseFloat(m[1], 64)
+		}
+		if m := pct.FindStringSubmatch(line); m != nil {
+			secs, _ := strconv.ParseFloat(m[2], 64)
+			if m[1] == "50" {
+				r.P50Ms = secs * 1000
+			} else {
+				r.P99Ms = secs * 1000
+			}
 		}
 	}
 	if r.PerSecond == 0 {

@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# Reproduces docs/benchmarks.md on this machine, in one run: builds the
+# exchange, the load command and a single-node etcd with its benchmark tool
+# (in a scratch module, from the module proxy), starts the exchange (with
+# the anchors of --bench-addr) and etcd on loopback with their data on the
+# same disk, drives both at 1, 16 and 64 clients with the same 1.4 KB
+# payload, then runs the store benchmarks, the inbox list at 1,000,000
+# referrals included. Everything stops by itself at the end.
+#
+#   scripts/bench.sh [results-dir]      (default: bench-results/, git-ignored)
+#
+# SCALE=0.25 scripts/bench.sh makes the load runs four times shorter;
+# STORE_BENCH=0 leaves out the store benchmarks.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+out=${1:-bench-results}
+mkdir -p "$out"
+work=$(mktemp -d "${TMPDIR:-/var/tmp}/exchange-bench.XXXXXX")
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
+trap cleanup EXIT
+
+ETCD_VERSION=${ETCD_VERSION:-v3.6.5}
+echo "== building (etcd $ETCD_VERSION in a scratch module: go install refuses its replace directives)"
+go build -o "$work/exchange" ./server
+go build -o "$work/loadtest" ./server/loadtest
+mkdir -p "$work/etcd-build"
+( cd "$work/etcd-build" &&
+  printf 'module etcdbuild\n\ngo 1.26\n' > go.mod &&
+  go get "go.etcd.io/etcd/server/v3@$ETCD_VERSION" "go.etcd.io/etcd/v3@$ETCD_VERSION" >/dev/null 2>&1 &&
+  go build -o "$work/etcd" go.etcd.io/etcd/server/v3 &&
+  go build -o "$work/etcd-benchmark" go.etcd.io/etcd/v3/tools/benchmark )
+
+echo "== machine"
+{
+  echo "date: $(date -u +%FT%TZ)"
+  echo "cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | xargs) x $(nproc)"
+  echo "memory: $(free -g | awk '/Mem:/{print $2}') GiB"
+  echo "disk: $(df -h "$work" | awk 'NR==2{print $1, $2}') ($(findmnt -no FSTYPE -T "$work" 2>/dev/null || echo unknown))"
+  echo "go: $(go version)"
+  echo "etcd: $ETCD_VERSION"
+  echo "exchange: $(git rev-parse --short HEAD)"
+} | tee "$out/machine.txt"
+
+echo "== starting etcd and the exchange (loopback only)"
+"$work/etcd" --data-dir "$work/etcd-data" --listen-client-urls http://127.0.0.1:2379 \
+  --advertise-client-urls http://127.0.0.1:2379 --listen-peer-urls http://127.0.0.1:2380 \
+  --initial-advertise-peer-urls http://127.0.0.1:2380 --initial-cluster default=http://127.0.0.1:2380 \
+  --quota-backend-bytes 8589934592 --log-level error > "$out/etcd.log" 2>&1 &
+pids+=($!)
+"$work/exchange" --data-dir "$work/exchange-data" --grpc-addr 127.0.0.1:50051 --http-addr 127.0.0.1:8080 \
+  --bench-addr 127.0.0.1:50061 --pprof-addr 127.0.0.1:6061 --rate-limit 0 --log-level warn > "$out/exchange.log" 2>&1 &
+pids+=($!)
+for i in $(seq 100); do
+  "$work/exchange" healthcheck --grpc-addr 127.0.0.1:50051 >/dev/null 2>&1 && curl -sf http://127.0.0.1:2379/health >/dev/null && break
+  sleep 0.2
+done
+
+echo "== load: CreateReferral over gRPC and REST, the anchors, etcd put"
+"$work/loadtest" --data-dir "$work/exchange-data" --bench-addr 127.0.0.1:50061 \
+  --etcd-benchmark "$work/etcd-benchmark" --etcd-endpoint 127.0.0.1:2379 \
+  --scale "${SCALE:-1}" --json "$out/load.json" | tee "$out/load.txt"
+curl -s http://127.0.0.1:8080/metrics > "$out/metrics-after-load.txt"
+
+[ "${STORE_BENCH:-1}" = 0 ] && exit 0
+echo "== store benchmarks"
+EXCHANGE_BENCH_LARGE=1 go test ./server/storage/bolt -run '^$' -bench . -benchmem -benchtime 2000x | tee "$out/store.txt"
