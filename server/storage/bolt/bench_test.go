@@ -160,6 +160,39 @@ func BenchmarkEventAppend(b *testing.B) {
 	}
 }
 
+// inboxStores are the stores BenchmarkInboxList reads, filled once per
+// process (the benchmark function runs more than once) and removed when
+// the benchmarks end.
+var inboxStores = map[int]*bolt.Store{}
+
+func filled(b *testing.B, n int) *bolt.Store {
+	if s, ok := inboxStores[n]; ok {
+		return s
+	}
+	dir, err := os.MkdirTemp("", "inbox-bench")
+	if err != nil {
+		b.Fatal(err)
+	}
+	s, err := bolt.Open(filepath.Join(dir, "exchange.db"), bolt.Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	fill(b, s, 0, n)
+	inboxStores[n] = s
+	cleanups = append(cleanups, func() { s.Close(); os.RemoveAll(dir) })
+	return s
+}
+
+var cleanups []func()
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	for _, c := range cleanups {
+		c()
+	}
+	os.Exit(code)
+}
+
 // BenchmarkInboxList reads the first page of 50 of one recipient's inbox
 // of REQUESTED referrals, newest stores sharing it among 50 recipients. The
 // page must cost the same whatever the store holds: 1,000,000 referrals
@@ -171,8 +204,7 @@ func BenchmarkInboxList(b *testing.B) {
 	}
 	for _, n := range sizes {
 		b.Run(fmt.Sprintf("referrals=%d", n), func(b *testing.B) {
-			s := openStore(b, filepath.Join(b.TempDir(), "exchange.db"))
-			fill(b, s, 0, n)
+			s := filled(b, n)
 			q := storage.ReferralQuery{Recipient: "organizations/org-7", State: pb.ReferralState_REFERRAL_STATE_REQUESTED}
 			b.ResetTimer()
 			for i := range b.N {
