@@ -161,9 +161,10 @@ func TestBrowserReports(t *testing.T) {
 		chromedp.Navigate(x.url+"/"),
 		chromedp.WaitVisible("#api_key", chromedp.ByQuery),
 		chromedp.SendKeys("#api_key", x.Keys["icb"], chromedp.ByQuery),
+		// A commissioner lands on the reports after signing in. Waiting for
+		// that page, rather than navigating while the sign-in's redirect is
+		// still loading, avoids an aborted navigation (net::ERR_ABORTED).
 		chromedp.Click(`form[action="/signin"] button`, chromedp.ByQuery),
-		chromedp.WaitVisible("h1", chromedp.ByQuery),
-		chromedp.Navigate(x.url+"/reports"),
 		chromedp.WaitVisible("#chart-funnel svg", chromedp.ByQuery),
 		chromedp.Evaluate(`document.querySelectorAll('figure.chart svg[role="img"]').length`, &charts),
 		chromedp.Evaluate(collect, &visible),
