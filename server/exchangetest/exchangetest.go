@@ -6,7 +6,6 @@ package exchangetest
 
 import (
 	"context"
-	"fmt"
 	"net"
 	"os"
 	"os/exec"
@@ -25,6 +24,7 @@ import (
 
 	pb "github.com/social-prescribing/exchange/proto/exchange/v1"
 	"github.com/social-prescribing/exchange/server/api"
+	"github.com/social-prescribing/exchange/server/loadtest/workload"
 	"github.com/social-prescribing/exchange/server/storage/bolt"
 )
 
@@ -220,20 +220,6 @@ func Ada() *pb.Person {
 	return &pb.Person{NhsNumber: AdaNHS, GivenName: "Ada", FamilyName: "Jones", DateOfBirth: "1948-03-14", Postcode: "M14 5AB"}
 }
 
-// NHSNumber returns the n-th valid NHS number (modulus 11 check digit).
-func NHSNumber(n int) string {
-	for ; ; n++ {
-		base := fmt.Sprintf("9%08d", 10000000+n%89999999)
-		sum := 0
-		for i, c := range base {
-			sum += int(c-'0') * (10 - i)
-		}
-		check := 11 - sum%11
-		if check == 11 {
-			check = 0
-		}
-		if check != 10 {
-			return base + fmt.Sprint(check)
-		}
-	}
-}
+// NHSNumber returns a valid NHS number from the test range, distinct for
+// each n (workload.NHSNumber, which the benchmarks use too).
+func NHSNumber(n int) string { return workload.NHSNumber(n) }
