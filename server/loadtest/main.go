@@ -40,6 +40,8 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
 	bolt "go.etcd.io/bbolt"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
@@ -178,7 +180,7 @@ func newID() string {
 
 // setup holds the organisations the load is sent as.
 type setup struct {
-	conns   []*grpc.ClientConn
+	conn    *grpc.ClientConn // setup calls (consents)
 	gpKey   string
 	service string
 	next    atomic.Int64 // people used so far
@@ -225,7 +227,7 @@ func newSetup(ctx context.Context, addr, operator string) (*setup, error) {
 		return nil, err
 	}
 	s.service = svc.Name
-	s.conns = []*grpc.ClientConn{conn}
+	s.conn = conn
 	return s, nil
 }
 
@@ -239,7 +241,7 @@ type person struct {
 func (s *setup) consents(ctx context.Context, n, c int) ([]person, error) {
 	out := make([]person, n)
 	first := int(s.next.Add(int64(n))) - n
-	client := pb.NewConsentServiceClient(s.conns[0])
+	client := pb.NewConsentServiceClient(s.conn)
 	err := parallel(min(c, 16), n, func(i int) error {
 		p := first + i + int(hash(s.run)%80)*100000 // distinct across runs on one store, mostly
 		co, err := client.CreateConsent(as(ctx, s.gpKey), &pb.CreateConsentRequest{RequestId: newID(), Consent: &pb.Consent{
@@ -263,29 +265,36 @@ func hash(s string) uint32 {
 	return h
 }
 
-// parallel runs fn(0..n-1) on c goroutines.
-func parallel(c, n int, fn func(i int) error) error {
+// forEach runs fn(client, i) for i from 0 to n-1 on c goroutines, client
+// being the goroutine's number.
+func forEach(c, n int, fn func(client, i int)) {
 	var next atomic.Int64
 	var wg sync.WaitGroup
-	var mu sync.Mutex
-	var first error
-	for range c {
+	for client := range c {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			for i := int(next.Add(1)) - 1; i < n; i = int(next.Add(1)) - 1 {
-				if err := fn(i); err != nil {
-					mu.Lock()
-					if first == nil {
-						first = err
-					}
-					mu.Unlock()
-					return
-				}
+				fn(client, i)
 			}
 		}()
 	}
 	wg.Wait()
+}
+
+// parallel runs fn(0..n-1) on c goroutines and returns the first error.
+func parallel(c, n int, fn func(i int) error) error {
+	var mu sync.Mutex
+	var first error
+	forEach(c, n, func(_, i int) {
+		if err := fn(i); err != nil {
+			mu.Lock()
+			if first == nil {
+				first = err
+			}
+			mu.Unlock()
+		}
+	})
 	return first
 }
 
@@ -294,25 +303,14 @@ func parallel(c, n int, fn func(i int) error) error {
 func measure(target string, c, n int, call func(client, i int) error) result {
 	lat := make([]time.Duration, n)
 	var errs atomic.Int64
-	var next atomic.Int64
-	var wg sync.WaitGroup
 	start := time.Now()
-	for client := range c {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := int(next.Add(1)) - 1; i < n; i = int(next.Add(1)) - 1 {
-				t := time.Now()
-				if err := call(client, i); err != nil {
-					if errs.Add(1) == 1 {
-						log.Printf("%s: %v", target, err)
-					}
-				}
-				lat[i] = time.Since(t)
-			}
-		}()
-	}
-	wg.Wait()
+	forEach(c, n, func(client, i int) {
+		t := time.Now()
+		if err := call(client, i); err != nil && errs.Add(1) == 1 {
+			log.Printf("%s: %v", target, err)
+		}
+		lat[i] = time.Since(t)
+	})
 	elapsed := time.Since(start)
 	slices.Sort(lat)
 	ms := func(q float64) float64 { return float64(lat[int(q*float64(n-1))].Microseconds()) / 1000 }
@@ -444,7 +442,7 @@ func etcdRun(o options, c, n, size int) (result, error) {
 	return r, nil
 }
 
-// metric reads one value from the exchange's /metrics.
+// metric sums each named metric's series on the exchange's /metrics.
 func metric(httpAddr string, names ...string) map[string]float64 {
 	out := map[string]float64{}
 	resp, err := http.Get("http://" + httpAddr + "/metrics")
@@ -452,15 +450,14 @@ func metric(httpAddr string, names ...string) map[string]float64 {
 		return out
 	}
 	defer resp.Body.Close()
-	sc := bufio.NewScanner(resp.Body)
-	for sc.Scan() {
-		line := sc.Text()
-		for _, n := range names {
-			if strings.HasPrefix(line, n+" ") || strings.HasPrefix(line, n+"{") {
-				f := strings.Fields(line)
-				v, _ := strconv.ParseFloat(f[len(f)-1], 64)
-				out[n] += v
-			}
+	parser := expfmt.NewTextParser(model.UTF8Validation)
+	families, err := parser.TextToMetricFamilies(resp.Body)
+	if err != nil {
+		return out
+	}
+	for _, n := range names {
+		for _, m := range families[n].GetMetric() {
+			out[n] += m.GetGauge().GetValue()
 		}
 	}
 	return out

@@ -19,6 +19,7 @@ import (
 	"google.golang.org/protobuf/reflect/protoreflect"
 
 	pb "github.com/social-prescribing/exchange/proto/exchange/v1"
+	"github.com/social-prescribing/exchange/server/names"
 	"github.com/social-prescribing/exchange/server/storage"
 )
 
@@ -175,7 +176,10 @@ func (c *storeCollector) Collect(ch chan<- prometheus.Metric) {
 				return err
 			}
 			for _, cp := range p.Items {
-				svc := cp.Name[:len(cp.Name)-len("/capacity")]
+				svc, ok := names.ServiceOfCapacity(cp.Name)
+				if !ok {
+					continue
+				}
 				for _, s := range statuses {
 					gauge(capacityStatusDesc, b2f(cp.Status == pb.CapacityStatus(s)), svc, pb.Code(pb.CapacityStatus(s)))
 				}
