@@ -221,6 +221,11 @@ func TestOperations(t *testing.T) {
 	if _, ok := after["go_goroutines"]; !ok {
 		t.Error("no Go runtime metrics")
 	}
+	// The exchange collects garbage less often than Go's default unless
+	// GOGC says otherwise (server/main.go, gcPercent).
+	if os.Getenv("GOGC") == "" && after["go_gc_gogc_percent"] != 400 {
+		t.Errorf("go_gc_gogc_percent = %v, want the exchange's default 400", after["go_gc_gogc_percent"])
+	}
 
 	// Stop the server as a service manager would, so spans are flushed.
 	s.cmd.Process.Signal(syscall.SIGTERM)
