@@ -93,3 +93,60 @@ func TestFillsNewIndexes(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestReadsOlderStoredAnswers: stored answers written as JSON by earlier
+// versions are still read (and deleted by age) next to the binary ones
+// written now, and a damaged record is an error, not a wrong answer.
+func TestReadsOlderStoredAnswers(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "exchange.db")
+	s, err := bolt.Open(path, bolt.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t0 := time.Date(2025, 1, 1, 9, 0, 0, 0, time.UTC)
+	now := &storage.Idempotency{Method: "/exchange.v1.ReferralService/CreateReferral", RequestHash: []byte{1, 2, 3}, Response: []byte("new answer"), CreateTime: t0.Add(time.Hour)}
+	if err := s.Update(context.Background(), func(tx storage.WriteTx) error { return tx.PutIdempotency("organizations/gp", "new", now) }); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	db, err := bbolt.Open(path, 0o600, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = db.Update(func(tx *bbolt.Tx) error {
+		b := tx.Bucket([]byte("idempotency"))
+		// As the JSON encoder of earlier versions wrote it.
+		old := `{"method":"/exchange.v1.ConsentService/CreateConsent","request_hash":"BAU=","response":"b2xkIGFuc3dlcg==","create_time":"2025-01-01T09:00:00Z"}`
+		return errors.Join(b.Put([]byte("organizations/gp\x00old"), []byte(old)), b.Put([]byte("organizations/gp\x00bad"), []byte{1, 200}))
+	})
+	db.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err = bolt.Open(path, bolt.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	err = s.View(context.Background(), func(tx storage.ReadTx) error {
+		for id, want := range map[string]storage.Idempotency{
+			"new": *now,
+			"old": {Method: "/exchange.v1.ConsentService/CreateConsent", RequestHash: []byte{4, 5}, Response: []byte("old answer"), CreateTime: t0},
+		} {
+			got, err := tx.GetIdempotency("organizations/gp", id)
+			if err != nil {
+				return err
+			}
+			if got.Method != want.Method || string(got.RequestHash) != string(want.RequestHash) || string(got.Response) != string(want.Response) || !got.CreateTime.Equal(want.CreateTime) {
+				t.Errorf("stored answer %s = %+v, want %+v", id, got, want)
+			}
+		}
+		if _, err := tx.GetIdempotency("organizations/gp", "bad"); err == nil {
+			t.Error("a damaged stored answer was read without an error")
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}

@@ -761,20 +761,76 @@ func (t *tx) GetIdempotency(org, requestID string) (*storage.Idempotency, error)
 	if v == nil {
 		return nil, storage.ErrNotFound
 	}
-	rec := &storage.Idempotency{}
-	return rec, json.Unmarshal(v, rec)
+	return decodeIdempotency(v)
 }
 
 func (t *tx) PutIdempotency(org, requestID string, rec *storage.Idempotency) error {
-	return t.putJSON(bIdempotency, key(org, requestID), rec)
+	return t.b(bIdempotency).Put(key(org, requestID), encodeIdempotency(rec))
+}
+
+// Stored answers are written as a version byte (1), the method and the
+// request hash each after its length as a uvarint, the create time as a
+// varint of Unix nanoseconds (0: none), then the response's bytes. Stores
+// written before this format hold JSON (which starts with '{'); both are
+// read. The binary form is a third of the size of the JSON, whose []byte
+// fields are base64, and takes less of the writer's time.
+const idempotencyV1 = 1
+
+func encodeIdempotency(rec *storage.Idempotency) []byte {
+	b := make([]byte, 0, 1+2*binary.MaxVarintLen64+len(rec.Method)+len(rec.RequestHash)+binary.MaxVarintLen64+len(rec.Response))
+	b = append(b, idempotencyV1)
+	b = binary.AppendUvarint(b, uint64(len(rec.Method)))
+	b = append(b, rec.Method...)
+	b = binary.AppendUvarint(b, uint64(len(rec.RequestHash)))
+	b = append(b, rec.RequestHash...)
+	var created int64
+	if !rec.CreateTime.IsZero() {
+		created = rec.CreateTime.UnixNano()
+	}
+	b = binary.AppendVarint(b, created)
+	return append(b, rec.Response...)
+}
+
+func decodeIdempotency(v []byte) (*storage.Idempotency, error) {
+	rec := &storage.Idempotency{}
+	if len(v) > 0 && v[0] == '{' {
+		return rec, json.Unmarshal(v, rec)
+	}
+	bad := errors.New("decode stored answer: damaged record")
+	if len(v) == 0 || v[0] != idempotencyV1 {
+		return nil, bad
+	}
+	v = v[1:]
+	field := func() ([]byte, bool) {
+		n, k := binary.Uvarint(v)
+		if k <= 0 || n > uint64(len(v)-k) {
+			return nil, false
+		}
+		f := v[k : k+int(n)]
+		v = v[k+int(n):]
+		return f, true
+	}
+	method, ok1 := field()
+	hash, ok2 := field()
+	created, k := binary.Varint(v)
+	if !ok1 || !ok2 || k <= 0 {
+		return nil, bad
+	}
+	rec.Method = string(method)
+	rec.RequestHash = slices.Clone(hash)
+	if created != 0 {
+		rec.CreateTime = time.Unix(0, created).UTC()
+	}
+	rec.Response = slices.Clone(v[k:])
+	return rec, nil
 }
 
 func (t *tx) DeleteIdempotency(drop func(*storage.Idempotency) bool) (int, error) {
 	var doomed [][]byte
 	err := t.b(bIdempotency).ForEach(func(k, v []byte) error {
-		rec := &storage.Idempotency{}
-		if err := json.Unmarshal(v, rec); err != nil {
-			return fmt.Errorf("decode idempotency record: %w", err)
+		rec, err := decodeIdempotency(v)
+		if err != nil {
+			return err
 		}
 		if drop(rec) {
 			doomed = append(doomed, append([]byte(nil), k...))
