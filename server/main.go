@@ -139,8 +139,8 @@ func main() {
 // megabytes, not growing with the store) but every write allocates bbolt's
 // page copies, so at Go's default of 100 the collector runs every few
 // hundred writes and took a fifth of the CPU under load; at 400 CreateReferral
-// at 64 clients goes about a quarter faster (docs/benchmarks.md) for a heap of
-// some tens of megabytes more. GOGC in the environment still wins, and
+// at 64 clients goes a third faster when the disk is not the limit
+// (docs/benchmarks.md) for a heap of some tens of megabytes more. GOGC in the environment still wins, and
 // GOMEMLIMIT (set from the memory limit in deploy/kubernetes) still caps it.
 const gcPercent = 400
 

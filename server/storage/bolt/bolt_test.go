@@ -95,8 +95,8 @@ func TestFillsNewIndexes(t *testing.T) {
 }
 
 // TestReadsOlderStoredAnswers: stored answers written as JSON by earlier
-// versions are still read (and deleted by age) next to the binary ones
-// written now, and a damaged record is an error, not a wrong answer.
+// versions are still read next to the binary ones written now, and a
+// damaged record is an error, not a wrong answer.
 func TestReadsOlderStoredAnswers(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "exchange.db")
 	s, err := bolt.Open(path, bolt.Options{})
