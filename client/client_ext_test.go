@@ -162,3 +162,58 @@ func TestRateLimitedCallsWait(t *testing.T) {
 		t.Errorf("the refused stream took %v: it was retried", took)
 	}
 }
+
+// TestRefusedStreamWaitsForRequest: the exchange sends a stream's refusal
+// (a bad key, the cap on open streams, the rate limit) only after the
+// client's request has arrived, so the client's send never races the
+// refusal. A client that loses that race while replaying a retried stream
+// reports io.EOF instead of the refusal (the flaky end of
+// TestRateLimitedCallsWait).
+func TestRefusedStreamWaitsForRequest(t *testing.T) {
+	x := exchangetest.StartWith(t, api.Options{Limits: api.Limits{Streams: 1}})
+	x.Org("group", pb.OrganizationKind_ORGANIZATION_KIND_VCSE_ORGANIZATION)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	watch := &grpc.StreamDesc{StreamName: "WatchEvents", ServerStreams: true}
+	const method = "/exchange.v1.EventService/WatchEvents"
+	c := dial(t, x, "group")
+	if _, err := c.Events.WatchEvents(ctx, &pb.WatchEventsRequest{}); err != nil {
+		t.Fatal(err) // the one stream the cap allows
+	}
+	bad, err := client.Dial(x.Addr, client.WithInsecure(), client.WithAPIKey("not-a-key"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer bad.Close()
+	for _, tc := range []struct {
+		name   string
+		conn   *grpc.ClientConn
+		code   codes.Code
+		reason string
+	}{
+		{"bad key", bad.Conn, codes.Unauthenticated, "API_KEY_INVALID"},
+		{"too many streams", c.Conn, codes.ResourceExhausted, "TOO_MANY_STREAMS"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s, err := tc.conn.NewStream(ctx, watch, method, grpc.WaitForReady(true))
+			if err != nil {
+				t.Fatal(err)
+			}
+			headers := make(chan error, 1)
+			go func() { _, err := s.Header(); headers <- err }()
+			select {
+			case <-headers:
+				t.Fatal("the refusal came before the request was sent")
+			case <-time.After(150 * time.Millisecond):
+			}
+			if err := s.SendMsg(&pb.WatchEventsRequest{}); err != nil {
+				t.Fatal(err)
+			}
+			if err := s.CloseSend(); err != nil {
+				t.Fatal(err)
+			}
+			<-headers
+			exchangetest.WantErr(t, s.RecvMsg(new(pb.WatchEventsResponse)), tc.code, tc.reason)
+		})
+	}
+}

@@ -10,6 +10,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/emptypb"
 )
 
 // The call log: one line per call, gRPC and REST alike (REST reaches the
@@ -30,12 +31,36 @@ func (s *Server) UnaryLog(ctx context.Context, req any, info *grpc.UnaryServerIn
 }
 
 // StreamLog logs each streaming call when it ends.
+//
+// It also makes sure a stream refused before its handler ran (a bad key,
+// the rate limit, the cap on open streams) reads the client's request
+// before the refusal goes out. A refusal sent before the request arrives
+// races the client's send, and grpc-go's client, when it loses that race
+// while replaying a retried stream (after RATE_LIMITED, say), reports
+// io.EOF, a clean end of stream, instead of the refusal. Read first, the
+// client's send has always finished when the status arrives.
 func (s *Server) StreamLog(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
 	ctx, n := withNote(ss.Context(), info.FullMethod)
 	start := time.Now()
-	err := handler(srv, authedStream{ss, ctx})
+	rs := &readStream{ServerStream: authedStream{ss, ctx}}
+	err := handler(srv, rs)
+	if err != nil && !rs.read && !info.IsClientStream {
+		// The one request of a server-streaming call; it is discarded.
+		_ = ss.RecvMsg(new(emptypb.Empty))
+	}
 	s.logCall(ctx, n, start, err, true)
 	return err
+}
+
+// readStream notes whether the handler read from the stream.
+type readStream struct {
+	grpc.ServerStream
+	read bool
+}
+
+func (r *readStream) RecvMsg(m any) error {
+	r.read = true
+	return r.ServerStream.RecvMsg(m)
 }
 
 // severity is how loud a call's outcome is: a fault of the exchange is an
