@@ -213,8 +213,9 @@ type WriteTx interface {
 
 	PutIdempotency(org, requestID string, rec *Idempotency) error
 	// DeleteIdempotency deletes the stored responses for which drop returns
-	// true and returns how many; it reads every record, so it is for rare
-	// jobs (erasure, the retention sweep), never for a request.
+	// true, and any it cannot read, and returns how many; it reads every
+	// record, so it is for rare jobs (erasure, the retention sweep), never
+	// for a request.
 	DeleteIdempotency(drop func(*Idempotency) bool) (int, error)
 
 	// AppendAudit gives the audit event the next audit sequence number and

@@ -149,4 +149,26 @@ func TestReadsOlderStoredAnswers(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// The retention sweep drops the old JSON record by its time, and the
+	// damaged one, which it cannot read, instead of failing on it.
+	var dropped int
+	err = s.Update(context.Background(), func(tx storage.WriteTx) error {
+		dropped, err = tx.DeleteIdempotency(func(rec *storage.Idempotency) bool { return rec.CreateTime.Before(now.CreateTime) })
+		return err
+	})
+	if err != nil || dropped != 2 {
+		t.Fatalf("DeleteIdempotency = %d, %v; want 2 (the old and the damaged), nil", dropped, err)
+	}
+	err = s.View(context.Background(), func(tx storage.ReadTx) error {
+		for id, kept := range map[string]bool{"new": true, "old": false, "bad": false} {
+			rec, err := tx.GetIdempotency("organizations/gp", id)
+			if got := err == nil && rec != nil; got != kept {
+				t.Errorf("stored answer %s kept = %v (%v), want %v", id, got, err, kept)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
 }

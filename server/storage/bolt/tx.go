@@ -826,22 +826,19 @@ func decodeIdempotency(v []byte) (*storage.Idempotency, error) {
 }
 
 func (t *tx) DeleteIdempotency(drop func(*storage.Idempotency) bool) (int, error) {
+	b := t.b(bIdempotency)
 	var doomed [][]byte
-	err := t.b(bIdempotency).ForEach(func(k, v []byte) error {
-		rec, err := decodeIdempotency(v)
-		if err != nil {
-			return err
-		}
-		if drop(rec) {
+	c := b.Cursor()
+	for k, v := c.First(); k != nil; k, v = c.Next() {
+		// A record that cannot be read can answer no retry, and might hold
+		// the personal data an erasure is removing: it goes too, rather
+		// than stopping every later sweep and erasure.
+		if rec, err := decodeIdempotency(v); err != nil || drop(rec) {
 			doomed = append(doomed, append([]byte(nil), k...))
 		}
-		return nil
-	})
-	if err != nil {
-		return 0, err
 	}
 	for _, k := range doomed { // deleting while iterating skips keys in bbolt
-		if err := t.b(bIdempotency).Delete(k); err != nil {
+		if err := b.Delete(k); err != nil {
 			return 0, err
 		}
 	}
