@@ -164,7 +164,7 @@ func run(st settings) error {
 		return err
 	}
 	m := metrics.New()
-	store, err := bolt.Open(filepath.Join(st.dataDir, "exchange.db"), bolt.Options{OnCommit: m.ObserveCommit})
+	store, err := bolt.Open(filepath.Join(st.dataDir, "exchange.db"), bolt.Options{OnCommit: m.ObserveCommit, OnCheckpoint: m.ObserveCheckpoint})
 	if err != nil {
 		return err
 	}

@@ -30,6 +30,7 @@ type Metrics struct {
 	commitSeconds  prometheus.Histogram
 	commitWrites   prometheus.Histogram
 	commitFailures prometheus.Counter
+	checkpoints    *prometheus.HistogramVec
 }
 
 // New returns the metrics with the Go runtime, process, RPC and store commit
@@ -42,7 +43,7 @@ func New() *Metrics {
 			grpcprom.WithHistogramBuckets([]float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60}))),
 		commitSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "exchange_store_commit_duration_seconds",
-			Help:    "Time to commit one store transaction, fsync included. Each commit carries the writes of every caller queued at the time (group commit).",
+			Help:    "Time to commit one group of store transactions to the store's log, fdatasync included. Each commit carries the writes of every caller queued at the time (group commit).",
 			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5},
 		}),
 		commitWrites: prometheus.NewHistogram(prometheus.HistogramOpts{
@@ -54,12 +55,19 @@ func New() *Metrics {
 			Name: "exchange_store_commit_failures_total",
 			Help: "Store commits that failed (disk full, I/O error): their writes were refused and nothing was written.",
 		}),
+		checkpoints: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "exchange_store_checkpoint_duration_seconds",
+			Help:    "Time to bring the store file up to date with its log (a bbolt commit, fsync included), by result (ok or failed). A failed checkpoint loses nothing; the next one tries again.",
+			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5},
+		}, []string{"result"}),
 	}
 	m.reg.MustRegister(
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
-		m.rpc, m.commitSeconds, m.commitWrites, m.commitFailures,
+		m.rpc, m.commitSeconds, m.commitWrites, m.commitFailures, m.checkpoints,
 	)
+	m.checkpoints.WithLabelValues("ok")
+	m.checkpoints.WithLabelValues("failed")
 	return m
 }
 
@@ -71,6 +79,15 @@ func (m *Metrics) ObserveCommit(writes int, took time.Duration, err error) {
 	}
 	m.commitSeconds.Observe(took.Seconds())
 	m.commitWrites.Observe(float64(writes))
+}
+
+// ObserveCheckpoint records one checkpoint; it is bolt.Options.OnCheckpoint.
+func (m *Metrics) ObserveCheckpoint(took time.Duration, err error) {
+	result := "ok"
+	if err != nil {
+		result = "failed"
+	}
+	m.checkpoints.WithLabelValues(result).Observe(took.Seconds())
 }
 
 // ServerOptions are the RPC metrics' interceptors. Give them before the
@@ -130,7 +147,7 @@ var (
 	watchersDesc = prometheus.NewDesc("exchange_event_watchers",
 		"Event streams (WatchEvents) open now.", nil, nil)
 	sizeDesc = prometheus.NewDesc("exchange_store_size_bytes",
-		"Size of the database file.", nil, nil)
+		"Size of the database file and its log (the log stays below the checkpoint limit, 16 MiB, plus 1 MiB).", nil, nil)
 )
 
 // storeCollector reads the store figures in one read transaction per

@@ -1,15 +1,19 @@
-// Package bolt is the bbolt backend of storage.Store: one file, every
-// acknowledged write fsynced, concurrent writers sharing commits.
+// Package bolt is the bbolt backend of storage.Store: one bbolt file and a
+// log beside it, every acknowledged write fdatasynced in the log,
+// concurrent writers sharing each fdatasync, and the file brought up to
+// date at checkpoints.
 package bolt
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
 	"os"
 	"path/filepath"
 	"runtime/debug"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -26,19 +30,52 @@ type Options struct {
 	// LockTimeout is how long Open waits for another process to release the
 	// file. Default 5 seconds.
 	LockTimeout time.Duration
-	// MaxBatch is the most transactions one commit carries. Default 256.
+	// MaxBatch is the most transactions one group carries. Default 256.
 	MaxBatch int
-	// OnCommit, when set, is told of every commit: how many callers' writes
-	// it carried, how long it took (fsync included), and whether it failed.
-	// It runs on the writer, so it must be quick.
+	// CheckpointInterval is how long acknowledged changes may stay in the
+	// log before they are committed to the bbolt file. Default 1 second.
+	CheckpointInterval time.Duration
+	// LogLimit is how large the log may grow before a checkpoint. Default
+	// 16 MiB.
+	LogLimit int64
+	// OnCommit, when set, is told of every group: how many callers' writes
+	// it carried, how long it took (the log's fdatasync included), and
+	// whether it failed. It runs on the writer, so it must be quick.
 	OnCommit func(writes int, took time.Duration, err error)
+	// OnCheckpoint, when set, is told of every checkpoint: how long the
+	// bbolt commit took (fsync included) and whether it failed.
+	OnCheckpoint func(took time.Duration, err error)
 }
 
-// Store is a storage.Store on a bbolt file.
+// Store is a storage.Store on a bbolt file and its log.
+//
+// Writes: one goroutine (loop) runs every Update, several at a time, in a
+// bbolt write transaction that stays open from one checkpoint to the next.
+// A group's changes are appended to the log and fdatasynced, then laid over
+// the file for readers (the overlay), then acknowledged. Every
+// CheckpointInterval (or LogLimit bytes of log) the transaction commits,
+// with fsync, together with the next log epoch; the log then starts again
+// and the overlay empties. Open replays the log's records of the file's
+// epoch, so nothing acknowledged is lost to a crash or a power cut.
+//
+// Reads: a bbolt read transaction of the last checkpoint, with the overlay
+// laid over it.
 type Store struct {
-	db       *bolt.DB
-	maxBatch int
-	onCommit func(int, time.Duration, error)
+	db           *bolt.DB
+	wal          *wal
+	ov           *overlay
+	maxBatch     int
+	interval     time.Duration
+	logLimit     int64
+	onCommit     func(int, time.Duration, error)
+	onCheckpoint func(time.Duration, error)
+
+	// The writer's own state.
+	wtx        *bolt.Tx // the open write transaction, holding the overlay's changes
+	epoch      uint64   // the epoch the file holds; the log's records carry it
+	dirty      bool     // wtx holds changes not yet checkpointed
+	lastCommit time.Time
+	broken     error // set when the writer cannot go on: every write fails with it
 
 	mu     sync.RWMutex // guards closed against sends on calls
 	closed bool
@@ -54,18 +91,34 @@ type call struct {
 	ctx context.Context
 	fn  func(storage.WriteTx) error
 	err chan error
+	// snapshot, instead of fn: checkpoint, and send a read transaction of
+	// everything acknowledged before the call.
+	snapshot chan *bolt.Tx
 }
 
 var _ storage.Store = (*Store)(nil)
 
-// Open opens or creates the store at path (mode 0600), creating missing
-// buckets. It fails within LockTimeout if another process holds the file.
+// The store's own records: the log epoch the file holds.
+var (
+	bStore   = []byte("store")
+	keyEpoch = []byte("log_epoch")
+)
+
+// Open opens or creates the store at path (mode 0600) and its log at
+// path+".log", creating missing buckets and replaying the log. It fails
+// within LockTimeout if another process holds the file.
 func Open(path string, opt Options) (*Store, error) {
 	if opt.LockTimeout == 0 {
 		opt.LockTimeout = 5 * time.Second
 	}
 	if opt.MaxBatch == 0 {
 		opt.MaxBatch = 256
+	}
+	if opt.CheckpointInterval == 0 {
+		opt.CheckpointInterval = time.Second
+	}
+	if opt.LogLimit == 0 {
+		opt.LogLimit = 16 << 20
 	}
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return nil, fmt.Errorf("open store %s: %w", path, err)
@@ -83,8 +136,19 @@ func Open(path string, opt Options) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open store %s: %w", path, err)
 	}
-	s := &Store{db: db, maxBatch: opt.MaxBatch, onCommit: opt.OnCommit, calls: make(chan *call, opt.MaxBatch), done: make(chan struct{}), waitCh: make(chan struct{})}
+	s := &Store{db: db, maxBatch: opt.MaxBatch, interval: opt.CheckpointInterval, logLimit: opt.LogLimit,
+		onCommit: opt.OnCommit, onCheckpoint: opt.OnCheckpoint,
+		calls: make(chan *call, opt.MaxBatch), done: make(chan struct{}), waitCh: make(chan struct{})}
 	if err := s.prepare(); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("open store %s: %w", path, err)
+	}
+	if s.wal, err = openWAL(path + ".log"); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("open store %s: %w", path, err)
+	}
+	if err := s.recover(); err != nil {
+		s.wal.close()
 		db.Close()
 		return nil, fmt.Errorf("open store %s: %w", path, err)
 	}
@@ -102,7 +166,7 @@ func (s *Store) prepare() (err error) {
 	}()
 	return s.db.Update(func(btx *bolt.Tx) error {
 		var fill []func(*tx, *pb.Referral) error
-		for _, b := range allBuckets {
+		for _, b := range append(allBuckets, bStore) {
 			if f, ok := backfilled[string(b)]; ok && btx.Bucket(b) == nil {
 				fill = append(fill, f)
 			}
@@ -128,26 +192,110 @@ func (s *Store) prepare() (err error) {
 				return fmt.Errorf("filling new indexes: %w", err)
 			}
 		}
-		s.lastSeq.Store(int64(btx.Bucket(bEvents).Sequence()))
+		if v := btx.Bucket(bStore).Get(keyEpoch); len(v) == 8 {
+			s.epoch = binary.BigEndian.Uint64(v)
+		}
 		return nil
 	})
 }
 
-// View implements storage.Store.
+// recover replays the log's records of the file's epoch and checkpoints
+// them, so that the writer starts from a file holding everything
+// acknowledged.
+func (s *Store) recover() (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("the file is damaged (%v): restore it from a backup", r)
+		}
+	}()
+	if s.wtx, err = s.db.Begin(true); err != nil {
+		return err
+	}
+	s.ov = newOverlay(s.wtx.ID() - 1)
+	s.wal.restart(s.epoch)
+	if err := s.replay(); err != nil {
+		s.wtx.Rollback()
+		return err
+	}
+	s.dirty = true
+	if err := s.checkpoint(); err != nil {
+		return err
+	}
+	s.lastSeq.Store(int64(s.wtx.Bucket(bEvents).Sequence()))
+	return nil
+}
+
+// replay applies the log's records of the current epoch to wtx and moves
+// the log's end after them.
+func (s *Store) replay() error {
+	recs, end, err := s.wal.records(s.epoch)
+	if err != nil {
+		return err
+	}
+	for i, p := range recs {
+		ops, err := decodeOps(p)
+		if err != nil {
+			return fmt.Errorf("log record %d: %w", i, err)
+		}
+		if err := apply(s.wtx, ops); err != nil {
+			return fmt.Errorf("replaying log record %d: %w", i, err)
+		}
+	}
+	s.wal.off = end
+	return nil
+}
+
+// reload rebuilds the write transaction from the file and the log, after a
+// failed checkpoint or a call that could not be taken back. Readers are
+// unaffected: the overlay already holds exactly the log's changes.
+func (s *Store) reload(cause error) error {
+	if s.wtx != nil {
+		s.wtx.Rollback()
+	}
+	var err error
+	if s.wtx, err = s.db.Begin(true); err == nil {
+		err = s.replay()
+	}
+	if err != nil {
+		s.broken = fmt.Errorf("%w: the store stopped writing after %v, and could not reload (%v): restart the exchange", storage.ErrWriteFailed, cause, err)
+		return s.broken
+	}
+	return nil
+}
+
+// View implements storage.Store. It reads the last checkpoint with the
+// changes acknowledged since laid over it.
 func (s *Store) View(ctx context.Context, fn func(storage.ReadTx) error) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	return s.db.View(func(btx *bolt.Tx) error { return fn(&tx{btx: btx}) })
+	for {
+		btx, err := s.db.Begin(false)
+		if err != nil {
+			return err
+		}
+		snap := s.ov.snapshot()
+		if snap.base > btx.ID() {
+			// A checkpoint landed between the two: the overlay is of the
+			// newer file.
+			btx.Rollback()
+			continue
+		}
+		defer btx.Rollback()
+		return fn(&tx{btx: btx, snap: snap})
+	}
 }
 
 // Update implements storage.Store. A call whose ctx has ended before the
 // writer reaches it is dropped with ctx's error (a deadline is honoured:
-// no work starts after it). Once fn has run, Update waits for the commit
-// even if ctx ends, so a caller never reports failure for a write that was
-// in fact made.
+// no work starts after it). Once fn has run, Update waits for the log's
+// fdatasync even if ctx ends, so a caller never reports failure for a
+// write that was in fact made.
 func (s *Store) Update(ctx context.Context, fn func(storage.WriteTx) error) error {
-	c := &call{ctx: ctx, fn: fn, err: make(chan error, 1)}
+	return s.send(ctx, &call{ctx: ctx, fn: fn, err: make(chan error, 1)})
+}
+
+func (s *Store) send(ctx context.Context, c *call) error {
 	s.mu.RLock()
 	if s.closed {
 		s.mu.RUnlock()
@@ -164,12 +312,31 @@ func (s *Store) Update(ctx context.Context, fn func(storage.WriteTx) error) erro
 }
 
 // loop is the single writer. It takes the first waiting call, then every call
-// already queued behind it (never waiting for more), and commits them in one
-// transaction: a lone writer commits at once, and under load each fsync
-// carries many writes.
+// already queued behind it (never waiting for more), and runs them as one
+// group: a lone writer's call is logged at once, and under load each
+// fdatasync carries many calls. It checkpoints when the log is full, when
+// CheckpointInterval has passed since the last checkpoint, and at Close.
 func (s *Store) loop() {
 	defer close(s.done)
-	for first := range s.calls {
+	timer := time.NewTimer(s.interval)
+	defer timer.Stop()
+	for {
+		var first *call
+		select {
+		case c, ok := <-s.calls:
+			if !ok {
+				s.checkpoint()
+				if s.wtx != nil {
+					s.wtx.Rollback()
+				}
+				return
+			}
+			first = c
+		case <-timer.C:
+			s.checkpoint()
+			timer.Reset(s.interval)
+			continue
+		}
 		batch := s.take(nil, first)
 	drain:
 		for len(batch) < s.maxBatch {
@@ -186,62 +353,177 @@ func (s *Store) loop() {
 		if len(batch) > 0 {
 			s.commit(batch)
 		}
+		if s.dirty && (s.wal.off >= s.logLimit || time.Since(s.lastCommit) >= s.interval) {
+			s.checkpoint()
+			timer.Reset(s.interval)
+		}
 	}
 }
 
-// take adds c to the batch unless its caller has already gone.
+// take adds c to the batch unless its caller has already gone. A snapshot
+// request ends the batch before it: the batch runs, then the snapshot is
+// taken.
 func (s *Store) take(batch []*call, c *call) []*call {
 	if err := c.ctx.Err(); err != nil {
 		c.err <- err
 		return batch
 	}
+	if c.snapshot != nil {
+		if len(batch) > 0 {
+			s.commit(batch)
+		}
+		s.snapshot(c)
+		return nil
+	}
 	return append(batch, c)
 }
 
-var errRollback = errors.New("rollback")
-
-// commit runs the batch in one transaction. If a call fails, the transaction
-// is rolled back, that call gets its error (it saw a consistent state: the
-// batch before it), and the rest run again without it.
+// commit runs the group's calls in the write transaction, each seeing the
+// ones before it; a call that fails is taken back and gets its error. The
+// rest are logged in one record and acknowledged once it is fdatasynced.
 func (s *Store) commit(batch []*call) {
-	for len(batch) > 0 {
-		failed, failErr := -1, error(nil)
-		var maxSeq int64
-		start := time.Now()
-		err := s.db.Update(func(btx *bolt.Tx) error {
-			t := &tx{btx: btx}
-			for i, c := range batch {
-				if err := runSafely(c.fn, t); err != nil {
-					failed, failErr = i, err
-					return errRollback
-				}
-			}
-			maxSeq = t.maxSeq
-			return nil
-		})
-		if failed >= 0 {
-			batch[failed].err <- failErr
-			batch = append(batch[:failed:failed], batch[failed+1:]...)
-			continue
-		}
-		if err != nil {
-			err = fmt.Errorf("%w: %w", storage.ErrWriteFailed, err)
-		}
-		if s.onCommit != nil {
-			s.onCommit(len(batch), time.Since(start), err)
-		}
+	if s.broken != nil {
 		for _, c := range batch {
-			c.err <- err
-		}
-		if err == nil && maxSeq > 0 {
-			s.lastSeq.Store(maxSeq)
-			s.waitMu.Lock()
-			close(s.waitCh)
-			s.waitCh = make(chan struct{})
-			s.waitMu.Unlock()
+			c.err <- s.broken
 		}
 		return
 	}
+	start := time.Now()
+	var ops []op
+	var done []*call
+	var recs []*record
+	var maxSeq int64
+	for _, c := range batch {
+		rec := &record{}
+		t := &tx{btx: s.wtx, rec: rec}
+		if err := runSafely(c.fn, t); err != nil {
+			if uerr := rec.rollback(s.wtx); uerr != nil {
+				// The transaction is in an unknown state: build it again
+				// from the file and the log, which hold only what was
+				// acknowledged, and run the rest of the group again.
+				c.err <- err
+				if s.reload(uerr) == nil {
+					s.commit(slices.DeleteFunc(slices.Clone(batch), func(d *call) bool { return d == c }))
+				} else {
+					for _, d := range batch {
+						if d != c {
+							d.err <- s.broken
+						}
+					}
+				}
+				return
+			}
+			c.err <- err
+			continue
+		}
+		ops = append(ops, rec.redo...)
+		recs = append(recs, rec)
+		done = append(done, c)
+		maxSeq = max(maxSeq, t.maxSeq)
+	}
+	if len(done) == 0 {
+		return
+	}
+	var err error
+	if len(ops) > 0 {
+		if err = s.wal.append(ops); err != nil {
+			err = fmt.Errorf("%w: %w", storage.ErrWriteFailed, err)
+			for i := len(recs) - 1; i >= 0; i-- {
+				if uerr := recs[i].rollback(s.wtx); uerr != nil {
+					s.reload(uerr)
+					break
+				}
+			}
+		} else {
+			s.ov.add(ops)
+			s.dirty = true
+		}
+	}
+	if s.onCommit != nil {
+		s.onCommit(len(done), time.Since(start), err)
+	}
+	s.reply(done, err, maxSeq)
+}
+
+// reply acknowledges the calls and wakes event waiters.
+func (s *Store) reply(done []*call, err error, maxSeq int64) {
+	for _, c := range done {
+		c.err <- err
+	}
+	if err == nil && maxSeq > s.lastSeq.Load() {
+		s.lastSeq.Store(maxSeq)
+		s.waitMu.Lock()
+		close(s.waitCh)
+		s.waitCh = make(chan struct{})
+		s.waitMu.Unlock()
+	}
+}
+
+// checkpoint commits the write transaction (with fsync) together with the
+// next epoch, so the log's records become stale, then starts the log, the
+// overlay and a write transaction afresh. If the commit fails, the write
+// transaction is rebuilt from the file and the log, and the next
+// checkpoint tries again; writes go on meanwhile.
+func (s *Store) checkpoint() error {
+	if !s.dirty || s.broken != nil {
+		return s.broken
+	}
+	start := time.Now()
+	id, next := s.wtx.ID(), s.epoch+1
+	err := s.wtx.Bucket(bStore).Put(keyEpoch, u64(next))
+	if err == nil {
+		err = s.wtx.Commit()
+	} else {
+		s.wtx.Rollback()
+	}
+	s.wtx = nil
+	if s.onCheckpoint != nil {
+		s.onCheckpoint(time.Since(start), err)
+	}
+	if err != nil {
+		err = fmt.Errorf("%w: checkpoint: %w", storage.ErrWriteFailed, err)
+		s.reload(err)
+		return err
+	}
+	s.epoch = next
+	s.wal.restart(next)
+	s.ov.reset(id)
+	s.dirty = false
+	s.lastCommit = time.Now()
+	if s.wtx, err = s.db.Begin(true); err != nil {
+		s.broken = fmt.Errorf("%w: %w", storage.ErrWriteFailed, err)
+		return s.broken
+	}
+	return nil
+}
+
+// snapshot answers a snapshot call: it checkpoints, opens a read
+// transaction of the result, then checkpoints again, so that no log record
+// will ever be of the epoch the snapshot holds (a copy restored over the
+// file is never rolled forward by the log).
+func (s *Store) snapshot(c *call) {
+	if s.broken != nil {
+		c.err <- s.broken
+		return
+	}
+	s.dirty = true
+	if err := s.checkpoint(); err != nil {
+		c.err <- err
+		return
+	}
+	rtx, err := s.db.Begin(false)
+	if err != nil {
+		c.err <- err
+		return
+	}
+	s.dirty = true
+	if err := s.checkpoint(); err != nil {
+		rtx.Rollback()
+		c.err <- err
+		return
+	}
+	c.snapshot <- rtx
+	c.err <- nil
 }
 
 func runSafely(fn func(storage.WriteTx) error, t *tx) (err error) {
@@ -273,25 +555,30 @@ func (s *Store) WaitEvents(ctx context.Context, after int64) error {
 }
 
 // Backup implements storage.Store with bbolt's Tx.WriteTo in a read
-// transaction: writers go on while it runs.
+// transaction of a checkpoint holding every write acknowledged before the
+// call: writers go on while it runs.
 func (s *Store) Backup(ctx context.Context, start func(size int64) (io.Writer, error)) error {
-	if err := ctx.Err(); err != nil {
+	snap := make(chan *bolt.Tx, 1)
+	if err := s.send(ctx, &call{ctx: ctx, err: make(chan error, 1), snapshot: snap}); err != nil {
 		return err
 	}
-	return s.db.View(func(btx *bolt.Tx) error {
-		w, err := start(btx.Size())
-		if err != nil {
-			return err
-		}
-		_, err = btx.WriteTo(w)
+	btx := <-snap
+	defer btx.Rollback()
+	w, err := start(btx.Size())
+	if err != nil {
 		return err
-	})
+	}
+	_, err = btx.WriteTo(w)
+	return err
 }
 
-// Size is the size of the store file in bytes.
+// Size is the size of the store in bytes: the file and its log.
 func (s *Store) Size() int64 {
 	var n int64
 	s.db.View(func(btx *bolt.Tx) error { n = btx.Size(); return nil })
+	if st, err := os.Stat(s.wal.f.Name()); err == nil {
+		n += st.Size()
+	}
 	return n
 }
 
@@ -306,7 +593,7 @@ func (s *Store) Close() error {
 	close(s.calls)
 	s.mu.Unlock()
 	<-s.done
-	return s.db.Close()
+	return errors.Join(s.wal.close(), s.db.Close())
 }
 
 // Check opens the file at path read-only and runs bbolt's consistency

@@ -71,9 +71,14 @@ var (
 
 const publicAudience = "*"
 
+// tx is a transaction: the writer's (rec set), a reader's (snap set), or
+// Open's own (neither); see bucket.
 type tx struct {
-	btx    *bolt.Tx
-	maxSeq int64
+	btx     *bolt.Tx
+	snap    *snapshot
+	rec     *record
+	maxSeq  int64
+	buckets map[string]*bucket
 }
 
 func key(parts ...any) []byte {
@@ -117,7 +122,7 @@ func person(nhs string) fixed {
 
 func prefix(parts ...any) []byte { return append(key(parts...), 0) }
 
-func getProto[T proto.Message](b *bolt.Bucket, k string, m T) (T, error) {
+func getProto[T proto.Message](b *bucket, k string, m T) (T, error) {
 	v := b.Get([]byte(k))
 	if v == nil {
 		var zero T
@@ -130,7 +135,7 @@ func getProto[T proto.Message](b *bolt.Bucket, k string, m T) (T, error) {
 	return m, nil
 }
 
-func putProto(b *bolt.Bucket, k string, m proto.Message) error {
+func putProto(b *bucket, k string, m proto.Message) error {
 	v, err := proto.MarshalOptions{Deterministic: true}.Marshal(m)
 	if err != nil {
 		return fmt.Errorf("encode %s: %w", k, err)
@@ -138,12 +143,25 @@ func putProto(b *bolt.Bucket, k string, m proto.Message) error {
 	return b.Put([]byte(k), v)
 }
 
-func (t *tx) b(name []byte) *bolt.Bucket { return t.btx.Bucket(name) }
+func (t *tx) b(name []byte) *bucket {
+	if b, ok := t.buckets[string(name)]; ok {
+		return b
+	}
+	b := &bucket{name: name, bb: t.btx.Bucket(name), rec: t.rec}
+	if t.snap != nil {
+		b.ov = t.snap.buckets[string(name)]
+	}
+	if t.buckets == nil {
+		t.buckets = map[string]*bucket{}
+	}
+	t.buckets[string(name)] = b
+	return b
+}
 
 // scan walks keys under pfx after the key after, calling visit for each
 // until it returns false or limit items were taken. It returns the key to
 // continue from, or "" at the end.
-func scan(b *bolt.Bucket, pfx []byte, after string, limit int, visit func(k, v []byte) (took bool, err error)) (string, error) {
+func scan(b *bucket, pfx []byte, after string, limit int, visit func(k, v []byte) (took bool, err error)) (string, error) {
 	c := b.Cursor()
 	var k, v []byte
 	if after == "" {
@@ -179,7 +197,7 @@ func scan(b *bolt.Bucket, pfx []byte, after string, limit int, visit func(k, v [
 var errStop = errors.New("stop")
 
 // lastKey returns the key before k: where the next page continues from.
-func lastKey(c *bolt.Cursor, k []byte) []byte {
+func lastKey(c cursor, k []byte) []byte {
 	pk, _ := c.Prev()
 	return append([]byte(nil), pk...)
 }
@@ -304,7 +322,7 @@ func (t *tx) GetReferral(name string) (*pb.Referral, error) {
 }
 
 func (t *tx) ListReferrals(q storage.ReferralQuery, after string, limit int, keep func(*pb.Referral) bool) (storage.Page[*pb.Referral], error) {
-	var b *bolt.Bucket
+	var b *bucket
 	var pfx []byte
 	var stop func(k []byte) bool
 	switch {
@@ -880,7 +898,7 @@ func (t *tx) LastAuditSequence() (int64, error) { return int64(t.b(bAudit).Seque
 // ListAudit walks the most selective index (resource, then organisation,
 // then time) from the start time and stops at the end time.
 func (t *tx) ListAudit(q storage.AuditQuery, after string, limit int) (storage.Page[*pb.AuditEvent], error) {
-	var b *bolt.Bucket
+	var b *bucket
 	var pfx []byte
 	switch {
 	case q.Resource != "":
@@ -981,7 +999,7 @@ func (t *tx) ListEvents(org string, after int64, limit int) ([]*pb.Event, int64,
 		return out, int64(events.Sequence()), nil
 	}
 	// Merge the caller's own events with the public ones, in sequence order.
-	cursor := func(aud string) (*bolt.Cursor, []byte, func() []byte) {
+	open := func(aud string) (cursor, []byte, func() []byte) {
 		pfx := prefix(aud)
 		c := t.b(bEventAudience).Cursor()
 		k, _ := c.Seek(append(append([]byte(nil), pfx...), start...))
@@ -993,10 +1011,10 @@ func (t *tx) ListEvents(org string, after int64, limit int) ([]*pb.Event, int64,
 		}
 		return c, pfx, cur
 	}
-	ca, _, curA := cursor(org)
-	cb, _, curB := cursor(publicAudience)
+	ca, _, curA := open(org)
+	cb, _, curB := open(publicAudience)
 	a, b := curA(), curB()
-	next := func(c *bolt.Cursor, pfx []byte) []byte {
+	next := func(c cursor, pfx []byte) []byte {
 		k, _ := c.Next()
 		if k == nil || !bytes.HasPrefix(k, pfx) {
 			return nil
