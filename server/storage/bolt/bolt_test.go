@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"os"
 	"path/filepath"
 	"testing"
 	"time"
@@ -17,14 +19,21 @@ import (
 	"github.com/social-prescribing/exchange/server/storage/storagetest"
 )
 
+// TestConformance runs the suite with the default checkpoints, with a
+// checkpoint after every group (reads come from the file), and with none
+// (reads come from the changes laid over it).
 func TestConformance(t *testing.T) {
-	storagetest.Run(t, func(t *testing.T, dir string) storage.Store {
-		s, err := bolt.Open(filepath.Join(dir, "exchange.db"), bolt.Options{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		return s
-	})
+	for name, every := range map[string]time.Duration{"default": 0, "checkpoint every group": time.Nanosecond, "no checkpoint": time.Hour} {
+		t.Run(name, func(t *testing.T) {
+			storagetest.Run(t, func(t *testing.T, dir string) storage.Store {
+				s, err := bolt.Open(filepath.Join(dir, "exchange.db"), bolt.Options{CheckpointInterval: every})
+				if err != nil {
+					t.Fatal(err)
+				}
+				return s
+			})
+		})
+	}
 }
 
 // TestFillsNewIndexes opens a store made before the person, closed and
@@ -170,5 +179,62 @@ func TestReadsOlderStoredAnswers(t *testing.T) {
 	})
 	if err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestBackupHoldsAcknowledgedAndIsNotRolledForward: a backup holds every
+// write acknowledged before it, checkpointed or not, and a backup restored
+// beside the live log is not rolled forward by the log's later records.
+func TestBackupHoldsAcknowledgedAndIsNotRolledForward(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "exchange.db")
+	s, err := bolt.Open(path, bolt.Options{CheckpointInterval: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	org := func(name string) error {
+		return s.Update(context.Background(), func(tx storage.WriteTx) error {
+			return tx.CreateOrganization(&pb.Organization{Name: name})
+		})
+	}
+	if err := org("organizations/before"); err != nil {
+		t.Fatal(err)
+	}
+	restored := filepath.Join(t.TempDir(), "exchange.db")
+	f, err := os.Create(restored)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Backup(context.Background(), func(int64) (io.Writer, error) { return f, nil }); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	if err := org("organizations/after"); err != nil {
+		t.Fatal(err)
+	}
+	log, err := os.ReadFile(path + ".log")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(restored+".log", log, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	r, err := bolt.Open(restored, bolt.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	err = r.View(context.Background(), func(tx storage.ReadTx) error {
+		if _, err := tx.GetOrganization("organizations/before"); err != nil {
+			return fmt.Errorf("the write before the backup: %w", err)
+		}
+		if _, err := tx.GetOrganization("organizations/after"); !errors.Is(err, storage.ErrNotFound) {
+			return fmt.Errorf("the write after the backup is in the restored copy (%v)", err)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Error(err)
 	}
 }

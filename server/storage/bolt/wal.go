@@ -7,6 +7,7 @@ import (
 	"hash/crc32"
 	"io"
 	"os"
+	"path/filepath"
 )
 
 // The log holds every change acknowledged since the last checkpoint, so
@@ -43,9 +44,17 @@ const growBy = 1 << 20
 var crcTable = crc32.MakeTable(crc32.Castagnoli)
 
 func openWAL(path string) (*wal, error) {
+	_, statErr := os.Stat(path)
 	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
 	if err != nil {
 		return nil, err
+	}
+	if errors.Is(statErr, os.ErrNotExist) {
+		// A new file's name must be durable before its records are.
+		if err := syncDir(filepath.Dir(path)); err != nil {
+			f.Close()
+			return nil, err
+		}
 	}
 	st, err := f.Stat()
 	if err != nil {
@@ -128,6 +137,18 @@ func (w *wal) grow(end int64) error {
 }
 
 func (w *wal) close() error { return w.f.Close() }
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	if err := d.Sync(); err != nil {
+		return fmt.Errorf("sync %s: %w", dir, err)
+	}
+	return nil
+}
 
 func encodeOps(b []byte, epoch uint64, ops []op) []byte {
 	b = append(b, make([]byte, 16)...)
