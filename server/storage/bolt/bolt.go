@@ -114,6 +114,9 @@ func Open(path string, opt Options) (*Store, error) {
 	if opt.MaxBatch == 0 {
 		opt.MaxBatch = 256
 	}
+	if opt.CheckpointInterval < 0 || opt.LogLimit < 0 {
+		return nil, fmt.Errorf("open store %s: the checkpoint interval and log limit cannot be negative", path)
+	}
 	if opt.CheckpointInterval == 0 {
 		opt.CheckpointInterval = time.Second
 	}
