@@ -75,7 +75,8 @@ type Store struct {
 	epoch      uint64   // the epoch the file holds; the log's records carry it
 	dirty      bool     // wtx holds changes not yet checkpointed
 	lastCommit time.Time
-	broken     error // set when the writer cannot go on: every write fails with it
+	nextTry    time.Time // after a failed checkpoint, when to try again
+	broken     error     // set when the writer cannot go on: every write fails with it
 
 	mu     sync.RWMutex // guards closed against sends on calls
 	closed bool
@@ -356,7 +357,7 @@ func (s *Store) loop() {
 		if len(batch) > 0 {
 			s.commit(batch)
 		}
-		if s.dirty && (s.wal.off >= s.logLimit || time.Since(s.lastCommit) >= s.interval) {
+		if s.dirty && (s.wal.off >= s.logLimit || time.Since(s.lastCommit) >= s.interval) && !time.Now().Before(s.nextTry) {
 			s.checkpoint()
 			timer.Reset(s.interval)
 		}
@@ -485,6 +486,7 @@ func (s *Store) checkpoint() error {
 	}
 	if err != nil {
 		err = fmt.Errorf("%w: checkpoint: %w", storage.ErrWriteFailed, err)
+		s.nextTry = time.Now().Add(s.interval)
 		s.reload(err)
 		return err
 	}
@@ -492,7 +494,7 @@ func (s *Store) checkpoint() error {
 	s.wal.restart(next)
 	s.ov.reset(id)
 	s.dirty = false
-	s.lastCommit = time.Now()
+	s.lastCommit, s.nextTry = time.Now(), time.Time{}
 	if s.wtx, err = s.db.Begin(true); err != nil {
 		s.broken = fmt.Errorf("%w: %w", storage.ErrWriteFailed, err)
 		return s.broken

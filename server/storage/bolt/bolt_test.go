@@ -6,7 +6,9 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -237,4 +239,103 @@ func TestBackupHoldsAcknowledgedAndIsNotRolledForward(t *testing.T) {
 	if err != nil {
 		t.Error(err)
 	}
+}
+
+// TestFailedCheckpointLosesNothing fills a small file system so that a
+// checkpoint cannot write the bbolt file, and checks that the failure loses
+// nothing: reads still see every acknowledged write, writes that fit in the
+// log go on, and once space returns a checkpoint succeeds and a reopened
+// store holds everything acknowledged.
+func TestFailedCheckpointLosesNothing(t *testing.T) {
+	dir := t.TempDir()
+	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", dir).CombinedOutput(); err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("mounting a small tmpfs (needs root): %v %s", err, out)
+		}
+		t.Skipf("cannot mount a small tmpfs to fill (needs root): %s", out)
+	}
+	t.Cleanup(func() { exec.Command("umount", "-l", dir).Run() })
+	path := filepath.Join(dir, "exchange.db")
+	var checkpoints, failed int
+	s, err := bolt.Open(path, bolt.Options{CheckpointInterval: time.Hour, OnCheckpoint: func(_ time.Duration, err error) {
+		checkpoints++
+		if err != nil {
+			failed++
+		}
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { s.Close() }()
+	var acked []string
+	org := func(name string) error {
+		err := s.Update(context.Background(), func(tx storage.WriteTx) error {
+			return tx.CreateOrganization(&pb.Organization{Name: name, DisplayName: strings.Repeat("x", 2000)})
+		})
+		if err == nil {
+			acked = append(acked, name)
+		}
+		return err
+	}
+	for i := range 300 {
+		if err := org(fmt.Sprint("organizations/a", i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Fill the file system.
+	filler, err := os.Create(filepath.Join(dir, "filler"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for {
+		if _, err := filler.Write(make([]byte, 4096)); err != nil {
+			break
+		}
+	}
+	filler.Sync()
+	// The checkpoint a backup asks for cannot write the file's new pages.
+	err = s.Backup(context.Background(), func(int64) (io.Writer, error) { return io.Discard, nil })
+	if !errors.Is(err, storage.ErrWriteFailed) || failed == 0 {
+		t.Fatalf("backup on a full disk = %v (%d of %d checkpoints failed), want a failed checkpoint", err, failed, checkpoints)
+	}
+	// Writes go on while the log has room, and fail cleanly when it has none.
+	var refused error
+	for i := range 2000 {
+		if refused = org(fmt.Sprint("organizations/b", i)); refused != nil {
+			break
+		}
+	}
+	if !errors.Is(refused, storage.ErrWriteFailed) {
+		t.Fatalf("writes on a full disk: %v", refused)
+	}
+	seen := func(s *bolt.Store) {
+		t.Helper()
+		err := s.View(context.Background(), func(tx storage.ReadTx) error {
+			for _, name := range acked {
+				if _, err := tx.GetOrganization(name); err != nil {
+					return fmt.Errorf("acknowledged %s: %w", name, err)
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	seen(s)
+	// Space returns: a checkpoint succeeds and everything is in the file.
+	filler.Close()
+	os.Remove(filler.Name())
+	if err := org("organizations/after"); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Backup(context.Background(), func(int64) (io.Writer, error) { return io.Discard, nil }); err != nil {
+		t.Fatalf("backup once space returned: %v", err)
+	}
+	s.Close()
+	if s, err = bolt.Open(path, bolt.Options{}); err != nil {
+		t.Fatal(err)
+	}
+	seen(s)
+	t.Logf("%d acknowledged, %d of %d checkpoints failed", len(acked), failed, checkpoints)
 }
