@@ -322,8 +322,11 @@ func (s *Store) send(ctx context.Context, c *call) error {
 // CheckpointInterval has passed since the last checkpoint, and at Close.
 func (s *Store) loop() {
 	defer close(s.done)
+	// The timer checkpoints writes left in the log when no more come. It
+	// is armed only while there are some, so an idle store sleeps.
 	timer := time.NewTimer(s.interval)
 	defer timer.Stop()
+	armed := true
 	for {
 		var first *call
 		select {
@@ -337,8 +340,12 @@ func (s *Store) loop() {
 			}
 			first = c
 		case <-timer.C:
+			armed = false
 			s.checkpoint()
-			timer.Reset(s.interval)
+			if s.dirty { // it failed: try again later
+				timer.Reset(s.interval)
+				armed = true
+			}
 			continue
 		}
 		batch := s.take(nil, first)
@@ -359,7 +366,10 @@ func (s *Store) loop() {
 		}
 		if s.dirty && (s.wal.off >= s.logLimit || time.Since(s.lastCommit) >= s.interval) && !time.Now().Before(s.nextTry) {
 			s.checkpoint()
+		}
+		if s.dirty && !armed {
 			timer.Reset(s.interval)
+			armed = true
 		}
 	}
 }
