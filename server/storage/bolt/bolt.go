@@ -13,7 +13,6 @@ import (
 	"os"
 	"path/filepath"
 	"runtime/debug"
-	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -45,38 +44,46 @@ type Options struct {
 	// OnCheckpoint, when set, is told of every checkpoint: how long the
 	// bbolt commit took (fsync included) and whether it failed.
 	OnCheckpoint func(took time.Duration, err error)
+
+	// beforeCheckpoint, in tests, runs on the checkpointer before each
+	// commit.
+	beforeCheckpoint func()
 }
 
 // Store is a storage.Store on a bbolt file and its log.
 //
-// Writes: one goroutine (loop) runs every Update, several at a time, in a
-// bbolt write transaction that stays open from one checkpoint to the next.
-// A group's changes are appended to the log and fdatasynced, then laid over
+// Writes: one goroutine (loop) runs every Update, several at a time, over
+// the last checkpoint with the changes acknowledged since laid over it. A
+// group's changes are appended to the log and fdatasynced, then laid over
 // the file for readers (the overlay), then acknowledged. Every
-// CheckpointInterval (or LogLimit bytes of log) the transaction commits,
-// with fsync, together with the next log epoch; the log then starts again
-// and the overlay empties. Open replays the log's records of the file's
-// epoch, so nothing acknowledged is lost to a crash or a power cut.
+// CheckpointInterval (or LogLimit bytes of log) the writer hands its
+// generation of changes to a second goroutine (checkpointer), which puts
+// them into bbolt and commits with fsync, together with the next log
+// epoch, while the writer goes on in the other log file. Open replays the
+// log, so nothing acknowledged is lost to a crash or a power cut.
 //
 // Reads: a bbolt read transaction of the last checkpoint, with the overlay
 // laid over it.
 type Store struct {
-	db           *bolt.DB
-	wal          *wal
-	ov           *overlay
-	maxBatch     int
-	interval     time.Duration
-	logLimit     int64
-	onCommit     func(int, time.Duration, error)
-	onCheckpoint func(time.Duration, error)
+	db               *bolt.DB
+	logs             [2]*wal // by epoch parity
+	ov               *overlay
+	maxBatch         int
+	interval         time.Duration
+	logLimit         int64
+	onCommit         func(int, time.Duration, error)
+	onCheckpoint     func(time.Duration, error)
+	beforeCheckpoint func()
 
 	// The writer's own state.
-	wtx        *bolt.Tx // the open write transaction, holding the overlay's changes
-	epoch      uint64   // the epoch the file holds; the log's records carry it
-	dirty      bool     // wtx holds changes not yet checkpointed
-	lastCommit time.Time
-	nextTry    time.Time // after a failed checkpoint, when to try again
-	broken     error     // set when the writer cannot go on: every write fails with it
+	epoch       uint64 // of the log being written
+	frozenEpoch uint64 // the epoch ov.frozen's checkpoint commits
+	pending     bool   // ov.work holds changes
+	busy        bool   // the checkpointer is committing ov.frozen
+	lastFreeze  time.Time
+	nextTry     time.Time // after a failed checkpoint, when to try again
+	jobs        chan checkpointJob
+	results     chan checkpointResult
 
 	mu     sync.RWMutex // guards closed against sends on calls
 	closed bool
@@ -97,6 +104,16 @@ type call struct {
 	snapshot chan *bolt.Tx
 }
 
+type checkpointJob struct {
+	g     gen
+	epoch uint64
+}
+
+type checkpointResult struct {
+	id  int // the bbolt transaction that holds the generation
+	err error
+}
+
 var _ storage.Store = (*Store)(nil)
 
 // The store's own records: the log epoch the file holds.
@@ -106,8 +123,8 @@ var (
 )
 
 // Open opens or creates the store at path (mode 0600) and its log at
-// path+".log", creating missing buckets and replaying the log. It fails
-// within LockTimeout if another process holds the file.
+// path+".log" and path+".log.1", creating missing buckets and replaying
+// the log. It fails within LockTimeout if another process holds the file.
 func Open(path string, opt Options) (*Store, error) {
 	if opt.LockTimeout == 0 {
 		opt.LockTimeout = 5 * time.Second
@@ -141,21 +158,30 @@ func Open(path string, opt Options) (*Store, error) {
 		return nil, fmt.Errorf("open store %s: %w", path, err)
 	}
 	s := &Store{db: db, maxBatch: opt.MaxBatch, interval: opt.CheckpointInterval, logLimit: opt.LogLimit,
-		onCommit: opt.OnCommit, onCheckpoint: opt.OnCheckpoint,
+		onCommit: opt.OnCommit, onCheckpoint: opt.OnCheckpoint, beforeCheckpoint: opt.beforeCheckpoint,
+		jobs: make(chan checkpointJob, 1), results: make(chan checkpointResult, 1),
 		calls: make(chan *call, opt.MaxBatch), done: make(chan struct{}), waitCh: make(chan struct{})}
-	if err := s.prepare(); err != nil {
+	fail := func(err error) (*Store, error) {
+		for _, w := range s.logs {
+			if w != nil {
+				w.close()
+			}
+		}
 		db.Close()
 		return nil, fmt.Errorf("open store %s: %w", path, err)
 	}
-	if s.wal, err = openWAL(path + ".log"); err != nil {
-		db.Close()
-		return nil, fmt.Errorf("open store %s: %w", path, err)
+	if err := s.prepare(); err != nil {
+		return fail(err)
+	}
+	for i, name := range []string{path + ".log", path + ".log.1"} {
+		if s.logs[i], err = openWAL(name); err != nil {
+			return fail(err)
+		}
 	}
 	if err := s.recover(); err != nil {
-		s.wal.close()
-		db.Close()
-		return nil, fmt.Errorf("open store %s: %w", path, err)
+		return fail(err)
 	}
+	go s.checkpointer()
 	go s.loop()
 	return s, nil
 }
@@ -203,69 +229,55 @@ func (s *Store) prepare() (err error) {
 	})
 }
 
-// recover replays the log's records of the file's epoch and checkpoints
-// them, so that the writer starts from a file holding everything
-// acknowledged.
-func (s *Store) recover() (err error) {
-	defer func() {
-		if r := recover(); r != nil {
-			err = fmt.Errorf("the file is damaged (%v): restore it from a backup", r)
-		}
-	}()
-	if s.wtx, err = s.db.Begin(true); err != nil {
-		return err
-	}
-	s.ov = newOverlay(s.wtx.ID() - 1)
-	s.wal.restart(s.epoch)
-	if err := s.replay(); err != nil {
-		s.wtx.Rollback()
-		return err
-	}
-	s.dirty = true
-	if err := s.checkpoint(); err != nil {
-		return err
-	}
-	s.lastSeq.Store(int64(s.wtx.Bucket(bEvents).Sequence()))
-	return nil
-}
-
-// replay applies the log's records of the current epoch to wtx and moves
-// the log's end after them.
-func (s *Store) replay() error {
-	recs, end, err := s.wal.records(s.epoch)
-	if err != nil {
-		return err
-	}
-	for i, p := range recs {
-		ops, err := decodeOps(p)
+// recover replays the log's records of the file's epoch and of the next
+// and checkpoints them, so that the writer starts from a file holding
+// everything acknowledged and both log files stale.
+func (s *Store) recover() error {
+	g, last := gen{}, s.epoch
+	for _, epoch := range []uint64{s.epoch, s.epoch + 1} {
+		recs, end, w, err := s.records(epoch)
 		if err != nil {
-			return fmt.Errorf("log record %d: %w", i, err)
+			return err
 		}
-		if err := apply(s.wtx, ops); err != nil {
-			return fmt.Errorf("replaying log record %d: %w", i, err)
+		for i, p := range recs {
+			ops, err := decodeOps(p)
+			if err != nil {
+				return fmt.Errorf("log record %d of epoch %d: %w", i, epoch, err)
+			}
+			g.add(ops)
+		}
+		if len(recs) > 0 {
+			w.off, last = end, epoch
 		}
 	}
-	s.wal.off = end
-	return nil
+	id, err := s.commitGen(g, last+1)
+	if err != nil {
+		return err
+	}
+	s.epoch = last + 1
+	s.log().restart(s.epoch)
+	s.ov = newOverlay(id)
+	s.lastFreeze = time.Now()
+	return s.db.View(func(btx *bolt.Tx) error {
+		s.lastSeq.Store(int64(btx.Bucket(bEvents).Sequence()))
+		return nil
+	})
 }
 
-// reload rebuilds the write transaction from the file and the log, after a
-// failed checkpoint or a call that could not be taken back. Readers are
-// unaffected: the overlay already holds exactly the log's changes.
-func (s *Store) reload(cause error) error {
-	if s.wtx != nil {
-		s.wtx.Rollback()
+// records returns the records of epoch from whichever log file holds them
+// (a store written before there were two keeps every epoch in the first).
+func (s *Store) records(epoch uint64) ([][]byte, int64, *wal, error) {
+	for _, w := range []*wal{s.logs[epoch%2], s.logs[1-epoch%2]} {
+		recs, end, err := w.records(epoch)
+		if err != nil || len(recs) > 0 {
+			return recs, end, w, err
+		}
 	}
-	var err error
-	if s.wtx, err = s.db.Begin(true); err == nil {
-		err = s.replay()
-	}
-	if err != nil {
-		s.broken = fmt.Errorf("%w: the store stopped writing after %v, and could not reload (%v): restart the exchange", storage.ErrWriteFailed, cause, err)
-		return s.broken
-	}
-	return nil
+	return nil, 0, nil, nil
 }
+
+// log is the log file being written.
+func (s *Store) log() *wal { return s.logs[s.epoch%2] }
 
 // View implements storage.Store. It reads the last checkpoint with the
 // changes acknowledged since laid over it.
@@ -286,7 +298,7 @@ func (s *Store) View(ctx context.Context, fn func(storage.ReadTx) error) error {
 			continue
 		}
 		defer btx.Rollback()
-		return fn(&tx{btx: btx, snap: snap})
+		return fn(&tx{btx: btx, gens: snap.gens})
 	}
 }
 
@@ -300,6 +312,14 @@ func (s *Store) Update(ctx context.Context, fn func(storage.WriteTx) error) erro
 }
 
 func (s *Store) send(ctx context.Context, c *call) error {
+	if err := s.enqueue(ctx, c); err != nil {
+		return err
+	}
+	return <-c.err
+}
+
+// enqueue hands c to the writer.
+func (s *Store) enqueue(ctx context.Context, c *call) error {
 	s.mu.RLock()
 	if s.closed {
 		s.mu.RUnlock()
@@ -312,14 +332,15 @@ func (s *Store) send(ctx context.Context, c *call) error {
 		return ctx.Err()
 	}
 	s.mu.RUnlock()
-	return <-c.err
+	return nil
 }
 
 // loop is the single writer. It takes the first waiting call, then every call
 // already queued behind it (never waiting for more), and runs them as one
 // group: a lone writer's call is logged at once, and under load each
-// fdatasync carries many calls. It checkpoints when the log is full, when
-// CheckpointInterval has passed since the last checkpoint, and at Close.
+// fdatasync carries many calls. It starts a checkpoint when the log is
+// full or CheckpointInterval has passed since the last, and makes a last
+// one at Close.
 func (s *Store) loop() {
 	defer close(s.done)
 	// The timer checkpoints writes left in the log when no more come. It
@@ -328,46 +349,36 @@ func (s *Store) loop() {
 	defer timer.Stop()
 	armed := true
 	for {
-		var first *call
 		select {
 		case c, ok := <-s.calls:
 			if !ok {
-				s.checkpoint()
-				if s.wtx != nil {
-					s.wtx.Rollback()
-				}
+				s.settle(false)
+				close(s.jobs)
 				return
 			}
-			first = c
-		case <-timer.C:
-			armed = false
-			s.checkpoint()
-			if s.dirty { // it failed: try again later
-				timer.Reset(s.interval)
-				armed = true
-			}
-			continue
-		}
-		batch := s.take(nil, first)
-	drain:
-		for len(batch) < s.maxBatch {
-			select {
-			case c, ok := <-s.calls:
-				if !ok {
+			batch := s.take(nil, c)
+		drain:
+			for len(batch) < s.maxBatch {
+				select {
+				case c, ok := <-s.calls:
+					if !ok {
+						break drain
+					}
+					batch = s.take(batch, c)
+				default:
 					break drain
 				}
-				batch = s.take(batch, c)
-			default:
-				break drain
 			}
+			if len(batch) > 0 {
+				s.commit(batch)
+			}
+		case r := <-s.results:
+			s.finished(r)
+		case <-timer.C:
+			armed = false
 		}
-		if len(batch) > 0 {
-			s.commit(batch)
-		}
-		if s.dirty && (s.wal.off >= s.logLimit || time.Since(s.lastCommit) >= s.interval) && !time.Now().Before(s.nextTry) {
-			s.checkpoint()
-		}
-		if s.dirty && !armed {
+		s.maybeCheckpoint()
+		if (s.pending || s.ov.frozen != nil) && !armed {
 			timer.Reset(s.interval)
 			armed = true
 		}
@@ -392,65 +403,47 @@ func (s *Store) take(batch []*call, c *call) []*call {
 	return append(batch, c)
 }
 
-// commit runs the group's calls in the write transaction, each seeing the
-// ones before it; a call that fails is taken back and gets its error. The
-// rest are logged in one record and acknowledged once it is fdatasynced.
+// commit runs the group's calls over a read transaction of the last
+// checkpoint and the overlay, each call's changes going into the group's
+// own layers so that it sees the calls before it; a call that fails is
+// taken back and gets its error. The rest are logged in one record and
+// acknowledged once it is fdatasynced.
 func (s *Store) commit(batch []*call) {
-	if s.broken != nil {
+	start := time.Now()
+	btx, err := s.db.Begin(false)
+	if err != nil {
 		for _, c := range batch {
-			c.err <- s.broken
+			c.err <- fmt.Errorf("%w: %w", storage.ErrWriteFailed, err)
 		}
 		return
 	}
-	start := time.Now()
+	stage, gens := gen{}, s.ov.writerGens()
 	var ops []op
 	var done []*call
-	var recs []*record
 	var maxSeq int64
 	for _, c := range batch {
-		rec := &record{}
-		t := &tx{btx: s.wtx, rec: rec}
+		t := &tx{btx: btx, gens: gens, stage: stage, rec: &record{}}
 		if err := runSafely(c.fn, t); err != nil {
-			if uerr := rec.rollback(s.wtx); uerr != nil {
-				// The transaction is in an unknown state: build it again
-				// from the file and the log, which hold only what was
-				// acknowledged, and run the rest of the group again.
-				c.err <- err
-				if s.reload(uerr) == nil {
-					s.commit(slices.DeleteFunc(slices.Clone(batch), func(d *call) bool { return d == c }))
-				} else {
-					for _, d := range batch {
-						if d != c {
-							d.err <- s.broken
-						}
-					}
-				}
-				return
-			}
+			t.rec.rollback()
 			c.err <- err
 			continue
 		}
-		ops = append(ops, rec.redo...)
-		recs = append(recs, rec)
+		ops = append(ops, t.rec.redo...)
 		done = append(done, c)
 		maxSeq = max(maxSeq, t.maxSeq)
 	}
+	// The calls' reads are done: a checkpoint that must grow the file's
+	// memory map does not wait for the log's fdatasync.
+	btx.Rollback()
 	if len(done) == 0 {
 		return
 	}
-	var err error
 	if len(ops) > 0 {
-		if err = s.wal.append(ops); err != nil {
+		if err = s.log().append(ops); err != nil {
 			err = fmt.Errorf("%w: %w", storage.ErrWriteFailed, err)
-			for i := len(recs) - 1; i >= 0; i-- {
-				if uerr := recs[i].rollback(s.wtx); uerr != nil {
-					s.reload(uerr)
-					break
-				}
-			}
 		} else {
 			s.ov.add(ops)
-			s.dirty = true
+			s.pending = true
 		}
 	}
 	if s.onCommit != nil {
@@ -473,56 +466,138 @@ func (s *Store) reply(done []*call, err error, maxSeq int64) {
 	}
 }
 
-// checkpoint commits the write transaction (with fsync) together with the
-// next epoch, so the log's records become stale, then starts the log, the
-// overlay and a write transaction afresh. If the commit fails, the write
-// transaction is rebuilt from the file and the log, and the next
-// checkpoint tries again; writes go on meanwhile.
-func (s *Store) checkpoint() error {
-	if !s.dirty || s.broken != nil {
-		return s.broken
+// maybeCheckpoint starts a checkpoint when one is due and none is running:
+// the writer's generation when the log is full or the interval has
+// passed, or again the frozen one after a failed checkpoint, one interval
+// later. If the log is full while a checkpoint runs, the writer waits for
+// it rather than let the log and the overlay grow without end.
+func (s *Store) maybeCheckpoint() {
+	if s.busy && s.log().off >= s.logLimit {
+		s.finished(<-s.results)
 	}
+	if s.busy {
+		return
+	}
+	now := time.Now()
+	switch {
+	case s.ov.frozen != nil:
+		if !now.Before(s.nextTry) {
+			s.start()
+		}
+	case s.pending && (s.log().off >= s.logLimit || now.Sub(s.lastFreeze) >= s.interval):
+		s.freeze()
+	}
+}
+
+// freeze hands the writer's generation to the checkpointer: the writer
+// goes on in the next epoch, in the other log file (whose records the last
+// checkpoint holds), and the checkpoint commits that epoch as the file's.
+func (s *Store) freeze() {
+	s.epoch++
+	s.log().restart(s.epoch)
+	s.frozenEpoch = s.epoch
+	s.ov.freeze()
+	s.pending = false
+	s.lastFreeze = time.Now()
+	s.start()
+}
+
+func (s *Store) start() {
+	s.busy = true
+	s.jobs <- checkpointJob{g: s.ov.frozen, epoch: s.frozenEpoch}
+}
+
+// finished takes a checkpoint's result. After a failure the frozen
+// generation stays in the overlay (and its records in the log) and is
+// tried again an interval later; writes go on meanwhile.
+func (s *Store) finished(r checkpointResult) {
+	s.busy = false
+	if r.err != nil {
+		s.nextTry = time.Now().Add(s.interval)
+		return
+	}
+	s.ov.checkpointed(r.id)
+}
+
+// settle waits for the checkpoint running, then checkpoints everything
+// acknowledged and waits for that too. With force it checkpoints even if
+// nothing is new, so that the file's epoch moves on.
+func (s *Store) settle(force bool) error {
+	if s.busy {
+		s.finished(<-s.results)
+	}
+	if s.ov.frozen != nil {
+		s.start()
+		r := <-s.results
+		if s.finished(r); r.err != nil {
+			return r.err
+		}
+	}
+	if !s.pending && !force {
+		return nil
+	}
+	s.freeze()
+	r := <-s.results
+	s.finished(r)
+	return r.err
+}
+
+// checkpointer commits the generations the writer hands it.
+func (s *Store) checkpointer() {
+	for j := range s.jobs {
+		if s.beforeCheckpoint != nil {
+			s.beforeCheckpoint()
+		}
+		id, err := s.commitGen(j.g, j.epoch)
+		s.results <- checkpointResult{id: id, err: err}
+	}
+}
+
+// commitGen puts a generation into bbolt and commits it (with fsync)
+// together with the log epoch the file then holds. It returns the
+// transaction's id.
+func (s *Store) commitGen(g gen, epoch uint64) (id int, err error) {
 	start := time.Now()
-	id, next := s.wtx.ID(), s.epoch+1
-	err := s.wtx.Bucket(bStore).Put(keyEpoch, u64(next))
+	btx, err := s.db.Begin(true)
 	if err == nil {
-		err = s.wtx.Commit()
-	} else {
-		s.wtx.Rollback()
+		id = btx.ID()
+		err = func() (err error) {
+			// bbolt panics on some damaged pages; that becomes an error.
+			defer func() {
+				if r := recover(); r != nil {
+					err = fmt.Errorf("the file is damaged (%v): restore it from a backup", r)
+				}
+			}()
+			if err := g.apply(btx); err != nil {
+				return err
+			}
+			return btx.Bucket(bStore).Put(keyEpoch, u64(epoch))
+		}()
+		if err == nil {
+			err = btx.Commit()
+		} else {
+			btx.Rollback()
+		}
 	}
-	s.wtx = nil
 	if s.onCheckpoint != nil {
 		s.onCheckpoint(time.Since(start), err)
 	}
 	if err != nil {
-		err = fmt.Errorf("%w: checkpoint: %w", storage.ErrWriteFailed, err)
-		s.nextTry = time.Now().Add(s.interval)
-		s.reload(err)
-		return err
+		return 0, fmt.Errorf("%w: checkpoint: %w", storage.ErrWriteFailed, err)
 	}
-	s.epoch = next
-	s.wal.restart(next)
-	s.ov.reset(id)
-	s.dirty = false
-	s.lastCommit, s.nextTry = time.Now(), time.Time{}
-	if s.wtx, err = s.db.Begin(true); err != nil {
-		s.broken = fmt.Errorf("%w: %w", storage.ErrWriteFailed, err)
-		return s.broken
-	}
-	return nil
+	return id, nil
 }
 
-// snapshot answers a snapshot call: it checkpoints, opens a read
-// transaction of the result, then checkpoints again, so that no log record
-// will ever be of the epoch the snapshot holds (a copy restored over the
-// file is never rolled forward by the log).
+// snapshot answers a snapshot call: it checkpoints, hands the caller a
+// read transaction of the result (the copy's epoch, c), then moves the
+// file to epoch c+2 before any more writes, so that no log record will
+// ever be of c or c+1, the epochs a copy restored over the file would
+// replay. The call's error is the second checkpoint's: a copy is good only
+// once the file has moved on. The caller streams the copy meanwhile, so a
+// checkpoint that must wait for its read transaction (to grow the memory
+// map) waits for the copy, not for itself.
 func (s *Store) snapshot(c *call) {
-	if s.broken != nil {
-		c.err <- s.broken
-		return
-	}
-	s.dirty = true
-	if err := s.checkpoint(); err != nil {
+	if err := s.settle(true); err != nil {
 		c.err <- err
 		return
 	}
@@ -531,13 +606,18 @@ func (s *Store) snapshot(c *call) {
 		c.err <- err
 		return
 	}
-	s.dirty = true
-	if err := s.checkpoint(); err != nil {
-		rtx.Rollback()
+	c.snapshot <- rtx
+	s.epoch++ // skipped: never written
+	if err := s.settle(true); err != nil {
+		// Nothing was written since the copy's checkpoint: the writer goes
+		// back to the copy's epoch, which the file still holds, and the
+		// copy is refused.
+		s.ov.unfreeze()
+		s.epoch -= 2
+		s.log().restart(s.epoch)
 		c.err <- err
 		return
 	}
-	c.snapshot <- rtx
 	c.err <- nil
 }
 
@@ -574,25 +654,32 @@ func (s *Store) WaitEvents(ctx context.Context, after int64) error {
 // call: writers go on while it runs.
 func (s *Store) Backup(ctx context.Context, start func(size int64) (io.Writer, error)) error {
 	snap := make(chan *bolt.Tx, 1)
-	if err := s.send(ctx, &call{ctx: ctx, err: make(chan error, 1), snapshot: snap}); err != nil {
+	c := &call{ctx: ctx, err: make(chan error, 1), snapshot: snap}
+	if err := s.enqueue(ctx, c); err != nil {
 		return err
 	}
-	btx := <-snap
-	defer btx.Rollback()
+	var btx *bolt.Tx
+	select {
+	case btx = <-snap:
+	case err := <-c.err:
+		return err
+	}
 	w, err := start(btx.Size())
-	if err != nil {
-		return err
+	if err == nil {
+		_, err = btx.WriteTo(w)
 	}
-	_, err = btx.WriteTo(w)
-	return err
+	btx.Rollback()
+	return errors.Join(err, <-c.err)
 }
 
 // Size is the size of the store in bytes: the file and its log.
 func (s *Store) Size() int64 {
 	var n int64
 	s.db.View(func(btx *bolt.Tx) error { n = btx.Size(); return nil })
-	if st, err := os.Stat(s.wal.f.Name()); err == nil {
-		n += st.Size()
+	for _, w := range s.logs {
+		if st, err := os.Stat(w.f.Name()); err == nil {
+			n += st.Size()
+		}
 	}
 	return n
 }
@@ -608,7 +695,7 @@ func (s *Store) Close() error {
 	close(s.calls)
 	s.mu.Unlock()
 	<-s.done
-	return errors.Join(s.wal.close(), s.db.Close())
+	return errors.Join(s.logs[0].close(), s.logs[1].close(), s.db.Close())
 }
 
 // Check opens the file at path read-only and runs bbolt's consistency

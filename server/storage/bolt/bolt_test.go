@@ -215,12 +215,14 @@ func TestBackupHoldsAcknowledgedAndIsNotRolledForward(t *testing.T) {
 	if err := org("organizations/after"); err != nil {
 		t.Fatal(err)
 	}
-	log, err := os.ReadFile(path + ".log")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(restored+".log", log, 0o600); err != nil {
-		t.Fatal(err)
+	for _, name := range []string{".log", ".log.1"} {
+		log, err := os.ReadFile(path + name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(restored+name, log, 0o600); err != nil {
+			t.Fatal(err)
+		}
 	}
 	r, err := bolt.Open(restored, bolt.Options{})
 	if err != nil {

@@ -7,42 +7,51 @@ import (
 
 	"github.com/google/btree"
 	bolt "go.etcd.io/bbolt"
+	berrors "go.etcd.io/bbolt/errors"
 )
 
-// bucket is a bbolt bucket as one transaction sees it.
+// bucket is a bbolt bucket as one transaction sees it: the bucket of the
+// last checkpoint (bb) with layers of later changes laid over it, newest
+// first.
 //
-// In the writer (rec set), it is the bucket of the long-lived bbolt write
-// transaction, which already holds every change since the last checkpoint;
-// each change is also recorded, for the log, the overlay and undo.
+// In a read transaction the layers are a snapshot of the overlay: the
+// changes acknowledged since the last checkpoint.
 //
-// In a read transaction (ov set), it is the bucket as of the last
-// checkpoint with the changes acknowledged since then laid over it.
+// In the writer (rec set), layers[0] is the group's own layer, which the
+// call's changes go into, over the overlay's generations as the writer
+// holds them; each change is also recorded, for the log, the overlay and
+// undo. The bbolt file is written only by checkpoints.
 //
-// With neither (Open's own work), it is the plain bbolt bucket.
+// With neither (Open's own work), bb is a bucket of a bbolt write
+// transaction and changes go straight into it.
 type bucket struct {
-	name []byte
-	bb   *bolt.Bucket
-	ov   *layer
-	rec  *record
+	name   []byte
+	bb     *bolt.Bucket
+	layers []*layer
+	rec    *record
 }
 
 // cursor is what the transactions use of a bbolt cursor; merged implements
-// it over a bucket and its overlay layer.
+// it over a cursor and a layer.
 type cursor interface {
 	First() ([]byte, []byte)
+	Last() ([]byte, []byte)
 	Seek(k []byte) ([]byte, []byte)
 	Next() ([]byte, []byte)
 	Prev() ([]byte, []byte)
 }
 
 func (b *bucket) Get(k []byte) []byte {
-	if b.ov != nil {
-		if e, ok := b.ov.tree.Get(entry{key: k}); ok {
+	for _, l := range b.layers {
+		if e, ok := l.tree.Get(entry{key: k}); ok {
 			if e.del {
 				return nil
 			}
 			return e.val
 		}
+	}
+	if b.bb == nil {
+		return nil
 	}
 	return b.bb.Get(k)
 }
@@ -51,14 +60,21 @@ func (b *bucket) Put(k, v []byte) error {
 	if b.rec == nil {
 		return b.bb.Put(k, v)
 	}
-	// bbolt keeps the slices until the transaction commits, which in the
-	// writer is a checkpoint later: it, the log and the overlay share
+	// The checkpoint puts the change into bbolt later, so bbolt's own
+	// refusals are made here, where the call can still be told.
+	switch {
+	case len(k) == 0:
+		return berrors.ErrKeyRequired
+	case len(k) > bolt.MaxKeySize:
+		return berrors.ErrKeyTooLarge
+	case len(v) > bolt.MaxValueSize:
+		return berrors.ErrValueTooLarge
+	}
+	// The layer, the log, the overlay and bbolt at the checkpoint share
 	// copies nobody else holds.
 	k, v = slices.Clone(k), cloneValue(v)
-	b.rec.saveOld(b, k)
-	if err := b.bb.Put(k, v); err != nil {
-		return err
-	}
+	b.rec.save(b.layers[0], k)
+	b.layers[0].tree.ReplaceOrInsert(entry{key: k, val: v})
 	b.rec.redo = append(b.rec.redo, op{kind: opPut, bucket: b.name, key: k, val: v})
 	return nil
 }
@@ -67,40 +83,55 @@ func (b *bucket) Delete(k []byte) error {
 	if b.rec == nil {
 		return b.bb.Delete(k)
 	}
-	k = slices.Clone(k)
-	if !b.rec.saveOld(b, k) {
+	if b.Get(k) == nil {
 		return nil // nothing to delete: nothing to log
 	}
-	if err := b.bb.Delete(k); err != nil {
-		return err
-	}
+	k = slices.Clone(k)
+	b.rec.save(b.layers[0], k)
+	b.layers[0].tree.ReplaceOrInsert(entry{key: k, del: true})
 	b.rec.redo = append(b.rec.redo, op{kind: opDelete, bucket: b.name, key: k})
 	return nil
 }
 
 func (b *bucket) Sequence() uint64 {
-	if b.ov != nil && b.ov.hasSeq {
-		return b.ov.seq
+	for _, l := range b.layers {
+		if l.hasSeq {
+			return l.seq
+		}
+	}
+	if b.bb == nil {
+		return 0
 	}
 	return b.bb.Sequence()
 }
 
 func (b *bucket) NextSequence() (uint64, error) {
-	old := b.bb.Sequence()
-	n, err := b.bb.NextSequence()
-	if err != nil || b.rec == nil {
-		return n, err
+	if b.rec == nil {
+		return b.bb.NextSequence()
 	}
-	b.rec.undo = append(b.rec.undo, op{kind: opSequence, bucket: b.name, seq: old})
+	l := b.layers[0]
+	b.rec.undo = append(b.rec.undo, undo{l: l, seq: l.seq, hasSeq: l.hasSeq})
+	n := b.Sequence() + 1
+	l.seq, l.hasSeq = n, true
 	b.rec.redo = append(b.rec.redo, op{kind: opSequence, bucket: b.name, seq: n})
 	return n, nil
 }
 
+// Cursor walks the bucket with its layers laid over. The writer's own
+// layer is always included, so a cursor sees the call's later changes;
+// the other layers do not change while a transaction runs, and empty ones
+// are left out.
 func (b *bucket) Cursor() cursor {
-	if b.ov == nil {
-		return b.bb.Cursor()
+	var c cursor = emptyCursor{}
+	if b.bb != nil {
+		c = b.bb.Cursor()
 	}
-	return &merged{bc: b.bb.Cursor(), tree: b.ov.tree}
+	for i := len(b.layers) - 1; i >= 0; i-- {
+		if b.layers[i].tree.Len() > 0 || (i == 0 && b.rec != nil) {
+			c = &merged{bc: c, tree: b.layers[i].tree}
+		}
+	}
+	return c
 }
 
 func (b *bucket) ForEach(fn func(k, v []byte) error) error {
@@ -113,6 +144,14 @@ func (b *bucket) ForEach(fn func(k, v []byte) error) error {
 	return nil
 }
 
+type emptyCursor struct{}
+
+func (emptyCursor) First() ([]byte, []byte)      { return nil, nil }
+func (emptyCursor) Last() ([]byte, []byte)       { return nil, nil }
+func (emptyCursor) Seek([]byte) ([]byte, []byte) { return nil, nil }
+func (emptyCursor) Next() ([]byte, []byte)       { return nil, nil }
+func (emptyCursor) Prev() ([]byte, []byte)       { return nil, nil }
+
 func cloneValue(v []byte) []byte {
 	if v == nil {
 		return []byte{}
@@ -120,7 +159,7 @@ func cloneValue(v []byte) []byte {
 	return slices.Clone(v)
 }
 
-// Changes, as the log, the overlay and undo hold them.
+// Changes, as the log and the overlay hold them.
 
 type opKind byte
 
@@ -139,55 +178,46 @@ type op struct {
 }
 
 // record is what one call changed: redo, in order, for the log and the
-// overlay; undo, the values the changes replaced, to take the call back if
-// it fails.
+// overlay; undo, what the group's layers held before, to take the call
+// back if it fails.
 type record struct {
-	redo, undo []op
+	redo []op
+	undo []undo
 }
 
-// saveOld records k's value before a change, and reports whether k exists.
-func (r *record) saveOld(b *bucket, k []byte) bool {
-	old := b.bb.Get(k)
-	if old == nil {
-		r.undo = append(r.undo, op{kind: opDelete, bucket: b.name, key: k})
-		return false
+// undo is a layer's entry for key (had: whether it had one) or, for a
+// nil key, its sequence, before a change.
+type undo struct {
+	l      *layer
+	key    []byte
+	old    entry
+	had    bool
+	seq    uint64
+	hasSeq bool
+}
+
+func (r *record) save(l *layer, k []byte) {
+	old, had := l.tree.Get(entry{key: k})
+	r.undo = append(r.undo, undo{l: l, key: k, old: old, had: had})
+}
+
+// rollback takes the call's changes back out of the group's layers,
+// newest first.
+func (r *record) rollback() {
+	for _, u := range slices.Backward(r.undo) {
+		switch {
+		case u.key == nil:
+			u.l.seq, u.l.hasSeq = u.seq, u.hasSeq
+		case u.had:
+			u.l.tree.ReplaceOrInsert(u.old)
+		default:
+			u.l.tree.Delete(entry{key: u.key})
+		}
 	}
-	r.undo = append(r.undo, op{kind: opPut, bucket: b.name, key: k, val: slices.Clone(old)})
-	return true
 }
 
-// apply makes the changes in a bbolt write transaction, creating any
-// bucket they name that does not exist yet.
-func apply(btx *bolt.Tx, ops []op) error {
-	for _, o := range ops {
-		b, err := btx.CreateBucketIfNotExists(o.bucket)
-		if err != nil {
-			return err
-		}
-		switch o.kind {
-		case opPut:
-			err = b.Put(o.key, o.val)
-		case opDelete:
-			err = b.Delete(o.key)
-		case opSequence:
-			err = b.SetSequence(o.seq)
-		}
-		if err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-// rollback takes the recorded changes back, newest first.
-func (r *record) rollback(btx *bolt.Tx) error {
-	undo := slices.Clone(r.undo)
-	slices.Reverse(undo)
-	return apply(btx, undo)
-}
-
-// The overlay: every change acknowledged since the last checkpoint, by
-// bucket, for read transactions to lay over the checkpointed file.
+// The overlay: the changes acknowledged since the last checkpoint, by
+// bucket, for transactions to lay over the checkpointed file.
 
 type entry struct {
 	key, val []byte
@@ -203,40 +233,18 @@ type layer struct {
 	hasSeq bool
 }
 
-// snapshot is the overlay as of one moment; nothing changes it after it is
-// made. base is the bbolt transaction id of the checkpoint it lies over: a
-// reader pairs it with a bbolt read transaction at least that new (an
-// older one lacks the checkpoint's changes; a newer one already holds some
-// of the overlay's, which lay over it unchanged).
-type snapshot struct {
-	base    int
-	buckets map[string]*layer
-}
+func newLayer() *layer { return &layer{tree: btree.NewG(16, entryLess)} }
 
-// overlay is the writer's working copy, and the snapshot readers share
-// until the next change. Snapshots are taken only when a reader asks, and
-// cost a lazy copy-on-write clone of each changed tree.
-type overlay struct {
-	mu      sync.Mutex
-	base    int
-	work    map[string]*layer
-	changed bool
-	snap    *snapshot
-}
+// gen is a generation of changes: every bucket's layer.
+type gen map[string]*layer
 
-func newOverlay(base int) *overlay {
-	return &overlay{base: base, work: map[string]*layer{}, snap: &snapshot{base: base}}
-}
-
-// add lays a group's changes over the others.
-func (o *overlay) add(ops []op) {
-	o.mu.Lock()
-	defer o.mu.Unlock()
+// add lays changes over the generation's.
+func (g gen) add(ops []op) {
 	for _, c := range ops {
-		l := o.work[string(c.bucket)]
+		l := g[string(c.bucket)]
 		if l == nil {
-			l = &layer{tree: btree.NewG(16, entryLess)}
-			o.work[string(c.bucket)] = l
+			l = newLayer()
+			g[string(c.bucket)] = l
 		}
 		switch c.kind {
 		case opPut:
@@ -247,14 +255,104 @@ func (o *overlay) add(ops []op) {
 			l.seq, l.hasSeq = c.seq, true
 		}
 	}
+}
+
+// apply writes the generation into a bbolt write transaction, each
+// bucket's changes in key order, creating any bucket that does not exist
+// yet.
+func (g gen) apply(btx *bolt.Tx) error {
+	for name, l := range g {
+		b, err := btx.CreateBucketIfNotExists([]byte(name))
+		if err != nil {
+			return err
+		}
+		l.tree.Ascend(func(e entry) bool {
+			if e.del {
+				err = b.Delete(e.key)
+			} else {
+				err = b.Put(e.key, e.val)
+			}
+			return err == nil
+		})
+		if err == nil && l.hasSeq {
+			err = b.SetSequence(l.seq)
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// snapshot is the overlay as of one moment: its generations, newest
+// first; nothing changes them after it is made. base is the bbolt
+// transaction id of the checkpoint they lie over: a reader pairs it with a
+// bbolt read transaction at least that new (an older one lacks the
+// checkpoint's changes; a newer one already holds those of the oldest
+// generation, which lie over it unchanged).
+type snapshot struct {
+	base int
+	gens []gen
+}
+
+// overlay holds the writer's generation (work), the generation a
+// checkpoint is putting into the file (frozen, or nil), and the snapshot
+// readers share until the next change. Only the writer changes it; it
+// reads work and frozen without the lock, as nobody else writes them.
+// Snapshots are taken only when a reader asks, and cost a lazy
+// copy-on-write clone of each changed tree.
+type overlay struct {
+	mu      sync.Mutex
+	base    int
+	work    gen
+	frozen  gen
+	changed bool
+	snap    *snapshot
+}
+
+func newOverlay(base int) *overlay {
+	return &overlay{base: base, work: gen{}, snap: &snapshot{base: base}}
+}
+
+// add lays a group's changes over the others.
+func (o *overlay) add(ops []op) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.work.add(ops)
 	o.changed = o.changed || len(ops) > 0
 }
 
-// reset empties the overlay after a checkpoint at bbolt transaction base.
-func (o *overlay) reset(base int) {
+// freeze hands the writer's generation to a checkpoint and starts a new
+// one.
+func (o *overlay) freeze() gen {
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	o.base, o.work, o.changed, o.snap = base, map[string]*layer{}, false, &snapshot{base: base}
+	o.frozen, o.work, o.changed = o.work, gen{}, true
+	return o.frozen
+}
+
+// checkpointed drops the frozen generation once a checkpoint at bbolt
+// transaction base holds it.
+func (o *overlay) checkpointed(base int) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.base, o.frozen, o.changed = base, nil, true
+}
+
+// unfreeze drops a frozen generation that holds nothing, after its
+// checkpoint failed.
+func (o *overlay) unfreeze() {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.frozen, o.changed = nil, true
+}
+
+// writerGens are the generations as the writer reads them, newest first.
+func (o *overlay) writerGens() []gen {
+	if o.frozen == nil {
+		return []gen{o.work}
+	}
+	return []gen{o.work, o.frozen}
 }
 
 // snapshot returns the overlay as it is now.
@@ -262,24 +360,31 @@ func (o *overlay) snapshot() *snapshot {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	if o.changed {
-		s := &snapshot{base: o.base, buckets: make(map[string]*layer, len(o.work))}
-		for name, l := range o.work {
-			s.buckets[name] = &layer{tree: l.tree.Clone(), seq: l.seq, hasSeq: l.hasSeq}
+		s := &snapshot{base: o.base}
+		if len(o.work) > 0 {
+			w := make(gen, len(o.work))
+			for name, l := range o.work {
+				w[name] = &layer{tree: l.tree.Clone(), seq: l.seq, hasSeq: l.hasSeq}
+			}
+			s.gens = append(s.gens, w)
+		}
+		if o.frozen != nil {
+			s.gens = append(s.gens, o.frozen)
 		}
 		o.snap, o.changed = s, false
 	}
 	return o.snap
 }
 
-// merged is a cursor over a bucket of the checkpointed file (bc) with the
-// overlay's entries for it laid over: an overlay entry replaces the file's
-// entry with its key, and a deleted entry hides it.
+// merged is a cursor over another (bc: the checkpointed file's bucket, or
+// a merged cursor of older layers) with a layer's entries laid over: an
+// entry replaces bc's entry with its key, and a deleted entry hides it.
 type merged struct {
-	bc   *bolt.Cursor
+	bc   cursor
 	tree *btree.BTreeG[entry]
 	cur  []byte // the key last returned; nil at the end
-	// bk, bv is bc's position: the file's first key not yet passed. After
-	// Prev it is unknown (synced false) and Next seeks again.
+	// bk, bv is bc's position: its first key not yet passed. After Prev or
+	// Last it is unknown (synced false) and Next seeks again.
 	bk, bv []byte
 	synced bool
 }
@@ -309,7 +414,7 @@ func (m *merged) Next() ([]byte, []byte) {
 }
 
 // forward returns the first live key at or after from (after it when
-// !incl), given (bk, bv), the file's first key at or after the same point.
+// !incl), given (bk, bv), bc's first key at or after the same point.
 func (m *merged) forward(bk, bv, from []byte, incl bool) ([]byte, []byte) {
 	for {
 		var oe entry
@@ -328,7 +433,7 @@ func (m *merged) forward(bk, bv, from []byte, incl bool) ([]byte, []byte) {
 		}
 		if found && (bk == nil || bytes.Compare(oe.key, bk) <= 0) {
 			if bk != nil && bytes.Equal(oe.key, bk) {
-				bk, bv = m.bc.Next() // the overlay's entry replaces the file's
+				bk, bv = m.bc.Next() // the layer's entry replaces bc's
 			}
 			if oe.del {
 				from, incl = oe.key, false
@@ -342,6 +447,11 @@ func (m *merged) forward(bk, bv, from []byte, incl bool) ([]byte, []byte) {
 	}
 }
 
+func (m *merged) Last() ([]byte, []byte) {
+	bk, bv := m.bc.Last()
+	return m.backward(bk, bv, nil)
+}
+
 // Prev returns the last live key before the current one.
 func (m *merged) Prev() ([]byte, []byte) {
 	if m.cur == nil {
@@ -353,18 +463,28 @@ func (m *merged) Prev() ([]byte, []byte) {
 	} else {
 		bk, bv = m.bc.Prev()
 	}
-	from := m.cur
+	return m.backward(bk, bv, m.cur)
+}
+
+// backward returns the last live key before from (nil: the last of all),
+// given (bk, bv), bc's last key before the same point.
+func (m *merged) backward(bk, bv, from []byte) ([]byte, []byte) {
 	m.synced = false
 	for {
 		var oe entry
 		found := false
-		m.tree.DescendLessOrEqual(entry{key: from}, func(e entry) bool {
-			if bytes.Equal(e.key, from) {
+		visit := func(e entry) bool {
+			if from != nil && bytes.Equal(e.key, from) {
 				return true
 			}
 			oe, found = e, true
 			return false
-		})
+		}
+		if from == nil {
+			m.tree.Descend(visit)
+		} else {
+			m.tree.DescendLessOrEqual(entry{key: from}, visit)
+		}
 		if found && (bk == nil || bytes.Compare(oe.key, bk) >= 0) {
 			if bk != nil && bytes.Equal(oe.key, bk) {
 				bk, bv = m.bc.Prev()

@@ -71,11 +71,13 @@ var (
 
 const publicAudience = "*"
 
-// tx is a transaction: the writer's (rec set), a reader's (snap set), or
-// Open's own (neither); see bucket.
+// tx is a transaction: a reader's (gens from a snapshot), the writer's
+// (stage and rec set: the group's layers and the call's record), or Open's
+// own (neither, over a bbolt write transaction); see bucket.
 type tx struct {
 	btx     *bolt.Tx
-	snap    *snapshot
+	gens    []gen
+	stage   gen
 	rec     *record
 	maxSeq  int64
 	buckets map[string]*bucket
@@ -148,8 +150,18 @@ func (t *tx) b(name []byte) *bucket {
 		return b
 	}
 	b := &bucket{name: name, bb: t.btx.Bucket(name), rec: t.rec}
-	if t.snap != nil {
-		b.ov = t.snap.buckets[string(name)]
+	if t.stage != nil {
+		l := t.stage[string(name)]
+		if l == nil {
+			l = newLayer()
+			t.stage[string(name)] = l
+		}
+		b.layers = append(b.layers, l)
+	}
+	for _, g := range t.gens {
+		if l := g[string(name)]; l != nil {
+			b.layers = append(b.layers, l)
+		}
 	}
 	if t.buckets == nil {
 		t.buckets = map[string]*bucket{}

@@ -14,8 +14,9 @@ import (
 // that an acknowledgement costs one small append and one fdatasync rather
 // than a bbolt commit of every page the change touched.
 //
-// It is one file next to the store, <store>.log, written from the start
-// again after every checkpoint. A record is
+// It is two files next to the store, <store>.log for even epochs and
+// <store>.log.1 for odd ones; each is written from its start again when
+// its next epoch begins. A record is
 //
 //	length(4) crc32c(4) | epoch(8) op...
 //
@@ -23,11 +24,13 @@ import (
 // the key and value, for a delete the key (each with a uvarint length),
 // for a sequence the 8-byte value. Numbers are big-endian.
 //
-// The epoch ties records to a checkpoint: each checkpoint stores the next
-// epoch in the store in the same commit, and only records of the store's
-// epoch are replayed. Reading stops at the first record that is torn, is
-// of another epoch (left from before the last checkpoint), or is zeros
-// (space allocated ahead).
+// The epoch ties records to a checkpoint. The writer writes epoch e while
+// the file holds e or e-1: a checkpoint of epoch e's changes starts with
+// the writer moving to e+1 in the other file, and commits e+1 as the
+// file's epoch with the changes. So a file of epoch e replays the records
+// of e, then those of e+1. Reading stops at the first record that is
+// torn, is of another epoch (left from before), or is zeros (space
+// allocated ahead).
 type wal struct {
 	f     *os.File
 	epoch uint64
