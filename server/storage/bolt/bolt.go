@@ -417,21 +417,22 @@ func (s *Store) commit(batch []*call) {
 		}
 		return
 	}
-	stage, gens := gen{}, s.ov.writerGens()
+	t := &tx{btx: btx, gens: s.ov.writerGens(), stage: gen{}}
 	var ops []op
 	var done []*call
-	var maxSeq int64
 	for _, c := range batch {
-		t := &tx{btx: btx, gens: gens, stage: stage, rec: &record{}}
+		t.rec = &record{}
+		seq := t.maxSeq
 		if err := runSafely(c.fn, t); err != nil {
 			t.rec.rollback()
+			t.maxSeq = seq
 			c.err <- err
 			continue
 		}
 		ops = append(ops, t.rec.redo...)
 		done = append(done, c)
-		maxSeq = max(maxSeq, t.maxSeq)
 	}
+	t.rec = nil
 	// The calls' reads are done: a checkpoint that must grow the file's
 	// memory map does not wait for the log's fdatasync.
 	btx.Rollback()
@@ -449,7 +450,7 @@ func (s *Store) commit(batch []*call) {
 	if s.onCommit != nil {
 		s.onCommit(len(done), time.Since(start), err)
 	}
-	s.reply(done, err, maxSeq)
+	s.reply(done, err, t.maxSeq)
 }
 
 // reply acknowledges the calls and wakes event waiters.

@@ -17,7 +17,7 @@ import (
 // In a read transaction the layers are a snapshot of the overlay: the
 // changes acknowledged since the last checkpoint.
 //
-// In the writer (rec set), layers[0] is the group's own layer, which the
+// In the writer (t.rec set), layers[0] is the group's own layer, which the
 // call's changes go into, over the overlay's generations as the writer
 // holds them; each change is also recorded, for the log, the overlay and
 // undo. The bbolt file is written only by checkpoints.
@@ -28,7 +28,7 @@ type bucket struct {
 	name   []byte
 	bb     *bolt.Bucket
 	layers []*layer
-	rec    *record
+	t      *tx // its rec is the writer's current call's record
 }
 
 // cursor is what the transactions use of a bbolt cursor; merged implements
@@ -57,7 +57,7 @@ func (b *bucket) Get(k []byte) []byte {
 }
 
 func (b *bucket) Put(k, v []byte) error {
-	if b.rec == nil {
+	if b.t.rec == nil {
 		return b.bb.Put(k, v)
 	}
 	// The checkpoint puts the change into bbolt later, so bbolt's own
@@ -73,23 +73,23 @@ func (b *bucket) Put(k, v []byte) error {
 	// The layer, the log, the overlay and bbolt at the checkpoint share
 	// copies nobody else holds.
 	k, v = slices.Clone(k), cloneValue(v)
-	b.rec.save(b.layers[0], k)
+	b.t.rec.save(b.layers[0], k)
 	b.layers[0].tree.ReplaceOrInsert(entry{key: k, val: v})
-	b.rec.redo = append(b.rec.redo, op{kind: opPut, bucket: b.name, key: k, val: v})
+	b.t.rec.redo = append(b.t.rec.redo, op{kind: opPut, bucket: b.name, key: k, val: v})
 	return nil
 }
 
 func (b *bucket) Delete(k []byte) error {
-	if b.rec == nil {
+	if b.t.rec == nil {
 		return b.bb.Delete(k)
 	}
 	if b.Get(k) == nil {
 		return nil // nothing to delete: nothing to log
 	}
 	k = slices.Clone(k)
-	b.rec.save(b.layers[0], k)
+	b.t.rec.save(b.layers[0], k)
 	b.layers[0].tree.ReplaceOrInsert(entry{key: k, del: true})
-	b.rec.redo = append(b.rec.redo, op{kind: opDelete, bucket: b.name, key: k})
+	b.t.rec.redo = append(b.t.rec.redo, op{kind: opDelete, bucket: b.name, key: k})
 	return nil
 }
 
@@ -106,14 +106,14 @@ func (b *bucket) Sequence() uint64 {
 }
 
 func (b *bucket) NextSequence() (uint64, error) {
-	if b.rec == nil {
+	if b.t.rec == nil {
 		return b.bb.NextSequence()
 	}
 	l := b.layers[0]
-	b.rec.undo = append(b.rec.undo, undo{l: l, seq: l.seq, hasSeq: l.hasSeq})
+	b.t.rec.undo = append(b.t.rec.undo, undo{l: l, seq: l.seq, hasSeq: l.hasSeq})
 	n := b.Sequence() + 1
 	l.seq, l.hasSeq = n, true
-	b.rec.redo = append(b.rec.redo, op{kind: opSequence, bucket: b.name, seq: n})
+	b.t.rec.redo = append(b.t.rec.redo, op{kind: opSequence, bucket: b.name, seq: n})
 	return n, nil
 }
 
@@ -127,7 +127,7 @@ func (b *bucket) Cursor() cursor {
 		c = b.bb.Cursor()
 	}
 	for i := len(b.layers) - 1; i >= 0; i-- {
-		if b.layers[i].tree.Len() > 0 || (i == 0 && b.rec != nil) {
+		if b.layers[i].tree.Len() > 0 || (i == 0 && b.t.rec != nil) {
 			c = &merged{bc: c, tree: b.layers[i].tree}
 		}
 	}

@@ -72,8 +72,9 @@ var (
 const publicAudience = "*"
 
 // tx is a transaction: a reader's (gens from a snapshot), the writer's
-// (stage and rec set: the group's layers and the call's record), or Open's
-// own (neither, over a bbolt write transaction); see bucket.
+// (stage and rec set: the group's layers and the current call's record;
+// the calls of a group share one tx, and its buckets), or Open's own
+// (neither, over a bbolt write transaction); see bucket.
 type tx struct {
 	btx     *bolt.Tx
 	gens    []gen
@@ -149,7 +150,7 @@ func (t *tx) b(name []byte) *bucket {
 	if b, ok := t.buckets[string(name)]; ok {
 		return b
 	}
-	b := &bucket{name: name, bb: t.btx.Bucket(name), rec: t.rec}
+	b := &bucket{name: name, bb: t.btx.Bucket(name), t: t}
 	if t.stage != nil {
 		l := t.stage[string(name)]
 		if l == nil {
