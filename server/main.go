@@ -92,7 +92,7 @@ func main() {
 	fs.StringVar(&st.grpcAddr, "grpc-addr", "127.0.0.1:50051", "gRPC listen address")
 	fs.StringVar(&st.httpAddr, "http-addr", "127.0.0.1:8080", "HTTP listen address of the REST API, the web inbox, /docs, /healthz and /metrics")
 	fs.StringVar(&st.dataDir, "data-dir", "data", "directory of the bbolt store, its log and the operator key")
-	fs.DurationVar(&st.checkpointEvery, "checkpoint-interval", time.Second, "how long acknowledged writes may wait in the store's log before the bbolt file is brought up to date; shorter makes each checkpoint's pause shorter and the total work larger")
+	fs.DurationVar(&st.checkpointEvery, "checkpoint-interval", 100*time.Millisecond, "how often the bbolt file is brought up to date from the store's log, beside the writes; longer holds more writes in memory and makes each checkpoint a larger burst of disk writes")
 	fs.BoolVar(&st.demo, "demo", false, "create demo organisations once and print their API keys")
 	fs.IntVar(&st.demoReferrals, "demo-referrals", 300, "with --demo: how many synthetic referrals, spread over the past year with outcomes, to create the first time, so reports have something to show")
 	fs.DurationVar(&st.overdueEvery, "overdue-interval", 30*time.Second, "how often to look for referrals past their reply-by deadline")
@@ -138,7 +138,7 @@ func main() {
 }
 
 // gcPercent is the exchange's default GOGC. Its live heap is small (tens of
-// megabytes, bounded by the writes of one checkpoint interval, not growing
+// megabytes, bounded by the writes of two checkpoint intervals, not growing
 // with the store) but every write allocates bbolt's
 // page copies, so at Go's default of 100 the collector runs every few
 // hundred writes and took a fifth of the CPU under load; at 400 CreateReferral

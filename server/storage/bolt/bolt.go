@@ -32,7 +32,8 @@ type Options struct {
 	// MaxBatch is the most transactions one group carries. Default 256.
 	MaxBatch int
 	// CheckpointInterval is how long acknowledged changes may stay in the
-	// log before they are committed to the bbolt file. Default 1 second.
+	// log before a checkpoint starts committing them to the bbolt file.
+	// Default 100ms.
 	CheckpointInterval time.Duration
 	// LogLimit is how large the log may grow before a checkpoint. Default
 	// 16 MiB.
@@ -136,7 +137,7 @@ func Open(path string, opt Options) (*Store, error) {
 		return nil, fmt.Errorf("open store %s: the checkpoint interval and log limit cannot be negative", path)
 	}
 	if opt.CheckpointInterval == 0 {
-		opt.CheckpointInterval = time.Second
+		opt.CheckpointInterval = 100 * time.Millisecond
 	}
 	if opt.LogLimit == 0 {
 		opt.LogLimit = 16 << 20

@@ -233,7 +233,12 @@ type layer struct {
 	hasSeq bool
 }
 
-func newLayer() *layer { return &layer{tree: btree.NewG(16, entryLess)} }
+// layerNodes is the free list every layer's tree shares: the writer makes
+// a layer for each bucket a group touches, and a tree of its own free list
+// would cost an allocation of the list each time.
+var layerNodes = btree.NewFreeListG[entry](btree.DefaultFreeListSize)
+
+func newLayer() *layer { return &layer{tree: btree.NewWithFreeListG(16, entryLess, layerNodes)} }
 
 // gen is a generation of changes: every bucket's layer.
 type gen map[string]*layer
