@@ -2,8 +2,12 @@ package bolt
 
 import (
 	"fmt"
+	"math/rand/v2"
+	"os"
 	"path/filepath"
 	"testing"
+
+	"go.etcd.io/bbolt"
 )
 
 // TestLogStopsAtTornOrStaleRecords: a replay reads the records of its epoch
@@ -57,4 +61,42 @@ func TestLogStopsAtTornOrStaleRecords(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestReplaysSingleLogOfEarlierRelease: a store written before there were
+// two log files keeps every epoch's records in exchange.db.log, odd ones
+// too; they are replayed.
+func TestReplaysSingleLogOfEarlierRelease(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "exchange.db")
+	s, err := Open(path, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	// What the earlier release leaves after a crash: the file at an odd
+	// epoch, and that epoch's records in the one log file.
+	db, err := bbolt.Open(path, 0o600, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Update(func(btx *bbolt.Tx) error { return btx.Bucket(bStore).Put(keyEpoch, u64(41)) }); err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+	os.Remove(path + ".log.1")
+	w, err := openWAL(path + ".log")
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.restart(41)
+	if err := w.append([]op{{kind: opPut, bucket: bOrgs, key: []byte("k"), val: []byte("v")}}); err != nil {
+		t.Fatal(err)
+	}
+	w.close()
+	s, err = Open(path, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	check(t, s, map[string]string{"k": "v"}, 0, rand.New(rand.NewPCG(1, 2)))
 }
