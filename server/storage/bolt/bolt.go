@@ -660,18 +660,32 @@ func (s *Store) Backup(ctx context.Context, start func(size int64) (io.Writer, e
 	if err := s.enqueue(ctx, c); err != nil {
 		return err
 	}
-	var btx *bolt.Tx
-	select {
-	case btx = <-snap:
-	case err := <-c.err:
+	copyOut := func(btx *bolt.Tx) error {
+		defer btx.Rollback()
+		w, err := start(btx.Size())
+		if err == nil {
+			_, err = btx.WriteTo(w)
+		}
 		return err
 	}
-	w, err := start(btx.Size())
-	if err == nil {
-		_, err = btx.WriteTo(w)
+	// The writer sends the copy's transaction, then the second
+	// checkpoint's result; or only an error, when there is no copy.
+	select {
+	case btx := <-snap:
+		err := copyOut(btx)
+		return errors.Join(err, <-c.err)
+	case err := <-c.err:
+		select {
+		case btx := <-snap: // both were ready
+			if err != nil {
+				btx.Rollback()
+				return err
+			}
+			return copyOut(btx)
+		default:
+			return err
+		}
 	}
-	btx.Rollback()
-	return errors.Join(err, <-c.err)
 }
 
 // Size is the size of the store in bytes: the file and its log.
