@@ -304,6 +304,9 @@ type snapshot struct {
 // checkpoint is putting into the file (frozen, or nil), and the snapshot
 // readers share until the next change. Only the writer changes it; it
 // reads work and frozen without the lock, as nobody else writes them.
+// (A reader's snapshot calls Clone on the work trees under the lock; Clone
+// writes only a tree's copy-on-write marker, which the writer's reads do
+// not touch and its writes, under the lock, do.)
 // Snapshots are taken only when a reader asks, and cost a lazy
 // copy-on-write clone of each changed tree.
 type overlay struct {
