@@ -475,7 +475,7 @@ func (s *Store) reply(done []*call, err error, maxSeq int64) {
 // it rather than let the log and the overlay grow without end.
 func (s *Store) maybeCheckpoint() {
 	if s.busy && s.log().off >= s.logLimit {
-		s.finished(<-s.results)
+		s.await()
 	}
 	if s.busy {
 		return
@@ -526,19 +526,23 @@ func (s *Store) finished(r checkpointResult) {
 // nothing is new, so that the file's epoch moves on.
 func (s *Store) settle(force bool) error {
 	if s.busy {
-		s.finished(<-s.results)
+		s.await()
 	}
 	if s.ov.frozen != nil {
 		s.start()
-		r := <-s.results
-		if s.finished(r); r.err != nil {
-			return r.err
+		if err := s.await(); err != nil {
+			return err
 		}
 	}
 	if !s.pending && !force {
 		return nil
 	}
 	s.freeze()
+	return s.await()
+}
+
+// await waits for the running checkpoint and takes its result.
+func (s *Store) await() error {
 	r := <-s.results
 	s.finished(r)
 	return r.err
