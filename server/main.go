@@ -147,6 +147,14 @@ func main() {
 // GOMEMLIMIT (set from the memory limit in deploy/kubernetes) still caps it.
 const gcPercent = 400
 
+// streamWorkers is how many goroutines the gRPC servers keep to run calls
+// on. Without them gRPC starts a goroutine per call, whose stack then grows
+// through the interceptors and the store, copying itself each time: a
+// profile of a lone client's CreateReferral put that at about 20µs a call
+// (docs/benchmarks.md). Calls beyond the workers still get a goroutine of
+// their own, so this bounds nothing.
+const streamWorkers = 64
+
 func collectGarbageLessOften() {
 	if os.Getenv("GOGC") == "" {
 		debug.SetGCPercent(gcPercent)
@@ -204,7 +212,8 @@ func run(st settings) error {
 	hs := health.NewServer()
 	newServer := func(opts ...grpc.ServerOption) *grpc.Server {
 		all := append(append(slices.Clone(tracing), m.ServerOptions()...), srv.Interceptors()...)
-		g := grpc.NewServer(append(all, append(opts, grpc.MaxRecvMsgSize(st.maxMessage))...)...)
+		opts = append(opts, grpc.MaxRecvMsgSize(st.maxMessage), grpc.NumStreamWorkers(streamWorkers))
+		g := grpc.NewServer(append(all, opts...)...)
 		srv.Register(g)
 		healthpb.RegisterHealthServer(g, hs)
 		reflection.Register(g)

@@ -426,7 +426,8 @@ func TestLoadCommand(t *testing.T) {
 	if err != nil {
 		t.Fatalf("loadtest: %v\n%s", err, out)
 	}
-	for _, want := range []string{"CreateReferral gRPC", "CreateReferral REST", "gRPC echo (ceiling)", "fsynced bbolt Update RPC", "bbolt Batch, no gRPC", "bytes per referral", "REST/gRPC CreateReferral throughput, 1 clients"} {
+	for _, want := range []string{"CreateReferral gRPC", "CreateReferral REST", "gRPC echo (ceiling)", "fsynced bbolt Update RPC", "bbolt Batch, no gRPC", "bytes per referral", "REST/gRPC CreateReferral throughput, 1 clients",
+		"round 7:", "fsynced Update RPC p50, 1 client, median of 7 rounds"} {
 		if !strings.Contains(string(out), want) {
 			t.Errorf("the load command's report has no %q:\n%s", want, out)
 		}
