@@ -8,6 +8,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"strings"
+	"sync"
 	"time"
 
 	"google.golang.org/grpc"
@@ -112,26 +113,76 @@ func (c *core) callerOf(ctx context.Context) (context.Context, error) {
 		}
 	}
 	var caller Caller
-	err := c.store.View(ctx, func(tx storage.ReadTx) error {
-		var err error
-		switch {
-		case token != "":
-			caller, err = authenticate(tx, strings.TrimSpace(token))
-			if err == nil && cert != nil && "organizations/"+cert.Subject.CommonName != caller.Org {
-				err = errCertNotMapped
+	version := c.store.AuthVersion()
+	cached := token != "" && c.keys.get(version, token, &caller)
+	if !cached {
+		err := c.store.View(ctx, func(tx storage.ReadTx) error {
+			var err error
+			if token != "" {
+				caller, err = authenticate(tx, strings.TrimSpace(token))
+			} else {
+				caller, err = certificateCaller(tx, cert)
 			}
-		default:
-			caller, err = certificateCaller(tx, cert)
+			return err
+		})
+		if err != nil {
+			return nil, storeError(ctx, err)
 		}
-		return err
-	})
-	if err != nil {
-		return nil, storeError(ctx, err)
+		if token != "" {
+			c.keys.put(version, token, caller)
+		}
+	}
+	if token != "" && cert != nil && "organizations/"+cert.Subject.CommonName != caller.Org {
+		return nil, errCertNotMapped
 	}
 	if n := noteFrom(ctx); n != nil {
 		n.caller = caller
 	}
 	return withCaller(ctx, caller), nil
+}
+
+// keyCache remembers whom API keys authenticated, so that a call need not
+// read the store for it, for as long as the store's AuthVersion says no
+// key or organisation has changed since: a revoked key fails on the next
+// call after the revocation is acknowledged. Keys are held by a SHA-256 of
+// the whole key, never in clear, and only keys that authenticated.
+type keyCache struct {
+	mu      sync.Mutex
+	version uint64
+	callers map[[sha256.Size]byte]Caller
+}
+
+// maxCachedKeys bounds the cache; it starts again empty when full. A
+// Primary Care Network has some hundreds of keys.
+const maxCachedKeys = 4096
+
+func (k *keyCache) get(version uint64, token string, c *Caller) bool {
+	h := sha256.Sum256([]byte(token))
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if k.version != version {
+		return false
+	}
+	got, ok := k.callers[h]
+	if ok {
+		*c = got
+	}
+	return ok
+}
+
+// put remembers what token authenticated as, read after AuthVersion
+// returned version.
+func (k *keyCache) put(version uint64, token string, c Caller) {
+	h := sha256.Sum256([]byte(token))
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	switch {
+	case version < k.version:
+		return // read before a change the cache already knows of
+	case version > k.version || len(k.callers) >= maxCachedKeys || k.callers == nil:
+		k.version, k.callers = version, map[[sha256.Size]byte]Caller{}
+	}
+	k.callers[h] = c
 }
 
 var errCertNotMapped = apiError(codes.Unauthenticated, pb.ErrorReason_ERROR_REASON_CERTIFICATE_NOT_MAPPED,

@@ -55,6 +55,8 @@ type core struct {
 	reportMinCount int
 	// watchers counts the open event streams (WatchEvents).
 	watchers atomic.Int64
+	// keys remembers whom API keys authenticated (callerOf).
+	keys keyCache
 }
 
 func (c *core) clock() time.Time { return c.now().UTC() }

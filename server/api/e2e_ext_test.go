@@ -205,6 +205,9 @@ func TestWorkedExample(t *testing.T) {
 	wantErr(t, err, codes.FailedPrecondition, "CONSENT_REQUIRED")
 }
 
+// TestAuthentication: a key that is not one fails; a key authenticates as
+// its organisation; a revoked key fails on the very next call, though the
+// exchange remembered whom it authenticated (api.keyCache).
 func TestAuthentication(t *testing.T) {
 	x := start(t)
 	d := pb.NewDirectoryServiceClient(x.Conn)

@@ -46,6 +46,11 @@ type Store interface {
 	// WaitEvents blocks until an event with a sequence number above after is
 	// committed, or ctx ends.
 	WaitEvents(ctx context.Context, after int64) error
+	// AuthVersion changes whenever an acknowledged write changes an API key
+	// or an organisation, before that write is acknowledged. Who a key
+	// belongs to, read after AuthVersion returned v, stays true while it
+	// still returns v: callers may keep it that long.
+	AuthVersion() uint64
 	// Backup writes a consistent copy of the whole store, taken in one read
 	// transaction while writes go on: it calls start with the copy's size,
 	// then writes the copy to the writer start returns.

@@ -5,6 +5,7 @@
 package bolt
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -92,8 +93,11 @@ type Store struct {
 	done   chan struct{}
 
 	lastSeq atomic.Int64
-	waitMu  sync.Mutex
-	waitCh  chan struct{} // closed and replaced when events are committed
+	// authVersion counts the groups that changed API keys or
+	// organisations (AuthVersion).
+	authVersion atomic.Uint64
+	waitMu      sync.Mutex
+	waitCh      chan struct{} // closed and replaced when events are committed
 }
 
 type call struct {
@@ -446,12 +450,29 @@ func (s *Store) commit(batch []*call) {
 		} else {
 			s.ov.add(ops)
 			s.pending = true
+			if changesAuth(ops) {
+				s.authVersion.Add(1)
+			}
 		}
 	}
 	if s.onCommit != nil {
 		s.onCommit(len(done), time.Since(start), err)
 	}
 	s.reply(done, err, t.maxSeq)
+}
+
+// AuthVersion implements storage.Store.
+func (s *Store) AuthVersion() uint64 { return s.authVersion.Load() }
+
+// changesAuth reports whether a group's changes touch what authentication
+// reads: the API keys and the organisations.
+func changesAuth(ops []op) bool {
+	for _, o := range ops {
+		if bytes.Equal(o.bucket, bAPIKeys) || bytes.Equal(o.bucket, bOrgs) {
+			return true
+		}
+	}
+	return false
 }
 
 // reply acknowledges the calls and wakes event waiters.

@@ -34,6 +34,7 @@ func Run(t *testing.T, open Opener) {
 		{"ConsentsByPerson", testConsents},
 		{"FeedbackOrder", testFeedback},
 		{"APIKeysAndIdempotency", testKeysIdempotency},
+		{"AuthVersion", testAuthVersion},
 		{"EventsOrderAndAudience", testEvents},
 		{"WaitEvents", testWaitEvents},
 		{"FailedUpdateWritesNothing", testRollback},
@@ -389,6 +390,53 @@ func testKeysIdempotency(t *testing.T, open Opener) {
 		}
 		return nil
 	})
+}
+
+// testAuthVersion: AuthVersion moves with every acknowledged change of an
+// API key or an organisation, and with nothing else, so that what callers
+// keep from authentication is dropped exactly when it may be wrong.
+func testAuthVersion(t *testing.T, open Opener) {
+	s := newStore(t, open)
+	key := func(revoked bool) *storage.APIKey {
+		k := &storage.APIKey{Name: "organizations/gp/apiKeys/k1", Organization: "organizations/gp", Hash: []byte{1}, CreateTime: time.Unix(100, 0).UTC()}
+		if revoked {
+			k.RevokeTime = time.Unix(200, 0).UTC()
+		}
+		return k
+	}
+	failed := errors.New("taken back")
+	for _, tc := range []struct {
+		name  string
+		fn    func(storage.WriteTx) error
+		moves bool
+	}{
+		{"create an organisation", func(tx storage.WriteTx) error {
+			return tx.CreateOrganization(&pb.Organization{Name: "organizations/gp", DisplayName: "GP"})
+		}, true},
+		{"create a key", func(tx storage.WriteTx) error { return tx.CreateAPIKey(key(false)) }, true},
+		{"revoke a key", func(tx storage.WriteTx) error { return tx.UpdateAPIKey(key(true)) }, true},
+		{"update an organisation", func(tx storage.WriteTx) error {
+			return tx.UpdateOrganization(&pb.Organization{Name: "organizations/gp", DisplayName: "GP surgery"})
+		}, true},
+		{"a write elsewhere", func(tx storage.WriteTx) error {
+			return tx.PutIdempotency("organizations/gp", "req-1", &storage.Idempotency{Method: "M", RequestHash: []byte{9}})
+		}, false},
+		{"a read only", func(tx storage.WriteTx) error { _, err := tx.GetAPIKey(key(false).Name); return err }, false},
+		{"a key change taken back", func(tx storage.WriteTx) error {
+			if err := tx.UpdateAPIKey(key(false)); err != nil {
+				return err
+			}
+			return failed
+		}, false},
+	} {
+		before := s.AuthVersion()
+		if err := s.Update(ctx, tc.fn); err != nil && !errors.Is(err, failed) {
+			t.Fatalf("%s: %v", tc.name, err)
+		}
+		if moved := s.AuthVersion() != before; moved != tc.moves {
+			t.Errorf("%s: AuthVersion moved %v, want %v", tc.name, moved, tc.moves)
+		}
+	}
 }
 
 func testEvents(t *testing.T, open Opener) {
