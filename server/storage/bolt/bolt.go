@@ -84,8 +84,15 @@ type Store struct {
 	busy        bool   // the checkpointer is committing ov.frozen
 	lastFreeze  time.Time
 	nextTry     time.Time // after a failed checkpoint, when to try again
-	jobs        chan checkpointJob
-	results     chan checkpointResult
+	// rtx is the read transaction of the last checkpoint the writer's
+	// groups run over, kept from one group to the next while no
+	// checkpoint runs (so that they need not look their buckets up
+	// again: rbuckets), and let go before one starts, so that a
+	// checkpoint that must grow the file's memory map never waits for it.
+	rtx      *bolt.Tx
+	rbuckets map[string]*bolt.Bucket
+	jobs     chan checkpointJob
+	results  chan checkpointResult
 
 	mu     sync.RWMutex // guards closed against sends on calls
 	closed bool
@@ -358,6 +365,7 @@ func (s *Store) loop() {
 		case c, ok := <-s.calls:
 			if !ok {
 				s.settle(false)
+				s.releaseReadTx()
 				close(s.jobs)
 				return
 			}
@@ -415,14 +423,17 @@ func (s *Store) take(batch []*call, c *call) []*call {
 // acknowledged once it is fdatasynced.
 func (s *Store) commit(batch []*call) {
 	start := time.Now()
-	btx, err := s.db.Begin(false)
-	if err != nil {
-		for _, c := range batch {
-			c.err <- fmt.Errorf("%w: %w", storage.ErrWriteFailed, err)
+	if s.rtx == nil {
+		btx, err := s.db.Begin(false)
+		if err != nil {
+			for _, c := range batch {
+				c.err <- fmt.Errorf("%w: %w", storage.ErrWriteFailed, err)
+			}
+			return
 		}
-		return
+		s.rtx, s.rbuckets = btx, map[string]*bolt.Bucket{}
 	}
-	t := &tx{btx: btx, gens: s.ov.writerGens(), stage: gen{}}
+	t := &tx{btx: s.rtx, bolts: s.rbuckets, gens: s.ov.writerGens(), stage: gen{}}
 	var ops []op
 	var done []*call
 	for _, c := range batch {
@@ -438,12 +449,15 @@ func (s *Store) commit(batch []*call) {
 		done = append(done, c)
 	}
 	t.rec = nil
-	// The calls' reads are done: a checkpoint that must grow the file's
-	// memory map does not wait for the log's fdatasync.
-	btx.Rollback()
+	if s.busy {
+		// The calls' reads are done: a checkpoint that must grow the
+		// file's memory map does not wait for the log's fdatasync.
+		s.releaseReadTx()
+	}
 	if len(done) == 0 {
 		return
 	}
+	var err error
 	if len(ops) > 0 {
 		if err = s.log().append(ops); err != nil {
 			err = fmt.Errorf("%w: %w", storage.ErrWriteFailed, err)
@@ -525,7 +539,16 @@ func (s *Store) freeze() {
 	s.start()
 }
 
+// releaseReadTx lets the writer's read transaction go.
+func (s *Store) releaseReadTx() {
+	if s.rtx != nil {
+		s.rtx.Rollback()
+		s.rtx, s.rbuckets = nil, nil
+	}
+}
+
 func (s *Store) start() {
+	s.releaseReadTx()
 	s.busy = true
 	s.jobs <- checkpointJob{g: s.ov.frozen, epoch: s.frozenEpoch}
 }

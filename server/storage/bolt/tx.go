@@ -82,6 +82,9 @@ type tx struct {
 	rec     *record
 	maxSeq  int64
 	buckets map[string]*bucket
+	// bolts, when set, keeps btx's buckets across transactions over it
+	// (the writer's groups).
+	bolts map[string]*bolt.Bucket
 }
 
 func key(parts ...any) []byte {
@@ -150,7 +153,14 @@ func (t *tx) b(name []byte) *bucket {
 	if b, ok := t.buckets[string(name)]; ok {
 		return b
 	}
-	b := &bucket{name: name, bb: t.btx.Bucket(name), t: t}
+	bb, ok := t.bolts[string(name)]
+	if !ok {
+		bb = t.btx.Bucket(name)
+		if t.bolts != nil {
+			t.bolts[string(name)] = bb
+		}
+	}
+	b := &bucket{name: name, bb: bb, t: t}
 	if t.stage != nil {
 		l := t.stage[string(name)]
 		if l == nil {
