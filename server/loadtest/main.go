@@ -6,7 +6,9 @@
 // it measures the anchors: the gRPC ceiling and the durable-write floor
 // served by the same binary (--bench-addr), bbolt's own group commit with
 // no gRPC, and, given etcd's benchmark tool, a single-node etcd put with
-// the same value size and concurrency. It ends with the ratios
+// the same value size and concurrency. Then it compares a lone client's
+// CreateReferral with a lone client's durable-write floor in alternate
+// short rounds (--lone-rounds), and ends with the ratios
 // docs/benchmarks.md sets as targets.
 //
 // Start the exchange with --rate-limit 0 (one organisation sends
