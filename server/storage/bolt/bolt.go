@@ -91,8 +91,13 @@ type Store struct {
 	// checkpoint that must grow the file's memory map never waits for it.
 	rtx      *bolt.Tx
 	rbuckets map[string]*bolt.Bucket
-	jobs     chan checkpointJob
-	results  chan checkpointResult
+	// rec and ops keep their arrays from one call and one group to the
+	// next: growing them anew for every call was a fifth of the bytes the
+	// writer allocated.
+	rec     record
+	ops     []op
+	jobs    chan checkpointJob
+	results chan checkpointResult
 
 	mu     sync.RWMutex // guards closed against sends on calls
 	closed bool
@@ -434,10 +439,12 @@ func (s *Store) commit(batch []*call) {
 		s.rtx, s.rbuckets = btx, map[string]*bolt.Bucket{}
 	}
 	t := &tx{btx: s.rtx, bolts: s.rbuckets, gens: s.ov.writerGens(), stage: gen{}}
-	var ops []op
+	ops := s.ops[:0]
 	var done []*call
 	for _, c := range batch {
-		t.rec = &record{}
+		clear(s.rec.undo)
+		s.rec.redo, s.rec.undo = s.rec.redo[:0], s.rec.undo[:0]
+		t.rec = &s.rec
 		seq := t.maxSeq
 		if err := runSafely(c.fn, t); err != nil {
 			t.rec.rollback()
@@ -449,6 +456,9 @@ func (s *Store) commit(batch []*call) {
 		done = append(done, c)
 	}
 	t.rec = nil
+	if cap(ops) <= maxKeptOps {
+		s.ops = ops[:0] // for the next group, once this one is done
+	}
 	if s.busy {
 		// The calls' reads are done: a checkpoint that must grow the
 		// file's memory map does not wait for the log's fdatasync.
@@ -538,6 +548,10 @@ func (s *Store) freeze() {
 	s.lastFreeze = time.Now()
 	s.start()
 }
+
+// maxKeptOps bounds the ops array the writer keeps for the next group, so
+// that one large group (an erasure) does not hold its memory for good.
+const maxKeptOps = 1 << 14
 
 // releaseReadTx lets the writer's read transaction go.
 func (s *Store) releaseReadTx() {
