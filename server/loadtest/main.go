@@ -99,7 +99,7 @@ func main() {
 		if t = strings.TrimSpace(t); t != "grpc" && t != "rest" {
 			log.Fatalf("--transports %q: give grpc, rest or both", *transports)
 		}
-		o.transports = append(o.transports, strings.TrimSpace(t))
+		o.transports = append(o.transports, t)
 	}
 	o.requests = map[int]int{}
 	for _, f := range strings.Split(*levels, ",") {
