@@ -459,6 +459,9 @@ func (s *Store) commit(batch []*call) {
 	if cap(ops) <= maxKeptOps {
 		s.ops = ops[:0] // for the next group, once this one is done
 	}
+	if cap(s.rec.undo) > maxKeptOps || cap(s.rec.redo) > maxKeptOps {
+		s.rec = record{}
+	}
 	if s.busy {
 		// The calls' reads are done: a checkpoint that must grow the
 		// file's memory map does not wait for the log's fdatasync.
@@ -549,8 +552,9 @@ func (s *Store) freeze() {
 	s.start()
 }
 
-// maxKeptOps bounds the ops array the writer keeps for the next group, so
-// that one large group (an erasure) does not hold its memory for good.
+// maxKeptOps bounds the arrays the writer keeps for the next call and
+// group, so that one large call (an erasure) does not hold its memory for
+// good.
 const maxKeptOps = 1 << 14
 
 // releaseReadTx lets the writer's read transaction go.
