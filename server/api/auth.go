@@ -113,8 +113,8 @@ func (c *core) callerOf(ctx context.Context) (context.Context, error) {
 		}
 	}
 	var caller Caller
-	version := c.store.AuthVersion()
-	cached := token != "" && c.keys.get(version, token, &caller)
+	version, keyHash := c.store.AuthVersion(), sha256.Sum256([]byte(token))
+	cached := token != "" && c.keys.get(version, keyHash, &caller)
 	if !cached {
 		err := c.store.View(ctx, func(tx storage.ReadTx) error {
 			var err error
@@ -129,7 +129,7 @@ func (c *core) callerOf(ctx context.Context) (context.Context, error) {
 			return nil, storeError(ctx, err)
 		}
 		if token != "" {
-			c.keys.put(version, token, caller)
+			c.keys.put(version, keyHash, caller)
 		}
 	}
 	if token != "" && cert != nil && "organizations/"+cert.Subject.CommonName != caller.Org {
@@ -156,8 +156,9 @@ type keyCache struct {
 // Primary Care Network has some hundreds of keys.
 const maxCachedKeys = 4096
 
-func (k *keyCache) get(version uint64, token string, c *Caller) bool {
-	h := sha256.Sum256([]byte(token))
+// get finds whom the key of SHA-256 h authenticated, if the cache is of
+// version.
+func (k *keyCache) get(version uint64, h [sha256.Size]byte, c *Caller) bool {
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	if k.version != version {
@@ -170,10 +171,9 @@ func (k *keyCache) get(version uint64, token string, c *Caller) bool {
 	return ok
 }
 
-// put remembers what token authenticated as, read after AuthVersion
-// returned version.
-func (k *keyCache) put(version uint64, token string, c Caller) {
-	h := sha256.Sum256([]byte(token))
+// put remembers whom the key of SHA-256 h authenticated, read after
+// AuthVersion returned version.
+func (k *keyCache) put(version uint64, h [sha256.Size]byte, c Caller) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	switch {

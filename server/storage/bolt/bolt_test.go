@@ -38,6 +38,30 @@ func TestConformance(t *testing.T) {
 	}
 }
 
+// reopenAltered closes s, changes its file with bbolt alone as an earlier
+// release or a damaged disk would have left it, and opens it again; the
+// store returned closes when the test ends.
+func reopenAltered(t *testing.T, s *bolt.Store, alter func(*bbolt.Tx) error) *bolt.Store {
+	t.Helper()
+	path := s.Path()
+	s.Close()
+	db, err := bbolt.Open(path, 0o600, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = db.Update(alter)
+	db.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err = bolt.Open(path, bolt.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
 // TestFillsNewIndexes opens a store made before the person, closed and
 // state-count indexes existed (simulated by deleting them) and checks that
 // Open fills them from the stored referrals.
@@ -63,12 +87,7 @@ func TestFillsNewIndexes(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s.Close()
-	db, err := bbolt.Open(path, 0o600, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	err = db.Update(func(tx *bbolt.Tx) error {
+	s = reopenAltered(t, s, func(tx *bbolt.Tx) error {
 		for _, b := range []string{"ix_person_referral", "ix_referral_closed", "referral_state_count"} {
 			if err := tx.DeleteBucket([]byte(b)); err != nil {
 				return err
@@ -76,15 +95,6 @@ func TestFillsNewIndexes(t *testing.T) {
 		}
 		return nil
 	})
-	db.Close()
-	if err != nil {
-		t.Fatal(err)
-	}
-	s, err = bolt.Open(path, bolt.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
 	err = s.View(context.Background(), func(tx storage.ReadTx) error {
 		counts, err := tx.ReferralStates()
 		if want := map[pb.ReferralState]int64{states[0]: 2, states[1]: 1}; fmt.Sprint(counts) != fmt.Sprint(want) {
@@ -119,26 +129,12 @@ func TestReadsOlderStoredAnswers(t *testing.T) {
 	if err := s.Update(context.Background(), func(tx storage.WriteTx) error { return tx.PutIdempotency("organizations/gp", "new", now) }); err != nil {
 		t.Fatal(err)
 	}
-	s.Close()
-	db, err := bbolt.Open(path, 0o600, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	err = db.Update(func(tx *bbolt.Tx) error {
+	s = reopenAltered(t, s, func(tx *bbolt.Tx) error {
 		b := tx.Bucket([]byte("idempotency"))
 		// As the JSON encoder of earlier versions wrote it.
 		old := `{"method":"/exchange.v1.ConsentService/CreateConsent","request_hash":"BAU=","response":"b2xkIGFuc3dlcg==","create_time":"2025-01-01T09:00:00Z"}`
 		return errors.Join(b.Put([]byte("organizations/gp\x00old"), []byte(old)), b.Put([]byte("organizations/gp\x00bad"), []byte{1, 200}))
 	})
-	db.Close()
-	if err != nil {
-		t.Fatal(err)
-	}
-	s, err = bolt.Open(path, bolt.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
 	err = s.View(context.Background(), func(tx storage.ReadTx) error {
 		for id, want := range map[string]storage.Idempotency{
 			"new": *now,

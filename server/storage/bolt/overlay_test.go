@@ -122,6 +122,16 @@ func TestReadsMatchModel(t *testing.T) {
 					}
 					seq += r.steps
 				}
+				// checkCopy opens a copy of the store and checks it holds
+				// everything acknowledged.
+				checkCopy := func(p string) {
+					c, err := Open(p, opt)
+					if err != nil {
+						t.Fatal(err)
+					}
+					check(t, c, model, seq, rng)
+					c.Close()
+				}
 				switch rng.IntN(10) {
 				case 0:
 					// A backup holds everything acknowledged before it.
@@ -134,12 +144,7 @@ func TestReadsMatchModel(t *testing.T) {
 						t.Fatal(err)
 					}
 					f.Close()
-					c, err := Open(copyPath, opt)
-					if err != nil {
-						t.Fatal(err)
-					}
-					check(t, c, model, seq, rng)
-					c.Close()
+					checkCopy(copyPath)
 				case 1:
 					// What a crash leaves: the file and the log as they are
 					// now, without the checkpoint Close makes.
@@ -147,12 +152,7 @@ func TestReadsMatchModel(t *testing.T) {
 					copyFile(t, path, crash)
 					copyFile(t, path+".log", crash+".log")
 					copyFile(t, path+".log.1", crash+".log.1")
-					c, err := Open(crash, opt)
-					if err != nil {
-						t.Fatal(err)
-					}
-					check(t, c, model, seq, rng)
-					c.Close()
+					checkCopy(crash)
 				case 2:
 					s.Close()
 					if s, err = Open(path, opt); err != nil {
