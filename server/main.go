@@ -23,11 +23,9 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/reflection"
-	"google.golang.org/grpc/test/bufconn"
 
 	"github.com/social-prescribing/exchange/server/api"
 	"github.com/social-prescribing/exchange/server/gateway"
@@ -204,26 +202,27 @@ func run(st settings) error {
 		stopTracing(sctx)
 	}()
 
-	// Two gRPC servers share the services: g on the network (TLS when
-	// configured) and internal in memory, which the REST gateway and the web
-	// pages call, so every rule runs in one place for all callers. Around
-	// the exchange's own interceptors: tracing, when on, then the RPC
-	// metrics.
-	hs := health.NewServer()
-	newServer := func(opts ...grpc.ServerOption) *grpc.Server {
-		all := append(append(slices.Clone(tracing), m.ServerOptions()...), srv.Interceptors()...)
-		opts = append(opts, grpc.MaxRecvMsgSize(st.maxMessage), grpc.NumStreamWorkers(streamWorkers))
-		g := grpc.NewServer(append(all, opts...)...)
-		srv.Register(g)
-		healthpb.RegisterHealthServer(g, hs)
-		reflection.Register(g)
-		return g
+	// One gRPC server on the network (TLS when configured), and the same
+	// services on an in-process channel, which the REST gateway and the
+	// web pages call, so every rule runs in one place for all callers.
+	// Around the exchange's own interceptors: tracing, when on, then the
+	// RPC metrics.
+	unary := append([]grpc.UnaryServerInterceptor{m.UnaryInterceptor()}, srv.UnaryInterceptors()...)
+	stream := append([]grpc.StreamServerInterceptor{m.StreamInterceptor()}, srv.StreamInterceptors()...)
+	gopts := []grpc.ServerOption{grpc.ChainUnaryInterceptor(unary...), grpc.ChainStreamInterceptor(stream...),
+		grpc.MaxRecvMsgSize(st.maxMessage), grpc.NumStreamWorkers(streamWorkers)}
+	if tracing != nil {
+		gopts = append(gopts, grpc.StatsHandler(tracing))
 	}
-	var gopts []grpc.ServerOption
 	if creds.grpc != nil {
 		gopts = append(gopts, grpc.Creds(creds.grpc))
 	}
-	g, internal := newServer(gopts...), newServer()
+	hs := health.NewServer()
+	g := grpc.NewServer(gopts...)
+	srv.Register(g)
+	healthpb.RegisterHealthServer(g, hs)
+	reflection.Register(g)
+	inproc := newInProcess(srv, unary, stream, tracing)
 	m.InitializeMetrics(g)
 
 	gl, err := net.Listen("tcp", st.grpcAddr)
@@ -240,14 +239,7 @@ func run(st settings) error {
 	if err := serveDebug(ctx, st); err != nil {
 		return err
 	}
-	il := bufconn.Listen(1 << 20)
-	conn, err := grpc.NewClient("passthrough:///exchange", grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return il.DialContext(ctx) }))
-	if err != nil {
-		return err
-	}
-	defer conn.Close()
-	handler, err := httpHandler(ctx, conn, m.Handler(), st.maxBody, st.secureCookies)
+	handler, err := httpHandler(ctx, inproc, m.Handler(), st.maxBody, st.secureCookies)
 	if err != nil {
 		return err
 	}
@@ -255,9 +247,8 @@ func run(st settings) error {
 	// longer; slow clients are bounded by the header and idle timeouts.
 	hsrv := &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
 
-	errc := make(chan error, 3)
+	errc := make(chan error, 2)
 	go func() { errc <- g.Serve(gl) }()
-	go func() { errc <- internal.Serve(il) }()
 	go func() { errc <- hsrv.Serve(hl) }()
 	go sweep(ctx, srv, st.overdueEvery)
 	go keepRetention(ctx, srv, time.Duration(st.retention), st.retentionEvery)
@@ -275,22 +266,24 @@ func run(st settings) error {
 	hs.Shutdown()
 	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	hsrv.Shutdown(sctx)
+	if hsrv.Shutdown(sctx) != nil {
+		hsrv.Close() // ends REST event streams and long-polls
+	}
 	done := make(chan struct{})
-	go func() { g.GracefulStop(); internal.GracefulStop(); close(done) }()
+	go func() { g.GracefulStop(); close(done) }()
 	select {
 	case <-done:
 	case <-sctx.Done():
 		g.Stop() // streams (WatchEvents) do not end by themselves
-		internal.Stop()
 	}
+	inproc.wait(sctx)
 	return store.Close()
 }
 
 // httpHandler serves, on the HTTP address: the REST API under /v1/, the
 // OpenAPI document and its reference page, health, Prometheus metrics, and
 // the web inbox.
-func httpHandler(ctx context.Context, conn *grpc.ClientConn, metrics http.Handler, maxBody int64, secureCookies bool) (http.Handler, error) {
+func httpHandler(ctx context.Context, conn grpc.ClientConnInterface, metrics http.Handler, maxBody int64, secureCookies bool) (http.Handler, error) {
 	gw, err := gateway.New(ctx, conn, gateway.Options{MaxBodyBytes: maxBody})
 	if err != nil {
 		return nil, err

@@ -11,7 +11,7 @@ import (
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/sdk/resource"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
-	"google.golang.org/grpc"
+	"google.golang.org/grpc/stats"
 )
 
 // Tracing is off unless the standard OpenTelemetry environment asks for
@@ -37,9 +37,9 @@ func tracingWanted(getenv func(string) string) bool {
 	return getenv("OTEL_EXPORTER_OTLP_ENDPOINT") != "" || getenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") != ""
 }
 
-// setupTracing returns the gRPC server option that traces calls, and the
-// function that flushes spans at shutdown; none when tracing is off.
-func setupTracing(ctx context.Context) ([]grpc.ServerOption, func(context.Context) error, error) {
+// setupTracing returns the stats handler that traces calls, and the
+// function that flushes spans at shutdown; nil when tracing is off.
+func setupTracing(ctx context.Context) (stats.Handler, func(context.Context) error, error) {
 	if !tracingWanted(os.Getenv) {
 		return nil, func(context.Context) error { return nil }, nil
 	}
@@ -55,5 +55,5 @@ func setupTracing(ctx context.Context) ([]grpc.ServerOption, func(context.Contex
 	}
 	tp := sdktrace.NewTracerProvider(sdktrace.WithBatcher(exp), sdktrace.WithResource(res))
 	h := otelgrpc.NewServerHandler(otelgrpc.WithTracerProvider(tp), otelgrpc.WithPropagators(autoprop.NewTextMapPropagator()))
-	return []grpc.ServerOption{grpc.StatsHandler(h)}, tp.Shutdown, nil
+	return h, tp.Shutdown, nil
 }

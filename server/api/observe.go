@@ -14,10 +14,11 @@ import (
 )
 
 // The call log: one line per call, gRPC and REST alike (REST reaches the
-// services through the in-memory gRPC server), with the method, the
-// calling organisation and key, the outcome and the duration. It never
-// holds personal data: no request or response fields, no error messages
-// (they may quote what was sent), only the code and the stable reason.
+// services through the in-process channel, with these interceptors), with
+// the method, the calling organisation and key, the outcome and the
+// duration. It never holds personal data: no request or response fields,
+// no error messages (they may quote what was sent), only the code and the
+// stable reason.
 
 // UnaryLog logs each unary call when it ends. It is the outermost of the
 // exchange's interceptors and starts the call's note, which the others fill

@@ -31,8 +31,9 @@ func New(store storage.Store, opt Options) *Server {
 		limits: newLimiter(opt.Limits), log: opt.Logger}
 }
 
-// Register registers every service on g.
-func (s *Server) Register(g *grpc.Server) {
+// Register registers every service on g: a gRPC server, or the in-process
+// channel the REST gateway and the web pages call.
+func (s *Server) Register(g grpc.ServiceRegistrar) {
 	pb.RegisterDirectoryServiceServer(g, &directory{core: s.core})
 	pb.RegisterCapacityServiceServer(g, &capacity{core: s.core})
 	pb.RegisterConsentServiceServer(g, &consents{core: s.core})

@@ -1,5 +1,6 @@
 // Package gateway serves the exchange's REST API: grpc-gateway handlers that
-// call the gRPC server through a client connection, so authentication,
+// call the gRPC services through a client connection (in the server, an
+// in-process channel through the same interceptors), so authentication,
 // authorisation, consent, validation and events run once, in server/api, for
 // both. It also serves the OpenAPI document and the API reference page.
 //
@@ -52,7 +53,7 @@ var Marshaler = &runtime.JSONPb{
 }
 
 // New returns the REST API handler for every RPC, calling the exchange on conn.
-func New(ctx context.Context, conn *grpc.ClientConn, opt Options) (http.Handler, error) {
+func New(ctx context.Context, conn grpc.ClientConnInterface, opt Options) (http.Handler, error) {
 	if opt.MaxBodyBytes <= 0 {
 		opt.MaxBodyBytes = DefaultMaxBodyBytes
 	}
@@ -60,18 +61,18 @@ func New(ctx context.Context, conn *grpc.ClientConn, opt Options) (http.Handler,
 		runtime.WithMarshalerOption(runtime.MIMEWildcard, Marshaler),
 		runtime.WithErrorHandler(errorHandler),
 	)
-	for _, register := range []func(context.Context, *runtime.ServeMux, *grpc.ClientConn) error{
-		pb.RegisterDirectoryServiceHandler,
-		pb.RegisterCapacityServiceHandler,
-		pb.RegisterConsentServiceHandler,
-		pb.RegisterReferralServiceHandler,
-		pb.RegisterFeedbackServiceHandler,
-		pb.RegisterEventServiceHandler,
-		pb.RegisterApiKeyServiceHandler,
-		pb.RegisterReportServiceHandler,
-		pb.RegisterAdminServiceHandler,
+	for _, err := range []error{
+		pb.RegisterDirectoryServiceHandlerClient(ctx, mux, pb.NewDirectoryServiceClient(conn)),
+		pb.RegisterCapacityServiceHandlerClient(ctx, mux, pb.NewCapacityServiceClient(conn)),
+		pb.RegisterConsentServiceHandlerClient(ctx, mux, pb.NewConsentServiceClient(conn)),
+		pb.RegisterReferralServiceHandlerClient(ctx, mux, pb.NewReferralServiceClient(conn)),
+		pb.RegisterFeedbackServiceHandlerClient(ctx, mux, pb.NewFeedbackServiceClient(conn)),
+		pb.RegisterEventServiceHandlerClient(ctx, mux, pb.NewEventServiceClient(conn)),
+		pb.RegisterApiKeyServiceHandlerClient(ctx, mux, pb.NewApiKeyServiceClient(conn)),
+		pb.RegisterReportServiceHandlerClient(ctx, mux, pb.NewReportServiceClient(conn)),
+		pb.RegisterAdminServiceHandlerClient(ctx, mux, pb.NewAdminServiceClient(conn)),
 	} {
-		if err := register(ctx, mux, conn); err != nil {
+		if err != nil {
 			return nil, err
 		}
 	}

@@ -90,13 +90,16 @@ func (m *Metrics) ObserveCheckpoint(took time.Duration, err error) {
 	m.checkpoints.WithLabelValues(result).Observe(took.Seconds())
 }
 
-// ServerOptions are the RPC metrics' interceptors. Give them before the
-// exchange's own, so they count every call, refusals included.
-func (m *Metrics) ServerOptions() []grpc.ServerOption {
-	return []grpc.ServerOption{
-		grpc.ChainUnaryInterceptor(m.rpc.UnaryServerInterceptor()),
-		grpc.ChainStreamInterceptor(m.rpc.StreamServerInterceptor()),
-	}
+// UnaryInterceptor counts and times unary calls. Give it (and
+// StreamInterceptor) before the exchange's own interceptors, so that it
+// counts every call, refusals included.
+func (m *Metrics) UnaryInterceptor() grpc.UnaryServerInterceptor {
+	return m.rpc.UnaryServerInterceptor()
+}
+
+// StreamInterceptor counts and times streams; see UnaryInterceptor.
+func (m *Metrics) StreamInterceptor() grpc.StreamServerInterceptor {
+	return m.rpc.StreamServerInterceptor()
 }
 
 // InitializeMetrics creates every method's RPC series at zero, so a rate

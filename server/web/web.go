@@ -61,7 +61,7 @@ type Web struct {
 }
 
 // New returns the inbox calling the exchange on conn.
-func New(conn *grpc.ClientConn, opt Options) *Web {
+func New(conn grpc.ClientConnInterface, opt Options) *Web {
 	if opt.SessionTTL <= 0 {
 		opt.SessionTTL = 12 * time.Hour
 	}
