@@ -76,10 +76,11 @@ func scrape(t *testing.T, httpAddr string) (map[string]float64, string) {
 // TestOperations runs the built exchange as a production site would, with
 // JSON logs and traces sent to the console exporter by the OTEL_*
 // environment. It takes a referral through its lifecycle over gRPC (and a
-// group's read over REST), with an event stream open, then checks that
-// /metrics counts all of it, that the log has one line per call with
-// organisation, method, code and duration, that spans were exported, and
-// that no personal data is in the metrics, the log or the spans.
+// group's read over REST), with an event stream open over gRPC and one
+// over REST, then checks that /metrics counts all of it, that the log has
+// one line per call with organisation, method, code and duration, that
+// spans were exported, and that no personal data is in the metrics, the
+// log or the spans.
 func TestOperations(t *testing.T) {
 	bin, _ := binaries(t)
 	t.Setenv("OTEL_TRACES_EXPORTER", "console")
@@ -124,6 +125,15 @@ func TestOperations(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// And over REST: the gateway's stream on the in-process channel.
+	wreq, _ := http.NewRequestWithContext(wctx, "GET", "http://"+s.http+"/v1/events:watch", nil)
+	wreq.Header.Set("Authorization", "Bearer "+keys["group"])
+	restWatch, err := http.DefaultClient.Do(wreq)
+	if err != nil || restWatch.StatusCode != 200 {
+		t.Fatalf("REST WatchEvents: %v %v", restWatch, err)
+	}
+	defer restWatch.Body.Close()
+	call("EventService/WatchEvents")
 	person := exchangetest.Ada()
 	person.GivenName, person.FamilyName = "Ottoline", "Quarrington"
 	consent, err := pb.NewConsentServiceClient(conn).CreateConsent(as(keys["practice"]), &pb.CreateConsentRequest{Consent: &pb.Consent{
@@ -145,9 +155,20 @@ func TestOperations(t *testing.T) {
 	if _, err := watch.Recv(); err != nil { // the stream is open and delivering
 		t.Fatal(err)
 	}
+	// It delivers the events from the first, the referral's among them.
+	events := bufio.NewReader(restWatch.Body)
+	for i := 0; ; i++ {
+		line, err := events.ReadBytes('\n')
+		if err != nil || i == 20 {
+			t.Fatalf("REST WatchEvents: %v after %d events, none of %s", err, i, r.Name)
+		}
+		if bytes.Contains(line, []byte(`"resource":"`+r.Name+`"`)) {
+			break
+		}
+	}
 	during, _ := scrape(t, s.http)
-	if got := during["exchange_event_watchers"]; got != 1 {
-		t.Errorf("exchange_event_watchers with one stream open = %v", got)
+	if got := during["exchange_event_watchers"]; got != 2 {
+		t.Errorf("exchange_event_watchers with two streams open (gRPC, REST) = %v", got)
 	}
 	if got := during[`exchange_service_active_referrals{service="organizations/group/services/walks"}`]; got != 1 {
 		t.Errorf("active referrals of the service = %v, want 1", got)
