@@ -442,10 +442,40 @@ func TestLoadCommand(t *testing.T) {
 	dir := t.TempDir()
 	bench := freeAddr(t)
 	s := startBinary(t, bin, dir, "--rate-limit", "0", "--bench-addr", bench, "--log-level", "warn")
+	results := filepath.Join(t.TempDir(), "load.json")
 	out, err := exec.Command(loadtest, "--grpc-addr", s.grpc, "--http-addr", s.http, "--bench-addr", bench,
-		"--data-dir", filepath.Join(dir, "data"), "--clients", "1,4", "--scale", "0.02").CombinedOutput()
+		"--data-dir", filepath.Join(dir, "data"), "--clients", "1,4", "--scale", "0.02", "--json", results).CombinedOutput()
 	if err != nil {
 		t.Fatalf("loadtest: %v\n%s", err, out)
+	}
+	// Every run says what it cost in CPU: the load's side always, the
+	// machine's where there is a /proc, and the exchange's (read from its
+	// /metrics, in 10 ms ticks, so not every short run shows it).
+	var report struct {
+		Results []struct {
+			Target      string
+			ServerCPU   float64 `json:"server_cpu_us_per_call"`
+			LoadCPU     float64 `json:"load_cpu_us_per_call"`
+			MachineBusy float64 `json:"machine_busy_pct"`
+		}
+	}
+	b, err := os.ReadFile(results)
+	if err == nil {
+		err = json.Unmarshal(b, &report)
+	}
+	if err != nil || len(report.Results) == 0 {
+		t.Fatalf("the load command's JSON: %v\n%s", err, b)
+	}
+	_, proc := os.Stat("/proc/stat")
+	var serverCPU float64
+	for _, r := range report.Results {
+		if r.LoadCPU <= 0 || (proc == nil && r.MachineBusy <= 0) {
+			t.Errorf("%s: no CPU per call for the load (%v) or the machine's busy share (%v)", r.Target, r.LoadCPU, r.MachineBusy)
+		}
+		serverCPU += r.ServerCPU
+	}
+	if serverCPU <= 0 {
+		t.Errorf("no run measured the exchange's CPU per call:\n%s", b)
 	}
 	for _, want := range []string{"CreateReferral gRPC", "CreateReferral REST", "gRPC echo (ceiling)", "fsynced bbolt Update RPC", "bbolt Batch, no gRPC", "bytes per referral", "REST/gRPC CreateReferral throughput, 1 clients",
 		"round 7:", "fsynced Update RPC p50, 1 client, median of 7 rounds"} {

@@ -9,7 +9,11 @@
 // the same value size and concurrency. Then it compares a lone client's
 // CreateReferral with a lone client's durable-write floor in alternate
 // short rounds (--lone-rounds), and ends with the ratios
-// docs/benchmarks.md sets as targets.
+// docs/benchmarks.md sets as targets. Every run also reports its CPU per
+// call: the server's (process_cpu_seconds_total on the exchange's or
+// etcd's /metrics), the load generator's own, and how busy the machine
+// was, so that a run on a machine whose cores are all busy shows where a
+// call's time goes.
 //
 // Start the exchange with --rate-limit 0 (one organisation sends
 // everything) and --bench-addr; scripts/bench.sh does all of it:
@@ -34,6 +38,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -78,6 +83,13 @@ type result struct {
 	P99Ms       float64 `json:"p99_ms"`
 	Errors      int     `json:"errors"`
 	HeapInUseMB float64 `json:"heap_in_use_mb,omitempty"`
+	// CPU per call: the server's (the exchange's, for the anchors too,
+	// as they run in its process; etcd's for etcd put), the load
+	// generator's (this process, or etcd's benchmark tool), and how busy
+	// the whole machine was meanwhile.
+	ServerCPUUs    float64 `json:"server_cpu_us_per_call,omitempty"`
+	LoadCPUUs      float64 `json:"load_cpu_us_per_call,omitempty"`
+	MachineBusyPct float64 `json:"machine_busy_pct,omitempty"`
 }
 
 func main() {
@@ -139,7 +151,8 @@ func run(o options) error {
 	add := func(r result) {
 		r.HeapInUseMB = heapInUse(o.httpAddr)
 		results = append(results, r)
-		fmt.Printf("  %-28s clients=%-3d %8.0f/s  p50 %7.2f ms  p99 %7.2f ms  errors %d  heap %.0f MB\n", r.Target, r.Clients, r.PerSecond, r.P50Ms, r.P99Ms, r.Errors, r.HeapInUseMB)
+		fmt.Printf("  %-28s clients=%-3d %8.0f/s  p50 %7.2f ms  p99 %7.2f ms  errors %d  heap %.0f MB  cpu/call server %s load %.0f µs, machine %.0f%% busy\n",
+			r.Target, r.Clients, r.PerSecond, r.P50Ms, r.P99Ms, r.Errors, r.HeapInUseMB, micros(r.ServerCPUUs), r.LoadCPUUs, r.MachineBusyPct)
 	}
 	for _, c := range o.levels {
 		n := o.requests[c]
@@ -156,7 +169,7 @@ func run(o options) error {
 		}
 		if o.benchAddr != "" {
 			for _, m := range []string{anchor.EchoMethod, anchor.WriteMethod} {
-				r, err := anchorRun(ctx, o.benchAddr, m, payload, c, n)
+				r, err := anchorRun(ctx, o, m, payload, c, n)
 				if err != nil {
 					return err
 				}
@@ -318,10 +331,12 @@ func parallel(c, n int, fn func(i int) error) error {
 }
 
 // measure runs n calls from c clients, call(client, i) on client's own
-// connection, and times each.
-func measure(target string, c, n int, call func(client, i int) error) result {
+// connection, and times each. serverMetrics is the server's /metrics URL
+// for its CPU per call ("" when the work runs in this process).
+func measure(target string, c, n int, serverMetrics string, call func(client, i int) error) result {
 	lat := make([]time.Duration, n)
 	var errs atomic.Int64
+	cpu := startCPU(serverMetrics)
 	start := time.Now()
 	forEach(c, n, func(client, i int) {
 		t := time.Now()
@@ -333,7 +348,9 @@ func measure(target string, c, n int, call func(client, i int) error) result {
 	elapsed := time.Since(start)
 	slices.Sort(lat)
 	ms := func(q float64) float64 { return float64(lat[int(q*float64(n-1))].Microseconds()) / 1000 }
-	return result{Target: target, Clients: c, Requests: n, PerSecond: float64(n) / elapsed.Seconds(), P50Ms: ms(0.5), P99Ms: ms(0.99), Errors: int(errs.Load())}
+	r := result{Target: target, Clients: c, Requests: n, PerSecond: float64(n) / elapsed.Seconds(), P50Ms: ms(0.5), P99Ms: ms(0.99), Errors: int(errs.Load())}
+	cpu.stop(&r, 0)
+	return r
 }
 
 // createReferrals is the measured load: one CreateReferral per person.
@@ -365,12 +382,12 @@ func (s *setup) createReferrals(ctx context.Context, transport string, o options
 		return workload.Referral(people[i].n, s.service, people[i].consent)
 	}
 	if transport == "grpc" {
-		return measure("CreateReferral gRPC", c, len(people), func(client, i int) error {
+		return measure("CreateReferral gRPC", c, len(people), metricsURL(o.httpAddr), func(client, i int) error {
 			_, err := pb.NewReferralServiceClient(conns[client]).CreateReferral(gctx, &pb.CreateReferralRequest{RequestId: newID(), Referral: referral(i)})
 			return err
 		}), nil
 	}
-	return measure("CreateReferral REST", c, len(people), func(client, i int) error {
+	return measure("CreateReferral REST", c, len(people), metricsURL(o.httpAddr), func(client, i int) error {
 		body, err := protojson.Marshal(referral(i))
 		if err != nil {
 			return err
@@ -419,7 +436,7 @@ func (s *setup) loneRounds(ctx context.Context, o options, payload []byte) ([]lo
 		if err != nil {
 			return nil, err
 		}
-		f, err := anchorRun(ctx, o.benchAddr, anchor.WriteMethod, payload, 1, o.loneRequests)
+		f, err := anchorRun(ctx, o, anchor.WriteMethod, payload, 1, o.loneRequests)
 		if err != nil {
 			return nil, err
 		}
@@ -445,7 +462,8 @@ func medianRatio(rounds []loneRound) float64 {
 }
 
 // anchorRun calls an anchor method with the payload.
-func anchorRun(ctx context.Context, addr, method string, payload []byte, c, n int) (result, error) {
+func anchorRun(ctx context.Context, o options, method string, payload []byte, c, n int) (result, error) {
+	addr := o.benchAddr
 	conns := make([]*grpc.ClientConn, c)
 	in := &wrapperspb.BytesValue{Value: payload}
 	for i := range c {
@@ -460,7 +478,7 @@ func anchorRun(ctx context.Context, addr, method string, payload []byte, c, n in
 		}
 	}
 	name := map[string]string{anchor.EchoMethod: "gRPC echo (ceiling)", anchor.WriteMethod: "fsynced bbolt Update RPC"}[method]
-	return measure(name, c, n, func(client, i int) error {
+	return measure(name, c, n, metricsURL(o.httpAddr), func(client, i int) error {
 		return conns[client].Invoke(ctx, method, in, &wrapperspb.BytesValue{})
 	}), nil
 }
@@ -475,7 +493,7 @@ func groupCommitRun(dataDir string, payload []byte, c, n int) (result, error) {
 	}
 	defer os.Remove(path)
 	defer db.Close()
-	return measure("bbolt Batch, no gRPC", c, n, func(_, _ int) error { return anchor.GroupCommit(db, payload) }), nil
+	return measure("bbolt Batch, no gRPC", c, n, "", func(_, _ int) error { return anchor.GroupCommit(db, payload) }), nil
 }
 
 // etcdRun runs etcd's own benchmark tool: put with c clients on c
@@ -483,11 +501,13 @@ func groupCommitRun(dataDir string, payload []byte, c, n int) (result, error) {
 func etcdRun(o options, c, n, size int) (result, error) {
 	cmd := exec.Command(o.etcdBenchmark, "--endpoints", o.etcdEndpoint, "--clients", fmt.Sprint(c), "--conns", fmt.Sprint(c),
 		"put", "--total", fmt.Sprint(n), "--key-size", "16", "--val-size", fmt.Sprint(size), "--key-space-size", "100000000")
+	cpu := startCPU(metricsURL(o.etcdEndpoint))
 	out, err := cmd.CombinedOutput()
 	if err != nil {
 		return result{}, fmt.Errorf("etcd benchmark: %v\n%s", err, out)
 	}
 	r := result{Target: "etcd put", Clients: c, Requests: n}
+	cpu.stop(&r, (cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime()).Seconds())
 	// "Requests/sec:\t1234.5" and "50% in 0.0021 secs."
 	sc := bufio.NewScanner(bytes.NewReader(out))
 	perSec, pct := regexp.MustCompile(`^Requests/sec:\s+([0-9.]+)`), regexp.MustCompile(`^(50|99)% in ([0-9.]+) secs`)
@@ -511,10 +531,13 @@ func etcdRun(o options, c, n, size int) (result, error) {
 	return r, nil
 }
 
-// metric sums each named metric's series on the exchange's /metrics.
-func metric(httpAddr string, names ...string) map[string]float64 {
+func metricsURL(hostPort string) string { return "http://" + hostPort + "/metrics" }
+
+// metric sums each named metric's series (gauges and counters) on the
+// /metrics page at url.
+func metric(url string, names ...string) map[string]float64 {
 	out := map[string]float64{}
-	resp, err := http.Get("http://" + httpAddr + "/metrics")
+	resp, err := http.Get(url)
 	if err != nil {
 		return out
 	}
@@ -526,22 +549,31 @@ func metric(httpAddr string, names ...string) map[string]float64 {
 	}
 	for _, n := range names {
 		for _, m := range families[n].GetMetric() {
-			out[n] += m.GetGauge().GetValue()
+			out[n] += m.GetGauge().GetValue() + m.GetCounter().GetValue()
 		}
 	}
 	return out
 }
 
 func heapInUse(httpAddr string) float64 {
-	return metric(httpAddr, "go_memstats_heap_inuse_bytes")["go_memstats_heap_inuse_bytes"] / (1 << 20)
+	return metric(metricsURL(httpAddr), "go_memstats_heap_inuse_bytes")["go_memstats_heap_inuse_bytes"] / (1 << 20)
 }
 
 func storeBytesPerReferral(httpAddr string) float64 {
-	m := metric(httpAddr, "exchange_store_size_bytes", "exchange_referrals")
+	m := metric(metricsURL(httpAddr), "exchange_store_size_bytes", "exchange_referrals")
 	if m["exchange_referrals"] == 0 {
 		return 0
 	}
 	return m["exchange_store_size_bytes"] / m["exchange_referrals"]
+}
+
+// micros prints a CPU time per call, "-" when none was measured (the work
+// ran in the load's own process).
+func micros(us float64) string {
+	if us == 0 {
+		return "-"
+	}
+	return strconv.FormatFloat(us, 'f', 0, 64)
 }
 
 // report prints the results and the target ratios.
@@ -556,9 +588,10 @@ func report(w io.Writer, results []result, lone []loneRound, bytesPerReferral fl
 	}
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(w)
-	fmt.Fprintln(tw, "target\tclients\trequests\tper second\tp50 ms\tp99 ms\terrors\theap MB\t")
+	fmt.Fprintln(tw, "target\tclients\trequests\tper second\tp50 ms\tp99 ms\terrors\theap MB\tserver CPU µs/call\tload CPU µs/call\tmachine busy %\t")
 	for _, r := range results {
-		fmt.Fprintf(tw, "%s\t%d\t%d\t%.0f\t%.2f\t%.2f\t%d\t%.0f\t\n", r.Target, r.Clients, r.Requests, r.PerSecond, r.P50Ms, r.P99Ms, r.Errors, r.HeapInUseMB)
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%.0f\t%.2f\t%.2f\t%d\t%.0f\t%s\t%.0f\t%.0f\t\n", r.Target, r.Clients, r.Requests, r.PerSecond, r.P50Ms, r.P99Ms, r.Errors, r.HeapInUseMB,
+			micros(r.ServerCPUUs), r.LoadCPUUs, r.MachineBusyPct)
 	}
 	tw.Flush()
 	if len(lone) > 0 {
@@ -590,6 +623,16 @@ func report(w io.Writer, results []result, lone []loneRound, bytesPerReferral fl
 	}
 	if echo, ok := get("gRPC echo (ceiling)", 64); ok && ok1 {
 		check("CreateReferral/gRPC echo throughput, 64 clients", g64.PerSecond/echo.PerSecond, 0.4, true)
+	}
+	machine := func(r result) float64 { return r.MachineBusyPct / 100 * float64(runtime.NumCPU()) / r.PerSecond * 1e6 }
+	if e64, ok := get("etcd put", 64); ok && ok1 && e64.MachineBusyPct > 0 {
+		fmt.Fprintf(w, "\nCPU per call at 64 clients, the whole machine's (busy share x %d cores / throughput), and the server's and the load's:\n", runtime.NumCPU())
+		for _, t := range []string{"CreateReferral gRPC", "etcd put", "gRPC echo (ceiling)"} {
+			if r, ok := get(t, 64); ok {
+				fmt.Fprintf(w, "  %-22s %5.0f µs  (server %s, load %.0f)\n", t, machine(r), micros(r.ServerCPUUs), r.LoadCPUUs)
+			}
+		}
+		fmt.Fprintf(w, "  at twice etcd put's throughput, with the machine as busy as in etcd's run, a call could cost %.0f µs in all\n", machine(e64)/2)
 	}
 	if len(lone) > 0 {
 		check(fmt.Sprintf("CreateReferral/fsynced Update RPC p50, 1 client, median of %d rounds", len(lone)), medianRatio(lone), 1.3, false)
