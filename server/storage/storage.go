@@ -106,8 +106,9 @@ type Idempotency struct {
 	Method      string `json:"method"`
 	RequestHash []byte `json:"request_hash"`
 	Response    []byte `json:"response"` // the marshalled response message
-	// CreateTime is when the first response was stored; records older than
-	// the idempotency window are deleted (DeleteIdempotencyBefore).
+	// CreateTime is when the first response was stored; the retention
+	// sweep deletes records older than the idempotency window
+	// (DeleteIdempotency, api.IdempotencyWindow).
 	CreateTime time.Time `json:"create_time,omitzero"`
 }
 
