@@ -10,6 +10,7 @@ import (
 	"net/mail"
 	"net/url"
 	"regexp"
+	"strconv"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -76,15 +77,27 @@ func ResourceID(v *Violations, field, id string) {
 // Text checks a free-text field's length (in characters) and that it is
 // valid UTF-8; required text must not be blank.
 func Text(v *Violations, field, s string, max int, required bool) {
-	switch {
-	case !utf8.ValidString(s):
-		v.Add(field, "must be valid UTF-8")
-	case required && strings.TrimSpace(s) == "":
-		v.Add(field, "is required")
-	case utf8.RuneCountInString(s) > max:
-		v.Add(field, "must be at most %d characters", max)
+	if msg := textProblem(s, max, required); msg != "" {
+		v.Add(field, "%s", msg)
 	}
 }
+
+// textProblem says what is wrong with a text field, or returns "".
+func textProblem(s string, max int, required bool) string {
+	switch {
+	case !utf8.ValidString(s):
+		return "must be valid UTF-8"
+	case required && strings.TrimSpace(s) == "":
+		return "is required"
+	case len(s) > max && utf8.RuneCountInString(s) > max: // never more characters than bytes
+		return fmt.Sprintf("must be at most %d characters", max)
+	}
+	return ""
+}
+
+// at names element i of a repeated field; called only for a violation, so
+// that valid input costs no formatting.
+func at(field string, i int) string { return field + "[" + strconv.Itoa(i) + "]" }
 
 // Lines checks address-like lists of lines.
 func Lines(v *Violations, field string, lines []string, maxLines, maxLen int) {
@@ -92,22 +105,29 @@ func Lines(v *Violations, field string, lines []string, maxLines, maxLen int) {
 		v.Add(field, "must have at most %d lines", maxLines)
 	}
 	for i, l := range lines {
-		Text(v, fmt.Sprintf("%s[%d]", field, i), l, maxLen, false)
+		if msg := textProblem(l, maxLen, false); msg != "" {
+			v.Add(at(field, i), "%s", msg)
+		}
 	}
 }
 
 // Enum checks that e is a defined, non-zero value.
 func Enum(v *Violations, field string, e protoreflect.Enum, required bool) {
+	if msg := enumProblem(e, required); msg != "" {
+		v.Add(field, "%s", msg)
+	}
+}
+
+// enumProblem says what is wrong with an enum value, or returns "".
+func enumProblem(e protoreflect.Enum, required bool) string {
 	n := e.Number()
-	if n == 0 {
-		if required {
-			v.Add(field, "is required: one of %s", enumNames(e))
-		}
-		return
+	switch {
+	case n == 0 && required:
+		return "is required: one of " + enumNames(e)
+	case n != 0 && e.Descriptor().Values().ByNumber(n) == nil:
+		return fmt.Sprintf("%d is not one of %s", n, enumNames(e))
 	}
-	if e.Descriptor().Values().ByNumber(n) == nil {
-		v.Add(field, "%d is not one of %s", n, enumNames(e))
-	}
+	return ""
 }
 
 func enumNames(e protoreflect.Enum) string {
@@ -133,9 +153,11 @@ func EnumList[E interface {
 	}
 	seen := map[E]bool{}
 	for i, e := range list {
-		Enum(v, fmt.Sprintf("%s[%d]", field, i), e, true)
+		if msg := enumProblem(e, true); msg != "" {
+			v.Add(at(field, i), "%s", msg)
+		}
 		if seen[e] {
-			v.Add(fmt.Sprintf("%s[%d]", field, i), "repeats %v", e)
+			v.Add(at(field, i), "repeats %v", e)
 		}
 		seen[e] = true
 	}
@@ -232,7 +254,7 @@ func Districts(v *Violations, field string, ds []string) {
 	for i := range ds {
 		d := strings.ToUpper(strings.TrimSpace(ds[i]))
 		if !districtRE.MatchString(d) {
-			v.Add(fmt.Sprintf("%s[%d]", field, i), "must be a postcode district such as M14")
+			v.Add(at(field, i), "must be a postcode district such as M14")
 			continue
 		}
 		ds[i] = d

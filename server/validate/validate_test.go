@@ -1,12 +1,14 @@
 package validate_test
 
 import (
+	"strings"
 	"testing"
 	"time"
 
 	"google.golang.org/protobuf/proto"
 
 	pb "github.com/social-prescribing/exchange/proto/exchange/v1"
+	"github.com/social-prescribing/exchange/server/loadtest/workload"
 	"github.com/social-prescribing/exchange/server/validate"
 )
 
@@ -87,4 +89,65 @@ func FuzzNewReferral(f *testing.F) {
 			}
 		}
 	})
+}
+
+// BenchmarkNewReferral checks the realistic referral the load command
+// sends (server/loadtest/workload), as every CreateReferral does.
+func BenchmarkNewReferral(b *testing.B) {
+	now := time.Now()
+	r := workload.Referral(1, "organizations/lw-demo/services/link-workers", "consents/0123456789abcdef")
+	b.ReportAllocs()
+	for range b.N {
+		var v validate.Violations
+		validate.NewReferral(&v, "referral", r, now)
+		if len(v) > 0 {
+			b.Fatal(v)
+		}
+	}
+}
+
+// TestElementsAndLengths pins the field path and the description of a
+// violation in a repeated field, and how text length is counted: in
+// characters, not bytes.
+func TestElementsAndLengths(t *testing.T) {
+	long := func(s string, n int) string {
+		out := ""
+		for range n {
+			out += s
+		}
+		return out
+	}
+	for _, c := range []struct {
+		name        string
+		check       func(v *validate.Violations)
+		field, desc string // "" for no violation
+	}{
+		{"lines fine", func(v *validate.Violations) { validate.Lines(v, "p.lines", []string{"1 High St", "Leeds"}, 6, 10) }, "", ""},
+		{"second line long", func(v *validate.Violations) { validate.Lines(v, "p.lines", []string{"ok", "12345678901"}, 6, 10) }, "p.lines[1]", "must be at most 10 characters"},
+		{"line not UTF-8", func(v *validate.Violations) { validate.Lines(v, "p.lines", []string{"\xff"}, 6, 10) }, "p.lines[0]", "must be valid UTF-8"},
+		{"too many lines", func(v *validate.Violations) { validate.Lines(v, "p.lines", []string{"a", "b", "c"}, 2, 10) }, "p.lines", "must have at most 2 lines"},
+		{"ten two-byte characters fit ten", func(v *validate.Violations) { validate.Text(v, "t", long("é", 10), 10, false) }, "", ""},
+		{"eleven two-byte characters", func(v *validate.Violations) { validate.Text(v, "t", long("é", 11), 10, false) }, "t", "must be at most 10 characters"},
+		{"blank required", func(v *validate.Violations) { validate.Text(v, "t", "  ", 10, true) }, "t", "is required"},
+		{"needs fine", func(v *validate.Violations) {
+			validate.EnumList(v, "r.needs", []pb.Category{pb.Category_CATEGORY_SOCIAL_ISOLATION, pb.Category_CATEGORY_DEBT_AND_MONEY}, 1, 15)
+		}, "", ""},
+		{"need unset", func(v *validate.Violations) {
+			validate.EnumList(v, "r.needs", []pb.Category{pb.Category_CATEGORY_SOCIAL_ISOLATION, 0}, 1, 15)
+		}, "r.needs[1]", "is required: one of "},
+		{"need undefined", func(v *validate.Violations) { validate.EnumList(v, "r.needs", []pb.Category{999}, 1, 15) }, "r.needs[0]", "999 is not one of "},
+		{"need repeated", func(v *validate.Violations) {
+			validate.EnumList(v, "r.needs", []pb.Category{pb.Category_CATEGORY_SOCIAL_ISOLATION, pb.Category_CATEGORY_SOCIAL_ISOLATION}, 1, 15)
+		}, "r.needs[1]", "repeats CATEGORY_SOCIAL_ISOLATION"},
+		{"district", func(v *validate.Violations) { validate.Districts(v, "e.districts", []string{"M14", "nope!"}) }, "e.districts[1]", "must be a postcode district such as M14"},
+	} {
+		var v validate.Violations
+		c.check(&v)
+		switch {
+		case c.field == "" && len(v) > 0:
+			t.Errorf("%s: unexpected %v", c.name, v)
+		case c.field != "" && (len(v) != 1 || v[0].Field != c.field || !strings.HasPrefix(v[0].Description, c.desc)):
+			t.Errorf("%s: got %v, want one violation of %s: %q...", c.name, v, c.field, c.desc)
+		}
+	}
 }
