@@ -169,7 +169,7 @@ func run(o options) error {
 		}
 		if o.benchAddr != "" {
 			for _, m := range []string{anchor.EchoMethod, anchor.WriteMethod} {
-				r, err := anchorRun(ctx, o, m, payload, c, n)
+				r, err := anchorRun(ctx, o.benchAddr, metricsURL(o.httpAddr), m, payload, c, n)
 				if err != nil {
 					return err
 				}
@@ -436,7 +436,7 @@ func (s *setup) loneRounds(ctx context.Context, o options, payload []byte) ([]lo
 		if err != nil {
 			return nil, err
 		}
-		f, err := anchorRun(ctx, o, anchor.WriteMethod, payload, 1, o.loneRequests)
+		f, err := anchorRun(ctx, o.benchAddr, metricsURL(o.httpAddr), anchor.WriteMethod, payload, 1, o.loneRequests)
 		if err != nil {
 			return nil, err
 		}
@@ -461,9 +461,10 @@ func medianRatio(rounds []loneRound) float64 {
 	return (r[len(r)/2-1] + r[len(r)/2]) / 2
 }
 
-// anchorRun calls an anchor method with the payload.
-func anchorRun(ctx context.Context, o options, method string, payload []byte, c, n int) (result, error) {
-	addr := o.benchAddr
+// anchorRun calls an anchor method at addr with the payload; the anchors
+// run in the exchange's process, so its /metrics (serverMetrics) has their
+// CPU.
+func anchorRun(ctx context.Context, addr, serverMetrics, method string, payload []byte, c, n int) (result, error) {
 	conns := make([]*grpc.ClientConn, c)
 	in := &wrapperspb.BytesValue{Value: payload}
 	for i := range c {
@@ -478,7 +479,7 @@ func anchorRun(ctx context.Context, o options, method string, payload []byte, c,
 		}
 	}
 	name := map[string]string{anchor.EchoMethod: "gRPC echo (ceiling)", anchor.WriteMethod: "fsynced bbolt Update RPC"}[method]
-	return measure(name, c, n, metricsURL(o.httpAddr), func(client, i int) error {
+	return measure(name, c, n, serverMetrics, func(client, i int) error {
 		return conns[client].Invoke(ctx, method, in, &wrapperspb.BytesValue{})
 	}), nil
 }
@@ -567,8 +568,9 @@ func storeBytesPerReferral(httpAddr string) float64 {
 	return m["exchange_store_size_bytes"] / m["exchange_referrals"]
 }
 
-// micros prints a CPU time per call, "-" when none was measured (the work
-// ran in the load's own process).
+// micros prints a CPU time per call, "-" when none was measured: the work
+// ran in the load's own process, or the server's CPU did not move by one
+// of its 10 ms ticks during a very short run.
 func micros(us float64) string {
 	if us == 0 {
 		return "-"
