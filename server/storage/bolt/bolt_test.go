@@ -337,3 +337,63 @@ func TestFailedCheckpointLosesNothing(t *testing.T) {
 	seen(s)
 	t.Logf("%d acknowledged, %d of %d checkpoints failed", len(acked), failed, checkpoints)
 }
+
+// TestSequenceBucketsArePacked: a checkpoint fills the pages of the
+// buckets keyed by a sequence (the audit log, the events) to 90%, not
+// bbolt's half, since no key is ever inserted between theirs; a bucket
+// keyed by organisation keeps room between its keys.
+func TestSequenceBucketsArePacked(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "exchange.db")
+	s, err := bolt.Open(path, bolt.Options{CheckpointInterval: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 40 {
+		err := s.Update(context.Background(), func(tx storage.WriteTx) error {
+			for j := range 50 {
+				org := fmt.Sprintf("organizations/o%d", (i*50+j)%7)
+				if _, err := tx.AppendAudit(&pb.AuditEvent{
+					EventTime: timestamppb.New(time.Unix(1_700_000_000+int64(i*50+j), 0)), Organization: org,
+					Method: "/exchange.v1.ReferralService/CreateReferral", Resource: fmt.Sprintf("referrals/r%05d", i*50+j), Code: "OK",
+				}); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.Close(); err != nil { // Close checkpoints what the log holds
+		t.Fatal(err)
+	}
+	db, err := bbolt.Open(path, 0o600, &bbolt.Options{ReadOnly: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	fill := func(bucket string) float64 {
+		var st bbolt.BucketStats
+		db.View(func(tx *bbolt.Tx) error {
+			st = tx.Bucket([]byte(bucket)).Stats()
+			return nil
+		})
+		if st.KeyN != 2000 || st.LeafAlloc == 0 {
+			t.Fatalf("%s: %d keys on %d bytes of leaf pages, want 2000 keys on pages of their own", bucket, st.KeyN, st.LeafAlloc)
+		}
+		return float64(st.LeafInuse) / float64(st.LeafAlloc)
+	}
+	for _, c := range []struct {
+		bucket   string
+		min, max float64
+	}{
+		{"audit", 0.8, 1},
+		{"ix_audit_time", 0.8, 1},
+		{"ix_audit_org", 0, 0.7},
+	} {
+		if f := fill(c.bucket); f < c.min || f > c.max {
+			t.Errorf("%s: leaf pages %.0f%% full, want %.0f-%.0f%%", c.bucket, 100*f, 100*c.min, 100*c.max)
+		}
+	}
+}

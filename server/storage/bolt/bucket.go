@@ -71,10 +71,12 @@ func (b *bucket) Put(k, v []byte) error {
 		return berrors.ErrValueTooLarge
 	}
 	// The layer, the log, the overlay and bbolt at the checkpoint share
-	// copies nobody else holds.
-	k, v = slices.Clone(k), cloneValue(v)
-	b.t.rec.save(b.layers[0], k)
-	b.layers[0].tree.ReplaceOrInsert(entry{key: k, val: v})
+	// copies nobody else holds, made in one allocation.
+	kv := make([]byte, len(k)+len(v))
+	copy(kv, k)
+	copy(kv[len(k):], v)
+	k, v = kv[:len(k):len(k)], kv[len(k):] // v is empty, not nil, for a nil v
+	b.t.rec.put(b.layers[0], entry{key: k, val: v})
 	b.t.rec.redo = append(b.t.rec.redo, op{kind: opPut, bucket: b.name, key: k, val: v})
 	return nil
 }
@@ -86,9 +88,7 @@ func (b *bucket) Delete(k []byte) error {
 	if b.Get(k) == nil {
 		return nil // nothing to delete: nothing to log
 	}
-	k = slices.Clone(k)
-	b.t.rec.save(b.layers[0], k)
-	b.layers[0].tree.ReplaceOrInsert(entry{key: k, del: true})
+	b.t.rec.put(b.layers[0], entry{key: slices.Clone(k), del: true})
 	b.t.rec.redo = append(b.t.rec.redo, op{kind: opDelete, bucket: b.name, key: k})
 	return nil
 }
@@ -152,13 +152,6 @@ func (emptyCursor) Seek([]byte) ([]byte, []byte) { return nil, nil }
 func (emptyCursor) Next() ([]byte, []byte)       { return nil, nil }
 func (emptyCursor) Prev() ([]byte, []byte)       { return nil, nil }
 
-func cloneValue(v []byte) []byte {
-	if v == nil {
-		return []byte{}
-	}
-	return slices.Clone(v)
-}
-
 // Changes, as the log and the overlay hold them.
 
 type opKind byte
@@ -196,9 +189,10 @@ type undo struct {
 	hasSeq bool
 }
 
-func (r *record) save(l *layer, k []byte) {
-	old, had := l.tree.Get(entry{key: k})
-	r.undo = append(r.undo, undo{l: l, key: k, old: old, had: had})
+// put puts e in the layer, and what the layer held before in undo.
+func (r *record) put(l *layer, e entry) {
+	old, had := l.tree.ReplaceOrInsert(e)
+	r.undo = append(r.undo, undo{l: l, key: e.key, old: old, had: had})
 }
 
 // rollback takes the call's changes back out of the group's layers,
@@ -270,6 +264,9 @@ func (g gen) apply(btx *bolt.Tx) error {
 		b, err := btx.CreateBucketIfNotExists([]byte(name))
 		if err != nil {
 			return err
+		}
+		if ascending[name] {
+			b.FillPercent = fillAscending
 		}
 		l.tree.Ascend(func(e entry) bool {
 			if e.del {

@@ -331,3 +331,36 @@ func TestCrashDuringCheckpointReplaysBothEpochs(t *testing.T) {
 	defer c.Close()
 	check(t, c, map[string]string{"a": "2", "b": "1"}, 0, rand.New(rand.NewPCG(1, 2)))
 }
+
+// TestRollbackKeepsTheGroupsEarlierCalls: a failing call is taken back to
+// what the group's layer held before it, including what earlier calls of
+// the same group wrote there, and not to what the file holds.
+func TestRollbackKeepsTheGroupsEarlierCalls(t *testing.T) {
+	l := newLayer()
+	put := func(r *record, k, v string) { r.put(l, entry{key: []byte(k), val: []byte(v)}) }
+	del := func(r *record, k string) { r.put(l, entry{key: []byte(k), del: true}) }
+	var earlier, failing record
+	put(&earlier, "kept", "earlier")
+	del(&earlier, "deleted")
+	put(&failing, "kept", "failing")
+	put(&failing, "kept", "failing again")
+	put(&failing, "deleted", "failing")
+	put(&failing, "new", "failing")
+	del(&failing, "gone")
+	failing.rollback()
+	for _, c := range []struct {
+		key, val string
+		del, had bool
+	}{
+		{key: "kept", val: "earlier", had: true},
+		{key: "deleted", del: true, had: true},
+		{key: "new"},
+		{key: "gone"},
+	} {
+		e, had := l.tree.Get(entry{key: []byte(c.key)})
+		if had != c.had || string(e.val) != c.val || e.del != c.del {
+			t.Errorf("%s after the rollback: %q (deleted %v, in the layer %v), want %q (deleted %v, in the layer %v)",
+				c.key, e.val, e.del, had, c.val, c.del, c.had)
+		}
+	}
+}
