@@ -211,19 +211,24 @@ func nameIn(m protoreflect.Message) string {
 }
 
 // shownBy lists the names of the resources in a list response.
+// Only the repeated message fields are looked at: ranging over every field
+// of a large answer (a referral) would cost each of them a value.
 func shownBy(resp proto.Message) []string {
 	var out []string
-	resp.ProtoReflect().Range(func(fd protoreflect.FieldDescriptor, v protoreflect.Value) bool {
-		if fd.IsList() && fd.Kind() == protoreflect.MessageKind {
-			l := v.List()
-			for i := range l.Len() {
-				if s := stringField(l.Get(i).Message(), "name"); s != "" {
-					out = append(out, s)
-				}
+	m := resp.ProtoReflect()
+	fields := m.Descriptor().Fields()
+	for i := range fields.Len() {
+		fd := fields.Get(i)
+		if !fd.IsList() || fd.Kind() != protoreflect.MessageKind || !m.Has(fd) {
+			continue
+		}
+		l := m.Get(fd).List()
+		for i := range l.Len() {
+			if s := stringField(l.Get(i).Message(), "name"); s != "" {
+				out = append(out, s)
 			}
 		}
-		return true
-	})
+	}
 	return out
 }
 

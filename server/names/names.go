@@ -1,68 +1,93 @@
 // Package names parses and builds the AIP-122 resource names of the exchange.
+//
+// An id is either 3 to 63 characters of lower-case letters, digits and
+// hyphens starting with a letter (a name an organisation chose), or 16
+// lower-case letters and digits (an id the exchange made). The names are
+// checked by hand rather than by regular expression: every call parses
+// several, and names_test.go holds the expressions they must agree with.
 package names
 
-import (
-	"regexp"
-	"strings"
-)
-
-var id = `([a-z][a-z0-9-]{2,62}|[a-z0-9]{16})`
-
-var (
-	orgRE      = regexp.MustCompile(`^organizations/` + id + `$`)
-	serviceRE  = regexp.MustCompile(`^organizations/` + id + `/services/` + id + `$`)
-	capacityRE = regexp.MustCompile(`^organizations/` + id + `/services/` + id + `/capacity$`)
-	referralRE = regexp.MustCompile(`^referrals/` + id + `$`)
-	consentRE  = regexp.MustCompile(`^consents/` + id + `$`)
-	apiKeyRE   = regexp.MustCompile(`^organizations/` + id + `/apiKeys/` + id + `$`)
-)
+import "strings"
 
 // Organization returns the id in `organizations/{id}`.
-func Organization(name string) (string, bool) { return one(orgRE, name) }
+func Organization(name string) (string, bool) { return one("organizations/", name) }
 
 // Service returns the organisation and service ids in
 // `organizations/{org}/services/{service}`.
-func Service(name string) (org, service string, ok bool) { return two(serviceRE, name) }
+func Service(name string) (org, service string, ok bool) {
+	return two("organizations/", "/services/", name)
+}
 
-// ServiceOfCapacity returns the service name of a capacity name.
+// ServiceOfCapacity returns the service name of a capacity name,
+// `organizations/{org}/services/{service}/capacity`.
 func ServiceOfCapacity(name string) (string, bool) {
-	if !capacityRE.MatchString(name) {
+	service, ok := strings.CutSuffix(name, "/capacity")
+	if !ok {
 		return "", false
 	}
-	return strings.TrimSuffix(name, "/capacity"), true
+	if _, _, ok := Service(service); !ok {
+		return "", false
+	}
+	return service, true
 }
 
 // Referral returns the id in `referrals/{id}`.
-func Referral(name string) (string, bool) { return one(referralRE, name) }
+func Referral(name string) (string, bool) { return one("referrals/", name) }
 
 // Consent returns the id in `consents/{id}`.
-func Consent(name string) (string, bool) { return one(consentRE, name) }
+func Consent(name string) (string, bool) { return one("consents/", name) }
 
 // APIKey returns the organisation and key ids in
 // `organizations/{org}/apiKeys/{key}`.
-func APIKey(name string) (org, key string, ok bool) { return two(apiKeyRE, name) }
+func APIKey(name string) (org, key string, ok bool) {
+	return two("organizations/", "/apiKeys/", name)
+}
 
 // OrgOfService returns `organizations/{org}` for a service name, or "".
 func OrgOfService(service string) string {
-	org, _, ok := Service(service)
-	if !ok {
+	if _, _, ok := Service(service); !ok {
 		return ""
 	}
-	return "organizations/" + org
+	return service[:strings.Index(service, "/services/")]
 }
 
-func one(re *regexp.Regexp, name string) (string, bool) {
-	m := re.FindStringSubmatch(name)
-	if m == nil {
+// one is the id of `{collection}{id}`.
+func one(collection, name string) (string, bool) {
+	id, ok := strings.CutPrefix(name, collection)
+	if !ok || !isID(id) {
 		return "", false
 	}
-	return m[1], true
+	return id, true
 }
 
-func two(re *regexp.Regexp, name string) (string, string, bool) {
-	m := re.FindStringSubmatch(name)
-	if m == nil {
+// two is the ids of `{collection}{parent}{child collection}{child}`.
+func two(collection, childCollection, name string) (string, string, bool) {
+	rest, ok := strings.CutPrefix(name, collection)
+	if !ok {
 		return "", "", false
 	}
-	return m[1], m[2], true
+	i := strings.IndexByte(rest, '/')
+	if i < 0 {
+		return "", "", false
+	}
+	parent := rest[:i]
+	child, ok := strings.CutPrefix(rest[i:], childCollection)
+	if !ok || !isID(parent) || !isID(child) {
+		return "", "", false
+	}
+	return parent, child, true
 }
+
+// isID reports whether s is an id: 3 to 63 of [a-z0-9-] starting with a
+// letter, or 16 of [a-z0-9].
+func isID(s string) bool {
+	if len(s) == 16 && strings.IndexFunc(s, func(r rune) bool { return !lowerOrDigit(r) }) < 0 {
+		return true
+	}
+	if len(s) < 3 || len(s) > 63 || s[0] < 'a' || s[0] > 'z' {
+		return false
+	}
+	return strings.IndexFunc(s, func(r rune) bool { return !lowerOrDigit(r) && r != '-' }) < 0
+}
+
+func lowerOrDigit(r rune) bool { return 'a' <= r && r <= 'z' || '0' <= r && r <= '9' }
