@@ -436,9 +436,9 @@ func (s *Store) commit(batch []*call) {
 			}
 			return
 		}
-		s.rtx, s.rbuckets = btx, map[string]*bolt.Bucket{}
+		s.rtx, s.rbuckets = btx, make(map[string]*bolt.Bucket, len(allBuckets))
 	}
-	t := &tx{btx: s.rtx, bolts: s.rbuckets, gens: s.ov.writerGens(), stage: gen{}}
+	t := &tx{btx: s.rtx, bolts: s.rbuckets, gens: s.ov.writerGens(), stage: make(gen, len(allBuckets))}
 	ops := s.ops[:0]
 	var done []*call
 	for _, c := range batch {

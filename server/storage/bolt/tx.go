@@ -183,7 +183,7 @@ func (t *tx) b(name []byte) *bucket {
 			t.bolts[string(name)] = bb
 		}
 	}
-	b := &bucket{name: name, bb: bb, t: t}
+	b := &bucket{name: name, bb: bb, t: t, layers: make([]*layer, 0, 1+len(t.gens))}
 	if t.stage != nil {
 		l := t.stage[string(name)]
 		if l == nil {
@@ -198,7 +198,11 @@ func (t *tx) b(name []byte) *bucket {
 		}
 	}
 	if t.buckets == nil {
-		t.buckets = map[string]*bucket{}
+		n := 0 // a read touches a few buckets
+		if t.stage != nil {
+			n = len(allBuckets) // a group, most
+		}
+		t.buckets = make(map[string]*bucket, n)
 	}
 	t.buckets[string(name)] = b
 	return b
