@@ -88,7 +88,8 @@ func (b *bucket) Delete(k []byte) error {
 	if b.Get(k) == nil {
 		return nil // nothing to delete: nothing to log
 	}
-	b.t.rec.put(b.layers[0], entry{key: slices.Clone(k), del: true})
+	k = slices.Clone(k)
+	b.t.rec.put(b.layers[0], entry{key: k, del: true})
 	b.t.rec.redo = append(b.t.rec.redo, op{kind: opDelete, bucket: b.name, key: k})
 	return nil
 }

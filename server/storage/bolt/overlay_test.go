@@ -364,3 +364,53 @@ func TestRollbackKeepsTheGroupsEarlierCalls(t *testing.T) {
 		}
 	}
 }
+
+// TestChangesKeepTheirOwnKeys: the store copies the keys and values of
+// puts and deletes, so a caller may reuse its buffers (or pass bbolt's
+// own, which last only as long as its transaction) once the call returns;
+// the group's layer, the log and the overlay all see what was asked.
+func TestChangesKeepTheirOwnKeys(t *testing.T) {
+	for _, interval := range []time.Duration{time.Nanosecond, time.Hour} {
+		path := filepath.Join(t.TempDir(), "exchange.db")
+		s, err := Open(path, Options{CheckpointInterval: interval})
+		if err != nil {
+			t.Fatal(err)
+		}
+		update := func(fn func(b *bucket) error) {
+			t.Helper()
+			if err := s.Update(context.Background(), func(wt storage.WriteTx) error { return fn(wt.(*tx).b(bOrgs)) }); err != nil {
+				t.Fatal(err)
+			}
+		}
+		update(func(b *bucket) error {
+			for _, k := range []string{"a", "b"} {
+				if err := b.Put([]byte(k), []byte("first")); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		update(func(b *bucket) error {
+			k, v := []byte("a"), []byte("second")
+			if err := b.Put(k, v); err != nil {
+				return err
+			}
+			copy(k, "c")
+			copy(v, "garble")
+			k = []byte("b")
+			if err := b.Delete(k); err != nil {
+				return err
+			}
+			copy(k, "a")
+			return nil
+		})
+		want := map[string]string{"a": "second"}
+		check(t, s, want, 0, rand.New(rand.NewPCG(1, 2)))
+		s.Close()
+		if s, err = Open(path, Options{CheckpointInterval: interval}); err != nil {
+			t.Fatal(err)
+		}
+		check(t, s, want, 0, rand.New(rand.NewPCG(1, 2)))
+		s.Close()
+	}
+}
