@@ -45,10 +45,11 @@ func APIKey(name string) (org, key string, ok bool) {
 
 // OrgOfService returns `organizations/{org}` for a service name, or "".
 func OrgOfService(service string) string {
-	if _, _, ok := Service(service); !ok {
+	org, _, ok := Service(service)
+	if !ok {
 		return ""
 	}
-	return service[:strings.Index(service, "/services/")]
+	return service[:len("organizations/")+len(org)]
 }
 
 // one is the id of `{collection}{id}`.
@@ -78,12 +79,19 @@ func two(collection, childCollection, name string) (string, string, bool) {
 	return parent, child, true
 }
 
-// isID reports whether s is an id: 3 to 63 of [a-z0-9-] starting with a
-// letter, or 16 of [a-z0-9].
+// isID reports whether s is an id: one a caller chose, or 16 of [a-z0-9]
+// (one the exchange made).
 func isID(s string) bool {
 	if len(s) == 16 && strings.IndexFunc(s, func(r rune) bool { return !lowerOrDigit(r) }) < 0 {
 		return true
 	}
+	return ChosenID(s)
+}
+
+// ChosenID reports whether s may be an id a caller chooses (an
+// organisation's or a service's): 3 to 63 of [a-z0-9-] starting with a
+// letter.
+func ChosenID(s string) bool {
 	if len(s) < 3 || len(s) > 63 || s[0] < 'a' || s[0] > 'z' {
 		return false
 	}

@@ -16,6 +16,7 @@ var (
 	referralRE = regexp.MustCompile(`^referrals/` + id + `$`)
 	consentRE  = regexp.MustCompile(`^consents/` + id + `$`)
 	apiKeyRE   = regexp.MustCompile(`^organizations/` + id + `/apiKeys/` + id + `$`)
+	chosenRE   = regexp.MustCompile(`^([a-z][a-z0-9-]{2,62})$`)
 )
 
 // parsers runs every parser on a name, each giving what it returns, and
@@ -36,6 +37,7 @@ var parsers = []struct {
 	{"Referral", func(s string) []string { a, ok := Referral(s); return got(ok, a) }, sub(referralRE)},
 	{"Consent", func(s string) []string { a, ok := Consent(s); return got(ok, a) }, sub(consentRE)},
 	{"APIKey", func(s string) []string { a, b, ok := APIKey(s); return got(ok, a, b) }, sub(apiKeyRE)},
+	{"ChosenID", func(s string) []string { return got(ChosenID(s), s) }, sub(chosenRE)},
 	{"OrgOfService", func(s string) []string { return got(OrgOfService(s) != "", OrgOfService(s)) }, func(s string) []string {
 		if m := serviceRE.FindStringSubmatch(s); m != nil {
 			return []string{"organizations/" + m[1]}
@@ -92,6 +94,9 @@ func TestNames(t *testing.T) {
 		{"consents/" + made, "Consent", []string{made}},
 		{"consents/" + made, "Referral", nil},
 		{"", "Consent", nil},
+		{chosen, "ChosenID", []string{chosen}},
+		{made, "ChosenID", nil},
+		{"ab", "ChosenID", nil},
 	} {
 		for _, p := range parsers {
 			if p.name != c.parser {
@@ -128,7 +133,7 @@ func TestNamesAgreeWithExpressions(t *testing.T) {
 		}
 		return string(b)
 	}
-	shapes := []string{"organizations/{}", "organizations/{}/services/{}", "organizations/{}/services/{}/capacity",
+	shapes := []string{"{}", "organizations/{}", "organizations/{}/services/{}", "organizations/{}/services/{}/capacity",
 		"organizations/{}/apiKeys/{}", "referrals/{}", "consents/{}"}
 	words := []string{"organizations/", "/services/", "/apiKeys/", "/capacity", "referrals/", "consents/", "/", ""}
 	for range 40000 {

@@ -17,6 +17,8 @@ import (
 
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/protobuf/reflect/protoreflect"
+
+	"github.com/social-prescribing/exchange/server/names"
 )
 
 // Violations collects field violations.
@@ -65,11 +67,9 @@ func RequestID(v *Violations, field, id string, required bool) {
 	}
 }
 
-var resourceID = regexp.MustCompile(`^[a-z][a-z0-9-]{2,62}$`)
-
 // ResourceID checks a caller-chosen id such as organization_id.
 func ResourceID(v *Violations, field, id string) {
-	if !resourceID.MatchString(id) {
+	if !names.ChosenID(id) {
 		v.Add(field, "must be 3-63 characters of lower-case letters, digits and hyphens, starting with a letter")
 	}
 }
