@@ -371,46 +371,50 @@ func TestRollbackKeepsTheGroupsEarlierCalls(t *testing.T) {
 // the group's layer, the log and the overlay all see what was asked.
 func TestChangesKeepTheirOwnKeys(t *testing.T) {
 	for _, interval := range []time.Duration{time.Nanosecond, time.Hour} {
-		path := filepath.Join(t.TempDir(), "exchange.db")
-		s, err := Open(path, Options{CheckpointInterval: interval})
-		if err != nil {
-			t.Fatal(err)
-		}
-		update := func(fn func(b *bucket) error) {
-			t.Helper()
-			if err := s.Update(context.Background(), func(wt storage.WriteTx) error { return fn(wt.(*tx).b(bOrgs)) }); err != nil {
-				t.Fatal(err)
-			}
-		}
-		update(func(b *bucket) error {
-			for _, k := range []string{"a", "b"} {
-				if err := b.Put([]byte(k), []byte("first")); err != nil {
-					return err
-				}
-			}
-			return nil
-		})
-		update(func(b *bucket) error {
-			k, v := []byte("a"), []byte("second")
-			if err := b.Put(k, v); err != nil {
-				return err
-			}
-			copy(k, "c")
-			copy(v, "garble")
-			k = []byte("b")
-			if err := b.Delete(k); err != nil {
-				return err
-			}
-			copy(k, "a")
-			return nil
-		})
-		want := map[string]string{"a": "second"}
-		check(t, s, want, 0, rand.New(rand.NewPCG(1, 2)))
-		s.Close()
-		if s, err = Open(path, Options{CheckpointInterval: interval}); err != nil {
-			t.Fatal(err)
-		}
-		check(t, s, want, 0, rand.New(rand.NewPCG(1, 2)))
-		s.Close()
+		t.Run(fmt.Sprint("checkpoint every ", interval), func(t *testing.T) { keepOwnKeys(t, interval) })
 	}
+}
+
+func keepOwnKeys(t *testing.T, interval time.Duration) {
+	path := filepath.Join(t.TempDir(), "exchange.db")
+	s, err := Open(path, Options{CheckpointInterval: interval})
+	if err != nil {
+		t.Fatal(err)
+	}
+	update := func(fn func(b *bucket) error) {
+		t.Helper()
+		if err := s.Update(context.Background(), func(wt storage.WriteTx) error { return fn(wt.(*tx).b(bOrgs)) }); err != nil {
+			t.Fatal(err)
+		}
+	}
+	update(func(b *bucket) error {
+		for _, k := range []string{"a", "b"} {
+			if err := b.Put([]byte(k), []byte("first")); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	update(func(b *bucket) error {
+		k, v := []byte("a"), []byte("second")
+		if err := b.Put(k, v); err != nil {
+			return err
+		}
+		copy(k, "c")
+		copy(v, "garble")
+		k = []byte("b")
+		if err := b.Delete(k); err != nil {
+			return err
+		}
+		copy(k, "a")
+		return nil
+	})
+	want := map[string]string{"a": "second"}
+	check(t, s, want, 0, rand.New(rand.NewPCG(1, 2)))
+	s.Close()
+	if s, err = Open(path, Options{CheckpointInterval: interval}); err != nil {
+		t.Fatal(err)
+	}
+	check(t, s, want, 0, rand.New(rand.NewPCG(1, 2)))
+	s.Close()
 }
