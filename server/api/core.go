@@ -126,14 +126,16 @@ func checkEtag(sent, current string) error {
 // one, is written in the same transaction.
 func (c *core) mutate(ctx context.Context, method, requestID string, req proto.Message, resp proto.Message, fn func(tx storage.WriteTx, now time.Time) (proto.Message, error)) error {
 	caller := CallerFrom(ctx)
-	var hash []byte
+	var hash, reqBytes []byte
 	if requestID != "" {
-		b, err := proto.MarshalOptions{Deterministic: true}.Marshal(req)
-		if err != nil {
+		var err error
+		if reqBytes, err = (proto.MarshalOptions{Deterministic: true}).Marshal(req); err != nil {
 			return storeError(ctx, err)
 		}
-		h := sha256.Sum256(append([]byte(method+"\x00"), b...))
-		hash = h[:]
+		h := sha256.New()
+		h.Write([]byte(method + "\x00"))
+		h.Write(reqBytes)
+		hash = h.Sum(nil)
 	}
 	err := c.store.Update(ctx, func(tx storage.WriteTx) error {
 		now := c.clock()
@@ -145,7 +147,13 @@ func (c *core) mutate(ctx context.Context, method, requestID string, req proto.M
 					return apiError(codes.InvalidArgument, pb.ErrorReason_ERROR_REASON_REQUEST_ID_REUSED,
 						"request_id was already used for a different request", map[string]string{"request_id": requestID})
 				}
-				if err := proto.Unmarshal(rec.Response, resp); err != nil {
+				answer := rec.Response
+				if rec.Elided {
+					if answer, err = restore(answer, embedded(req, reqBytes, resp)); err != nil {
+						return err
+					}
+				}
+				if err := proto.Unmarshal(answer, resp); err != nil {
 					return err
 				}
 				return auditInTx(ctx, tx, now, req, resp)
@@ -169,7 +177,8 @@ func (c *core) mutate(ctx context.Context, method, requestID string, req proto.M
 		if err != nil {
 			return err
 		}
-		return tx.PutIdempotency(caller.Org, requestID, &storage.Idempotency{Method: method, RequestHash: hash, Response: b, CreateTime: now})
+		b, elided := elide(b, embedded(req, reqBytes, out))
+		return tx.PutIdempotency(caller.Org, requestID, &storage.Idempotency{Method: method, RequestHash: hash, Response: b, Elided: elided, CreateTime: now})
 	})
 	if n := noteFrom(ctx); n != nil && err == nil {
 		n.written = true

@@ -1,6 +1,7 @@
 package api_test
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"strings"
@@ -11,6 +12,7 @@ import (
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/fieldmaskpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -18,6 +20,7 @@ import (
 	pb "github.com/social-prescribing/exchange/proto/exchange/v1"
 	"github.com/social-prescribing/exchange/server/api"
 	"github.com/social-prescribing/exchange/server/exchangetest"
+	"github.com/social-prescribing/exchange/server/storage"
 )
 
 // clock is a settable time source for the exchange under test.
@@ -417,8 +420,23 @@ func TestIdempotencyAcrossRestart(t *testing.T) {
 	}
 	x.Restart()
 	again, err := x.Refer("practice", "once", walks, adaNHS, c.Name)
-	if err != nil || again.Name != first.Name || again.Etag != first.Etag || again.State != pb.ReferralState_REFERRAL_STATE_REQUESTED {
+	if err != nil || !proto.Equal(again, first) {
 		t.Fatalf("retry after restart = %v, %v; want the first response %v", again, err, first)
+	}
+	// The stored answer keeps what the exchange added to the referral it
+	// was sent, not the person the practice sent (answer.go).
+	err = x.Store.View(context.Background(), func(tx storage.ReadTx) error {
+		rec, err := tx.GetIdempotency("organizations/practice", "once")
+		if err != nil {
+			return err
+		}
+		if !rec.Elided || bytes.Contains(rec.Response, []byte(adaNHS)) || bytes.Contains(rec.Response, []byte(first.Person.FamilyName)) || !bytes.Contains(rec.Response, []byte(first.Name)) {
+			t.Errorf("stored answer: elided %v, %d bytes %q; want the name without the person", rec.Elided, len(rec.Response), rec.Response)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
 	}
 	// The retried accept returns its first response, not INVALID_TRANSITION.
 	acc, err := pb.NewReferralServiceClient(x.Conn).AcceptReferral(x.As("group"), &pb.AcceptReferralRequest{Name: first.Name, RequestId: "accept-1"})

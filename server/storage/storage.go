@@ -106,6 +106,10 @@ type Idempotency struct {
 	Method      string `json:"method"`
 	RequestHash []byte `json:"request_hash"`
 	Response    []byte `json:"response"` // the marshalled response message
+	// Elided: Response holds only what the answer adds to the request's
+	// message of its type, and the retry's request, the same bytes, fills
+	// the rest back in (server/api/answer.go).
+	Elided bool `json:"elided,omitempty"`
 	// CreateTime is when the first response was stored; the retention
 	// sweep deletes records older than the idempotency window
 	// (DeleteIdempotency, api.IdempotencyWindow).

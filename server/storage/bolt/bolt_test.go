@@ -116,8 +116,8 @@ func TestFillsNewIndexes(t *testing.T) {
 }
 
 // TestReadsOlderStoredAnswers: stored answers written as JSON by earlier
-// versions are still read next to the binary ones written now, and a
-// damaged record is an error, not a wrong answer.
+// versions are still read next to the binary ones written now, whole or
+// elided, and a damaged record is an error, not a wrong answer.
 func TestReadsOlderStoredAnswers(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "exchange.db")
 	s, err := bolt.Open(path, bolt.Options{})
@@ -126,7 +126,10 @@ func TestReadsOlderStoredAnswers(t *testing.T) {
 	}
 	t0 := time.Date(2025, 1, 1, 9, 0, 0, 0, time.UTC)
 	now := &storage.Idempotency{Method: "/exchange.v1.ReferralService/CreateReferral", RequestHash: []byte{1, 2, 3}, Response: []byte("new answer"), CreateTime: t0.Add(time.Hour)}
-	if err := s.Update(context.Background(), func(tx storage.WriteTx) error { return tx.PutIdempotency("organizations/gp", "new", now) }); err != nil {
+	elided := &storage.Idempotency{Method: "/exchange.v1.ReferralService/CreateReferral", RequestHash: []byte{6}, Response: []byte{3, 1}, Elided: true, CreateTime: t0.Add(time.Hour)}
+	if err := s.Update(context.Background(), func(tx storage.WriteTx) error {
+		return errors.Join(tx.PutIdempotency("organizations/gp", "new", now), tx.PutIdempotency("organizations/gp", "elided", elided))
+	}); err != nil {
 		t.Fatal(err)
 	}
 	s = reopenAltered(t, s, func(tx *bbolt.Tx) error {
@@ -137,14 +140,15 @@ func TestReadsOlderStoredAnswers(t *testing.T) {
 	})
 	err = s.View(context.Background(), func(tx storage.ReadTx) error {
 		for id, want := range map[string]storage.Idempotency{
-			"new": *now,
-			"old": {Method: "/exchange.v1.ConsentService/CreateConsent", RequestHash: []byte{4, 5}, Response: []byte("old answer"), CreateTime: t0},
+			"new":    *now,
+			"elided": *elided,
+			"old":    {Method: "/exchange.v1.ConsentService/CreateConsent", RequestHash: []byte{4, 5}, Response: []byte("old answer"), CreateTime: t0},
 		} {
 			got, err := tx.GetIdempotency("organizations/gp", id)
 			if err != nil {
 				return err
 			}
-			if got.Method != want.Method || string(got.RequestHash) != string(want.RequestHash) || string(got.Response) != string(want.Response) || !got.CreateTime.Equal(want.CreateTime) {
+			if got.Method != want.Method || string(got.RequestHash) != string(want.RequestHash) || string(got.Response) != string(want.Response) || got.Elided != want.Elided || !got.CreateTime.Equal(want.CreateTime) {
 				t.Errorf("stored answer %s = %+v, want %+v", id, got, want)
 			}
 		}

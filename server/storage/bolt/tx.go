@@ -836,17 +836,25 @@ func (t *tx) PutIdempotency(org, requestID string, rec *storage.Idempotency) err
 	return t.b(bIdempotency).Put(key(org, requestID), encodeIdempotency(rec))
 }
 
-// Stored answers are written as a version byte (1), the method and the
-// request hash each after its length as a uvarint, the create time as a
-// varint of Unix nanoseconds (0: none), then the response's bytes. Stores
-// written before this format hold JSON (which starts with '{'); both are
-// read. The binary form saves the JSON's field names and the base64 of its
-// []byte fields (a quarter of the answer's size) and the writer's time.
-const idempotencyV1 = 1
+// Stored answers are written as a version byte (1, or 2 for an elided
+// response), the method and the request hash each after its length as a
+// uvarint, the create time as a varint of Unix nanoseconds (0: none), then
+// the response's bytes. Stores written before this format hold JSON (which
+// starts with '{'); all are read. The binary form saves the JSON's field
+// names and the base64 of its []byte fields (a quarter of the answer's
+// size) and the writer's time.
+const (
+	idempotencyV1     = 1
+	idempotencyElided = 2
+)
 
 func encodeIdempotency(rec *storage.Idempotency) []byte {
 	b := make([]byte, 0, 1+2*binary.MaxVarintLen64+len(rec.Method)+len(rec.RequestHash)+binary.MaxVarintLen64+len(rec.Response))
-	b = append(b, idempotencyV1)
+	if rec.Elided {
+		b = append(b, idempotencyElided)
+	} else {
+		b = append(b, idempotencyV1)
+	}
 	b = binary.AppendUvarint(b, uint64(len(rec.Method)))
 	b = append(b, rec.Method...)
 	b = binary.AppendUvarint(b, uint64(len(rec.RequestHash)))
@@ -865,9 +873,10 @@ func decodeIdempotency(v []byte) (*storage.Idempotency, error) {
 		return rec, json.Unmarshal(v, rec)
 	}
 	bad := errors.New("decode stored answer: damaged record")
-	if len(v) == 0 || v[0] != idempotencyV1 {
+	if len(v) == 0 || v[0] != idempotencyV1 && v[0] != idempotencyElided {
 		return nil, bad
 	}
+	rec.Elided = v[0] == idempotencyElided
 	v = v[1:]
 	field := func() ([]byte, bool) {
 		n, k := binary.Uvarint(v)
