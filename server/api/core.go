@@ -121,8 +121,9 @@ func checkEtag(sent, current string) error {
 
 // mutate runs a write with AIP-155 idempotency: within one transaction it
 // returns the stored first response to a repeated request_id of the same
-// organisation, or runs fn and stores its response with the change. resp is
-// filled with the response either way. The call's audit entry, when it has
+// organisation, or runs fn and stores its response with the change, less
+// what the request already holds (answer.go). resp is filled with the
+// response either way. The call's audit entry, when it has
 // one, is written in the same transaction.
 func (c *core) mutate(ctx context.Context, method, requestID string, req proto.Message, resp proto.Message, fn func(tx storage.WriteTx, now time.Time) (proto.Message, error)) error {
 	caller := CallerFrom(ctx)
