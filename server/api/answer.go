@@ -45,23 +45,16 @@ func embedded(req proto.Message, reqBytes []byte, answer proto.Message) []byte {
 // fieldBytes returns the value of the first length-delimited field num in
 // the message b, or nil.
 func fieldBytes(b []byte, num protowire.Number) []byte {
-	for len(b) > 0 {
-		n, typ, k := protowire.ConsumeTag(b)
-		if k < 0 {
-			return nil
-		}
-		if n == num && typ == protowire.BytesType {
-			v, m := protowire.ConsumeBytes(b[k:])
-			if m < 0 {
-				return nil
-			}
+	var buf [16]run
+	rs, ok := runs(b, buf[:0])
+	if !ok {
+		return nil
+	}
+	r := runOf(b, rs, num)
+	if _, typ, k := protowire.ConsumeTag(r); k > 0 && typ == protowire.BytesType {
+		if v, m := protowire.ConsumeBytes(r[k:]); m >= 0 {
 			return v
 		}
-		m := protowire.ConsumeFieldValue(n, typ, b[k:])
-		if m < 0 {
-			return nil
-		}
-		b = b[k+m:]
 	}
 	return nil
 }
