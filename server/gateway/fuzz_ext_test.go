@@ -15,8 +15,8 @@ import (
 )
 
 // FuzzGatewayJSON sends any body to the REST API's write routes, as any
-// caller, through the gateway's whole input path (body limit, JSON syntax
-// check, JSON-to-protobuf decoding, parameters) to the exchange. Whatever
+// caller, through the gateway's whole input path (body limit, JSON-to-protobuf
+// decoding and its syntax message, parameters) to the exchange. Whatever
 // the input the answer is JSON with a status the contract names, never a
 // server error, and a refusal carries an ErrorInfo reason.
 func FuzzGatewayJSON(f *testing.F) {

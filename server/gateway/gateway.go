@@ -22,6 +22,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"reflect"
 	"strconv"
 	"time"
 
@@ -31,6 +32,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
 
 	pb "github.com/social-prescribing/exchange/proto/exchange/v1"
 	"github.com/social-prescribing/exchange/server/api"
@@ -47,9 +49,53 @@ type Options struct {
 }
 
 // Marshaler is the gateway's JSON style; the web inbox and tests use it too.
-var Marshaler = &runtime.JSONPb{
+var Marshaler = &jsonStyle{runtime.JSONPb{
 	MarshalOptions:   protojson.MarshalOptions{},
 	UnmarshalOptions: protojson.UnmarshalOptions{DiscardUnknown: false},
+}}
+
+// jsonStyle is grpc-gateway's JSONPb with a decoder that parses a body
+// once. JSONPb's own scans the body with encoding/json to find where the
+// value ends and then hands those bytes to protojson, and a body was
+// checked for JSON syntax before that: three parses of every body, a
+// tenth of the server's CPU on a REST CreateReferral
+// (docs/benchmarks.md). The body is already whole in memory (limitBody),
+// so protojson parses it alone; only a body it refuses is checked again,
+// to say where it stops being JSON.
+type jsonStyle struct{ runtime.JSONPb }
+
+var protoMessage = reflect.TypeFor[proto.Message]()
+
+func (j *jsonStyle) NewDecoder(r io.Reader) runtime.Decoder {
+	return runtime.DecoderFunc(func(v any) error {
+		b, err := io.ReadAll(r)
+		if err != nil {
+			return err
+		}
+		if len(bytes.TrimSpace(b)) == 0 {
+			return io.EOF // no body: the handlers read the request from its path and parameters
+		}
+		m, ok := v.(proto.Message)
+		if rv := reflect.ValueOf(v); !ok && rv.Kind() == reflect.Pointer && rv.Elem().Type().Implements(protoMessage) && rv.Elem().Kind() == reflect.Pointer {
+			// A message field named as the body (body: "referral"): v
+			// points to the field.
+			if rv.Elem().IsNil() {
+				rv.Elem().Set(reflect.New(rv.Elem().Type().Elem()))
+			}
+			m, ok = rv.Elem().Interface().(proto.Message), true
+		}
+		if !ok {
+			err = j.JSONPb.NewDecoder(bytes.NewReader(b)).Decode(v)
+		} else {
+			err = j.UnmarshalOptions.Unmarshal(b, m)
+		}
+		if err != nil {
+			if msg := jsonSyntax(b); msg != "" {
+				return errors.New(msg)
+			}
+		}
+		return err
+	})
 }
 
 // New returns the REST API handler for every RPC, calling the exchange on conn.
@@ -84,8 +130,8 @@ func New(ctx context.Context, conn grpc.ClientConnInterface, opt Options) (http.
 func errorHandler(ctx context.Context, mux *runtime.ServeMux, m runtime.Marshaler, w http.ResponseWriter, r *http.Request, err error) {
 	st := status.Convert(err)
 	if st.Code() == codes.InvalidArgument && !hasErrorInfo(st) {
-		// Syntax errors are caught by limitBody; these are bodies of the
-		// wrong shape (an unknown field) and unparsable parameters.
+		// Bodies the decoder refused (not JSON, or of the wrong shape:
+		// an unknown field) and unparsable parameters.
 		st = withReason(st, pb.ErrorReason_ERROR_REASON_MALFORMED_REQUEST, nil)
 	}
 	for _, d := range st.Details() {
@@ -160,8 +206,8 @@ func jsonSyntax(b []byte) string {
 	return fmt.Sprintf("the body is not valid JSON: %v (line %d, column %d)", syn, line, col)
 }
 
-// limitBody refuses bodies over max bytes with 413, and bodies that are not
-// JSON with 400 saying where, before any is decoded.
+// limitBody refuses bodies over max bytes with 413 before any is decoded,
+// and holds the body in memory for the decoder (jsonStyle).
 func limitBody(next http.Handler, max int64) http.Handler {
 	tooLarge := func(w http.ResponseWriter) {
 		st := withReason(status.New(codes.InvalidArgument, fmt.Sprintf("the request body is larger than %d bytes", max)),
@@ -182,11 +228,6 @@ func limitBody(next http.Handler, max int64) http.Handler {
 				return
 			case err != nil:
 				WriteError(w, http.StatusBadRequest, withReason(status.New(codes.InvalidArgument, "reading the request body: "+err.Error()),
-					pb.ErrorReason_ERROR_REASON_MALFORMED_REQUEST, nil))
-				return
-			}
-			if msg := jsonSyntax(b); msg != "" {
-				WriteError(w, http.StatusBadRequest, withReason(status.New(codes.InvalidArgument, msg),
 					pb.ErrorReason_ERROR_REASON_MALFORMED_REQUEST, nil))
 				return
 			}

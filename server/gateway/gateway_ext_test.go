@@ -241,6 +241,8 @@ func TestErrorShapes(t *testing.T) {
 		{"bad fields", "riverside-practice", "POST", "/v1/referrals?requestId=bad", referral("9434765918"), 400, 3, "FIELD_INVALID", "referral.person.nhs_number"},
 		{"malformed JSON", "riverside-practice", "POST", "/v1/referrals?requestId=bad", `{"person": {"nhsNumber": 94}`, 400, 3, "MALFORMED_REQUEST", ""},
 		{"unknown field", "riverside-practice", "POST", "/v1/referrals?requestId=bad", `{"patient": {}}`, 400, 3, "MALFORMED_REQUEST", ""},
+		{"data after the JSON", "riverside-practice", "POST", "/v1/referrals?requestId=bad", `{} {}`, 400, 3, "MALFORMED_REQUEST", ""},
+		{"malformed JSON, whole body", "hillside-walkers", "POST", "/v1/" + r.Name + ":accept", `{"etag":`, 400, 3, "MALFORMED_REQUEST", ""},
 		{"no key", "", "GET", "/v1/" + r.Name, "", 401, 16, "API_KEY_MISSING", ""},
 		{"not allowed", "hillside-walkers", "POST", "/v1/organizations?organizationId=sneaky", `{"kind":"ORGANIZATION_KIND_OTHER","displayName":"x"}`, 403, 7, "NOT_ALLOWED", ""},
 		{"not found", "riverside-pcn", "GET", "/v1/" + r.Name, "", 404, 5, "RESOURCE_NOT_FOUND", ""},
@@ -258,8 +260,12 @@ func TestErrorShapes(t *testing.T) {
 			if tc.field != "" && (len(fields) == 0 || fields[0] != tc.field) {
 				t.Errorf("field violations = %v, want %s", fields, tc.field)
 			}
-			if tc.reason == "MALFORMED_REQUEST" && !strings.Contains(body["message"].(string), "line 1") {
-				t.Errorf("malformed JSON message does not say where: %v", body["message"])
+			msg, _ := body["message"].(string)
+			if tc.reason == "MALFORMED_REQUEST" && !strings.Contains(msg, "line 1") {
+				t.Errorf("malformed request message does not say where: %v", msg)
+			}
+			if strings.HasPrefix(tc.name, "malformed") && !strings.HasPrefix(msg, "the body is not valid JSON") {
+				t.Errorf("malformed JSON message = %q, want it to say the body is not JSON", msg)
 			}
 		})
 	}
