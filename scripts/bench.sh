@@ -4,7 +4,9 @@
 # (in a scratch module, from the module proxy), starts the exchange (with
 # the anchors of --bench-addr) and etcd on loopback with their data on the
 # same disk, drives both at 1, 16 and 64 clients with the same 1.4 KB
-# payload, then runs the store benchmarks, the inbox list at 1,000,000
+# payload, then again in alternate rounds at 1 and at 64 clients (the
+# targets are the medians of the rounds' ratios), then runs the store
+# benchmarks, the inbox list at 1,000,000
 # referrals included. Everything stops by itself at the end.
 #
 #   scripts/bench.sh [results-dir]      (default: bench-results/, git-ignored)
