@@ -76,18 +76,22 @@ func (j *jsonStyle) NewDecoder(r io.Reader) runtime.Decoder {
 			return io.EOF // no body: the handlers read the request from its path and parameters
 		}
 		m, ok := v.(proto.Message)
-		if rv := reflect.ValueOf(v); !ok && rv.Kind() == reflect.Pointer && rv.Elem().Type().Implements(protoMessage) && rv.Elem().Kind() == reflect.Pointer {
+		if !ok {
 			// A message field named as the body (body: "referral"): v
 			// points to the field.
-			if rv.Elem().IsNil() {
-				rv.Elem().Set(reflect.New(rv.Elem().Type().Elem()))
+			if f := reflect.ValueOf(v); f.Kind() == reflect.Pointer && f.Elem().Kind() == reflect.Pointer && f.Elem().Type().Implements(protoMessage) {
+				if f.Elem().IsNil() {
+					f.Elem().Set(reflect.New(f.Elem().Type().Elem()))
+				}
+				m, ok = f.Elem().Interface().(proto.Message), true
 			}
-			m, ok = rv.Elem().Interface().(proto.Message), true
 		}
-		if !ok {
-			err = j.JSONPb.NewDecoder(bytes.NewReader(b)).Decode(v)
-		} else {
+		if ok {
 			err = j.UnmarshalOptions.Unmarshal(b, m)
+		} else {
+			// A body naming a field that is not a message (none in the
+			// contract today), as JSONPb decodes it.
+			err = j.JSONPb.NewDecoder(bytes.NewReader(b)).Decode(v)
 		}
 		if err != nil {
 			if msg := jsonSyntax(b); msg != "" {
