@@ -174,12 +174,17 @@ const retentionBatch = 200
 // may hold personal data) and the id may be used again.
 const IdempotencyWindow = 7 * 24 * time.Hour
 
-// SweepRetention clears the personal fields of referrals closed longer than
-// period ago, in batches, and deletes stored answers older than the
-// idempotency window. Each batch is audited as one entry with resource
-// `retention`. It returns how many referrals it cleared.
+// SweepRetention deletes stored answers older than the idempotency window,
+// a piece at a time (storage.DeleteExpiredAnswers), then clears the personal fields of
+// referrals closed longer than period ago, in batches. Each batch is
+// audited as one entry with resource `retention`, the first also for the
+// answers deleted. It returns how many referrals it cleared.
 func (s *Server) SweepRetention(ctx context.Context, period time.Duration) (int, error) {
-	total, first := 0, true
+	dropped, err := storage.DeleteExpiredAnswers(ctx, s.core.store, s.core.clock().Add(-IdempotencyWindow), storage.AnswerSweepPiece)
+	if err != nil {
+		return 0, err
+	}
+	total := 0
 	for ctx.Err() == nil {
 		n := 0
 		err := s.core.store.Update(ctx, func(tx storage.WriteTx) error {
@@ -197,15 +202,6 @@ func (s *Server) SweepRetention(ctx context.Context, period time.Duration) (int,
 					n++
 				}
 			}
-			dropped := 0
-			if first { // stored answers: one pass per sweep
-				var err error
-				if dropped, err = tx.DeleteIdempotency(func(rec *storage.Idempotency) bool {
-					return now.Sub(rec.CreateTime) > IdempotencyWindow
-				}); err != nil {
-					return err
-				}
-			}
 			if n == 0 && dropped == 0 {
 				return nil
 			}
@@ -216,7 +212,7 @@ func (s *Server) SweepRetention(ctx context.Context, period time.Duration) (int,
 		if err != nil {
 			return total, err
 		}
-		total, first = total+n, false
+		total, dropped = total+n, 0
 		if n < retentionBatch {
 			return total, nil
 		}

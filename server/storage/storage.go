@@ -112,7 +112,7 @@ type Idempotency struct {
 	Elided bool `json:"elided,omitempty"`
 	// CreateTime is when the first response was stored; the retention
 	// sweep deletes records older than the idempotency window
-	// (DeleteIdempotency, api.IdempotencyWindow).
+	// (ExpiredIdempotency, api.IdempotencyWindow).
 	CreateTime time.Time `json:"create_time,omitzero"`
 }
 
@@ -162,6 +162,14 @@ type ReadTx interface {
 	ListAPIKeys(org, after string, limit int) (Page[*APIKey], error)
 
 	GetIdempotency(org, requestID string) (*Idempotency, error)
+	// ExpiredIdempotency reads at most scan stored answers, in the store's
+	// order from position from ("": the first), and returns the positions
+	// of those made before before (and of any it cannot read), and the
+	// position to go on from ("": none left). Positions are opaque, for
+	// DeleteExpiredIdempotency. The retention sweep walks the answers this
+	// way, a bounded piece per read, so that no write waits for a walk of
+	// them all.
+	ExpiredIdempotency(before time.Time, from string, scan int) (expired []string, next string, err error)
 
 	// ListEvents returns events after sequence after, in order: those whose
 	// audience includes org or that are public, or every event when org is
@@ -224,9 +232,15 @@ type WriteTx interface {
 	PutIdempotency(org, requestID string, rec *Idempotency) error
 	// DeleteIdempotency deletes the stored responses for which drop returns
 	// true, and any it cannot read, and returns how many; it reads every
-	// record, so it is for rare jobs (erasure, the retention sweep), never
-	// for a request.
+	// record in the writer, so it is for erasure, which must find every
+	// answer that holds the person in its own transaction, never for a
+	// request.
 	DeleteIdempotency(drop func(*Idempotency) bool) (int, error)
+	// DeleteExpiredIdempotency deletes the stored answers at the positions
+	// ExpiredIdempotency found that are still made before before (or still
+	// unreadable), and returns how many: an answer stored again at a
+	// position since is kept.
+	DeleteExpiredIdempotency(at []string, before time.Time) (int, error)
 
 	// AppendAudit gives the audit event the next audit sequence number and
 	// stores it. There is no way to change or delete an audit event.
@@ -235,4 +249,39 @@ type WriteTx interface {
 	// AppendEvent gives the event the next sequence number, stores it and
 	// returns the sequence.
 	AppendEvent(e *Event) (int64, error)
+}
+
+// AnswerSweepPiece is how many stored answers the retention sweep reads at
+// a time (a few milliseconds of a reader); the expired among them are
+// deleted in one write, so no write waits for the sweep for longer.
+const AnswerSweepPiece = 4096
+
+// DeleteExpiredAnswers deletes the stored answers made before before (and
+// any that cannot be read), a piece at a time: a read finds the expired
+// among the next scan answers (ExpiredIdempotency), a write deletes those
+// still expired (DeleteExpiredIdempotency), and so on to the end. No write
+// waits for it for longer than one piece, however many answers are
+// stored. It returns how many it deleted.
+func DeleteExpiredAnswers(ctx context.Context, s Store, before time.Time, scan int) (int, error) {
+	deleted := 0
+	for from := ""; ; {
+		var expired []string
+		err := s.View(ctx, func(tx ReadTx) (err error) {
+			expired, from, err = tx.ExpiredIdempotency(before, from, scan)
+			return err
+		})
+		if err == nil && len(expired) > 0 {
+			n := 0
+			err = s.Update(ctx, func(tx WriteTx) (err error) {
+				n, err = tx.DeleteExpiredIdempotency(expired, before)
+				return err
+			})
+			if err == nil {
+				deleted += n
+			}
+		}
+		if err != nil || from == "" {
+			return deleted, err
+		}
+	}
 }

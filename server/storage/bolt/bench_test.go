@@ -162,6 +162,107 @@ func BenchmarkEventAppend(b *testing.B) {
 	}
 }
 
+// BenchmarkAnswerSweep deletes the stored answers of the oldest hour of a
+// seven-day window (1/168 of them) while a writer goes on writing, and
+// reports the longest that writer waited for one write: with the answers
+// read in one write transaction, as erasure reads them (DeleteIdempotency),
+// and a piece at a time, as the retention sweep does
+// (storage.DeleteExpiredAnswers); and, for comparison, the longest wait
+// in half a second of writes with no sweep. 100,000 answers; 1,000,000 too
+// with EXCHANGE_BENCH_LARGE=1.
+func BenchmarkAnswerSweep(b *testing.B) {
+	sizes := []int{100000}
+	if os.Getenv("EXCHANGE_BENCH_LARGE") != "" {
+		sizes = append(sizes, 1000000)
+	}
+	ctx := context.Background()
+	for _, n := range sizes {
+		step := 7 * 24 * time.Hour / time.Duration(n)
+		cutoff := t0.Add(time.Hour)
+		// put stores answers [from, to), the i-th made at t0 + i*step.
+		put := func(b *testing.B, s *bolt.Store, from, to int) {
+			resp := make([]byte, 800)
+			for lo := from; lo < to; lo += 10000 {
+				err := s.Update(ctx, func(tx storage.WriteTx) error {
+					for i := lo; i < min(lo+10000, to); i++ {
+						err := tx.PutIdempotency(fmt.Sprintf("organizations/org-%d", i%50), fmt.Sprintf("%032x", i*7919),
+							&storage.Idempotency{Method: "/exchange.v1.ReferralService/CreateReferral", RequestHash: make([]byte, 32),
+								CreateTime: t0.Add(time.Duration(i) * step), Response: resp})
+						if err != nil {
+							return err
+						}
+					}
+					return nil
+				})
+				if err != nil {
+					b.Fatal(err)
+				}
+			}
+		}
+		for _, way := range []struct {
+			name  string
+			sweep func(s *bolt.Store) (int, error)
+		}{
+			{"one-transaction", func(s *bolt.Store) (n int, err error) {
+				err = s.Update(ctx, func(tx storage.WriteTx) error {
+					n, err = tx.DeleteIdempotency(func(r *storage.Idempotency) bool { return r.CreateTime.Before(cutoff) })
+					return err
+				})
+				return n, err
+			}},
+			{"pieces", func(s *bolt.Store) (int, error) {
+				return storage.DeleteExpiredAnswers(ctx, s, cutoff, storage.AnswerSweepPiece)
+			}},
+			{"no-sweep", func(s *bolt.Store) (int, error) { // the writer alone, for comparison
+				time.Sleep(500 * time.Millisecond)
+				return -1, nil
+			}},
+		} {
+			b.Run(fmt.Sprintf("answers=%d/%s", n, way.name), func(b *testing.B) {
+				s := openStore(b, filepath.Join(b.TempDir(), "exchange.db"))
+				put(b, s, 0, n)
+				expired := int((time.Hour + step - 1) / step) // made before t0 + 1h
+				var worst time.Duration
+				b.ResetTimer()
+				for i := range b.N {
+					if i > 0 {
+						b.StopTimer()
+						put(b, s, 0, expired) // the hour the last sweep deleted
+						b.StartTimer()
+					}
+					stop, waited := make(chan struct{}), make(chan time.Duration)
+					go func() { // the writer that goes on writing
+						var longest time.Duration
+						for {
+							select {
+							case <-stop:
+								waited <- longest
+								return
+							default:
+							}
+							start := time.Now()
+							err := s.Update(ctx, func(tx storage.WriteTx) error {
+								return tx.PutIdempotency("organizations/other", "r", &storage.Idempotency{Method: "M", CreateTime: t0.Add(8 * 24 * time.Hour)})
+							})
+							if err != nil {
+								b.Error(err)
+							}
+							longest = max(longest, time.Since(start))
+						}
+					}()
+					deleted, err := way.sweep(s)
+					close(stop)
+					worst = max(worst, <-waited)
+					if err != nil || deleted != expired && deleted != -1 {
+						b.Fatalf("deleted %d (%v), want %d", deleted, err, expired)
+					}
+				}
+				b.ReportMetric(float64(worst)/1e6, "max-write-wait-ms")
+			})
+		}
+	}
+}
+
 // inboxStores are the stores BenchmarkInboxList reads, filled once per
 // process (the benchmark function runs more than once) and removed when
 // the benchmarks end.

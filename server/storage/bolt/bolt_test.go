@@ -161,27 +161,40 @@ func TestReadsOlderStoredAnswers(t *testing.T) {
 		t.Fatal(err)
 	}
 	// The retention sweep drops the old JSON record by its time, and the
-	// damaged one, which it cannot read, instead of failing on it.
-	var dropped int
+	// damaged one, which it cannot read, instead of failing on it; one
+	// answer a piece, so that each is found and deleted on its own.
+	dropped, err := storage.DeleteExpiredAnswers(context.Background(), s, now.CreateTime, 1)
+	if err != nil || dropped != 2 {
+		t.Fatalf("DeleteExpiredAnswers = %d, %v; want 2 (the old and the damaged), nil", dropped, err)
+	}
+	kept := func(want map[string]bool) {
+		t.Helper()
+		err := s.View(context.Background(), func(tx storage.ReadTx) error {
+			for id, kept := range want {
+				rec, err := tx.GetIdempotency("organizations/gp", id)
+				if got := err == nil && rec != nil; got != kept {
+					t.Errorf("stored answer %s kept = %v (%v), want %v", id, got, err, kept)
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	kept(map[string]bool{"new": true, "elided": true, "old": false, "bad": false})
+	// Erasure drops a damaged record too, whatever it is looking for.
+	s = reopenAltered(t, s, func(tx *bbolt.Tx) error {
+		return tx.Bucket([]byte("idempotency")).Put([]byte("organizations/gp\x00bad"), []byte{2, 7})
+	})
 	err = s.Update(context.Background(), func(tx storage.WriteTx) error {
-		dropped, err = tx.DeleteIdempotency(func(rec *storage.Idempotency) bool { return rec.CreateTime.Before(now.CreateTime) })
+		dropped, err = tx.DeleteIdempotency(func(*storage.Idempotency) bool { return false })
 		return err
 	})
-	if err != nil || dropped != 2 {
-		t.Fatalf("DeleteIdempotency = %d, %v; want 2 (the old and the damaged), nil", dropped, err)
+	if err != nil || dropped != 1 {
+		t.Fatalf("DeleteIdempotency = %d, %v; want 1 (the damaged), nil", dropped, err)
 	}
-	err = s.View(context.Background(), func(tx storage.ReadTx) error {
-		for id, kept := range map[string]bool{"new": true, "old": false, "bad": false} {
-			rec, err := tx.GetIdempotency("organizations/gp", id)
-			if got := err == nil && rec != nil; got != kept {
-				t.Errorf("stored answer %s kept = %v (%v), want %v", id, got, err, kept)
-			}
-		}
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
+	kept(map[string]bool{"new": true, "elided": true, "bad": false})
 }
 
 // TestBackupHoldsAcknowledgedAndIsNotRolledForward: a backup holds every

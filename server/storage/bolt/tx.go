@@ -872,11 +872,27 @@ func decodeIdempotency(v []byte) (*storage.Idempotency, error) {
 	if len(v) > 0 && v[0] == '{' {
 		return rec, json.Unmarshal(v, rec)
 	}
-	bad := errors.New("decode stored answer: damaged record")
-	if len(v) == 0 || v[0] != idempotencyV1 && v[0] != idempotencyElided {
-		return nil, bad
+	elided, method, hash, created, response, ok := splitIdempotency(v)
+	if !ok {
+		return nil, errors.New("decode stored answer: damaged record")
 	}
-	rec.Elided = v[0] == idempotencyElided
+	rec.Elided = elided
+	rec.Method = string(method)
+	rec.RequestHash = slices.Clone(hash)
+	if created != 0 {
+		rec.CreateTime = time.Unix(0, created).UTC()
+	}
+	rec.Response = slices.Clone(response)
+	return rec, nil
+}
+
+// splitIdempotency reads a stored answer in the binary form into its parts,
+// without copying them; ok is false for a damaged record (or a JSON one).
+func splitIdempotency(v []byte) (elided bool, method, hash []byte, created int64, response []byte, ok bool) {
+	if len(v) == 0 || v[0] != idempotencyV1 && v[0] != idempotencyElided {
+		return false, nil, nil, 0, nil, false
+	}
+	elided = v[0] == idempotencyElided
 	v = v[1:]
 	field := func() ([]byte, bool) {
 		n, k := binary.Uvarint(v)
@@ -891,15 +907,57 @@ func decodeIdempotency(v []byte) (*storage.Idempotency, error) {
 	hash, ok2 := field()
 	created, k := binary.Varint(v)
 	if !ok1 || !ok2 || k <= 0 {
-		return nil, bad
+		return false, nil, nil, 0, nil, false
 	}
-	rec.Method = string(method)
-	rec.RequestHash = slices.Clone(hash)
-	if created != 0 {
-		rec.CreateTime = time.Unix(0, created).UTC()
+	return elided, method, hash, created, v[k:], true
+}
+
+// answerExpired is the retention rule for a stored answer: it goes once it
+// was made before before, or if it cannot be read (it can answer no retry,
+// and might hold personal data). Only the record's time is read, without
+// copying its answer, unless it is an older store's JSON.
+func answerExpired(v []byte, before time.Time) bool {
+	if len(v) > 0 && v[0] == '{' {
+		rec, err := decodeIdempotency(v)
+		return err != nil || rec.CreateTime.Before(before)
 	}
-	rec.Response = slices.Clone(v[k:])
-	return rec, nil
+	_, _, _, created, _, ok := splitIdempotency(v)
+	return !ok || created == 0 || time.Unix(0, created).Before(before)
+}
+
+func (t *tx) ExpiredIdempotency(before time.Time, from string, scan int) ([]string, string, error) {
+	scan = max(scan, 1)
+	var expired []string
+	c := t.b(bIdempotency).Cursor()
+	k, v := c.First()
+	if from != "" {
+		k, v = c.Seek([]byte(from))
+	}
+	for n := 0; k != nil; k, v = c.Next() {
+		if n == scan {
+			return expired, string(k), nil
+		}
+		n++
+		if answerExpired(v, before) {
+			expired = append(expired, string(k))
+		}
+	}
+	return expired, "", nil
+}
+
+func (t *tx) DeleteExpiredIdempotency(at []string, before time.Time) (int, error) {
+	b := t.b(bIdempotency)
+	n := 0
+	for _, k := range at {
+		if v := b.Get([]byte(k)); v == nil || !answerExpired(v, before) {
+			continue
+		}
+		if err := b.Delete([]byte(k)); err != nil {
+			return n, err
+		}
+		n++
+	}
+	return n, nil
 }
 
 func (t *tx) DeleteIdempotency(drop func(*storage.Idempotency) bool) (int, error) {

@@ -34,6 +34,7 @@ func Run(t *testing.T, open Opener) {
 		{"ConsentsByPerson", testConsents},
 		{"FeedbackOrder", testFeedback},
 		{"APIKeysAndIdempotency", testKeysIdempotency},
+		{"ExpiredAnswersInPieces", testExpiredAnswers},
 		{"AuthVersion", testAuthVersion},
 		{"EventsOrderAndAudience", testEvents},
 		{"WaitEvents", testWaitEvents},
@@ -390,6 +391,66 @@ func testKeysIdempotency(t *testing.T, open Opener) {
 		}
 		return nil
 	})
+}
+
+// testExpiredAnswers: the retention sweep's walk of the stored answers
+// reads no more than it is told to at a time, finds those made before the
+// cutoff (a record without a time among them), and deletes only those
+// still expired when the write runs.
+func testExpiredAnswers(t *testing.T, open Opener) {
+	s := newStore(t, open)
+	t0 := time.Date(2026, 3, 2, 9, 0, 0, 0, time.UTC)
+	put := func(id string, at time.Time) func(storage.WriteTx) error {
+		return func(tx storage.WriteTx) error {
+			return tx.PutIdempotency("organizations/gp", id, &storage.Idempotency{Method: "M", RequestHash: []byte{1}, Response: []byte{2}, CreateTime: at})
+		}
+	}
+	for i := range 10 {
+		update(t, s, put(fmt.Sprint("req-", i), t0.Add(time.Duration(i)*time.Hour)))
+	}
+	update(t, s, put("req-untimed", time.Time{}))
+	cutoff := t0.Add(5 * time.Hour) // req-0 to req-4 and req-untimed
+	var expired []string
+	reads := 0
+	for from := ""; ; {
+		reads++
+		view(t, s, func(tx storage.ReadTx) error {
+			found, next, err := tx.ExpiredIdempotency(cutoff, from, 3)
+			expired, from = append(expired, found...), next
+			return err
+		})
+		if from == "" {
+			break
+		}
+	}
+	if reads != 4 || len(expired) != 6 { // 11 answers, 3 a read
+		t.Fatalf("%d expired in %d reads, want 6 in 4", len(expired), reads)
+	}
+	update(t, s, put("req-0", t0.Add(100*time.Hour))) // stored again since
+	update(t, s, func(tx storage.WriteTx) error {
+		n, err := tx.DeleteExpiredIdempotency(expired, cutoff)
+		if n != 5 {
+			t.Errorf("DeleteExpiredIdempotency deleted %d, want 5 (req-0 is no longer expired)", n)
+		}
+		return err
+	})
+	has := func(ids map[string]bool) {
+		t.Helper()
+		view(t, s, func(tx storage.ReadTx) error {
+			for id, want := range ids {
+				if _, err := tx.GetIdempotency("organizations/gp", id); (err == nil) != want {
+					t.Errorf("%s kept = %v, want %v", id, err == nil, want)
+				}
+			}
+			return nil
+		})
+	}
+	has(map[string]bool{"req-0": true, "req-1": false, "req-4": false, "req-untimed": false, "req-5": true, "req-9": true})
+	n, err := storage.DeleteExpiredAnswers(ctx, s, t0.Add(8*time.Hour), 2)
+	if err != nil || n != 3 {
+		t.Errorf("DeleteExpiredAnswers = %d, %v; want 3 (req-5 to req-7)", n, err)
+	}
+	has(map[string]bool{"req-0": true, "req-5": false, "req-7": false, "req-8": true, "req-9": true})
 }
 
 // testAuthVersion: AuthVersion moves with every acknowledged change of an
