@@ -13,7 +13,10 @@
 #   scripts/bench.sh [results-dir]      (default: bench-results/, git-ignored)
 #
 # SCALE=0.25 scripts/bench.sh makes the load runs four times shorter;
-# STORE_BENCH=0 leaves out the store benchmarks.
+# STORE_BENCH=0 leaves out the store benchmarks; PIN=1 holds the exchange
+# and etcd to the first half of the cores and the load command (etcd's
+# benchmark tool with it) to the other half (taskset, from util-linux), so
+# that no server shares its cores with the load that drives it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=${1:-bench-results}
@@ -34,6 +37,15 @@ mkdir -p "$work/etcd-build"
   go build -o "$work/etcd" go.etcd.io/etcd/server/v3 &&
   go build -o "$work/etcd-benchmark" go.etcd.io/etcd/v3/tools/benchmark )
 
+srv=() load=()
+if [ "${PIN:-0}" = 1 ]; then
+  cores=$(nproc --all)
+  half=$((cores / 2))
+  [ "$half" -ge 1 ] || { echo "PIN=1 needs at least two cores" >&2; exit 1; }
+  srv=(taskset -c "0-$((half - 1))")
+  load=(taskset -c "$half-$((cores - 1))")
+fi
+
 echo "== machine"
 {
   echo "date: $(date -u +%FT%TZ)"
@@ -43,15 +55,16 @@ echo "== machine"
   echo "go: $(go version)"
   echo "etcd: $ETCD_VERSION"
   echo "exchange: $(git rev-parse --short HEAD)"
+  if [ "${PIN:-0}" = 1 ]; then echo "pinned: servers on cores ${srv[2]}, the load on cores ${load[2]}"; fi
 } | tee "$out/machine.txt"
 
 echo "== starting etcd and the exchange (loopback only)"
-"$work/etcd" --data-dir "$work/etcd-data" --listen-client-urls http://127.0.0.1:2379 \
+"${srv[@]}" "$work/etcd" --data-dir "$work/etcd-data" --listen-client-urls http://127.0.0.1:2379 \
   --advertise-client-urls http://127.0.0.1:2379 --listen-peer-urls http://127.0.0.1:2380 \
   --initial-advertise-peer-urls http://127.0.0.1:2380 --initial-cluster default=http://127.0.0.1:2380 \
   --quota-backend-bytes 8589934592 --log-level error > "$out/etcd.log" 2>&1 &
 pids+=($!)
-"$work/exchange" --data-dir "$work/exchange-data" --grpc-addr 127.0.0.1:50051 --http-addr 127.0.0.1:8080 \
+"${srv[@]}" "$work/exchange" --data-dir "$work/exchange-data" --grpc-addr 127.0.0.1:50051 --http-addr 127.0.0.1:8080 \
   --bench-addr 127.0.0.1:50061 --pprof-addr 127.0.0.1:6061 --rate-limit 0 --log-level warn > "$out/exchange.log" 2>&1 &
 pids+=($!)
 for i in $(seq 100); do
@@ -60,7 +73,7 @@ for i in $(seq 100); do
 done
 
 echo "== load: CreateReferral over gRPC and REST, the anchors, etcd put"
-"$work/loadtest" --data-dir "$work/exchange-data" --bench-addr 127.0.0.1:50061 \
+"${load[@]}" "$work/loadtest" --data-dir "$work/exchange-data" --bench-addr 127.0.0.1:50061 \
   --etcd-benchmark "$work/etcd-benchmark" --etcd-endpoint 127.0.0.1:2379 \
   --scale "${SCALE:-1}" --json "$out/load.json" | tee "$out/load.txt"
 curl -s http://127.0.0.1:8080/metrics > "$out/metrics-after-load.txt"

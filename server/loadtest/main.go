@@ -40,7 +40,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
-	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -735,9 +734,10 @@ func report(w io.Writer, results []result, lone []loneRound, rounds []round, byt
 	if ran.GRPC.PerSecond > 0 && ran.REST.PerSecond > 0 {
 		check("REST/gRPC CreateReferral throughput, 64 clients"+of, medianOf(judged, round.restVsGRPC), 0.5, true)
 	}
-	machine := func(r result) float64 { return r.MachineBusyPct / 100 * float64(runtime.NumCPU()) / r.PerSecond * 1e6 }
+	cores := machineCores()
+	machine := func(r result) float64 { return r.MachineBusyPct / 100 * float64(cores) / r.PerSecond * 1e6 }
 	if e64, ok := get("etcd put", 64); ok && ran.GRPC.PerSecond > 0 && e64.MachineBusyPct > 0 {
-		fmt.Fprintf(w, "\nCPU per call at 64 clients, the whole machine's (busy share x %d cores / throughput), and the server's and the load's:\n", runtime.NumCPU())
+		fmt.Fprintf(w, "\nCPU per call at 64 clients, the whole machine's (busy share x %d cores / throughput), and the server's and the load's:\n", cores)
 		for _, t := range []string{"CreateReferral gRPC", "etcd put", "gRPC echo (ceiling)"} {
 			if r, ok := get(t, 64); ok {
 				fmt.Fprintf(w, "  %-22s %5.0f µs  (server %s, load %.0f)\n", t, machine(r), micros(r.ServerCPUUs), r.LoadCPUUs)
