@@ -175,10 +175,10 @@ const retentionBatch = 200
 const IdempotencyWindow = 7 * 24 * time.Hour
 
 // SweepRetention deletes stored answers older than the idempotency window,
-// a piece at a time (storage.DeleteExpiredAnswers), then clears the personal fields of
-// referrals closed longer than period ago, in batches. Each batch is
-// audited as one entry with resource `retention`, the first also for the
-// answers deleted. It returns how many referrals it cleared.
+// a piece at a time (storage.DeleteExpiredAnswers), then clears the
+// personal fields of referrals closed longer than period ago, in batches.
+// Each batch is audited as one entry with resource `retention`, the first
+// also for the answers deleted. It returns how many referrals it cleared.
 func (s *Server) SweepRetention(ctx context.Context, period time.Duration) (int, error) {
 	dropped, err := storage.DeleteExpiredAnswers(ctx, s.core.store, s.core.clock().Add(-IdempotencyWindow), storage.AnswerSweepPiece)
 	if err != nil {
