@@ -42,8 +42,9 @@ if [ "${PIN:-0}" = 1 ]; then
   cores=$(nproc --all)
   half=$((cores / 2))
   [ "$half" -ge 1 ] || { echo "PIN=1 needs at least two cores" >&2; exit 1; }
-  srv=(taskset -c "0-$((half - 1))")
-  load=(taskset -c "$half-$((cores - 1))")
+  srv_cores="0-$((half - 1))" load_cores="$half-$((cores - 1))"
+  srv=(taskset -c "$srv_cores")
+  load=(taskset -c "$load_cores")
 fi
 
 echo "== machine"
@@ -55,7 +56,7 @@ echo "== machine"
   echo "go: $(go version)"
   echo "etcd: $ETCD_VERSION"
   echo "exchange: $(git rev-parse --short HEAD)"
-  if [ "${PIN:-0}" = 1 ]; then echo "pinned: servers on cores ${srv[2]}, the load on cores ${load[2]}"; fi
+  if [ "${PIN:-0}" = 1 ]; then echo "pinned: servers on cores $srv_cores, the load on cores $load_cores"; fi
 } | tee "$out/machine.txt"
 
 echo "== starting etcd and the exchange (loopback only)"

@@ -912,14 +912,22 @@ func splitIdempotency(v []byte) (elided bool, method, hash []byte, created int64
 	return elided, method, hash, created, v[k:], true
 }
 
-// answerExpired is the retention rule for a stored answer: it goes once it
-// was made before before, or if it cannot be read (it can answer no retry,
-// and might hold personal data). Only the record's time is read, without
-// copying its answer, unless it is an older store's JSON.
+// answerGoes is the rule erasure and the retention sweep share for a
+// stored answer: one that cannot be read goes whatever drop says (it can
+// answer no retry, and might hold the personal data an erasure removes),
+// rather than stop every later sweep and erasure; the others go when drop
+// says so.
+func answerGoes(v []byte, drop func(*storage.Idempotency) bool) bool {
+	rec, err := decodeIdempotency(v)
+	return err != nil || drop(rec)
+}
+
+// answerExpired is answerGoes for the retention sweep: an answer goes once
+// it was made before before (or has no time). A binary record's time is
+// read without copying its answer; an older store's JSON is decoded.
 func answerExpired(v []byte, before time.Time) bool {
 	if len(v) > 0 && v[0] == '{' {
-		rec, err := decodeIdempotency(v)
-		return err != nil || rec.CreateTime.Before(before)
+		return answerGoes(v, func(rec *storage.Idempotency) bool { return rec.CreateTime.Before(before) })
 	}
 	_, _, _, created, _, ok := splitIdempotency(v)
 	return !ok || created == 0 || time.Unix(0, created).Before(before)
@@ -965,10 +973,7 @@ func (t *tx) DeleteIdempotency(drop func(*storage.Idempotency) bool) (int, error
 	var doomed [][]byte
 	c := b.Cursor()
 	for k, v := c.First(); k != nil; k, v = c.Next() {
-		// A record that cannot be read can answer no retry, and might hold
-		// the personal data an erasure is removing: it goes too, rather
-		// than stopping every later sweep and erasure.
-		if rec, err := decodeIdempotency(v); err != nil || drop(rec) {
+		if answerGoes(v, drop) {
 			doomed = append(doomed, append([]byte(nil), k...))
 		}
 	}
