@@ -87,7 +87,7 @@ func (a *admin) ErasePerson(ctx context.Context, req *pb.ErasePersonRequest) (*p
 		}
 		var consents []*pb.Consent
 		for after := ""; ; {
-			p, err := tx.ListConsents(nhs, after, validate.MaxPageSize)
+			p, err := tx.ListConsents(nhs, after, validate.MaxPageSize, nil)
 			if err != nil {
 				return nil, err
 			}

@@ -123,19 +123,25 @@ func (s *consents) ListConsents(ctx context.Context, req *pb.ListConsentsRequest
 	}
 	resp := &pb.ListConsentsResponse{}
 	err := s.view(ctx, func(tx storage.ReadTx, now time.Time) error {
-		p, err := tx.ListConsents(req.NhsNumber, after, size)
+		// Only consents the caller may read count towards the page, so that
+		// neither its length nor its token tells of the others.
+		var failed error
+		p, err := tx.ListConsents(req.NhsNumber, after, size, func(c *pb.Consent) bool {
+			aud, _, err := consentAudience(tx, c)
+			if err != nil {
+				failed = err
+			}
+			return err == nil && slices.Contains(aud, CallerFrom(ctx).Org)
+		})
+		if err == nil {
+			err = failed
+		}
 		if err != nil {
 			return err
 		}
 		for _, c := range p.Items {
-			aud, _, err := consentAudience(tx, c)
-			if err != nil {
-				return err
-			}
-			if slices.Contains(aud, CallerFrom(ctx).Org) {
-				c.State = policy.ConsentState(c, now)
-				resp.Consents = append(resp.Consents, c)
-			}
+			c.State = policy.ConsentState(c, now)
+			resp.Consents = append(resp.Consents, c)
 		}
 		resp.NextPageToken = pageToken(p.Next, req.NhsNumber)
 		return nil

@@ -208,6 +208,8 @@ func (s *referrals) ListReferrals(ctx context.Context, req *pb.ListReferralsRequ
 	var v validate.Violations
 	size := validate.PageSize(&v, "page_size", req.PageSize, 50)
 	after := parsePageToken(&v, "page_token", req.PageToken, req.Filter)
+	// The filter only narrows what the caller may see: the query starts from
+	// the caller's party index and each term adds a condition.
 	q := storage.ReferralQuery{Party: org}
 	var recipientService string
 	overdue := false
@@ -230,21 +232,13 @@ func (s *referrals) ListReferrals(ctx context.Context, req *pb.ListReferralsRequ
 			if _, ok := names.Organization(rc); !ok {
 				v.Add("filter", "recipient must be an organisation or service name")
 			}
-			if rc == org {
-				q = storage.ReferralQuery{Recipient: org, State: q.State}
-			} else {
-				q.Recipient = rc // narrows the party index
-			}
+			q.Recipient = rc
 		}
 		if rf, ok := terms["referrer"]; ok {
 			if _, ok := names.Organization(rf); !ok {
 				v.Add("filter", "referrer must be an organisation name")
 			}
-			if rf == org && q.Recipient == "" {
-				q = storage.ReferralQuery{Referrer: org, State: q.State}
-			} else {
-				q.Referrer = rf
-			}
+			q.Referrer = rf
 		}
 		if p, ok := terms["parent"]; ok {
 			if _, ok := names.Referral(p); !ok {
@@ -259,43 +253,79 @@ func (s *referrals) ListReferrals(ctx context.Context, req *pb.ListReferralsRequ
 			overdue = ov == "true"
 		}
 	}
+	if overdue && q.Recipient != org {
+		v.Add("filter", "overdue = true lists the caller's own inbox: add recipient = %q", org)
+	}
 	if err := invalid(v); err != nil {
 		return nil, err
 	}
 	resp := &pb.ListReferralsResponse{}
 	err := s.view(ctx, func(tx storage.ReadTx, now time.Time) error {
-		if q.Parent != "" {
+		// A narrower index than the party index, where it holds only
+		// referrals the caller may see: its own inbox, its own referrals, or
+		// the onward referrals of a referral it may see.
+		switch {
+		case q.Recipient == org, q.Referrer == org:
+			q.Party = ""
+		case q.Parent != "":
 			if _, err := load(ctx, tx, q.Parent); err != nil {
 				return err
 			}
-			q = storage.ReferralQuery{Parent: q.Parent, State: q.State, Recipient: q.Recipient, Referrer: q.Referrer}
+			q.Party = ""
 		}
 		if overdue {
-			if q.Recipient != org {
-				return invalidField("filter", "overdue = true lists the caller's own inbox: add recipient = \""+org+"\"")
-			}
 			q.DueBefore = now
 		}
-		consents := map[string]*pb.Consent{}
+		var failed error
 		p, err := tx.ListReferrals(q, after, size, func(r *pb.Referral) bool {
-			return recipientService == "" || r.RecipientService == recipientService
+			if recipientService != "" && r.RecipientService != recipientService {
+				return false
+			}
+			// Whatever index served the list, each item is one the caller
+			// may see (policy.Relate), or it is left out.
+			rel, err := relate(tx, org, r)
+			if err != nil {
+				failed = err
+				return false
+			}
+			return rel != policy.None
 		})
+		if err == nil {
+			err = failed
+		}
 		if err != nil {
 			return err
 		}
+		consents := map[string]*pb.Consent{}
 		for _, r := range p.Items {
 			c, ok := consents[r.Consent]
 			if !ok {
 				c, _ = tx.GetConsent(r.Consent)
 				consents[r.Consent] = c
 			}
-			// Listed through the party or parent index: the caller is a party.
-			resp.Referrals = append(resp.Referrals, policy.Redact(r, policy.RelateParty(org, r), c, now))
+			rel, err := relate(tx, org, r)
+			if err != nil {
+				return err
+			}
+			resp.Referrals = append(resp.Referrals, policy.Redact(r, rel, c, now))
 		}
 		resp.NextPageToken = pageToken(p.Next, req.Filter)
 		return nil
 	})
 	return resp, err
+}
+
+// relate is how org relates to r (policy.Relate), reading r's ancestors
+// only when org is neither of its two direct sides.
+func relate(tx storage.ReadTx, org string, r *pb.Referral) (policy.Relation, error) {
+	if rel := policy.Relate(org, r, nil); rel != policy.None || r.ParentReferral == "" {
+		return rel, nil
+	}
+	anc, err := ancestors(tx, r)
+	if err != nil {
+		return policy.None, err
+	}
+	return policy.Relate(org, r, anc), nil
 }
 
 // transition applies a state method.

@@ -72,8 +72,11 @@ type AuditQuery struct {
 	Start, End   time.Time // [Start, End)
 }
 
-// ReferralQuery selects referrals through one index. Exactly one of Party,
-// Recipient, Referrer or Parent must be set. State and DueBefore narrow it.
+// ReferralQuery selects referrals through one index and narrows by the
+// other fields. Party, when set, is the index: the result is always a subset
+// of the referrals Party may see, whatever else is set. Otherwise the first
+// set of Recipient, Referrer and Parent is the index. State and DueBefore
+// narrow it.
 type ReferralQuery struct {
 	Party     string // organisation name: every referral it is a party to
 	Recipient string // organisation name: referrals received
@@ -154,7 +157,7 @@ type ReadTx interface {
 	UnansweredReferrals(before time.Time, limit int) ([]*pb.Referral, error)
 
 	GetConsent(name string) (*pb.Consent, error)
-	ListConsents(nhsNumber, after string, limit int) (Page[*pb.Consent], error)
+	ListConsents(nhsNumber, after string, limit int, keep func(*pb.Consent) bool) (Page[*pb.Consent], error)
 
 	ListFeedback(referral, after string, limit int, keep func(*pb.Feedback) bool) (Page[*pb.Feedback], error)
 

@@ -376,6 +376,8 @@ func (t *tx) ListReferrals(q storage.ReferralQuery, after string, limit int, kee
 	var pfx []byte
 	var stop func(k []byte) bool
 	switch {
+	case q.Party != "":
+		b, pfx = t.b(bParty), prefix(q.Party)
 	case q.Recipient != "" && !q.DueBefore.IsZero():
 		b, pfx = t.b(bDue), prefix(q.Recipient)
 		end := append(append([]byte(nil), pfx...), ts(q.DueBefore)...)
@@ -388,8 +390,6 @@ func (t *tx) ListReferrals(q storage.ReferralQuery, after string, limit int, kee
 		b, pfx = t.b(bReferrer), prefix(q.Referrer)
 	case q.Parent != "":
 		b, pfx = t.b(bChildren), prefix(q.Parent)
-	case q.Party != "":
-		b, pfx = t.b(bParty), prefix(q.Party)
 	default:
 		return storage.Page[*pb.Referral]{}, fmt.Errorf("list referrals: no index selected")
 	}
@@ -695,13 +695,13 @@ func (t *tx) GetConsent(name string) (*pb.Consent, error) {
 	return getProto(t.b(bConsents), name, &pb.Consent{})
 }
 
-func (t *tx) ListConsents(nhsNumber, after string, limit int) (storage.Page[*pb.Consent], error) {
+func (t *tx) ListConsents(nhsNumber, after string, limit int, keep func(*pb.Consent) bool) (storage.Page[*pb.Consent], error) {
 	var p storage.Page[*pb.Consent]
 	pfx := []byte(person(nhsNumber))
 	var err error
 	p.Next, err = scan(t.b(bPersonConsent), pfx, after, limit, func(k, _ []byte) (bool, error) {
 		c, err := t.GetConsent(string(k[len(pfx)+8:]))
-		if err != nil {
+		if err != nil || (keep != nil && !keep(c)) {
 			return false, err
 		}
 		p.Items = append(p.Items, c)

@@ -225,6 +225,13 @@ func testReferralIndexes(t *testing.T, open Opener) {
 	update(t, s, func(tx storage.WriteTx) error { return tx.CreateReferral(r3, []string{lw, "organizations/vcse", gp}) })
 	check("children", q(storage.ReferralQuery{Parent: "referrals/r2"}), "referrals/r3")
 	check("party gp sees onward", q(storage.ReferralQuery{Party: gp}), "referrals/r1", "referrals/r2", "referrals/r3")
+	// Party bounds the query whatever the other fields name.
+	x := "organizations/x"
+	check("party x, recipient lw", q(storage.ReferralQuery{Party: x, Recipient: lw}))
+	check("party x, referrer gp", q(storage.ReferralQuery{Party: x, Referrer: gp}))
+	check("party x, parent r2", q(storage.ReferralQuery{Party: x, Parent: "referrals/r2"}))
+	check("party vcse, recipient vcse", q(storage.ReferralQuery{Party: "organizations/vcse", Recipient: "organizations/vcse"}), "referrals/r3")
+	check("party gp, referrer lw", q(storage.ReferralQuery{Party: gp, Referrer: lw}), "referrals/r3")
 }
 
 // testMonitoringFigures checks the counts that /metrics reads: referrals by
@@ -330,9 +337,14 @@ func testConsents(t *testing.T, open Opener) {
 		return nil
 	})
 	view(t, s, func(tx storage.ReadTx) error {
-		p, err := tx.ListConsents("9434765919", "", 10)
+		p, err := tx.ListConsents("9434765919", "", 10, nil)
 		if err != nil || len(p.Items) != 2 || p.Items[0].Name != "consents/c0" || p.Items[1].Name != "consents/c2" {
 			t.Errorf("consents of person = %v, %v", p.Items, err)
+		}
+		// A consent keep refuses is not counted against the page.
+		p, err = tx.ListConsents("9434765919", "", 1, func(c *pb.Consent) bool { return c.Name != "consents/c0" })
+		if err != nil || len(p.Items) != 1 || p.Items[0].Name != "consents/c2" || p.Next != "" {
+			t.Errorf("consents of person kept = %v, next %q, %v", p.Items, p.Next, err)
 		}
 		return nil
 	})

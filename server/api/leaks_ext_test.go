@@ -1,0 +1,78 @@
+package api_test
+
+import (
+	"testing"
+
+	pb "github.com/social-prescribing/exchange/proto/exchange/v1"
+)
+
+// TestListFilterNeverWidens: a filter that names another organisation's
+// inbox or referrals, or a referral the caller may not see, lists nothing
+// (issue 25, defect 1). Before, the recipient and referrer terms chose that
+// organisation's index and dropped the caller's party check.
+func TestListFilterNeverWidens(t *testing.T) {
+	x := start(t)
+	x.Org("practice", pb.OrganizationKind_ORGANIZATION_KIND_GP_PRACTICE)
+	x.Org("pcn", pb.OrganizationKind_ORGANIZATION_KIND_LINK_WORKER_SERVICE)
+	x.Org("group", pb.OrganizationKind_ORGANIZATION_KIND_VCSE_ORGANIZATION)
+	x.Org("stranger", pb.OrganizationKind_ORGANIZATION_KIND_VCSE_ORGANIZATION)
+	x.Org("ramblers", pb.OrganizationKind_ORGANIZATION_KIND_VCSE_ORGANIZATION)
+	x.Org("icb", pb.OrganizationKind_ORGANIZATION_KIND_COMMISSIONER)
+	x.Service("pcn", "link-workers", pb.Category_CATEGORY_SOCIAL_ISOLATION)
+	x.Service("group", "walks", pb.Category_CATEGORY_PHYSICAL_ACTIVITY)
+	x.Keys[""] = ""
+	c := x.chain(t, pb.ReferralState_REFERRAL_STATE_REQUESTED)
+	refs := pb.NewReferralServiceClient(x.Conn)
+	filters := []string{
+		`recipient = "organizations/pcn"`, `recipient = "organizations/group"`,
+		`recipient = "organizations/group/services/walks"`, `referrer = "organizations/practice"`,
+		`referrer = "organizations/pcn"`, `parent = "` + c.r1 + `"`,
+		`recipient = "organizations/group" AND state = REQUESTED`,
+		`referrer = "organizations/pcn" AND recipient = "organizations/group"`,
+	}
+	for _, caller := range []string{"stranger", "icb", "ramblers", "operator"} {
+		for _, f := range filters {
+			l, err := refs.ListReferrals(x.As(caller), &pb.ListReferralsRequest{Filter: f})
+			if n := len(l.GetReferrals()); n > 0 || l.GetNextPageToken() != "" {
+				t.Errorf("%s with filter %s: %d referrals, next %q; want none", caller, f, n, l.GetNextPageToken())
+			}
+			if f[:6] == "parent" {
+				wantErr(t, err, nf, "RESOURCE_NOT_FOUND")
+			} else if err != nil {
+				t.Errorf("%s with filter %s: %v", caller, f, err)
+			}
+		}
+	}
+	// The parties still find them through the same filters.
+	for caller, f := range map[string]string{
+		"practice": `recipient = "organizations/group"`, "group": `referrer = "organizations/pcn"`,
+		"pcn": `recipient = "organizations/group/services/walks"`,
+	} {
+		l, err := refs.ListReferrals(x.As(caller), &pb.ListReferralsRequest{Filter: f})
+		if err != nil || len(l.Referrals) != 1 || l.Referrals[0].Name != c.r2 {
+			t.Errorf("%s with filter %s = %v, %v; want %s", caller, f, l, err, c.r2)
+		}
+	}
+}
+
+// TestListConsentsTellsNothingOfOthers: a page of consents for an NHS number
+// counts only those the caller may read, so neither its items nor its
+// token tell a stranger that others exist.
+func TestListConsentsTellsNothingOfOthers(t *testing.T) {
+	x := start(t)
+	x.Org("practice", pb.OrganizationKind_ORGANIZATION_KIND_GP_PRACTICE)
+	x.Org("stranger", pb.OrganizationKind_ORGANIZATION_KIND_VCSE_ORGANIZATION)
+	for range 3 {
+		x.ConsentFor("practice", adaNHS, nil)
+	}
+	mine := x.ConsentFor("stranger", adaNHS, nil)
+	cons := pb.NewConsentServiceClient(x.Conn)
+	l, err := cons.ListConsents(x.As("stranger"), &pb.ListConsentsRequest{NhsNumber: adaNHS, PageSize: 1})
+	if err != nil || len(l.Consents) != 1 || l.Consents[0].Name != mine.Name || l.NextPageToken != "" {
+		t.Fatalf("stranger's consents = %v, %v; want only its own and no next page", l, err)
+	}
+	l, err = cons.ListConsents(x.As("practice"), &pb.ListConsentsRequest{NhsNumber: adaNHS, PageSize: 2})
+	if err != nil || len(l.Consents) != 2 || l.NextPageToken == "" {
+		t.Fatalf("practice's first page = %v, %v; want two and a next page", l, err)
+	}
+}
