@@ -209,7 +209,7 @@ func run(st settings) error {
 	// RPC metrics.
 	unary := append([]grpc.UnaryServerInterceptor{m.UnaryInterceptor()}, srv.UnaryInterceptors()...)
 	stream := append([]grpc.StreamServerInterceptor{m.StreamInterceptor()}, srv.StreamInterceptors()...)
-	gopts := []grpc.ServerOption{grpc.ChainUnaryInterceptor(unary...), grpc.ChainStreamInterceptor(stream...),
+	gopts := []grpc.ServerOption{api.ServerCodec, grpc.ChainUnaryInterceptor(unary...), grpc.ChainStreamInterceptor(stream...),
 		grpc.MaxRecvMsgSize(st.maxMessage), grpc.NumStreamWorkers(streamWorkers)}
 	if tracing != nil {
 		gopts = append(gopts, grpc.StatsHandler(tracing))

@@ -3,6 +3,10 @@ package api_test
 import (
 	"testing"
 
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/protobuf/proto"
+
 	pb "github.com/social-prescribing/exchange/proto/exchange/v1"
 )
 
@@ -76,3 +80,46 @@ func TestListConsentsTellsNothingOfOthers(t *testing.T) {
 		t.Fatalf("practice's first page = %v, %v; want two and a next page", l, err)
 	}
 }
+
+// rawCodec sends a request's bytes as they are.
+type rawCodec struct{}
+
+func (rawCodec) Marshal(v any) ([]byte, error)      { return v.([]byte), nil }
+func (rawCodec) Unmarshal(data []byte, v any) error { return proto.Unmarshal(data, v.(proto.Message)) }
+func (rawCodec) Name() string                       { return "proto" }
+
+// TestMalformedMessages: bytes that are not the request's message, or a
+// string that is not UTF-8, are INVALID_ARGUMENT MALFORMED_REQUEST with an
+// ErrorInfo, as over REST (defect 6); before, grpc-go said INTERNAL.
+func TestMalformedMessages(t *testing.T) {
+	x := start(t)
+	x.Org("practice", pb.OrganizationKind_ORGANIZATION_KIND_GP_PRACTICE)
+	for name, b := range map[string][]byte{
+		"bad UTF-8": {0x0a, 0x01, 0xff},
+		"truncated": {0x0a, 0x05, 'a'},
+		"bad tag":   {0x00},
+	} {
+		for _, who := range []string{"practice", ""} {
+			err := x.Conn.Invoke(x.As(who), "/exchange.v1.ReferralService/GetReferral", b, new(pb.Referral), grpc.ForceCodec(rawCodec{}))
+			wantErr(t, err, codes.InvalidArgument, "MALFORMED_REQUEST")
+			if t.Failed() {
+				t.Fatalf("%s as %q", name, who)
+			}
+		}
+	}
+	// A stream's request too.
+	s, err := pb.NewEventServiceClient(x.Conn).WatchEvents(x.As("practice"), &pb.WatchEventsRequest{}, grpc.ForceCodec(rawCodecFor{[]byte{0x08}}))
+	if err == nil {
+		_, err = s.Recv()
+	}
+	wantErr(t, err, codes.InvalidArgument, "MALFORMED_REQUEST")
+}
+
+// rawCodecFor sends fixed bytes whatever the message.
+type rawCodecFor struct{ b []byte }
+
+func (c rawCodecFor) Marshal(any) ([]byte, error) { return c.b, nil }
+func (rawCodecFor) Unmarshal(data []byte, v any) error {
+	return proto.Unmarshal(data, v.(proto.Message))
+}
+func (rawCodecFor) Name() string { return "proto" }

@@ -125,22 +125,25 @@ func (s *Server) StreamLimit(srv any, ss grpc.ServerStream, info *grpc.StreamSer
 
 // UnaryInterceptors are the server's interceptors of unary calls in the
 // order they must run: the call log (outermost, so it times everything),
-// audit (so it records refusals), authentication, limits, then extra ones
+// the refusal of requests that cannot be read (UnaryWellFormed: before
+// anything reads them), audit (so it records refusals), authentication,
+// limits, then extra ones
 // (tests inject faults there). StreamInterceptors are those of streams, in
 // the same order. Interceptors that run before them run outside these.
 func (s *Server) UnaryInterceptors(extra ...grpc.UnaryServerInterceptor) []grpc.UnaryServerInterceptor {
-	return append([]grpc.UnaryServerInterceptor{s.UnaryLog, s.UnaryAudit, s.UnaryAuth, s.UnaryLimit}, extra...)
+	return append([]grpc.UnaryServerInterceptor{s.UnaryLog, s.UnaryWellFormed, s.UnaryAudit, s.UnaryAuth, s.UnaryLimit}, extra...)
 }
 
 // StreamInterceptors: see UnaryInterceptors.
 func (s *Server) StreamInterceptors() []grpc.StreamServerInterceptor {
-	return []grpc.StreamServerInterceptor{s.StreamLog, s.StreamAudit, s.StreamAuth, s.StreamLimit}
+	return []grpc.StreamServerInterceptor{s.StreamLog, s.StreamWellFormed, s.StreamAudit, s.StreamAuth, s.StreamLimit}
 }
 
 // Interceptors are UnaryInterceptors and StreamInterceptors as server
-// options. Interceptors given in earlier server options run outside these.
+// options, with the codec they rely on (ServerCodec). Interceptors given in
+// earlier server options run outside these.
 func (s *Server) Interceptors(extra ...grpc.UnaryServerInterceptor) []grpc.ServerOption {
-	return []grpc.ServerOption{
+	return []grpc.ServerOption{ServerCodec,
 		grpc.ChainUnaryInterceptor(s.UnaryInterceptors(extra...)...),
 		grpc.ChainStreamInterceptor(s.StreamInterceptors()...),
 	}

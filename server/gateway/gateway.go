@@ -36,6 +36,7 @@ import (
 
 	pb "github.com/social-prescribing/exchange/proto/exchange/v1"
 	"github.com/social-prescribing/exchange/server/api"
+	"github.com/social-prescribing/exchange/server/validate"
 )
 
 // DefaultMaxBodyBytes is the largest request body accepted unless
@@ -210,8 +211,9 @@ func jsonSyntax(b []byte) string {
 	return fmt.Sprintf("the body is not valid JSON: %v (line %d, column %d)", syn, line, col)
 }
 
-// limitBody refuses bodies over max bytes with 413 before any is decoded,
-// and holds the body in memory for the decoder (jsonStyle).
+// limitBody refuses an address that is not UTF-8 (400) and bodies over max
+// bytes (413) before any is decoded, and holds the body in memory for the
+// decoder (jsonStyle).
 func limitBody(next http.Handler, max int64) http.Handler {
 	tooLarge := func(w http.ResponseWriter) {
 		st := withReason(status.New(codes.InvalidArgument, fmt.Sprintf("the request body is larger than %d bytes", max)),
@@ -219,6 +221,10 @@ func limitBody(next http.Handler, max int64) http.Handler {
 		WriteError(w, http.StatusRequestEntityTooLarge, st)
 	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if field, bad := validate.BadURL(r.URL); bad {
+			WriteError(w, http.StatusBadRequest, badURL(field))
+			return
+		}
 		if r.ContentLength > max {
 			tooLarge(w)
 			return
@@ -239,4 +245,16 @@ func limitBody(next http.Handler, max int64) http.Handler {
 		}
 		next.ServeHTTP(w, r)
 	})
+}
+
+// badURL is the refusal of an address whose field (the path or a query
+// parameter) is not valid UTF-8.
+func badURL(field string) *status.Status {
+	st := withReason(status.New(codes.InvalidArgument, "the request's "+field+" is not valid UTF-8"),
+		pb.ErrorReason_ERROR_REASON_MALFORMED_REQUEST, nil)
+	if s, err := st.WithDetails(&errdetails.BadRequest{FieldViolations: []*errdetails.BadRequest_FieldViolation{
+		{Field: field, Description: "is not valid UTF-8"}}}); err == nil {
+		return s
+	}
+	return st
 }

@@ -151,3 +151,32 @@ func TestElementsAndLengths(t *testing.T) {
 		}
 	}
 }
+
+func TestBadUTF8(t *testing.T) {
+	for _, c := range []struct {
+		m    proto.Message
+		want string
+	}{
+		{&pb.GetReferralRequest{Name: "referrals/ok"}, ""},
+		{&pb.GetReferralRequest{Name: "referrals/\xff"}, "name"},
+		{&pb.CreateReferralRequest{Referral: &pb.Referral{Person: &pb.Person{GivenName: "A\xc3"}}}, "referral.person.given_name"},
+		{&pb.CreateReferralRequest{Referral: &pb.Referral{Person: &pb.Person{GivenName: "Zoë"}}}, ""},
+		{&pb.CreateConsentRequest{Consent: &pb.Consent{Recipients: []string{"organizations/a", "organizations/\xfe"}}}, "consent.recipients[1]"},
+	} {
+		got, bad := validate.BadUTF8(c.m.ProtoReflect())
+		if got != c.want || bad != (c.want != "") {
+			t.Errorf("BadUTF8(%v) = %q, %v; want %q", c.m, got, bad, c.want)
+		}
+	}
+}
+
+// BenchmarkBadUTF8 is the check every request pays (UnaryWellFormed), on
+// the realistic referral.
+func BenchmarkBadUTF8(b *testing.B) {
+	req := (&pb.CreateReferralRequest{RequestId: "r", Referral: workload.Referral(1, "organizations/a/services/b", "consents/c")}).ProtoReflect()
+	for b.Loop() {
+		if _, bad := validate.BadUTF8(req); bad {
+			b.Fatal("bad")
+		}
+	}
+}

@@ -23,6 +23,7 @@ import (
 
 	pb "github.com/social-prescribing/exchange/proto/exchange/v1"
 	"github.com/social-prescribing/exchange/server/api"
+	"github.com/social-prescribing/exchange/server/validate"
 )
 
 //go:embed templates/*.html style.css
@@ -98,7 +99,8 @@ func (w *Web) Handler() http.Handler {
 }
 
 // securityHeaders forbids framing, sniffing and any script or outside
-// resource: the pages need none.
+// resource: the pages need none. An address that is not UTF-8 is refused
+// here, as the caller's fault, before any page reads it.
 func securityHeaders(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
 		h := rw.Header()
@@ -106,6 +108,10 @@ func securityHeaders(next http.Handler) http.Handler {
 		h.Set("X-Content-Type-Options", "nosniff")
 		h.Set("Referrer-Policy", "no-referrer")
 		h.Set("Cache-Control", "no-store")
+		if _, bad := validate.BadURL(r.URL); bad {
+			http.Error(rw, "This address is not one the exchange gave. Go back and follow a link.", http.StatusBadRequest)
+			return
+		}
 		next.ServeHTTP(rw, r)
 	})
 }
