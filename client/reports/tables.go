@@ -12,6 +12,7 @@ import (
 	"io"
 	"math"
 	"strconv"
+	"strings"
 	"time"
 
 	pb "github.com/social-prescribing/exchange/proto/exchange/v1"
@@ -173,12 +174,34 @@ func Outcomes(r *pb.OutcomeReport, p Precision) []Table {
 	return []Table{stats, compare, dist, comp}
 }
 
-// WriteCSV writes t as CSV with its header.
+// WriteCSV writes t as CSV with its header, every cell through SafeCell.
+// It is the exchange's only CSV writer (TestOneCSVWriter).
 func WriteCSV(w io.Writer, t Table) error {
 	cw := csv.NewWriter(w)
-	cw.Write(t.Header)
-	cw.WriteAll(t.Rows)
+	for _, row := range append([][]string{t.Header}, t.Rows...) {
+		safe := make([]string, len(row))
+		for i, c := range row {
+			safe[i] = SafeCell(c)
+		}
+		cw.Write(safe)
+	}
+	cw.Flush()
 	return cw.Error()
+}
+
+// SafeCell neutralises a cell a spreadsheet would run as a formula (OWASP's
+// CSV injection rule): one beginning with =, +, -, @, a tab or a carriage
+// return gets a leading apostrophe, so it is read as text. A plain number
+// ("-0.42", "+3") is left as it is: it cannot run, and commissioners' sheets
+// must read it as a number.
+func SafeCell(c string) string {
+	if c == "" || !strings.ContainsRune("=+-@\t\r", rune(c[0])) {
+		return c
+	}
+	if _, err := strconv.ParseFloat(c, 64); err == nil && !strings.ContainsAny(c, "xXnN") {
+		return c // decimal numbers only: not hex, Inf or NaN
+	}
+	return "'" + c
 }
 
 // Find returns the table named name.

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/chromedp/chromedp"
+	"google.golang.org/protobuf/types/known/fieldmaskpb"
 
 	pb "github.com/social-prescribing/exchange/proto/exchange/v1"
 	"github.com/social-prescribing/exchange/server/exchangetest"
@@ -189,5 +190,23 @@ func TestBrowserReports(t *testing.T) {
 		if os.WriteFile(filepath.Join(dir, "reports.png"), shot, 0o644) == nil {
 			t.Logf("screenshot of the report page: %s", filepath.Join(dir, "reports.png"))
 		}
+	}
+}
+
+// TestCSVCellsCannotRunFormulas: a service named like a spreadsheet formula
+// is written to the commissioner's CSV as text (issue 25, defect 7).
+func TestCSVCellsCannotRunFormulas(t *testing.T) {
+	x := startReports(t)
+	evil := `=cmd|' /C calc'!A0`
+	if _, err := pb.NewDirectoryServiceClient(x.Conn).UpdateService(x.As("walkers"), &pb.UpdateServiceRequest{
+		Service:    &pb.Service{Name: "organizations/walkers/services/walks", DisplayName: evil},
+		UpdateMask: &fieldmaskpb.FieldMask{Paths: []string{"display_name"}}}); err != nil {
+		t.Fatal(err)
+	}
+	c := browser(t)
+	post(t, c, x.url+"/signin", url.Values{"api_key": {x.Keys["icb"]}})
+	code, body := get(t, c, x.url+"/reports/activity/by_service.csv?from=2020-01-01")
+	if code != 200 || !strings.Contains(body, "\n'"+evil+",") || strings.Contains(body, "\n"+evil) {
+		t.Fatalf("by_service.csv: %d, want the formula as text ('=...)\n%s", code, body)
 	}
 }
