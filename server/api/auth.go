@@ -104,6 +104,10 @@ func (c *core) callerOf(ctx context.Context) (context.Context, error) {
 		return nil, apiError(codes.Unauthenticated, pb.ErrorReason_ERROR_REASON_API_KEY_MISSING,
 			"no API key: send the header authorization: Bearer <key>", nil)
 	}
+	if len(vals) > 1 {
+		return nil, apiError(codes.Unauthenticated, pb.ErrorReason_ERROR_REASON_AMBIGUOUS_CREDENTIALS,
+			"more than one authorization value: send exactly one credential", nil)
+	}
 	var token string
 	if len(vals) > 0 {
 		var ok bool

@@ -5,6 +5,7 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/protobuf/proto"
 
 	pb "github.com/social-prescribing/exchange/proto/exchange/v1"
@@ -123,3 +124,26 @@ func (rawCodecFor) Unmarshal(data []byte, v any) error {
 	return proto.Unmarshal(data, v.(proto.Message))
 }
 func (rawCodecFor) Name() string { return "proto" }
+
+// TestTwoCredentialsAreRefused: more than one authorization value is
+// UNAUTHENTICATED AMBIGUOUS_CREDENTIALS, whichever comes first (defect 8);
+// before, the first silently won.
+func TestTwoCredentialsAreRefused(t *testing.T) {
+	x := start(t)
+	x.Org("practice", pb.OrganizationKind_ORGANIZATION_KIND_GP_PRACTICE)
+	x.Org("group", pb.OrganizationKind_ORGANIZATION_KIND_VCSE_ORGANIZATION)
+	dir := pb.NewDirectoryServiceClient(x.Conn)
+	for _, pair := range [][2]string{{"practice", "group"}, {"practice", "practice"}, {"practice", "nonsense"}} {
+		ctx := metadata.AppendToOutgoingContext(x.As(pair[0]), "authorization", "Bearer "+x.Keys[pair[1]])
+		_, err := dir.ListOrganizations(ctx, &pb.ListOrganizationsRequest{})
+		wantErr(t, err, codes.Unauthenticated, "AMBIGUOUS_CREDENTIALS")
+		s, err := pb.NewEventServiceClient(x.Conn).WatchEvents(ctx, &pb.WatchEventsRequest{})
+		if err == nil {
+			_, err = s.Recv()
+		}
+		wantErr(t, err, codes.Unauthenticated, "AMBIGUOUS_CREDENTIALS")
+	}
+	if _, err := dir.ListOrganizations(x.As("practice"), &pb.ListOrganizationsRequest{}); err != nil {
+		t.Fatalf("one key: %v", err)
+	}
+}

@@ -408,3 +408,22 @@ func TestAdminOverREST(t *testing.T) {
 		t.Errorf("erasure over REST: %d %v", status, body)
 	}
 }
+
+// TestTwoCredentialsOverREST: Authorization and Grpc-Metadata-Authorization
+// together are 401 AMBIGUOUS_CREDENTIALS, not the first one's caller.
+func TestTwoCredentialsOverREST(t *testing.T) {
+	x, _, _ := setup(t)
+	req, _ := http.NewRequest("GET", x.url+"/v1/organizations", nil)
+	req.Header.Set("Authorization", "Bearer "+x.Keys["riverside-practice"])
+	req.Header.Set("Grpc-Metadata-Authorization", "Bearer "+x.Keys["hillside-walkers"])
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var body map[string]any
+	json.NewDecoder(resp.Body).Decode(&body)
+	if _, reason, _ := errorOf(t, body); resp.StatusCode != 401 || reason != "AMBIGUOUS_CREDENTIALS" {
+		t.Fatalf("two credentials: %d %v; want 401 AMBIGUOUS_CREDENTIALS", resp.StatusCode, body)
+	}
+}

@@ -93,9 +93,11 @@ const (
 	// than the gateway accepts (1 MiB unless the operator changed it).
 	// Metadata `limit_bytes`.
 	ErrorReason_ERROR_REASON_REQUEST_TOO_LARGE ErrorReason = 20
-	// INVALID_ARGUMENT over REST only, HTTP 400: the body is not valid JSON
-	// for the request message, or a path or query parameter cannot be parsed;
-	// the message says where.
+	// INVALID_ARGUMENT (HTTP 400): the request cannot be read. Over REST: the
+	// body is not valid JSON for the request message, or a path or query
+	// parameter cannot be parsed or is not UTF-8. Over gRPC: the bytes are not
+	// the request message, or a string in it is not UTF-8. The message says
+	// where; a BadRequest field violation names the field when it is known.
 	ErrorReason_ERROR_REASON_MALFORMED_REQUEST ErrorReason = 21
 	// RESOURCE_EXHAUSTED: the organisation already has as many streams (event
 	// watches, backups) open as the exchange allows; close one first.
@@ -105,6 +107,11 @@ const (
 	// organisation of the exchange (its Subject common name must be an
 	// organisation id), or it disagrees with the API key sent with it.
 	ErrorReason_ERROR_REASON_CERTIFICATE_NOT_MAPPED ErrorReason = 23
+	// UNAUTHENTICATED: the call carries more than one `authorization` value
+	// (the metadata twice; over REST, `Authorization` and
+	// `Grpc-Metadata-Authorization`). Send exactly one credential: the
+	// exchange never picks one.
+	ErrorReason_ERROR_REASON_AMBIGUOUS_CREDENTIALS ErrorReason = 24
 )
 
 // Enum value maps for ErrorReason.
@@ -134,6 +141,7 @@ var (
 		21: "ERROR_REASON_MALFORMED_REQUEST",
 		22: "ERROR_REASON_TOO_MANY_STREAMS",
 		23: "ERROR_REASON_CERTIFICATE_NOT_MAPPED",
+		24: "ERROR_REASON_AMBIGUOUS_CREDENTIALS",
 	}
 	ErrorReason_value = map[string]int32{
 		"ERROR_REASON_UNSPECIFIED":            0,
@@ -160,6 +168,7 @@ var (
 		"ERROR_REASON_MALFORMED_REQUEST":      21,
 		"ERROR_REASON_TOO_MANY_STREAMS":       22,
 		"ERROR_REASON_CERTIFICATE_NOT_MAPPED": 23,
+		"ERROR_REASON_AMBIGUOUS_CREDENTIALS":  24,
 	}
 )
 
@@ -194,7 +203,7 @@ var File_exchange_v1_errors_proto protoreflect.FileDescriptor
 
 const file_exchange_v1_errors_proto_rawDesc = "" +
 	"\n" +
-	"\x18exchange/v1/errors.proto\x12\vexchange.v1*\xc6\x06\n" +
+	"\x18exchange/v1/errors.proto\x12\vexchange.v1*\xee\x06\n" +
 	"\vErrorReason\x12\x1c\n" +
 	"\x18ERROR_REASON_UNSPECIFIED\x10\x00\x12\x1e\n" +
 	"\x1aERROR_REASON_FIELD_INVALID\x10\x01\x12\"\n" +
@@ -220,7 +229,8 @@ const file_exchange_v1_errors_proto_rawDesc = "" +
 	"\x1eERROR_REASON_REQUEST_TOO_LARGE\x10\x14\x12\"\n" +
 	"\x1eERROR_REASON_MALFORMED_REQUEST\x10\x15\x12!\n" +
 	"\x1dERROR_REASON_TOO_MANY_STREAMS\x10\x16\x12'\n" +
-	"#ERROR_REASON_CERTIFICATE_NOT_MAPPED\x10\x17BEZCgithub.com/social-prescribing/exchange/proto/exchange/v1;exchangev1b\x06proto3"
+	"#ERROR_REASON_CERTIFICATE_NOT_MAPPED\x10\x17\x12&\n" +
+	"\"ERROR_REASON_AMBIGUOUS_CREDENTIALS\x10\x18BEZCgithub.com/social-prescribing/exchange/proto/exchange/v1;exchangev1b\x06proto3"
 
 var (
 	file_exchange_v1_errors_proto_rawDescOnce sync.Once
