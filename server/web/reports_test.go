@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"net/http/httptest"
-	"net/url"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -76,7 +75,7 @@ var cellRE = regexp.MustCompile(`<td>([^<]*)</td>`)
 func TestReportPage(t *testing.T) {
 	x := startReports(t)
 	c := browser(t)
-	if resp, _ := post(t, c, x.url+"/signin", url.Values{"api_key": {x.Keys["icb"]}}); resp.StatusCode != 303 || resp.Header.Get("Location") != "/reports" {
+	if resp, _ := signIn(t, c, x.url, x.Keys["icb"]); resp.StatusCode != 303 || resp.Header.Get("Location") != "/reports" {
 		t.Fatalf("a commissioner's sign-in: %d to %q, want the reports", resp.StatusCode, resp.Header.Get("Location"))
 	}
 	code, page := get(t, c, x.url+"/reports")
@@ -204,7 +203,7 @@ func TestCSVCellsCannotRunFormulas(t *testing.T) {
 		t.Fatal(err)
 	}
 	c := browser(t)
-	post(t, c, x.url+"/signin", url.Values{"api_key": {x.Keys["icb"]}})
+	signIn(t, c, x.url, x.Keys["icb"])
 	code, body := get(t, c, x.url+"/reports/activity/by_service.csv?from=2020-01-01")
 	if code != 200 || !strings.Contains(body, "\n'"+evil+",") || strings.Contains(body, "\n"+evil) {
 		t.Fatalf("by_service.csv: %d, want the formula as text ('=...)\n%s", code, body)

@@ -14,6 +14,7 @@ import (
 	"encoding/base64"
 	"html/template"
 	"net/http"
+	"net/url"
 	"strings"
 	"sync"
 	"time"
@@ -39,6 +40,12 @@ type Options struct {
 }
 
 const cookieName = "exchange_session"
+
+// signInCookie holds the sign-in form's token until the form is posted: a
+// form posted from another site carries neither it nor the token (the
+// cookie is SameSite=Strict), so nobody can sign a browser in to their own
+// organisation from elsewhere.
+const signInCookie = "exchange_signin"
 
 type session struct {
 	key, org, orgName, csrf string
@@ -77,6 +84,25 @@ func New(conn grpc.ClientConnInterface, opt Options) *Web {
 	return w
 }
 
+// sameSite reports whether a state-changing request came from the exchange's
+// own pages. Browsers send Sec-Fetch-Site, or at least Origin, with every
+// form post; when either says another site, the request is refused. A
+// client that sends neither (not a browser) is held to the CSRF and sign-in
+// tokens alone.
+func sameSite(r *http.Request) bool {
+	switch r.Header.Get("Sec-Fetch-Site") {
+	case "", "same-origin", "none":
+	default:
+		return false
+	}
+	o := r.Header.Get("Origin")
+	if o == "" {
+		return true
+	}
+	u, err := url.Parse(o)
+	return err == nil && u.Host != "" && u.Host == r.Host
+}
+
 // Handler returns the routes of the inbox.
 func (w *Web) Handler() http.Handler {
 	mux := http.NewServeMux()
@@ -110,6 +136,10 @@ func securityHeaders(next http.Handler) http.Handler {
 		h.Set("Cache-Control", "no-store")
 		if _, bad := validate.BadURL(r.URL); bad {
 			http.Error(rw, "This address is not one the exchange gave. Go back and follow a link.", http.StatusBadRequest)
+			return
+		}
+		if r.Method != http.MethodGet && r.Method != http.MethodHead && !sameSite(r) {
+			http.Error(rw, "This form was sent from another website, so the exchange did not act on it. Open the exchange's own page and try again.", http.StatusForbidden)
 			return
 		}
 		next.ServeHTTP(rw, r)
@@ -196,14 +226,26 @@ func (w *Web) home(rw http.ResponseWriter, r *http.Request) {
 		http.Redirect(rw, r, s.start, http.StatusSeeOther)
 		return
 	}
-	w.render(rw, http.StatusOK, "signin.html", page{Title: "Sign in"})
+	w.signInPage(rw, r, http.StatusOK, "")
+}
+
+// signInPage shows the sign-in form with a fresh token, in the form and in
+// the signInCookie.
+func (w *Web) signInPage(rw http.ResponseWriter, r *http.Request, code int, msg string) {
+	token := random()
+	http.SetCookie(rw, &http.Cookie{Name: signInCookie, Value: token, Path: "/signin", MaxAge: 3600,
+		HttpOnly: true, SameSite: http.SameSiteStrictMode, Secure: w.opt.SecureCookies || r.TLS != nil})
+	w.render(rw, code, "signin.html", page{Title: "Sign in", CSRF: token, Error: msg})
 }
 
 func (w *Web) signIn(rw http.ResponseWriter, r *http.Request) {
 	r.Body = http.MaxBytesReader(rw, r.Body, 8<<10)
 	key := strings.TrimSpace(r.PostFormValue("api_key"))
-	fail := func(msg string) {
-		w.render(rw, http.StatusUnauthorized, "signin.html", page{Title: "Sign in", Error: msg})
+	fail := func(msg string) { w.signInPage(rw, r, http.StatusUnauthorized, msg) }
+	c, err := r.Cookie(signInCookie)
+	if err != nil || c.Value == "" || subtle.ConstantTimeCompare([]byte(r.PostFormValue("csrf")), []byte(c.Value)) != 1 {
+		w.signInPage(rw, r, http.StatusForbidden, "This sign-in form has expired. Type your key again and sign in.")
+		return
 	}
 	org, _, _, ok := api.ParseAPIKey(key)
 	if !ok {
@@ -231,6 +273,7 @@ func (w *Web) signIn(rw http.ResponseWriter, r *http.Request) {
 	w.sessions[id] = s
 	w.mu.Unlock()
 	w.setCookie(rw, r, id, int(w.opt.SessionTTL.Seconds()))
+	http.SetCookie(rw, &http.Cookie{Name: signInCookie, Path: "/signin", MaxAge: -1})
 	http.Redirect(rw, r, s.start, http.StatusSeeOther)
 }
 

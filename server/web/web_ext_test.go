@@ -69,17 +69,29 @@ func post(t *testing.T, c *http.Client, u string, form url.Values) (*http.Respon
 
 var csrfRE = regexp.MustCompile(`name="csrf" value="([^"]+)"`)
 
+// signIn opens the sign-in page, as a browser would, and posts its form
+// with key.
+func signIn(t *testing.T, c *http.Client, base, key string) (*http.Response, string) {
+	t.Helper()
+	_, page := get(t, c, base+"/")
+	m := csrfRE.FindStringSubmatch(page)
+	if m == nil {
+		t.Fatalf("the sign-in page has no token:\n%s", page)
+	}
+	return post(t, c, base+"/signin", url.Values{"api_key": {key}, "csrf": {m[1]}})
+}
+
 func TestSessionAndCSRF(t *testing.T) {
 	x := startInbox(t)
 	c := browser(t)
 	if code, body := get(t, c, x.url+"/inbox"); code != http.StatusSeeOther {
 		t.Fatalf("inbox without signing in = %d %s", code, body)
 	}
-	resp, body := post(t, c, x.url+"/signin", url.Values{"api_key": {"sprx_walkers_aaaaaaaaaaaaaaaa_nope"}})
+	resp, body := signIn(t, c, x.url, "sprx_walkers_aaaaaaaaaaaaaaaa_nope")
 	if resp.StatusCode != http.StatusUnauthorized || !strings.Contains(body, "did not accept that key") {
 		t.Fatalf("bad key = %d", resp.StatusCode)
 	}
-	resp, _ = post(t, c, x.url+"/signin", url.Values{"api_key": {x.Keys["walkers"]}})
+	resp, _ = signIn(t, c, x.url, x.Keys["walkers"])
 	if resp.StatusCode != http.StatusSeeOther || resp.Header.Get("Location") != "/inbox" {
 		t.Fatalf("sign in = %d %s", resp.StatusCode, resp.Header.Get("Location"))
 	}
@@ -123,7 +135,7 @@ func TestSessionAndCSRF(t *testing.T) {
 func TestPagesFollowConsentAndRules(t *testing.T) {
 	x := startInbox(t)
 	c := browser(t)
-	post(t, c, x.url+"/signin", url.Values{"api_key": {x.Keys["walkers"]}})
+	signIn(t, c, x.url, x.Keys["walkers"])
 	id := strings.TrimPrefix(x.referral, "referrals/")
 	_, page := get(t, c, x.url+"/referrals/"+id)
 	csrf := csrfRE.FindStringSubmatch(page)[1]
@@ -143,7 +155,7 @@ func TestPagesFollowConsentAndRules(t *testing.T) {
 	// Another organisation's referral does not exist for this one.
 	x.Org("stranger", pb.OrganizationKind_ORGANIZATION_KIND_VCSE_ORGANIZATION)
 	s := browser(t)
-	post(t, s, x.url+"/signin", url.Values{"api_key": {x.Keys["stranger"]}})
+	signIn(t, s, x.url, x.Keys["stranger"])
 	if code, page := get(t, s, x.url+"/referrals/"+id); code != http.StatusNotFound || strings.Contains(page, "Ada") {
 		t.Errorf("a stranger opening the referral = %d", code)
 	}
@@ -155,5 +167,83 @@ func TestPagesFollowConsentAndRules(t *testing.T) {
 	_, page = get(t, c, x.url+"/referrals/"+id)
 	if strings.Contains(page, exchangetest.AdaNHS) || strings.Contains(page, "Ada") || !strings.Contains(page, "consent does not allow") {
 		t.Errorf("after withdrawal the page still shows the person")
+	}
+}
+
+// TestCrossSiteSignInIsRefused: a sign-in form posted from another site,
+// with a valid key, signs nobody in (issue 25, defect 9): it lacks the
+// sign-in token, or the browser says it came from elsewhere. Every other
+// state-changing request from elsewhere is refused too, before its CSRF
+// token is even read.
+func TestCrossSiteSignInIsRefused(t *testing.T) {
+	x := startInbox(t)
+	key := x.Keys["walkers"]
+	signedIn := func(c *http.Client) bool {
+		code, _ := get(t, c, x.url+"/inbox")
+		return code == http.StatusOK
+	}
+	// An attacker's page posts the form: no token, no sign-in cookie.
+	c := browser(t)
+	if resp, _ := post(t, c, x.url+"/signin", url.Values{"api_key": {key}}); resp.StatusCode != http.StatusForbidden || signedIn(c) {
+		t.Fatalf("sign-in without the form's token: %d, signed in %v", resp.StatusCode, signedIn(c))
+	}
+	// A token from the attacker's own visit, without the cookie it goes with.
+	c2 := browser(t)
+	_, page := get(t, c2, x.url+"/")
+	token := csrfRE.FindStringSubmatch(page)[1]
+	if resp, _ := post(t, c, x.url+"/signin", url.Values{"api_key": {key}, "csrf": {token}}); resp.StatusCode != http.StatusForbidden || signedIn(c) {
+		t.Fatalf("sign-in with another browser's token: %d", resp.StatusCode)
+	}
+	// With the token and cookie, but the browser says another site sent it.
+	for name, h := range map[string][2]string{
+		"Origin":         {"Origin", "https://attacker.example"},
+		"Sec-Fetch-Site": {"Sec-Fetch-Site", "cross-site"},
+		"same-site":      {"Sec-Fetch-Site", "same-site"},
+	} {
+		c := browser(t)
+		_, page := get(t, c, x.url+"/")
+		form := url.Values{"api_key": {key}, "csrf": {csrfRE.FindStringSubmatch(page)[1]}}
+		req, _ := http.NewRequest("POST", x.url+"/signin", strings.NewReader(form.Encode()))
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		req.Header.Set(h[0], h[1])
+		resp, err := c.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusForbidden || signedIn(c) {
+			t.Errorf("%s: sign-in %d, signed in %v; want 403", name, resp.StatusCode, signedIn(c))
+		}
+	}
+	// The exchange's own page, as a browser sends it, signs in.
+	c3 := browser(t)
+	_, page = get(t, c3, x.url+"/")
+	form := url.Values{"api_key": {key}, "csrf": {csrfRE.FindStringSubmatch(page)[1]}}
+	req, _ := http.NewRequest("POST", x.url+"/signin", strings.NewReader(form.Encode()))
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	req.Header.Set("Origin", x.url)
+	req.Header.Set("Sec-Fetch-Site", "same-origin")
+	resp, err := c3.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusSeeOther || !signedIn(c3) {
+		t.Fatalf("same-origin sign-in: %d", resp.StatusCode)
+	}
+	// Signed in, a cross-site post of an action is refused even with the
+	// session's CSRF token.
+	_, inbox := get(t, c3, x.url+"/capacity")
+	csrf := csrfRE.FindStringSubmatch(inbox)[1]
+	req, _ = http.NewRequest("POST", x.url+"/signout", strings.NewReader(url.Values{"csrf": {csrf}}.Encode()))
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	req.Header.Set("Origin", "https://attacker.example")
+	resp, err = c3.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusForbidden || !signedIn(c3) {
+		t.Fatalf("cross-site sign-out: %d, still signed in %v", resp.StatusCode, signedIn(c3))
 	}
 }
