@@ -22,6 +22,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
@@ -110,7 +111,8 @@ func Dial(target string, opts ...Option) (*Client, error) {
 	}
 	dial := []grpc.DialOption{
 		grpc.WithDefaultServiceConfig(serviceConfig),
-		grpc.WithChainUnaryInterceptor(RequestIDs),
+		grpc.WithChainUnaryInterceptor(RequestIDs, Deadlines),
+		grpc.WithChainStreamInterceptor(StreamDeadlines),
 	}
 	switch {
 	case o.tls != nil:
@@ -174,6 +176,25 @@ func RequestIDs(ctx context.Context, method string, req, reply any, cc *grpc.Cli
 		}
 	}
 	return invoker(ctx, method, req, reply, cc, opts...)
+}
+
+// Deadlines is a unary client interceptor that sends the call's deadline,
+// when it has one, as an absolute time too (pb.DeadlineMetadata), so that
+// the exchange drops a call that reaches it only after its caller gave up.
+func Deadlines(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
+	return invoker(withDeadline(ctx), method, req, reply, cc, opts...)
+}
+
+// StreamDeadlines is Deadlines for streams.
+func StreamDeadlines(ctx context.Context, desc *grpc.StreamDesc, cc *grpc.ClientConn, method string, streamer grpc.Streamer, opts ...grpc.CallOption) (grpc.ClientStream, error) {
+	return streamer(withDeadline(ctx), desc, cc, method, opts...)
+}
+
+func withDeadline(ctx context.Context) context.Context {
+	if d, ok := ctx.Deadline(); ok {
+		return metadata.AppendToOutgoingContext(ctx, pb.DeadlineMetadata, d.UTC().Format(time.RFC3339Nano))
+	}
+	return ctx
 }
 
 // Watch delivers the events the caller may see after sequence number

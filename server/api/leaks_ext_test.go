@@ -1,11 +1,14 @@
 package api_test
 
 import (
+	"context"
 	"testing"
+	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
 	pb "github.com/social-prescribing/exchange/proto/exchange/v1"
@@ -145,5 +148,36 @@ func TestTwoCredentialsAreRefused(t *testing.T) {
 	}
 	if _, err := dir.ListOrganizations(x.As("practice"), &pb.ListOrganizationsRequest{}); err != nil {
 		t.Fatalf("one key: %v", err)
+	}
+}
+
+// TestCallerDeadline: a call whose absolute deadline (pb.DeadlineMetadata)
+// has passed when the exchange reads it is dropped, not written, even if
+// gRPC's time remaining has not run out; a value that is not a time is
+// MALFORMED_REQUEST.
+func TestCallerDeadline(t *testing.T) {
+	x := start(t)
+	x.Org("practice", pb.OrganizationKind_ORGANIZATION_KIND_GP_PRACTICE)
+	cons := pb.NewConsentServiceClient(x.Conn)
+	create := func(ctx context.Context) error {
+		_, err := cons.CreateConsent(ctx, &pb.CreateConsentRequest{RequestId: "late", Consent: &pb.Consent{NhsNumber: adaNHS,
+			Method: pb.ConsentMethod_CONSENT_METHOD_VERBAL, Purposes: []pb.ConsentPurpose{pb.ConsentPurpose_CONSENT_PURPOSE_DIRECT_CARE},
+			RecipientScope: pb.ConsentRecipientScope_CONSENT_RECIPIENT_SCOPE_REFERRAL_CHAIN}})
+		return err
+	}
+	past := metadata.AppendToOutgoingContext(x.As("practice"), pb.DeadlineMetadata, time.Now().Add(-time.Second).Format(time.RFC3339Nano))
+	ctx, cancel := context.WithTimeout(past, 10*time.Second)
+	defer cancel()
+	if err := create(ctx); status.Code(err) != codes.DeadlineExceeded {
+		t.Fatalf("a call past its absolute deadline: %v; want DEADLINE_EXCEEDED", err)
+	}
+	bad := metadata.AppendToOutgoingContext(x.As("practice"), pb.DeadlineMetadata, "soon")
+	wantErr(t, create(bad), codes.InvalidArgument, "MALFORMED_REQUEST")
+	if l, err := cons.ListConsents(x.As("practice"), &pb.ListConsentsRequest{NhsNumber: adaNHS}); err != nil || len(l.Consents) != 0 {
+		t.Fatalf("consents after the dropped calls = %v, %v; want none", l, err)
+	}
+	future := metadata.AppendToOutgoingContext(x.As("practice"), pb.DeadlineMetadata, time.Now().Add(time.Minute).Format(time.RFC3339Nano))
+	if err := create(future); err != nil {
+		t.Fatalf("a call within its deadline: %v", err)
 	}
 }

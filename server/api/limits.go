@@ -126,17 +126,18 @@ func (s *Server) StreamLimit(srv any, ss grpc.ServerStream, info *grpc.StreamSer
 // UnaryInterceptors are the server's interceptors of unary calls in the
 // order they must run: the call log (outermost, so it times everything),
 // the refusal of requests that cannot be read (UnaryWellFormed: before
-// anything reads them), audit (so it records refusals), authentication,
+// anything reads them), the caller's absolute deadline (UnaryDeadline),
+// audit (so it records refusals), authentication,
 // limits, then extra ones
 // (tests inject faults there). StreamInterceptors are those of streams, in
 // the same order. Interceptors that run before them run outside these.
 func (s *Server) UnaryInterceptors(extra ...grpc.UnaryServerInterceptor) []grpc.UnaryServerInterceptor {
-	return append([]grpc.UnaryServerInterceptor{s.UnaryLog, s.UnaryWellFormed, s.UnaryAudit, s.UnaryAuth, s.UnaryLimit}, extra...)
+	return append([]grpc.UnaryServerInterceptor{s.UnaryLog, s.UnaryWellFormed, s.UnaryDeadline, s.UnaryAudit, s.UnaryAuth, s.UnaryLimit}, extra...)
 }
 
 // StreamInterceptors: see UnaryInterceptors.
 func (s *Server) StreamInterceptors() []grpc.StreamServerInterceptor {
-	return []grpc.StreamServerInterceptor{s.StreamLog, s.StreamWellFormed, s.StreamAudit, s.StreamAuth, s.StreamLimit}
+	return []grpc.StreamServerInterceptor{s.StreamLog, s.StreamWellFormed, s.StreamDeadline, s.StreamAudit, s.StreamAuth, s.StreamLimit}
 }
 
 // Interceptors are UnaryInterceptors and StreamInterceptors as server

@@ -446,6 +446,10 @@ func (s *Store) commit(batch []*call) {
 		s.rec.redo, s.rec.undo = s.rec.redo[:0], s.rec.undo[:0]
 		t.rec = &s.rec
 		seq := t.maxSeq
+		if err := c.ctx.Err(); err != nil {
+			c.err <- err // its caller went while the calls before it ran
+			continue
+		}
 		if err := runSafely(c.fn, t); err != nil {
 			t.rec.rollback()
 			t.maxSeq = seq
