@@ -2,6 +2,8 @@ package api_test
 
 import (
 	"context"
+	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -179,5 +181,124 @@ func TestCallerDeadline(t *testing.T) {
 	future := metadata.AppendToOutgoingContext(x.As("practice"), pb.DeadlineMetadata, time.Now().Add(time.Minute).Format(time.RFC3339Nano))
 	if err := create(future); err != nil {
 		t.Fatalf("a call within its deadline: %v", err)
+	}
+}
+
+// TestDuplicateCheckTellsStrangersNothing: an organisation that records its
+// own consent for a person and refers them to a service learns nothing of
+// an open referral there it may not see (issue 25, defect 2): its referral
+// is made, and only the receiver sees it flagged as a possible duplicate. A
+// caller that may see the open referral is still told of it.
+func TestDuplicateCheckTellsStrangersNothing(t *testing.T) {
+	x := start(t)
+	x.Org("practice", pb.OrganizationKind_ORGANIZATION_KIND_GP_PRACTICE)
+	x.Org("pcn", pb.OrganizationKind_ORGANIZATION_KIND_LINK_WORKER_SERVICE)
+	x.Org("group", pb.OrganizationKind_ORGANIZATION_KIND_VCSE_ORGANIZATION)
+	x.Org("stranger", pb.OrganizationKind_ORGANIZATION_KIND_GP_PRACTICE)
+	x.Service("pcn", "link-workers", pb.Category_CATEGORY_SOCIAL_ISOLATION)
+	walks := x.Service("group", "walks", pb.Category_CATEGORY_PHYSICAL_ACTIVITY)
+	c := x.chain(t, pb.ReferralState_REFERRAL_STATE_REQUESTED) // r2: pcn -> group's walks
+	refs := pb.NewReferralServiceClient(x.Conn)
+
+	mine := x.ConsentFor("stranger", c.nhs, nil)
+	r, err := x.Refer("stranger", "dup-1", walks, c.nhs, mine.Name)
+	if err != nil {
+		t.Fatalf("the stranger's referral: %v; want it made, telling nothing", err)
+	}
+	if r.PossibleDuplicateOf != "" {
+		t.Fatalf("the stranger is told of %s", r.PossibleDuplicateOf)
+	}
+	for _, who := range []string{"stranger", "practice", "pcn"} {
+		got, err := refs.GetReferral(x.As(who), &pb.GetReferralRequest{Name: r.Name})
+		if who != "stranger" {
+			wantErr(t, err, nf, "RESOURCE_NOT_FOUND")
+			continue
+		}
+		if err != nil || got.PossibleDuplicateOf != "" {
+			t.Errorf("%s reads %v, %v; want no flag", who, got, err)
+		}
+	}
+	got, err := refs.GetReferral(x.As("group"), &pb.GetReferralRequest{Name: r.Name})
+	if err != nil || got.PossibleDuplicateOf != c.r2 {
+		t.Fatalf("the receiver reads %v, %v; want it flagged as a possible duplicate of %s", got, err, c.r2)
+	}
+	l, err := refs.ListReferrals(x.As("group"), &pb.ListReferralsRequest{Filter: `recipient = "organizations/group"`})
+	if err != nil || len(l.Referrals) != 2 || l.Referrals[1].PossibleDuplicateOf != c.r2 || l.Referrals[0].PossibleDuplicateOf != "" {
+		t.Fatalf("the receiver's inbox = %v, %v", l, err)
+	}
+	if _, err := refs.RejectReferral(x.As("group"), &pb.RejectReferralRequest{Name: r.Name,
+		Reason: &pb.StateReason{Code: pb.StateReasonCode_STATE_REASON_CODE_DUPLICATE}}); err != nil {
+		t.Fatal(err)
+	}
+	// Those who may see r2 are told of it: its referrer, and the GP upstream.
+	_, err = x.Refer("pcn", "dup-2", walks, c.nhs, x.ConsentFor("pcn", c.nhs, nil).Name)
+	wantErr(t, err, codes.AlreadyExists, "DUPLICATE_REFERRAL")
+	if st, _ := status.FromError(err); !strings.Contains(fmt.Sprint(st.Details()), c.r2) {
+		t.Errorf("the duplicate error does not name %s: %v", c.r2, st.Details())
+	}
+	_, err = x.Refer("practice", "dup-3", walks, c.nhs, c.consent)
+	wantErr(t, err, codes.AlreadyExists, "DUPLICATE_REFERRAL")
+	// Once r2 closes, the stranger's next referral is not flagged.
+	if _, err := refs.CancelReferral(x.As("pcn"), &pb.CancelReferralRequest{Name: c.r2,
+		Reason: &pb.StateReason{Code: pb.StateReasonCode_STATE_REASON_CODE_NEEDS_CHANGED}}); err != nil {
+		t.Fatal(err)
+	}
+	r, err = x.Refer("stranger", "dup-4", walks, c.nhs, mine.Name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := refs.GetReferral(x.As("group"), &pb.GetReferralRequest{Name: r.Name}); got.GetPossibleDuplicateOf() != "" {
+		t.Errorf("flagged after the other closed: %v", got)
+	}
+}
+
+// TestWithdrawalHidesThePersonDownstream: once the person withdraws the
+// consent the GP recorded, only the GP sees them, on its own referral; the
+// link worker no longer does, neither on the referral it received nor on
+// the onward referral it made under that consent (issue 25, defect 3).
+func TestWithdrawalHidesThePersonDownstream(t *testing.T) {
+	x := start(t)
+	x.Org("practice", pb.OrganizationKind_ORGANIZATION_KIND_GP_PRACTICE)
+	x.Org("pcn", pb.OrganizationKind_ORGANIZATION_KIND_LINK_WORKER_SERVICE)
+	x.Org("group", pb.OrganizationKind_ORGANIZATION_KIND_VCSE_ORGANIZATION)
+	x.Service("pcn", "link-workers", pb.Category_CATEGORY_SOCIAL_ISOLATION)
+	x.Service("group", "walks", pb.Category_CATEGORY_PHYSICAL_ACTIVITY)
+	c := x.chain(t, pb.ReferralState_REFERRAL_STATE_ACCEPTED)
+	refs := pb.NewReferralServiceClient(x.Conn)
+	views := func() map[string]pb.ReferralView {
+		out := map[string]pb.ReferralView{}
+		for _, who := range []string{"practice", "pcn", "group"} {
+			for i, r := range []string{c.r1, c.r2} {
+				got, err := refs.GetReferral(x.As(who), &pb.GetReferralRequest{Name: r})
+				if err != nil {
+					if who == "group" && r == c.r1 {
+						continue
+					}
+					t.Fatal(err)
+				}
+				if (got.View == pb.ReferralView_REFERRAL_VIEW_FULL) != (got.Person != nil) {
+					t.Fatalf("%s on r%d: view %v with person %v", who, i+1, got.View, got.Person)
+				}
+				out[fmt.Sprintf("%s r%d", who, i+1)] = got.View
+			}
+		}
+		return out
+	}
+	full, without := pb.ReferralView_REFERRAL_VIEW_FULL, pb.ReferralView_REFERRAL_VIEW_WITHOUT_PERSON
+	before := map[string]pb.ReferralView{"practice r1": full, "practice r2": without, "pcn r1": full, "pcn r2": full, "group r2": full}
+	if got := views(); fmt.Sprint(got) != fmt.Sprint(before) {
+		t.Fatalf("before withdrawal: %v, want %v", got, before)
+	}
+	if _, err := pb.NewConsentServiceClient(x.Conn).WithdrawConsent(x.As("practice"), &pb.WithdrawConsentRequest{Name: c.consent}); err != nil {
+		t.Fatal(err)
+	}
+	after := map[string]pb.ReferralView{"practice r1": full, "practice r2": without, "pcn r1": without, "pcn r2": without, "group r2": without}
+	if got := views(); fmt.Sprint(got) != fmt.Sprint(after) {
+		t.Fatalf("after withdrawal: %v, want %v", got, after)
+	}
+	// The same in the lists.
+	l, err := refs.ListReferrals(x.As("pcn"), &pb.ListReferralsRequest{})
+	if err != nil || len(l.Referrals) != 2 || l.Referrals[0].Person != nil || l.Referrals[1].Person != nil {
+		t.Fatalf("the link worker's list after withdrawal = %v, %v", l, err)
 	}
 }

@@ -137,11 +137,29 @@ func (s *referrals) CreateReferral(ctx context.Context, req *pb.CreateReferralRe
 		case !policy.CoversRecipient(c, recipient):
 			return nil, consentRequired("the consent does not cover sharing with "+recipient, c.Name, state)
 		}
-		if existing, err := tx.OpenReferralFor(in.Person.NhsNumber, svc.Name); err == nil {
-			return nil, apiError(codes.AlreadyExists, pb.ErrorReason_ERROR_REASON_DUPLICATE_REFERRAL,
-				"the person already has an open referral to this service", map[string]string{"existing_referral": existing})
-		} else if !errors.Is(err, storage.ErrNotFound) {
+		// An open referral of the person to the service is named only to a
+		// caller that may see it; any other is flagged to the receiver.
+		open, err := tx.OpenReferralsFor(in.Person.NhsNumber, svc.Name)
+		if err != nil {
 			return nil, err
+		}
+		var unseen string
+		for _, name := range open {
+			ex, err := tx.GetReferral(name)
+			if err != nil {
+				return nil, err
+			}
+			rel, err := relate(tx, caller.Org, ex)
+			if err != nil {
+				return nil, err
+			}
+			if rel != policy.None {
+				return nil, apiError(codes.AlreadyExists, pb.ErrorReason_ERROR_REASON_DUPLICATE_REFERRAL,
+					"the person already has an open referral to this service", map[string]string{"existing_referral": name})
+			}
+			if unseen == "" {
+				unseen = name
+			}
 		}
 		capa, err := tx.GetCapacity(svc.Name)
 		if err != nil {
@@ -167,6 +185,7 @@ func (s *referrals) CreateReferral(ctx context.Context, req *pb.CreateReferralRe
 		if r.ReplyBy == nil {
 			r.ReplyBy = timestamppb.New(now.Add(svc.DefaultReplyWithin.AsDuration()))
 		}
+		r.PossibleDuplicateOf = unseen
 		r.SnomedCode = SnomedReferralToSocialPrescribing
 		r.View, r.Overdue = 0, false
 		r.CreateTime, r.UpdateTime, r.StateTime = timestamppb.New(now), timestamppb.New(now), timestamppb.New(now)

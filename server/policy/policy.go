@@ -114,31 +114,46 @@ func CoversRecipient(c *pb.Consent, org string) bool {
 	return false
 }
 
-// View is what a relation sees of a referral's person, given its consent now:
+// View is what a relation sees of referral r's person, given its consent c
+// now (the table is on ReferralView in referral.proto):
 //
-//	referrer  FULL always (it supplied the details)
-//	receiver  FULL while the consent allows DIRECT_CARE, else WITHOUT_PERSON
-//	upstream  WITHOUT_PERSON (it holds the details through its own referral)
-func View(rel Relation, c *pb.Consent, now time.Time) pb.ReferralView {
-	switch rel {
-	case Referrer:
+//	referrer that is the source  FULL always (it collected the details)
+//	other referrer, receiver     FULL while c allows DIRECT_CARE, else WITHOUT_PERSON
+//	upstream                     WITHOUT_PERSON (it holds the details through its own referral)
+//
+// So once the person withdraws consent, nobody downstream of the
+// organisation that recorded it keeps the details.
+func View(rel Relation, r *pb.Referral, c *pb.Consent, now time.Time) pb.ReferralView {
+	switch {
+	case rel == Referrer && Source(r, c),
+		(rel == Referrer || rel == Receiver) && Allows(c, now, pb.ConsentPurpose_CONSENT_PURPOSE_DIRECT_CARE):
 		return pb.ReferralView_REFERRAL_VIEW_FULL
-	case Receiver:
-		if Allows(c, now, pb.ConsentPurpose_CONSENT_PURPOSE_DIRECT_CARE) {
-			return pb.ReferralView_REFERRAL_VIEW_FULL
-		}
 	}
 	return pb.ReferralView_REFERRAL_VIEW_WITHOUT_PERSON
+}
+
+// Source reports whether r's referrer collected the person's details
+// itself: it recorded the consent r relies on (c), or, where that consent
+// is gone, r is not an onward referral. A link worker referring on under
+// the GP's consent is not the source; one that recorded its own consent is.
+func Source(r *pb.Referral, c *pb.Consent) bool {
+	if c == nil {
+		return r.ParentReferral == ""
+	}
+	return c.RecordedBy == r.Referrer
 }
 
 // Redact returns the referral as the relation may see it now, with its
 // output-only read-time fields (view, overdue) set.
 func Redact(r *pb.Referral, rel Relation, c *pb.Consent, now time.Time) *pb.Referral {
 	out := proto.Clone(r).(*pb.Referral)
-	out.View = View(rel, c, now)
+	out.View = View(rel, r, c, now)
 	if out.View != pb.ReferralView_REFERRAL_VIEW_FULL {
 		out.Person = nil
 		out.Reason = ""
+	}
+	if rel != Receiver {
+		out.PossibleDuplicateOf = "" // it names a referral only the receiver may see
 	}
 	out.Overdue = r.State == pb.ReferralState_REFERRAL_STATE_REQUESTED && r.ReplyBy != nil && now.After(r.ReplyBy.AsTime())
 	return out

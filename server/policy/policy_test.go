@@ -92,7 +92,9 @@ func TestViewAndFeedback(t *testing.T) {
 		{None, full, false, false, false, false, false, false},
 	} {
 		name := c.rel.String()
-		if got := View(c.rel, c.consent, now) == pb.ReferralView_REFERRAL_VIEW_FULL; got != c.fullView {
+		r := &pb.Referral{Referrer: "organizations/gp"}
+		c.consent.RecordedBy = r.Referrer
+		if got := View(c.rel, r, c.consent, now) == pb.ReferralView_REFERRAL_VIEW_FULL; got != c.fullView {
 			t.Errorf("%s %v: full view = %v", name, c.consent, got)
 		}
 		org := "organizations/reader"
@@ -116,10 +118,53 @@ func TestViewAndFeedback(t *testing.T) {
 	if !FeedbackVisible("organizations/group", Receiver, private, withdrawn, now) {
 		t.Error("author cannot see its own note")
 	}
-	r := &pb.Referral{Person: &pb.Person{GivenName: "Ada"}, Reason: "lonely", State: pb.ReferralState_REFERRAL_STATE_REQUESTED, ReplyBy: ts(-time.Minute)}
+	r := &pb.Referral{Person: &pb.Person{GivenName: "Ada"}, Reason: "lonely", State: pb.ReferralState_REFERRAL_STATE_REQUESTED, ReplyBy: ts(-time.Minute),
+		PossibleDuplicateOf: "referrals/other"}
 	got := Redact(r, Upstream, full, now)
-	if got.Person != nil || got.Reason != "" || !got.Overdue || r.Person == nil {
+	if got.Person != nil || got.Reason != "" || !got.Overdue || r.Person == nil || got.PossibleDuplicateOf != "" {
 		t.Errorf("Redact = %v (original %v)", got, r)
+	}
+	for rel, want := range map[Relation]string{Referrer: "", Receiver: "referrals/other", Upstream: ""} {
+		if got := Redact(r, rel, full, now).PossibleDuplicateOf; got != want {
+			t.Errorf("Redact as %s: possible_duplicate_of = %q, want %q", rel, got, want)
+		}
+	}
+}
+
+// TestView: the person's details, for each relation, whether the referrer
+// recorded the consent itself (the source) or refers on under a consent
+// recorded upstream, and the consent's state.
+func TestView(t *testing.T) {
+	direct := pb.ConsentPurpose_CONSENT_PURPOSE_DIRECT_CARE
+	gp, lw := "organizations/gp", "organizations/lw"
+	active := func(by string) *pb.Consent { return &pb.Consent{RecordedBy: by, Purposes: []pb.ConsentPurpose{direct}} }
+	withdrawn := func(by string) *pb.Consent {
+		return &pb.Consent{RecordedBy: by, Purposes: []pb.ConsentPurpose{direct}, WithdrawTime: ts(-time.Hour)}
+	}
+	original := &pb.Referral{Referrer: gp}
+	onward := &pb.Referral{Referrer: lw, ParentReferral: "referrals/r1"}
+	for _, c := range []struct {
+		name    string
+		rel     Relation
+		r       *pb.Referral
+		consent *pb.Consent
+		full    bool
+	}{
+		{"the GP on its referral", Referrer, original, active(gp), true},
+		{"the GP on its referral, withdrawn", Referrer, original, withdrawn(gp), true},
+		{"the GP on its referral, consent gone", Referrer, original, nil, true},
+		{"the link worker on its onward referral", Referrer, onward, active(gp), true},
+		{"the link worker on its onward referral, withdrawn", Referrer, onward, withdrawn(gp), false},
+		{"the link worker on its onward referral, consent gone", Referrer, onward, nil, false},
+		{"the link worker on an onward referral under its own consent, withdrawn", Referrer, onward, withdrawn(lw), true},
+		{"the receiver", Receiver, original, active(gp), true},
+		{"the receiver, withdrawn", Receiver, original, withdrawn(gp), false},
+		{"upstream", Upstream, onward, active(gp), false},
+		{"nobody", None, original, active(gp), false},
+	} {
+		if got := View(c.rel, c.r, c.consent, now) == pb.ReferralView_REFERRAL_VIEW_FULL; got != c.full {
+			t.Errorf("%s: full view = %v, want %v", c.name, got, c.full)
+		}
 	}
 }
 

@@ -143,9 +143,10 @@ type ReadTx interface {
 
 	GetReferral(name string) (*pb.Referral, error)
 	ListReferrals(q ReferralQuery, after string, limit int, keep func(*pb.Referral) bool) (Page[*pb.Referral], error)
-	// OpenReferralFor returns the open referral of the person (NHS number) to
-	// the service, or ErrNotFound.
-	OpenReferralFor(nhsNumber, service string) (string, error)
+	// OpenReferralsFor returns the open referrals of the person (NHS number)
+	// to the service, if any: more than one when organisations that may not
+	// see each other's referred the person there.
+	OpenReferralsFor(nhsNumber, service string) ([]string, error)
 	// OpenReferralsByConsent returns the names of open referrals relying on
 	// the consent.
 	OpenReferralsByConsent(consent string) ([]string, error)

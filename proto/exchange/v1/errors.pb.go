@@ -55,8 +55,9 @@ const (
 	ErrorReason_ERROR_REASON_RESOURCE_NOT_FOUND ErrorReason = 7
 	// ALREADY_EXISTS: a resource with that id exists. Metadata `resource`.
 	ErrorReason_ERROR_REASON_RESOURCE_EXISTS ErrorReason = 8
-	// ALREADY_EXISTS: the person already has an open referral to this service.
-	// Metadata `existing_referral` names it.
+	// ALREADY_EXISTS: the person already has an open referral to this service
+	// that the caller may see. Metadata `existing_referral` names it. One the
+	// caller may not see is never told of (see CreateReferral).
 	ErrorReason_ERROR_REASON_DUPLICATE_REFERRAL ErrorReason = 9
 	// FAILED_PRECONDITION: the move is not in the ReferralState transition
 	// table. Metadata `state` (current), `method`.

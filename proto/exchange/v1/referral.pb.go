@@ -528,7 +528,14 @@ func (ContactMethod) EnumDescriptor() ([]byte, []int) {
 	return file_exchange_v1_referral_proto_rawDescGZIP(), []int{5}
 }
 
-// How much of a referral the caller is shown. Output only.
+// How much of a referral the caller is shown. Output only. The rule
+// (policy.View): the organisation that recorded the referral's consent and
+// made the referral collected the person's details itself and always sees
+// them on it. Every other party holds them only for direct care: the
+// receiver, and the referrer of an onward referral relying on a consent
+// recorded upstream, see them while the consent is ACTIVE for DIRECT_CARE,
+// and not once it is withdrawn or expired. Parties of the parent referral
+// never see them on an onward referral.
 type ReferralView int32
 
 const (
@@ -537,9 +544,10 @@ const (
 	// Everything, including the person.
 	ReferralView_REFERRAL_VIEW_FULL ReferralView = 1
 	// Everything but the person and the reason: `person` and `reason` are
-	// cleared. Shown to the receiver when the consent is withdrawn or expired,
-	// and to parties of the parent referral (they hold the person's details
-	// through their own referral).
+	// cleared. Shown to parties of the parent referral (they hold the person's
+	// details through their own referral), and, once the consent no longer
+	// allows DIRECT_CARE, to the receiver and to the referrer of an onward
+	// referral that relies on a consent recorded upstream.
 	ReferralView_REFERRAL_VIEW_WITHOUT_PERSON ReferralView = 2
 )
 
@@ -885,9 +893,15 @@ type Referral struct {
 	// When the personal fields were cleared, by erasure or because the
 	// referral had been closed longer than the retention period: `person` then
 	// keeps only `sex` and `age_band`, and `reason` is empty. Output only.
-	EraseTime     *timestamppb.Timestamp `protobuf:"bytes,26,opt,name=erase_time,json=eraseTime,proto3" json:"erase_time,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	EraseTime *timestamppb.Timestamp `protobuf:"bytes,26,opt,name=erase_time,json=eraseTime,proto3" json:"erase_time,omitempty"`
+	// Another open referral of the same person to the same service, made by
+	// an organisation the referrer may not see, `referrals/{referral}`, when
+	// there was one as this referral was made. Shown only to the receiver (a
+	// party to both), which may reject this one with the DUPLICATE reason;
+	// empty for everyone else. Output only.
+	PossibleDuplicateOf string `protobuf:"bytes,27,opt,name=possible_duplicate_of,json=possibleDuplicateOf,proto3" json:"possible_duplicate_of,omitempty"`
+	unknownFields       protoimpl.UnknownFields
+	sizeCache           protoimpl.SizeCache
 }
 
 func (x *Referral) Reset() {
@@ -1100,6 +1114,13 @@ func (x *Referral) GetEraseTime() *timestamppb.Timestamp {
 		return x.EraseTime
 	}
 	return nil
+}
+
+func (x *Referral) GetPossibleDuplicateOf() string {
+	if x != nil {
+		return x.PossibleDuplicateOf
+	}
+	return ""
 }
 
 // Request for ReferralService.CreateReferral.
@@ -1983,7 +2004,7 @@ const file_exchange_v1_referral_proto_rawDesc = "" +
 	"\blanguage\x18\v \x01(\tR\blanguage\x12-\n" +
 	"\x12interpreter_needed\x18\f \x01(\bR\x11interpreterNeeded\x12/\n" +
 	"\x13accessibility_needs\x18\r \x01(\tR\x12accessibilityNeeds\x12\x19\n" +
-	"\bage_band\x18\x0e \x01(\tR\aageBand\"\xb2\t\n" +
+	"\bage_band\x18\x0e \x01(\tR\aageBand\"\xe6\t\n" +
 	"\bReferral\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1a\n" +
 	"\breferrer\x18\x02 \x01(\tR\breferrer\x12+\n" +
@@ -2018,7 +2039,8 @@ const file_exchange_v1_referral_proto_rawDesc = "" +
 	"\n" +
 	"start_time\x18\x19 \x01(\v2\x1a.google.protobuf.TimestampR\tstartTime\x129\n" +
 	"\n" +
-	"erase_time\x18\x1a \x01(\v2\x1a.google.protobuf.TimestampR\teraseTime\"i\n" +
+	"erase_time\x18\x1a \x01(\v2\x1a.google.protobuf.TimestampR\teraseTime\x122\n" +
+	"\x15possible_duplicate_of\x18\x1b \x01(\tR\x13possibleDuplicateOf\"i\n" +
 	"\x15CreateReferralRequest\x121\n" +
 	"\breferral\x18\x01 \x01(\v2\x15.exchange.v1.ReferralR\breferral\x12\x1d\n" +
 	"\n" +

@@ -50,9 +50,13 @@ type ReferralServiceClient interface {
 	// consent for the same person that covers DIRECT_CARE and the recipient
 	// (else FAILED_PRECONDITION, CONSENT_REQUIRED), a service that can take it
 	// (else FAILED_PRECONDITION, SERVICE_AT_CAPACITY with up to 3 alternatives),
-	// and no open referral for the same person to the same service (else
-	// ALREADY_EXISTS, DUPLICATE_REFERRAL naming it). An onward referral names
-	// `parent_referral`, which the caller must be the recipient of.
+	// and no open referral for the same person to the same service that the
+	// caller may see (else ALREADY_EXISTS, DUPLICATE_REFERRAL naming it). An
+	// open referral the caller may not see is never revealed: the referral is
+	// made, and only the receiving service, a party to both, sees it flagged in
+	// `possible_duplicate_of`; it may reject it with the DUPLICATE reason. An
+	// onward referral names `parent_referral`, which the caller must be the
+	// recipient of.
 	CreateReferral(ctx context.Context, in *CreateReferralRequest, opts ...grpc.CallOption) (*Referral, error)
 	// Returns one referral the caller may see.
 	GetReferral(ctx context.Context, in *GetReferralRequest, opts ...grpc.CallOption) (*Referral, error)
@@ -228,9 +232,13 @@ type ReferralServiceServer interface {
 	// consent for the same person that covers DIRECT_CARE and the recipient
 	// (else FAILED_PRECONDITION, CONSENT_REQUIRED), a service that can take it
 	// (else FAILED_PRECONDITION, SERVICE_AT_CAPACITY with up to 3 alternatives),
-	// and no open referral for the same person to the same service (else
-	// ALREADY_EXISTS, DUPLICATE_REFERRAL naming it). An onward referral names
-	// `parent_referral`, which the caller must be the recipient of.
+	// and no open referral for the same person to the same service that the
+	// caller may see (else ALREADY_EXISTS, DUPLICATE_REFERRAL naming it). An
+	// open referral the caller may not see is never revealed: the referral is
+	// made, and only the receiving service, a party to both, sees it flagged in
+	// `possible_duplicate_of`; it may reject it with the DUPLICATE reason. An
+	// onward referral names `parent_referral`, which the caller must be the
+	// recipient of.
 	CreateReferral(context.Context, *CreateReferralRequest) (*Referral, error)
 	// Returns one referral the caller may see.
 	GetReferral(context.Context, *GetReferralRequest) (*Referral, error)

@@ -221,6 +221,13 @@ func (s *Store) prepare() (err error) {
 				return err
 			}
 		}
+		for _, b := range retired {
+			if btx.Bucket(b) != nil {
+				if err := btx.DeleteBucket(b); err != nil {
+					return err
+				}
+			}
+		}
 		if len(fill) > 0 && btx.Bucket(bReferrals).Stats().KeyN > 0 {
 			t := &tx{btx: btx}
 			err := btx.Bucket(bReferrals).ForEach(func(_, v []byte) error {

@@ -33,7 +33,7 @@ var (
 	bDue           = []byte("ix_referral_due")        // recipient 0 reply_by(8) name, REQUESTED only
 	bDueQueue      = []byte("ix_referral_due_queue")  // reply_by(8) name, REQUESTED and no overdue event yet
 	bUnanswered    = []byte("ix_referral_unanswered") // reply_by(8) name, REQUESTED
-	bOpen          = []byte("ix_referral_open")       // person(16) 0 service -> name, open referrals
+	bOpen          = []byte("ix_person_open")         // person(16) 0 service 0 name, open referrals
 	bConsentOpen   = []byte("ix_consent_open")        // consent 0 name, open referrals
 	bConsents      = []byte("consents")
 	bPersonConsent = []byte("ix_person_consent") // person(16) 0 created(8) name
@@ -66,7 +66,18 @@ var (
 		string(bPersonReferral): func(t *tx, r *pb.Referral) error { return t.indexRetention(nil, r) },
 		string(bClosed):         func(t *tx, r *pb.Referral) error { return t.indexRetention(nil, r) },
 		string(bStateCount):     func(t *tx, r *pb.Referral) error { return t.countState(nil, r) },
+		string(bOpen): func(t *tx, r *pb.Referral) error {
+			if !lifecycle.Open(r.State) {
+				return nil
+			}
+			return t.b(bOpen).Put(key(person(r.Person.GetNhsNumber()), r.RecipientService, r.Name), nil)
+		},
 	}
+
+	// retired are buckets older stores have that nothing reads any more:
+	// Open deletes them. ix_referral_open held one open referral per person
+	// and service; ix_person_open holds them all.
+	retired = [][]byte{[]byte("ix_referral_open")}
 )
 
 // fillAscending is how full a checkpoint leaves the pages it splits in the
@@ -422,12 +433,14 @@ func (t *tx) ListReferrals(q storage.ReferralQuery, after string, limit int, kee
 	return p, err
 }
 
-func (t *tx) OpenReferralFor(nhsNumber, service string) (string, error) {
-	v := t.b(bOpen).Get(key(person(nhsNumber), service))
-	if v == nil {
-		return "", storage.ErrNotFound
+func (t *tx) OpenReferralsFor(nhsNumber, service string) ([]string, error) {
+	var out []string
+	pfx := prefix(person(nhsNumber), service)
+	c := t.b(bOpen).Cursor()
+	for k, _ := c.Seek(pfx); k != nil && bytes.HasPrefix(k, pfx); k, _ = c.Next() {
+		out = append(out, string(k[len(pfx):]))
 	}
-	return string(v), nil
+	return out, nil
 }
 
 func (t *tx) OpenReferralsByConsent(consent string) ([]string, error) {
@@ -601,7 +614,7 @@ func (t *tx) indexState(old, r *pb.Referral) error {
 			}
 		}
 		if lifecycle.Open(old.State) && !lifecycle.Open(r.State) {
-			if err := t.b(bOpen).Delete(key(person(old.Person.GetNhsNumber()), old.RecipientService)); err != nil {
+			if err := t.b(bOpen).Delete(key(person(old.Person.GetNhsNumber()), old.RecipientService, old.Name)); err != nil {
 				return err
 			}
 			if err := t.b(bConsentOpen).Delete(key(old.Consent, old.Name)); err != nil {
@@ -625,7 +638,7 @@ func (t *tx) indexState(old, r *pb.Referral) error {
 		}
 	}
 	if old == nil && lifecycle.Open(r.State) {
-		if err := t.b(bOpen).Put(key(person(r.Person.GetNhsNumber()), r.RecipientService), []byte(r.Name)); err != nil {
+		if err := t.b(bOpen).Put(key(person(r.Person.GetNhsNumber()), r.RecipientService, r.Name), nil); err != nil {
 			return err
 		}
 		if err := t.b(bConsentOpen).Put(key(r.Consent, r.Name), nil); err != nil {
