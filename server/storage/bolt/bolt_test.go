@@ -88,12 +88,18 @@ func TestFillsNewIndexes(t *testing.T) {
 		t.Fatal(err)
 	}
 	s = reopenAltered(t, s, func(tx *bbolt.Tx) error {
-		for _, b := range []string{"ix_person_referral", "ix_referral_closed", "referral_state_count"} {
+		for _, b := range []string{"ix_person_referral", "ix_referral_closed", "referral_state_count", "ix_person_open"} {
 			if err := tx.DeleteBucket([]byte(b)); err != nil {
 				return err
 			}
 		}
-		return nil
+		// The index of one open referral per person and service that
+		// ix_person_open replaced.
+		old, err := tx.CreateBucket([]byte("ix_referral_open"))
+		if err != nil {
+			return err
+		}
+		return old.Put([]byte("x"), []byte("referrals/r0"))
 	})
 	err = s.View(context.Background(), func(tx storage.ReadTx) error {
 		counts, err := tx.ReferralStates()
@@ -108,11 +114,27 @@ func TestFillsNewIndexes(t *testing.T) {
 		if len(closed) != 1 || closed[0].Name != "referrals/r1" {
 			t.Errorf("closed referrals after filling = %v", closed)
 		}
-		return errors.Join(err, err2, err3)
+		open, err4 := tx.OpenReferralsFor("9434765919", "organizations/lw/services/s")
+		if fmt.Sprint(open) != "[referrals/r0 referrals/r2]" {
+			t.Errorf("open referrals after filling = %v", open)
+		}
+		return errors.Join(err, err2, err3, err4)
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
+	s.Close()
+	db, err := bbolt.Open(path, 0o600, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	db.View(func(tx *bbolt.Tx) error {
+		if tx.Bucket([]byte("ix_referral_open")) != nil {
+			t.Error("the retired ix_referral_open is still there")
+		}
+		return nil
+	})
 }
 
 // TestReadsOlderStoredAnswers: stored answers written as JSON by earlier
