@@ -85,18 +85,20 @@ func New(conn grpc.ClientConnInterface, opt Options) *Web {
 }
 
 // sameSite reports whether a state-changing request came from the exchange's
-// own pages. Browsers send Sec-Fetch-Site, or at least Origin, with every
-// form post; when either says another site, the request is refused. A
-// client that sends neither (not a browser) is held to the CSRF and sign-in
-// tokens alone.
+// own pages. Browsers send Sec-Fetch-Site (or, older ones, at least Origin)
+// with every form post; when it names another site, the request is refused.
+// A client that sends neither (not a browser), or an Origin of "null" (a
+// browser hiding it), is held to the CSRF and sign-in tokens alone.
 func sameSite(r *http.Request) bool {
 	switch r.Header.Get("Sec-Fetch-Site") {
-	case "", "same-origin", "none":
+	case "same-origin", "none":
+		return true
+	case "":
 	default:
 		return false
 	}
 	o := r.Header.Get("Origin")
-	if o == "" {
+	if o == "" || o == "null" {
 		return true
 	}
 	u, err := url.Parse(o)
@@ -132,7 +134,9 @@ func securityHeaders(next http.Handler) http.Handler {
 		h := rw.Header()
 		h.Set("Content-Security-Policy", "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
 		h.Set("X-Content-Type-Options", "nosniff")
-		h.Set("Referrer-Policy", "no-referrer")
+		// same-origin, not no-referrer: a browser then sends the pages' own
+		// Origin with their forms, which sameSite checks.
+		h.Set("Referrer-Policy", "same-origin")
 		h.Set("Cache-Control", "no-store")
 		if _, bad := validate.BadURL(r.URL); bad {
 			http.Error(rw, "This address is not one the exchange gave. Go back and follow a link.", http.StatusBadRequest)
