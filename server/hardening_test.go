@@ -19,9 +19,11 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
+	bbolt "go.etcd.io/bbolt"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
@@ -313,6 +315,68 @@ func TestStartupFailures(t *testing.T) {
 	if err := bolt.Check(filepath.Join(damaged, "data", "exchange.db")); err == nil {
 		t.Error("bolt.Check passed a damaged file")
 	}
+
+	// A store the exchange wrote, then damaged: 4 KiB of a page in use
+	// inverted, or the file cut to half. Before, the first started and
+	// served, and failed later with INTERNAL; the second crashed with a Go
+	// stack trace.
+	made := t.TempDir()
+	s := startBinary(t, bin, made, "--rate-limit", "0", "--demo", "--demo-referrals", "200")
+	s.cmd.Process.Signal(syscall.SIGTERM)
+	s.cmd.Wait()
+	file := filepath.Join(made, "data", "exchange.db")
+	good, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, damage := range map[string]func() []byte{
+		"4 KiB inverted": func() []byte {
+			b := append([]byte(nil), good...)
+			at := middlePageInUse(t, file)
+			for i := at; i < at+4096; i++ {
+				b[i] ^= 0xff
+			}
+			return b
+		},
+		"cut to half": func() []byte { return good[:len(good)/2] },
+	} {
+		bad := t.TempDir()
+		os.MkdirAll(filepath.Join(bad, "data"), 0o700)
+		if err := os.WriteFile(filepath.Join(bad, "data", "exchange.db"), damage(), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		out, took := runToExit(t, bad, "--grpc-addr", freeAddr(t), "--http-addr", freeAddr(t))
+		if !strings.Contains(out, "restore it from a backup") || strings.Contains(out, "goroutine ") || took > 15*time.Second {
+			t.Errorf("exchange on a store with %s (after %v):\n%s", name, took, out)
+		}
+	}
+}
+
+// middlePageInUse returns the offset of the branch or leaf page in the
+// middle of those a bbolt file uses.
+func middlePageInUse(t *testing.T, path string) int {
+	t.Helper()
+	db, err := bbolt.Open(path, 0o600, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	var used []int
+	db.View(func(tx *bbolt.Tx) error {
+		for id := 2; ; id++ {
+			p, err := tx.Page(id)
+			if err != nil || p == nil {
+				return err
+			}
+			if p.Type == "leaf" || p.Type == "branch" {
+				used = append(used, id)
+			}
+		}
+	})
+	if len(used) < 3 {
+		t.Fatalf("%d pages in use", len(used))
+	}
+	return used[len(used)/2] * db.Info().PageSize
 }
 
 // TestBackupAndRestore takes a backup with exchangectl while referrals are

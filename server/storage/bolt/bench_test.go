@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	bbolt "go.etcd.io/bbolt"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	pb "github.com/social-prescribing/exchange/proto/exchange/v1"
@@ -328,6 +329,56 @@ func BenchmarkInboxList(b *testing.B) {
 					b.Fatal(err)
 				}
 			}
+		})
+	}
+}
+
+// BenchmarkOpenCheck opens a store, which runs bbolt's consistency check
+// over the whole file, and closes it: 64 MB of stored answers; 1 GB too
+// with EXCHANGE_BENCH_LARGE=1. The file is written with bbolt alone
+// (without fsync), as the exchange would have left it.
+func BenchmarkOpenCheck(b *testing.B) {
+	sizes := []int{64 << 20}
+	if os.Getenv("EXCHANGE_BENCH_LARGE") != "" {
+		sizes = append(sizes, 1<<30)
+	}
+	for _, size := range sizes {
+		b.Run(fmt.Sprintf("%dMB", size>>20), func(b *testing.B) {
+			path := filepath.Join(b.TempDir(), "exchange.db")
+			s, err := bolt.Open(path, bolt.Options{})
+			if err != nil {
+				b.Fatal(err)
+			}
+			s.Close()
+			db, err := bbolt.Open(path, 0o600, &bbolt.Options{NoSync: true, FreelistType: bbolt.FreelistMapType})
+			if err != nil {
+				b.Fatal(err)
+			}
+			value := make([]byte, 800)
+			for n := 0; n < size/len(value); {
+				if err := db.Update(func(tx *bbolt.Tx) error {
+					bk := tx.Bucket([]byte("idempotency"))
+					for i := 0; i < 20000; i, n = i+1, n+1 {
+						if err := bk.Put([]byte(fmt.Sprintf("organizations/org-%d\x00%012d", n%50, n)), value); err != nil {
+							return err
+						}
+					}
+					return nil
+				}); err != nil {
+					b.Fatal(err)
+				}
+			}
+			db.Close()
+			fi, _ := os.Stat(path)
+			b.ResetTimer()
+			for b.Loop() {
+				s, err := bolt.Open(path, bolt.Options{})
+				if err != nil {
+					b.Fatal(err)
+				}
+				s.Close()
+			}
+			b.ReportMetric(float64(fi.Size())/(1<<20), "file-MB")
 		})
 	}
 }

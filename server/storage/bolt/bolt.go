@@ -161,14 +161,11 @@ func Open(path string, opt Options) (*Store, error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return nil, fmt.Errorf("open store %s: %w", path, err)
 	}
-	db, err := bolt.Open(path, 0o600, &bolt.Options{
-		Timeout:      opt.LockTimeout,
-		FreelistType: bolt.FreelistMapType,
-	})
+	db, err := openFile(path, opt.LockTimeout)
 	if errors.Is(err, bolt.ErrTimeout) {
 		return nil, fmt.Errorf("open store %s: the file is locked by another process (is another exchange running on this data directory?)", path)
 	}
-	if errors.Is(err, bolt.ErrInvalid) || errors.Is(err, bolt.ErrChecksum) || errors.Is(err, bolt.ErrVersionMismatch) {
+	if errors.Is(err, bolt.ErrInvalid) || errors.Is(err, bolt.ErrChecksum) || errors.Is(err, bolt.ErrVersionMismatch) || errors.Is(err, errDamaged) {
 		return nil, fmt.Errorf("open store %s: the file is not an exchange store or is damaged (%v): restore it from a backup", path, err)
 	}
 	if err != nil {
@@ -201,6 +198,63 @@ func Open(path string, opt Options) (*Store, error) {
 	go s.checkpointer()
 	go s.loop()
 	return s, nil
+}
+
+// errDamaged marks a file bbolt opened but found damaged.
+var errDamaged = errors.New("damaged")
+
+// openFile opens the bbolt file and runs bbolt's consistency check over it
+// (tx.Check: every page reachable once, or free, of a known type, keys in
+// order), so that a damaged file is refused at start rather than failing
+// some call later. bbolt panics on some damaged files, and a file cut
+// short faults when bbolt reads past its end; both become an error, never
+// a stack trace. The check reads the whole file (its cost is in
+// docs/benchmarks.md).
+func openFile(path string, timeout time.Duration) (db *bolt.DB, err error) {
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+	defer func() {
+		if r := recover(); r != nil {
+			if db != nil {
+				db.Close()
+			}
+			db, err = nil, fmt.Errorf("%w: %v", errDamaged, r)
+		}
+	}()
+	db, err = bolt.Open(path, 0o600, &bolt.Options{Timeout: timeout, FreelistType: bolt.FreelistMapType})
+	if err != nil {
+		return nil, err
+	}
+	fi, err := os.Stat(path)
+	if err != nil {
+		db.Close()
+		return nil, err
+	}
+	err = db.View(func(tx *bolt.Tx) error {
+		// Every page the file says it has must be in it: bbolt's check
+		// reads them in a goroutine of its own, where a fault would kill
+		// the process.
+		if tx.Size() > fi.Size() {
+			return fmt.Errorf("the file is %d bytes but holds pages up to %d: it was cut short", fi.Size(), tx.Size())
+		}
+		return checkTx(tx)
+	})
+	if err != nil {
+		db.Close()
+		return nil, fmt.Errorf("%w: %v", errDamaged, err)
+	}
+	return db, nil
+}
+
+// checkTx is bbolt's consistency check over one read transaction: the
+// first few problems it finds, joined.
+func checkTx(tx *bolt.Tx) error {
+	var errs []error
+	for err := range tx.Check() {
+		if len(errs) < 5 {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // prepare creates missing buckets and fills indexes added since the file
@@ -800,13 +854,7 @@ func Check(path string) error {
 		return err
 	}
 	defer db.Close()
-	return db.View(func(tx *bolt.Tx) error {
-		var errs []error
-		for err := range tx.Check() {
-			errs = append(errs, err)
-		}
-		return errors.Join(errs...)
-	})
+	return db.View(checkTx)
 }
 
 // Path returns the file the store is in.
