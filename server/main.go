@@ -173,7 +173,13 @@ func run(st settings) error {
 		return err
 	}
 	m := metrics.New()
-	store, err := bolt.Open(filepath.Join(st.dataDir, "exchange.db"), bolt.Options{CheckpointInterval: st.checkpointEvery, OnCommit: m.ObserveCommit, OnCheckpoint: m.ObserveCheckpoint})
+	// A failed fsync stops the store for good (storage.ErrStopped): the
+	// exchange then stops serving and exits non-zero, so that its
+	// supervisor restarts it and the log replays what reached the disk.
+	fatal := make(chan error, 1)
+	store, err := bolt.Open(filepath.Join(st.dataDir, "exchange.db"), bolt.Options{CheckpointInterval: st.checkpointEvery,
+		OnCommit: m.ObserveCommit, OnCheckpoint: m.ObserveCheckpoint, OnRefused: m.ObserveRefused,
+		OnFatal: func(err error) { fatal <- err }})
 	if err != nil {
 		return err
 	}
@@ -255,12 +261,15 @@ func run(st settings) error {
 	slog.Info("exchange listening", "grpc", gl.Addr().String(), "http", hl.Addr().String(), "data", st.dataDir,
 		"tls", creds.grpc != nil, "client_certificates", st.tls.clientCA != "")
 
+	var stopped error
 	select {
 	case <-ctx.Done():
 	case err := <-errc:
 		if err != nil && !errors.Is(err, http.ErrServerClosed) {
 			return err
 		}
+	case stopped = <-fatal:
+		slog.Error("the store stopped: exiting so that a supervisor restarts the exchange", "err", stopped)
 	}
 	slog.Info("stopping: draining calls, then closing the store")
 	hs.Shutdown()
@@ -277,7 +286,7 @@ func run(st settings) error {
 		g.Stop() // streams (WatchEvents) do not end by themselves
 	}
 	inproc.wait(sctx)
-	return store.Close()
+	return errors.Join(stopped, store.Close())
 }
 
 // httpHandler serves, on the HTTP address: the REST API under /v1/, the

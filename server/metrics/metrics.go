@@ -31,6 +31,7 @@ type Metrics struct {
 	commitWrites   prometheus.Histogram
 	commitFailures prometheus.Counter
 	checkpoints    *prometheus.HistogramVec
+	refused        *prometheus.CounterVec
 }
 
 // New returns the metrics with the Go runtime, process, RPC and store commit
@@ -53,8 +54,12 @@ func New() *Metrics {
 		}),
 		commitFailures: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "exchange_store_commit_failures_total",
-			Help: "Store commits that failed (disk full, I/O error): their writes were refused and nothing was written.",
+			Help: "Store commits that failed (disk full, I/O error; after a failed fdatasync the store stops and the exchange exits).",
 		}),
+		refused: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "exchange_store_writes_refused_total",
+			Help: "Writes the store refused without trying them, by reason: backlog (checkpoints failing for a full disk and the log at its bound) or stopped (after a failed fsync).",
+		}, []string{"reason"}),
 		checkpoints: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "exchange_store_checkpoint_duration_seconds",
 			Help:    "Time to bring the store file up to date with its log (a bbolt commit, fsync included), by result (ok or failed). A failed checkpoint loses nothing; the next one tries again.",
@@ -64,8 +69,10 @@ func New() *Metrics {
 	m.reg.MustRegister(
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
-		m.rpc, m.commitSeconds, m.commitWrites, m.commitFailures, m.checkpoints,
+		m.rpc, m.commitSeconds, m.commitWrites, m.commitFailures, m.checkpoints, m.refused,
 	)
+	m.refused.WithLabelValues("backlog")
+	m.refused.WithLabelValues("stopped")
 	m.checkpoints.WithLabelValues("ok")
 	m.checkpoints.WithLabelValues("failed")
 	return m
@@ -80,6 +87,10 @@ func (m *Metrics) ObserveCommit(writes int, took time.Duration, err error) {
 	m.commitSeconds.Observe(took.Seconds())
 	m.commitWrites.Observe(float64(writes))
 }
+
+// ObserveRefused records a write the store refused without trying it; it
+// is bolt.Options.OnRefused.
+func (m *Metrics) ObserveRefused(reason string) { m.refused.WithLabelValues(reason).Inc() }
 
 // ObserveCheckpoint records one checkpoint; it is bolt.Options.OnCheckpoint.
 func (m *Metrics) ObserveCheckpoint(took time.Duration, err error) {

@@ -29,6 +29,15 @@ var (
 	// I/O error): nothing of the transaction was kept, and a later write may
 	// succeed once the cause is gone.
 	ErrWriteFailed = errors.New("the store could not write")
+	// ErrStopped: the store stopped for good after a failed fsync (or a
+	// checkpoint that failed for another reason than a full disk), as etcd
+	// and PostgreSQL do: what the file system holds is no longer known.
+	// The writes of the group that failed may or may not be kept, and every
+	// later write is refused; the process must restart, and the log then
+	// replays what reached the disk. A retry with the same request_id after
+	// the restart returns the first answer if the write was kept, and makes
+	// it otherwise.
+	ErrStopped = errors.New("the store stopped after a failed fsync")
 )
 
 // Store is a transactional store.

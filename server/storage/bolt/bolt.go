@@ -11,10 +11,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"runtime/debug"
 	"sync"
+	"syscall"
 	"sync/atomic"
 	"time"
 
@@ -46,10 +48,28 @@ type Options struct {
 	// OnCheckpoint, when set, is told of every checkpoint: how long the
 	// bbolt commit took (fsync included) and whether it failed.
 	OnCheckpoint func(took time.Duration, err error)
+	// MaxBacklog bounds the log (and the overlay, which holds the same
+	// changes in memory) while checkpoints fail for a full disk: past it,
+	// writes are refused with ErrWriteFailed until a checkpoint succeeds.
+	// Default 8 times LogLimit.
+	MaxBacklog int64
+	// OnRefused, when set, is told of each write refused without being
+	// tried: "backlog" (MaxBacklog reached) or "stopped" (ErrStopped).
+	OnRefused func(reason string)
+	// OnFatal, when set, is told once, on the writer, that the store
+	// stopped for good (storage.ErrStopped): a failed fdatasync of the log,
+	// or a checkpoint that failed other than for a full disk. The process
+	// should exit, so that a supervisor restarts it and the log replays.
+	OnFatal func(error)
 
 	// beforeCheckpoint, in tests, runs on the checkpointer before each
 	// commit.
 	beforeCheckpoint func()
+	// fdatasync, in tests, replaces the log's fdatasync.
+	fdatasync func(*os.File) error
+	// checkpointErr, in tests, fails a checkpoint with its error, if any,
+	// before it commits.
+	checkpointErr func() error
 }
 
 // Store is a storage.Store on a bbolt file and its log.
@@ -76,6 +96,13 @@ type Store struct {
 	onCommit         func(int, time.Duration, error)
 	onCheckpoint     func(time.Duration, error)
 	beforeCheckpoint func()
+	maxBacklog       int64
+	onRefused        func(string)
+	onFatal          func(error)
+	checkpointErr    func() error
+	refusing         bool // the writer is refusing writes for the backlog
+	// stopped, once set, is why the store stopped for good (ErrStopped).
+	stopped atomic.Pointer[error]
 
 	// The writer's own state.
 	epoch       uint64 // of the log being written
@@ -158,6 +185,9 @@ func Open(path string, opt Options) (*Store, error) {
 	if opt.LogLimit == 0 {
 		opt.LogLimit = 16 << 20
 	}
+	if opt.MaxBacklog <= 0 {
+		opt.MaxBacklog = 8 * opt.LogLimit
+	}
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return nil, fmt.Errorf("open store %s: %w", path, err)
 	}
@@ -173,6 +203,7 @@ func Open(path string, opt Options) (*Store, error) {
 	}
 	s := &Store{db: db, maxBatch: opt.MaxBatch, interval: opt.CheckpointInterval, logLimit: opt.LogLimit,
 		onCommit: opt.OnCommit, onCheckpoint: opt.OnCheckpoint, beforeCheckpoint: opt.beforeCheckpoint,
+		maxBacklog: opt.MaxBacklog, onRefused: opt.OnRefused, onFatal: opt.OnFatal, checkpointErr: opt.checkpointErr,
 		jobs: make(chan checkpointJob, 1), results: make(chan checkpointResult, 1),
 		calls: make(chan *call, opt.MaxBatch), done: make(chan struct{}), waitCh: make(chan struct{})}
 	fail := func(err error) (*Store, error) {
@@ -190,6 +221,9 @@ func Open(path string, opt Options) (*Store, error) {
 	for i, name := range []string{path + ".log", path + ".log.1"} {
 		if s.logs[i], err = openWAL(name); err != nil {
 			return fail(err)
+		}
+		if opt.fdatasync != nil {
+			s.logs[i].sync = opt.fdatasync
 		}
 	}
 	if err := s.recover(); err != nil {
@@ -472,6 +506,12 @@ func (s *Store) take(batch []*call, c *call) []*call {
 		c.err <- err
 		return batch
 	}
+	if c.snapshot == nil {
+		if err := s.refusal(); err != nil {
+			c.err <- err
+			return batch
+		}
+	}
 	if c.snapshot != nil {
 		if len(batch) > 0 {
 			s.commit(batch)
@@ -537,7 +577,9 @@ func (s *Store) commit(batch []*call) {
 	}
 	var err error
 	if len(ops) > 0 {
-		if err = s.log().append(ops); err != nil {
+		if err = s.log().append(ops); errors.Is(err, errSync) {
+			err = s.stop(err)
+		} else if err != nil {
 			err = fmt.Errorf("%w: %w", storage.ErrWriteFailed, err)
 		} else {
 			s.ov.add(ops)
@@ -551,6 +593,48 @@ func (s *Store) commit(batch []*call) {
 		s.onCommit(len(done), time.Since(start), err)
 	}
 	s.reply(done, err, t.maxSeq)
+}
+
+// refusal is why a write is refused before it is tried: the store has
+// stopped, or checkpoints are failing and the log holds MaxBacklog.
+func (s *Store) refusal() error {
+	if err := s.Err(); err != nil {
+		if s.onRefused != nil {
+			s.onRefused("stopped")
+		}
+		return err
+	}
+	if s.ov.frozen != nil && !s.nextTry.IsZero() && s.log().off >= s.maxBacklog {
+		if !s.refusing {
+			s.refusing = true
+			slog.Warn("checkpoints are failing (a full disk?) and the store's log is at its bound: writes are refused until a checkpoint succeeds",
+				"log_bytes", s.log().off, "max_backlog_bytes", s.maxBacklog)
+		}
+		if s.onRefused != nil {
+			s.onRefused("backlog")
+		}
+		return fmt.Errorf("%w: checkpoints are failing and the log holds %d bytes: writes are refused until one succeeds", storage.ErrWriteFailed, s.log().off)
+	}
+	return nil
+}
+
+// stop stops the store for good (ErrStopped) after err, once, and returns
+// the error its callers get.
+func (s *Store) stop(err error) error {
+	stopped := fmt.Errorf("%w: %w", storage.ErrStopped, err)
+	if s.stopped.CompareAndSwap(nil, &stopped) && s.onFatal != nil {
+		s.onFatal(stopped)
+	}
+	return *s.stopped.Load()
+}
+
+// Err returns why the store stopped for good (wrapping
+// storage.ErrStopped), or nil while it serves.
+func (s *Store) Err() error {
+	if p := s.stopped.Load(); p != nil {
+		return *p
+	}
+	return nil
 }
 
 // AuthVersion implements storage.Store.
@@ -587,6 +671,9 @@ func (s *Store) reply(done []*call, err error, maxSeq int64) {
 // later. If the log is full while a checkpoint runs, the writer waits for
 // it rather than let the log and the overlay grow without end.
 func (s *Store) maybeCheckpoint() {
+	if s.Err() != nil {
+		return // stopped: the log replays at the next start
+	}
 	if s.busy && s.log().off >= s.logLimit {
 		s.await()
 	}
@@ -636,14 +723,25 @@ func (s *Store) start() {
 	s.jobs <- checkpointJob{g: s.ov.frozen, epoch: s.frozenEpoch}
 }
 
-// finished takes a checkpoint's result. After a failure the frozen
-// generation stays in the overlay (and its records in the log) and is
-// tried again an interval later; writes go on meanwhile.
+// finished takes a checkpoint's result. After a failure for a full disk
+// the frozen generation stays in the overlay (and its records in the log)
+// and is tried again an interval later; writes go on meanwhile, up to
+// MaxBacklog. Any other failure (an fsync that failed, a damaged file)
+// stops the store: after a failed fsync a later one may report success for
+// pages that never reached the disk.
 func (s *Store) finished(r checkpointResult) {
 	s.busy = false
 	if r.err != nil {
+		if !errors.Is(r.err, syscall.ENOSPC) {
+			s.stop(r.err)
+		}
 		s.nextTry = time.Now().Add(s.interval)
 		return
+	}
+	s.nextTry = time.Time{}
+	if s.refusing {
+		s.refusing = false
+		slog.Info("a checkpoint succeeded: the store takes writes again")
 	}
 	s.ov.checkpointed(r.id)
 }
@@ -654,6 +752,9 @@ func (s *Store) finished(r checkpointResult) {
 func (s *Store) settle(force bool) error {
 	if s.busy {
 		s.await()
+	}
+	if err := s.Err(); err != nil {
+		return err // stopped: no checkpoint after a failed fsync
 	}
 	if s.ov.frozen != nil {
 		s.start()
@@ -680,6 +781,12 @@ func (s *Store) checkpointer() {
 	for j := range s.jobs {
 		if s.beforeCheckpoint != nil {
 			s.beforeCheckpoint()
+		}
+		if s.checkpointErr != nil {
+			if err := s.checkpointErr(); err != nil {
+				s.results <- checkpointResult{err: fmt.Errorf("%w: checkpoint: %w", storage.ErrWriteFailed, err)}
+				continue
+			}
 		}
 		id, err := s.commitGen(j.g, j.epoch)
 		s.results <- checkpointResult{id: id, err: err}

@@ -33,6 +33,7 @@ import (
 // allocated ahead).
 type wal struct {
 	f     *os.File
+	sync  func(*os.File) error // fdatasync; tests replace it
 	epoch uint64
 	off   int64 // where the next record goes
 	size  int64 // bytes allocated (zero-filled) ahead of off
@@ -64,7 +65,7 @@ func openWAL(path string) (*wal, error) {
 		f.Close()
 		return nil, err
 	}
-	return &wal{f: f, size: st.Size()}, nil
+	return &wal{f: f, sync: fdatasync, size: st.Size()}, nil
 }
 
 // records returns the payloads (after the epoch) of the records of epoch,
@@ -95,9 +96,15 @@ func (w *wal) records(epoch uint64) ([][]byte, int64, error) {
 // restart makes the next record the first of epoch.
 func (w *wal) restart(epoch uint64) { w.epoch, w.off = epoch, 0 }
 
-// append writes the changes as one record and syncs it. Nothing is kept
-// unless it returns nil; if it fails after writing, it zeros the record's
-// header so that a replay stops there.
+// errSync marks a failed fdatasync or fsync of the log: whether what was
+// written is on the disk is no longer known, so the store stops
+// (storage.ErrStopped).
+var errSync = errors.New("fdatasync failed")
+
+// append writes the changes as one record and syncs it. An error that is
+// not errSync means nothing was kept: a write the file system refused,
+// whose record was then zeroed and the zeros synced, so that a replay
+// stops there. With errSync, the record may or may not be kept.
 func (w *wal) append(ops []op) error {
 	w.buf = encodeOps(w.buf[:0], w.epoch, ops)
 	n := int64(len(w.buf))
@@ -106,15 +113,21 @@ func (w *wal) append(ops []op) error {
 			return err
 		}
 	}
-	_, err := w.f.WriteAt(w.buf, w.off)
-	if err == nil {
-		err = fdatasync(w.f)
-	}
-	if err != nil {
-		if _, zerr := w.f.WriteAt(make([]byte, 8), w.off); zerr == nil {
-			zerr = fdatasync(w.f)
+	if _, err := w.f.WriteAt(w.buf, w.off); err != nil {
+		if _, zerr := w.f.WriteAt(make([]byte, 8), w.off); zerr != nil {
+			return fmt.Errorf("%w: %w (and zeroing the record: %w)", errSync, err, zerr)
+		} else if zerr := w.sync(w.f); zerr != nil {
+			return fmt.Errorf("%w: zeroing the record after %w: %w", errSync, err, zerr)
 		}
 		return err
+	}
+	if err := w.sync(w.f); err != nil {
+		// Best effort, so that a replay is likely to stop there; the
+		// store stops whatever this does.
+		if _, zerr := w.f.WriteAt(make([]byte, 8), w.off); zerr == nil {
+			w.sync(w.f)
+		}
+		return fmt.Errorf("%w: %w", errSync, err)
 	}
 	w.off += n
 	return nil
@@ -133,7 +146,7 @@ func (w *wal) grow(end int64) error {
 	}
 	if err := w.f.Sync(); err != nil {
 		w.f.Truncate(w.size)
-		return fmt.Errorf("grow log: %w", err)
+		return fmt.Errorf("%w: grow log: %w", errSync, err)
 	}
 	w.size = size
 	return nil
