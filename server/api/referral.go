@@ -283,13 +283,14 @@ func (s *referrals) ListReferrals(ctx context.Context, req *pb.ListReferralsRequ
 		// A narrower index than the party index, where it holds only
 		// referrals the caller may see: its own inbox, its own referrals, or
 		// the onward referrals of a referral it may see.
-		switch {
-		case q.Recipient == org, q.Referrer == org:
-			q.Party = ""
-		case q.Parent != "":
+		if q.Parent != "" {
+			// A parent the caller may not see is as one that does not
+			// exist, whatever else the filter says.
 			if _, err := load(ctx, tx, q.Parent); err != nil {
 				return err
 			}
+		}
+		if q.Recipient == org || q.Referrer == org || q.Parent != "" {
 			q.Party = ""
 		}
 		if overdue {
