@@ -4,8 +4,10 @@ import (
 	"context"
 	"encoding/json"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -91,4 +93,63 @@ func TestBadUTF8IsTheCallersFault(t *testing.T) {
 	if strings.Contains(err.Error(), "\xff") {
 		t.Errorf("the error quotes the bad bytes: %v", err)
 	}
+}
+
+// FuzzHTTPAddresses sends any path and query, as any caller, to the HTTP
+// server as it runs (the REST gateway, the web pages, over the in-process
+// channel). Whatever the address: never a 5xx; every REST error is JSON
+// with an ErrorInfo reason.
+func FuzzHTTPAddresses(f *testing.F) {
+	store, err := bolt.Open(filepath.Join(f.TempDir(), "exchange.db"), bolt.Options{})
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Cleanup(func() { store.Close() })
+	op, err := api.CreateOperator(context.Background(), store, time.Now().UTC())
+	if err != nil {
+		f.Fatal(err)
+	}
+	srv := api.New(store, api.Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	p := newInProcess(srv, srv.UnaryInterceptors(), srv.StreamInterceptors(), nil)
+	h, err := httpHandler(context.Background(), p, http.NotFoundHandler(), 1<<20, false)
+	if err != nil {
+		f.Fatal(err)
+	}
+	for _, seed := range []string{"/v1/referrals/%FF", "/v1/referrals?filter=%FF", "/v1/referrals/abc/feedback?requestId=%FF",
+		"/v1/organizations/%FF", "/referrals/%FF", "/v1/referrals?filter=state%20%3D%20REQUESTED&pageSize=2",
+		"/v1/organizations/a/services/b/capacity", "/v1/events?after=1&wait=1ms", "/v1/consents?nhsNumber=9434765919",
+		"/v1/referrals/%00", "/v1/organizations?filter=kind%20%3D%20%22", "/v1/reports/activity?filter.startTime=x",
+		"/v1/referrals?pageToken=%C3%28", "/inbox?x=%FF", "/v1/auditEvents?organization=%E2%82"} {
+		f.Add(uint8(0), seed, true)
+		f.Add(uint8(1), seed, false)
+	}
+	methods := []string{"GET", "POST", "PATCH", "DELETE"}
+	f.Fuzz(func(t *testing.T, m uint8, address string, key bool) {
+		u, err := url.Parse(address)
+		if err != nil || u.Host != "" || u.Scheme != "" || !strings.HasPrefix(u.Path, "/") {
+			return
+		}
+		req := httptest.NewRequest(methods[int(m)%len(methods)], "http://exchange.example/", nil)
+		req.URL.Path, req.URL.RawPath, req.URL.RawQuery, req.RequestURI = u.Path, u.RawPath, u.RawQuery, u.RequestURI()
+		if key {
+			req.Header.Set("Authorization", "Bearer "+op)
+		}
+		if strings.HasPrefix(u.Path, "/v1/events") {
+			ctx, cancel := context.WithTimeout(req.Context(), 2*time.Second)
+			defer cancel()
+			req = req.WithContext(ctx)
+		}
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, req)
+		if rec.Code >= 500 {
+			t.Fatalf("%s %s: HTTP %d %s", req.Method, address, rec.Code, rec.Body)
+		}
+		if !strings.HasPrefix(u.Path, "/v1/") || rec.Code < 400 {
+			return
+		}
+		var body struct{ Details []struct{ Reason string } }
+		if err := json.Unmarshal(rec.Body.Bytes(), &body); err != nil || len(body.Details) == 0 || body.Details[0].Reason == "" {
+			t.Fatalf("%s %s: HTTP %d without an ErrorInfo reason: %s", req.Method, address, rec.Code, rec.Body)
+		}
+	})
 }

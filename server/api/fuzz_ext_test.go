@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
@@ -45,7 +46,8 @@ func unaryRPCs() []protoreflect.MethodDescriptor {
 // request validator runs on them. Whatever the input: the exchange does not
 // panic or fail internally, and every refusal is a status with an
 // ErrorInfo reason of the contract (and field violations when a field is
-// invalid).
+// invalid). Bytes that are not the request message at all are
+// INVALID_ARGUMENT MALFORMED_REQUEST.
 func FuzzRequests(f *testing.F) {
 	x := exchangetest.StartWith(f, api.Options{})
 	x.Org("practice", pb.OrganizationKind_ORGANIZATION_KIND_GP_PRACTICE)
@@ -80,16 +82,26 @@ func FuzzRequests(f *testing.F) {
 		}
 	}
 
+	for i := range rpcs {
+		f.Add(uint8(i), uint8(0), []byte{0x0a, 0x01, 0xff}) // field 1, a string that is not UTF-8
+		f.Add(uint8(i), uint8(3), []byte{0x0a, 0x05, 'a'})  // truncated
+	}
 	reasons := pb.ErrorReason(0).Descriptor().Values()
 	f.Fuzz(func(t *testing.T, which, who uint8, data []byte) {
 		m := rpcs[int(which)%len(rpcs)]
-		req := dynamicpb.NewMessage(m.Input())
-		if proto.Unmarshal(data, req) != nil {
-			return
-		}
 		ctx, cancel := context.WithTimeout(x.As(callers[int(who)%len(callers)]), 10*time.Second)
 		defer cancel()
 		method := "/" + string(m.Parent().FullName()) + "/" + string(m.Name())
+		req := dynamicpb.NewMessage(m.Input())
+		if proto.Unmarshal(data, req) != nil {
+			// Bytes that are not the request message (malformed wire
+			// format, strings that are not UTF-8), sent as they are.
+			err := x.Conn.Invoke(ctx, method, data, dynamicpb.NewMessage(m.Output()), grpc.ForceCodec(rawCodec{}))
+			if c, reason := exchangetest.Reason(err); c != codes.InvalidArgument || reason != "MALFORMED_REQUEST" {
+				t.Fatalf("%s with malformed bytes %x: %v; want INVALID_ARGUMENT MALFORMED_REQUEST", method, data, err)
+			}
+			return
+		}
 		err := x.Conn.Invoke(ctx, method, req, dynamicpb.NewMessage(m.Output()))
 		if err == nil {
 			return

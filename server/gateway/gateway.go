@@ -111,6 +111,7 @@ func New(ctx context.Context, conn grpc.ClientConnInterface, opt Options) (http.
 	mux := runtime.NewServeMux(
 		runtime.WithMarshalerOption(runtime.MIMEWildcard, Marshaler),
 		runtime.WithErrorHandler(errorHandler),
+		runtime.WithRoutingErrorHandler(routingError),
 	)
 	for _, err := range []error{
 		pb.RegisterDirectoryServiceHandlerClient(ctx, mux, pb.NewDirectoryServiceClient(conn)),
@@ -148,6 +149,18 @@ func errorHandler(ctx context.Context, mux *runtime.ServeMux, m runtime.Marshale
 		}
 	}
 	WriteError(w, HTTPStatus(st.Code()), st)
+}
+
+// routingError answers a path no method has (404) or an HTTP method the
+// path does not take (405) in the gateway's error JSON, with a reason.
+func routingError(_ context.Context, _ *runtime.ServeMux, _ runtime.Marshaler, w http.ResponseWriter, r *http.Request, httpStatus int) {
+	code, msg := codes.NotFound, "no method of the API has the path "+r.URL.Path
+	if httpStatus == http.StatusMethodNotAllowed {
+		code, msg = codes.Unimplemented, r.Method+" is not a method of "+r.URL.Path
+	} else if httpStatus != http.StatusNotFound {
+		code, msg = codes.InvalidArgument, "the request cannot be routed"
+	}
+	WriteError(w, httpStatus, withReason(status.New(code, msg), pb.ErrorReason_ERROR_REASON_UNKNOWN_ROUTE, nil))
 }
 
 // HTTPStatus is grpc-gateway's mapping of a gRPC code to an HTTP status,

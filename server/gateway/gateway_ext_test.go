@@ -249,6 +249,9 @@ func TestErrorShapes(t *testing.T) {
 		{"duplicate", "riverside-practice", "POST", "/v1/referrals?requestId=again", referral(exchangetest.AdaNHS), 409, 6, "DUPLICATE_REFERRAL", ""},
 		{"stale etag", "hillside-walkers", "POST", "/v1/" + r.Name + ":accept", `{"etag":"0000000000000000"}`, 409, 10, "ETAG_MISMATCH", ""},
 		{"wrong move", "hillside-walkers", "POST", "/v1/" + r.Name + ":complete", `{}`, 412, 9, "INVALID_TRANSITION", ""},
+		{"no such path", "riverside-practice", "GET", "/v1/nothing", "", 404, 5, "UNKNOWN_ROUTE", ""},
+		{"no such method", "riverside-practice", "DELETE", "/v1/referrals", "", 405, 12, "UNKNOWN_ROUTE", ""},
+		{"not UTF-8", "riverside-practice", "GET", "/v1/referrals?filter=%FF", "", 400, 3, "MALFORMED_REQUEST", "filter"},
 		{"too large", "riverside-practice", "POST", "/v1/referrals?requestId=big", `{"reason":"` + strings.Repeat("x", 70<<10) + `"}`, 413, 3, "REQUEST_TOO_LARGE", ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -261,7 +264,7 @@ func TestErrorShapes(t *testing.T) {
 				t.Errorf("field violations = %v, want %s", fields, tc.field)
 			}
 			msg, _ := body["message"].(string)
-			if tc.reason == "MALFORMED_REQUEST" && !strings.Contains(msg, "line 1") {
+			if tc.reason == "MALFORMED_REQUEST" && tc.body != "" && !strings.Contains(msg, "line 1") {
 				t.Errorf("malformed request message does not say where: %v", msg)
 			}
 			if strings.HasPrefix(tc.name, "malformed") && !strings.HasPrefix(msg, "the body is not valid JSON") {

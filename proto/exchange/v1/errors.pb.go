@@ -113,6 +113,10 @@ const (
 	// `Grpc-Metadata-Authorization`). Send exactly one credential: the
 	// exchange never picks one.
 	ErrorReason_ERROR_REASON_AMBIGUOUS_CREDENTIALS ErrorReason = 24
+	// Over REST only: no method of the API has this path (HTTP 404,
+	// NOT_FOUND), or none takes this HTTP method on it (HTTP 405,
+	// UNIMPLEMENTED).
+	ErrorReason_ERROR_REASON_UNKNOWN_ROUTE ErrorReason = 25
 )
 
 // Enum value maps for ErrorReason.
@@ -143,6 +147,7 @@ var (
 		22: "ERROR_REASON_TOO_MANY_STREAMS",
 		23: "ERROR_REASON_CERTIFICATE_NOT_MAPPED",
 		24: "ERROR_REASON_AMBIGUOUS_CREDENTIALS",
+		25: "ERROR_REASON_UNKNOWN_ROUTE",
 	}
 	ErrorReason_value = map[string]int32{
 		"ERROR_REASON_UNSPECIFIED":            0,
@@ -170,6 +175,7 @@ var (
 		"ERROR_REASON_TOO_MANY_STREAMS":       22,
 		"ERROR_REASON_CERTIFICATE_NOT_MAPPED": 23,
 		"ERROR_REASON_AMBIGUOUS_CREDENTIALS":  24,
+		"ERROR_REASON_UNKNOWN_ROUTE":          25,
 	}
 )
 
@@ -204,7 +210,7 @@ var File_exchange_v1_errors_proto protoreflect.FileDescriptor
 
 const file_exchange_v1_errors_proto_rawDesc = "" +
 	"\n" +
-	"\x18exchange/v1/errors.proto\x12\vexchange.v1*\xee\x06\n" +
+	"\x18exchange/v1/errors.proto\x12\vexchange.v1*\x8e\a\n" +
 	"\vErrorReason\x12\x1c\n" +
 	"\x18ERROR_REASON_UNSPECIFIED\x10\x00\x12\x1e\n" +
 	"\x1aERROR_REASON_FIELD_INVALID\x10\x01\x12\"\n" +
@@ -231,7 +237,8 @@ const file_exchange_v1_errors_proto_rawDesc = "" +
 	"\x1eERROR_REASON_MALFORMED_REQUEST\x10\x15\x12!\n" +
 	"\x1dERROR_REASON_TOO_MANY_STREAMS\x10\x16\x12'\n" +
 	"#ERROR_REASON_CERTIFICATE_NOT_MAPPED\x10\x17\x12&\n" +
-	"\"ERROR_REASON_AMBIGUOUS_CREDENTIALS\x10\x18BEZCgithub.com/social-prescribing/exchange/proto/exchange/v1;exchangev1b\x06proto3"
+	"\"ERROR_REASON_AMBIGUOUS_CREDENTIALS\x10\x18\x12\x1e\n" +
+	"\x1aERROR_REASON_UNKNOWN_ROUTE\x10\x19BEZCgithub.com/social-prescribing/exchange/proto/exchange/v1;exchangev1b\x06proto3"
 
 var (
 	file_exchange_v1_errors_proto_rawDescOnce sync.Once
