@@ -430,3 +430,28 @@ func TestTwoCredentialsOverREST(t *testing.T) {
 		t.Fatalf("two credentials: %d %v; want 401 AMBIGUOUS_CREDENTIALS", resp.StatusCode, body)
 	}
 }
+
+// TestListFilterNeverWidensOverREST: over REST as over gRPC, a filter that
+// names another organisation lists nothing of it (issue 25, defect 1).
+func TestListFilterNeverWidensOverREST(t *testing.T) {
+	x, walks, lwService := setup(t)
+	x.Org("stranger", pb.OrganizationKind_ORGANIZATION_KIND_VCSE_ORGANIZATION)
+	x.Org("icb", pb.OrganizationKind_ORGANIZATION_KIND_COMMISSIONER)
+	c := x.ConsentFor("riverside-practice", exchangetest.AdaNHS, nil)
+	if _, err := x.Refer("riverside-practice", "gp-1", lwService, exchangetest.AdaNHS, c.Name); err != nil {
+		t.Fatal(err)
+	}
+	for _, who := range []string{"stranger", "icb", "hillside-walkers"} {
+		for _, f := range []string{`recipient = "organizations/riverside-pcn"`, `referrer = "organizations/riverside-practice"`,
+			`recipient = "` + lwService + `"`, `recipient = "` + walks + `"`} {
+			code, body := x.do(t, who, "GET", "/v1/referrals?filter="+url.QueryEscape(f), "")
+			if code != 200 || len(body) != 0 {
+				t.Errorf("%s GET /v1/referrals?filter=%s: %d %v; want 200 and nothing", who, f, code, body)
+			}
+		}
+	}
+	code, body := x.do(t, "riverside-pcn", "GET", "/v1/referrals?filter="+url.QueryEscape(`referrer = "organizations/riverside-practice"`), "")
+	if l, _ := body["referrals"].([]any); code != 200 || len(l) != 1 {
+		t.Errorf("the receiver's own list: %d %v", code, body)
+	}
+}
