@@ -14,6 +14,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	pb "github.com/social-prescribing/exchange/proto/exchange/v1"
+	"github.com/social-prescribing/exchange/server/api"
 )
 
 // TestListFilterNeverWidens: a filter that names another organisation's
@@ -72,10 +73,12 @@ func TestListConsentsTellsNothingOfOthers(t *testing.T) {
 	x := start(t)
 	x.Org("practice", pb.OrganizationKind_ORGANIZATION_KIND_GP_PRACTICE)
 	x.Org("stranger", pb.OrganizationKind_ORGANIZATION_KIND_VCSE_ORGANIZATION)
+	// The stranger's consent comes first: a token after it would tell of
+	// those recorded since.
+	mine := x.ConsentFor("stranger", adaNHS, nil)
 	for range 3 {
 		x.ConsentFor("practice", adaNHS, nil)
 	}
-	mine := x.ConsentFor("stranger", adaNHS, nil)
 	cons := pb.NewConsentServiceClient(x.Conn)
 	l, err := cons.ListConsents(x.As("stranger"), &pb.ListConsentsRequest{NhsNumber: adaNHS, PageSize: 1})
 	if err != nil || len(l.Consents) != 1 || l.Consents[0].Name != mine.Name || l.NextPageToken != "" {
@@ -113,12 +116,22 @@ func TestMalformedMessages(t *testing.T) {
 			}
 		}
 	}
-	// A stream's request too.
-	s, err := pb.NewEventServiceClient(x.Conn).WatchEvents(x.As("practice"), &pb.WatchEventsRequest{}, grpc.ForceCodec(rawCodecFor{[]byte{0x08}}))
-	if err == nil {
-		_, err = s.Recv()
+	// A stream's request too; and refused without a key, before its
+	// handler reads it, the codec's note of it goes.
+	for _, who := range []string{"practice", ""} {
+		s, err := pb.NewEventServiceClient(x.Conn).WatchEvents(x.As(who), &pb.WatchEventsRequest{}, grpc.ForceCodec(rawCodecFor{[]byte{0x08}}))
+		if err == nil {
+			_, err = s.Recv()
+		}
+		if who != "" {
+			wantErr(t, err, codes.InvalidArgument, "MALFORMED_REQUEST")
+		} else if status.Code(err) != codes.Unauthenticated {
+			t.Errorf("a malformed stream without a key: %v", err)
+		}
 	}
-	wantErr(t, err, codes.InvalidArgument, "MALFORMED_REQUEST")
+	if n := api.Undecodable(); n != 0 {
+		t.Errorf("%d notes of undecodable requests left behind", n)
+	}
 }
 
 // rawCodecFor sends fixed bytes whatever the message.

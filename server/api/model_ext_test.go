@@ -476,6 +476,11 @@ func pages[T any](t *testing.T, what string, list func(token string) ([]T, strin
 		if err != nil {
 			return all, err
 		}
+		if token != "" && len(items) == 0 && next == "" && (strings.HasPrefix(what, "ListConsents") || strings.HasPrefix(what, "ListFeedback")) {
+			// A token promised more; pages of a person's consents or a
+			// referral's feedback count only what the caller may see.
+			t.Errorf("%s: a next page token led to an empty last page", what)
+		}
 		for _, it := range items {
 			if seen[key(it)] {
 				t.Errorf("%s: %s twice", what, key(it))

@@ -46,8 +46,11 @@ func (s *Server) StreamLog(srv any, ss grpc.ServerStream, info *grpc.StreamServe
 	rs := &readStream{ServerStream: authedStream{ss, ctx}}
 	err := handler(srv, rs)
 	if err != nil && !rs.read && !info.IsClientStream {
-		// The one request of a server-streaming call; it is discarded.
-		_ = ss.RecvMsg(new(emptypb.Empty))
+		// The one request of a server-streaming call; it is discarded,
+		// with the codec's note of it if it could not be decoded.
+		m := new(emptypb.Empty)
+		_ = ss.RecvMsg(m)
+		undecodable.Delete(m)
 	}
 	s.logCall(ctx, n, start, err, true)
 	return err

@@ -149,6 +149,9 @@ func (s *referrals) CreateReferral(ctx context.Context, req *pb.CreateReferralRe
 			if err != nil {
 				return nil, err
 			}
+			if !lifecycle.Open(ex.State) {
+				continue // an index entry an older store's log left behind
+			}
 			rel, err := relate(tx, caller.Org, ex)
 			if err != nil {
 				return nil, err
@@ -280,9 +283,6 @@ func (s *referrals) ListReferrals(ctx context.Context, req *pb.ListReferralsRequ
 	}
 	resp := &pb.ListReferralsResponse{}
 	err := s.view(ctx, func(tx storage.ReadTx, now time.Time) error {
-		// A narrower index than the party index, where it holds only
-		// referrals the caller may see: its own inbox, its own referrals, or
-		// the onward referrals of a referral it may see.
 		if q.Parent != "" {
 			// A parent the caller may not see is as one that does not
 			// exist, whatever else the filter says.
@@ -290,13 +290,24 @@ func (s *referrals) ListReferrals(ctx context.Context, req *pb.ListReferralsRequ
 				return err
 			}
 		}
-		if q.Recipient == org || q.Referrer == org || q.Parent != "" {
+		// A narrower index than the party index, where the store would
+		// scan one that holds only referrals the caller may see: its own
+		// inbox, its own referrals, or the onward referrals of a referral
+		// it may see. Without Party the store scans the first of
+		// Recipient, Referrer and Parent that is set, so the others must
+		// not name another organisation's index (nor its keys reach a
+		// page token).
+		switch {
+		case q.Recipient == org,
+			q.Recipient == "" && q.Referrer == org,
+			q.Recipient == "" && q.Referrer == "" && q.Parent != "":
 			q.Party = ""
 		}
 		if overdue {
 			q.DueBefore = now
 		}
 		var failed error
+		rels := map[string]policy.Relation{}
 		p, err := tx.ListReferrals(q, after, size, func(r *pb.Referral) bool {
 			if recipientService != "" && r.RecipientService != recipientService {
 				return false
@@ -308,6 +319,7 @@ func (s *referrals) ListReferrals(ctx context.Context, req *pb.ListReferralsRequ
 				failed = err
 				return false
 			}
+			rels[r.Name] = rel
 			return rel != policy.None
 		})
 		if err == nil {
@@ -323,11 +335,7 @@ func (s *referrals) ListReferrals(ctx context.Context, req *pb.ListReferralsRequ
 				c, _ = tx.GetConsent(r.Consent)
 				consents[r.Consent] = c
 			}
-			rel, err := relate(tx, org, r)
-			if err != nil {
-				return err
-			}
-			resp.Referrals = append(resp.Referrals, policy.Redact(r, rel, c, now))
+			resp.Referrals = append(resp.Referrals, policy.Redact(r, rels[r.Name], c, now))
 		}
 		resp.NextPageToken = pageToken(p.Next, req.Filter)
 		return nil

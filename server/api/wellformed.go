@@ -34,7 +34,8 @@ var ServerCodec = grpc.ForceServerCodecV2(codec{encoding.GetCodecV2("proto")})
 type codec struct{ encoding.CodecV2 }
 
 // undecodable holds, by request message, why it could not be decoded,
-// until UnaryWellFormed or the stream's RecvMsg takes it.
+// until UnaryWellFormed or the stream's RecvMsg takes it (or StreamLog,
+// for the request of a stream refused before its handler read it).
 var undecodable sync.Map
 
 func (c codec) Unmarshal(data mem.BufferSlice, v any) error {

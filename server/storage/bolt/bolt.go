@@ -100,7 +100,8 @@ type Store struct {
 	onRefused        func(string)
 	onFatal          func(error)
 	checkpointErr    func() error
-	refusing         bool // the writer is refusing writes for the backlog
+	refusing         bool     // the writer is refusing writes for the backlog
+	fill             [][]byte // indexes upgrade creates and fills at open
 	// stopped, once set, is why the store stopped for good (ErrStopped).
 	stopped atomic.Pointer[error]
 
@@ -229,6 +230,9 @@ func Open(path string, opt Options) (*Store, error) {
 	if err := s.recover(); err != nil {
 		return fail(err)
 	}
+	if err := s.upgrade(); err != nil {
+		return fail(err)
+	}
 	go s.checkpointer()
 	go s.loop()
 	return s, nil
@@ -270,6 +274,12 @@ func openFile(path string, timeout time.Duration) (db *bolt.DB, err error) {
 		if tx.Size() > fi.Size() {
 			return fmt.Errorf("the file is %d bytes but holds pages up to %d: it was cut short", fi.Size(), tx.Size())
 		}
+		// Every page reachable from the root, read here first, where a
+		// page id that points outside the file faults into a panic this
+		// function recovers.
+		if err := walk(tx); err != nil {
+			return err
+		}
 		return checkTx(tx)
 	})
 	if err != nil {
@@ -277,6 +287,22 @@ func openFile(path string, timeout time.Duration) (db *bolt.DB, err error) {
 		return nil, fmt.Errorf("%w: %v", errDamaged, err)
 	}
 	return db, nil
+}
+
+// walk reads every key and value of every bucket, nested ones too.
+func walk(tx *bolt.Tx) error {
+	var bucket func(b *bolt.Bucket) error
+	bucket = func(b *bolt.Bucket) error {
+		return b.ForEach(func(k, v []byte) error {
+			if v == nil {
+				if nb := b.Bucket(k); nb != nil {
+					return bucket(nb)
+				}
+			}
+			return nil
+		})
+	}
+	return tx.ForEach(func(_ []byte, b *bolt.Bucket) error { return bucket(b) })
 }
 
 // checkTx is bbolt's consistency check over one read transaction: the
@@ -291,8 +317,10 @@ func checkTx(tx *bolt.Tx) error {
 	return errors.Join(errs...)
 }
 
-// prepare creates missing buckets and fills indexes added since the file
-// was made. bbolt panics on some damaged pages; that becomes an error.
+// prepare creates missing buckets, but for the indexes added since the
+// file was made (backfilled): those it notes, for upgrade to create and
+// fill once the log has been replayed into the file. bbolt panics on some
+// damaged pages; that becomes an error.
 func (s *Store) prepare() (err error) {
 	defer func() {
 		if r := recover(); r != nil {
@@ -300,23 +328,60 @@ func (s *Store) prepare() (err error) {
 		}
 	}()
 	return s.db.Update(func(btx *bolt.Tx) error {
-		var fill []func(*tx, *pb.Referral) error
 		for _, b := range append(allBuckets, bStore) {
-			if f, ok := backfilled[string(b)]; ok && btx.Bucket(b) == nil {
-				fill = append(fill, f)
+			if _, ok := backfilled[string(b)]; ok && btx.Bucket(b) == nil {
+				s.fill = append(s.fill, b)
+				continue
 			}
 			if _, err := btx.CreateBucketIfNotExists(b); err != nil {
 				return err
 			}
 		}
+		if v := btx.Bucket(bStore).Get(keyEpoch); len(v) == 8 {
+			s.epoch = binary.BigEndian.Uint64(v)
+		}
+		return nil
+	})
+}
+
+// upgrade, once the log is replayed into the file (so the file holds every
+// referral acknowledged, written by whatever version), creates the indexes
+// prepare noted and fills them from the referrals, and deletes the buckets
+// nothing reads any more (retired, which a replayed older log may have
+// written again), in one transaction: an upgrade cut short is done again
+// at the next start.
+func (s *Store) upgrade() (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("the file is damaged (%v): restore it from a backup", r)
+		}
+	}()
+	var gone [][]byte
+	s.db.View(func(btx *bolt.Tx) error {
 		for _, b := range retired {
 			if btx.Bucket(b) != nil {
-				if err := btx.DeleteBucket(b); err != nil {
-					return err
-				}
+				gone = append(gone, b)
 			}
 		}
-		if len(fill) > 0 && btx.Bucket(bReferrals).Stats().KeyN > 0 {
+		return nil
+	})
+	if len(s.fill) == 0 && len(gone) == 0 {
+		return nil
+	}
+	return s.db.Update(func(btx *bolt.Tx) error {
+		var fill []func(*tx, *pb.Referral) error
+		for _, b := range s.fill {
+			if _, err := btx.CreateBucketIfNotExists(b); err != nil {
+				return err
+			}
+			fill = append(fill, backfilled[string(b)])
+		}
+		for _, b := range gone {
+			if err := btx.DeleteBucket(b); err != nil {
+				return err
+			}
+		}
+		if len(fill) > 0 {
 			t := &tx{btx: btx}
 			err := btx.Bucket(bReferrals).ForEach(func(_, v []byte) error {
 				r := &pb.Referral{}
@@ -333,9 +398,6 @@ func (s *Store) prepare() (err error) {
 			if err != nil {
 				return fmt.Errorf("filling new indexes: %w", err)
 			}
-		}
-		if v := btx.Bucket(bStore).Get(keyEpoch); len(v) == 8 {
-			s.epoch = binary.BigEndian.Uint64(v)
 		}
 		return nil
 	})

@@ -2,6 +2,7 @@ package bolt_test
 
 import (
 	"context"
+	"encoding/binary"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -51,12 +52,15 @@ func damagedCopies(t *testing.T) map[string]string {
 		t.Fatal(err)
 	}
 	size := db.Info().PageSize
-	middle, first := -1, -1
+	middle, first, branch := -1, -1, -1
 	db.View(func(tx *bbolt.Tx) error {
 		var used []int
 		for id := 2; id < len(good)/size; id++ {
 			if p, err := tx.Page(id); err == nil && p != nil && (p.Type == "leaf" || p.Type == "branch") {
 				used = append(used, id)
+				if p.Type == "branch" && branch < 0 {
+					branch = id
+				}
 			}
 		}
 		if len(used) > 100 {
@@ -86,6 +90,15 @@ func damagedCopies(t *testing.T) map[string]string {
 	zeroed := append([]byte(nil), good...)
 	copy(zeroed[first*size:first*size+4096], make([]byte, 4096))
 	write("4 KiB zeroed over the first page in use", zeroed)
+	if branch < 0 {
+		t.Fatal("no branch page")
+	}
+	// A branch page's first child page id, which follows the 16-byte page
+	// header and the element's position and key size, pointed far outside
+	// the file: bbolt's own check would read it in a goroutine of its own.
+	badChild := append([]byte(nil), good...)
+	binary.LittleEndian.PutUint64(badChild[branch*size+16+8:], 1<<40)
+	write("a child page id outside the file", badChild)
 	return out
 }
 

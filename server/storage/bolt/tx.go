@@ -254,6 +254,41 @@ func scan(b *bucket, pfx []byte, after string, limit int, visit func(k, v []byte
 	return "", nil
 }
 
+// scanKept lists, after after, up to limit of the items under pfx that keep
+// accepts (all when keep is nil), and gives a next key only when a further
+// accepted item exists; that key is the last item's own. It has no scan
+// budget: it serves lists bounded by what they are of (a person's
+// consents, a referral's feedback), filtered by what the caller may see,
+// so that neither a page's length nor its token tells of what keep
+// refuses.
+func scanKept[T any](b *bucket, pfx []byte, after string, limit int, decode func(k, v []byte) (T, error), keep func(T) bool) (storage.Page[T], error) {
+	var p storage.Page[T]
+	c := b.Cursor()
+	var k, v []byte
+	if after == "" {
+		k, v = c.Seek(pfx)
+	} else if k, v = c.Seek([]byte(after)); k != nil && string(k) == after {
+		k, v = c.Next()
+	}
+	var last []byte
+	for ; k != nil && bytes.HasPrefix(k, pfx); k, v = c.Next() {
+		item, err := decode(k, v)
+		if err != nil {
+			return storage.Page[T]{}, err
+		}
+		if keep != nil && !keep(item) {
+			continue
+		}
+		if len(p.Items) == limit {
+			p.Next = string(last)
+			return p, nil
+		}
+		p.Items = append(p.Items, item)
+		last = append(last[:0], k...)
+	}
+	return p, nil
+}
+
 // errStop ends a scan early, at the end of the list.
 var errStop = errors.New("stop")
 
@@ -709,18 +744,10 @@ func (t *tx) GetConsent(name string) (*pb.Consent, error) {
 }
 
 func (t *tx) ListConsents(nhsNumber, after string, limit int, keep func(*pb.Consent) bool) (storage.Page[*pb.Consent], error) {
-	var p storage.Page[*pb.Consent]
 	pfx := []byte(person(nhsNumber))
-	var err error
-	p.Next, err = scan(t.b(bPersonConsent), pfx, after, limit, func(k, _ []byte) (bool, error) {
-		c, err := t.GetConsent(string(k[len(pfx)+8:]))
-		if err != nil || (keep != nil && !keep(c)) {
-			return false, err
-		}
-		p.Items = append(p.Items, c)
-		return true, nil
-	})
-	return p, err
+	return scanKept(t.b(bPersonConsent), pfx, after, limit, func(k, _ []byte) (*pb.Consent, error) {
+		return t.GetConsent(string(k[len(pfx)+8:]))
+	}, keep)
 }
 
 func (t *tx) CreateConsent(c *pb.Consent) error {
@@ -754,20 +781,10 @@ func (t *tx) UpdateConsent(c *pb.Consent) error {
 // Feedback.
 
 func (t *tx) ListFeedback(referral, after string, limit int, keep func(*pb.Feedback) bool) (storage.Page[*pb.Feedback], error) {
-	var p storage.Page[*pb.Feedback]
-	var err error
-	p.Next, err = scan(t.b(bFeedback), prefix(referral), after, limit, func(_, v []byte) (bool, error) {
+	return scanKept(t.b(bFeedback), prefix(referral), after, limit, func(_, v []byte) (*pb.Feedback, error) {
 		f := &pb.Feedback{}
-		if err := proto.Unmarshal(v, f); err != nil {
-			return false, err
-		}
-		if keep != nil && !keep(f) {
-			return false, nil
-		}
-		p.Items = append(p.Items, f)
-		return true, nil
-	})
-	return p, err
+		return f, proto.Unmarshal(v, f)
+	}, keep)
 }
 
 func (t *tx) CreateFeedback(f *pb.Feedback) error {
