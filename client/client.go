@@ -191,10 +191,16 @@ func StreamDeadlines(ctx context.Context, desc *grpc.StreamDesc, cc *grpc.Client
 }
 
 func withDeadline(ctx context.Context) context.Context {
-	if d, ok := ctx.Deadline(); ok {
-		return metadata.AppendToOutgoingContext(ctx, pb.DeadlineMetadata, d.UTC().Format(time.RFC3339Nano))
+	d, ok := ctx.Deadline()
+	if !ok {
+		return ctx
 	}
-	return ctx
+	// Set, not appended: a context that carries one already (a proxy
+	// passing on what it was sent) sends one.
+	md, _ := metadata.FromOutgoingContext(ctx)
+	md = md.Copy()
+	md.Set(pb.DeadlineMetadata, d.UTC().Format(time.RFC3339Nano))
+	return metadata.NewOutgoingContext(ctx, md)
 }
 
 // Watch delivers the events the caller may see after sequence number

@@ -20,10 +20,16 @@ func withCallerDeadline(ctx context.Context) (context.Context, context.CancelFun
 	if len(vals) == 0 {
 		return ctx, func() {}, nil
 	}
-	d, err := time.Parse(time.RFC3339Nano, vals[0])
-	if err != nil || len(vals) > 1 {
-		return nil, nil, apiError(codes.InvalidArgument, pb.ErrorReason_ERROR_REASON_MALFORMED_REQUEST,
-			"the "+pb.DeadlineMetadata+" metadata must be one RFC 3339 time", map[string]string{"metadata": pb.DeadlineMetadata})
+	var d time.Time
+	for i, v := range vals { // the earliest, when a proxy added its own
+		t, err := time.Parse(time.RFC3339Nano, v)
+		if err != nil {
+			return nil, nil, apiError(codes.InvalidArgument, pb.ErrorReason_ERROR_REASON_MALFORMED_REQUEST,
+				"the "+pb.DeadlineMetadata+" metadata must be an RFC 3339 time", map[string]string{"metadata": pb.DeadlineMetadata})
+		}
+		if i == 0 || t.Before(d) {
+			d = t
+		}
 	}
 	if !time.Now().Before(d) {
 		return nil, nil, status.Error(codes.DeadlineExceeded, "the caller's deadline passed before the exchange read the request")

@@ -186,6 +186,12 @@ func TestCallerDeadline(t *testing.T) {
 	if err := create(ctx); status.Code(err) != codes.DeadlineExceeded {
 		t.Fatalf("a call past its absolute deadline: %v; want DEADLINE_EXCEEDED", err)
 	}
+	// Of two values (a proxy added its own), the earliest holds.
+	two := metadata.AppendToOutgoingContext(x.As("practice"), pb.DeadlineMetadata, time.Now().Add(time.Minute).Format(time.RFC3339Nano),
+		pb.DeadlineMetadata, time.Now().Add(-time.Second).Format(time.RFC3339Nano))
+	if err := create(two); status.Code(err) != codes.DeadlineExceeded {
+		t.Fatalf("a call with two deadlines, one past: %v; want DEADLINE_EXCEEDED", err)
+	}
 	bad := metadata.AppendToOutgoingContext(x.As("practice"), pb.DeadlineMetadata, "soon")
 	wantErr(t, create(bad), codes.InvalidArgument, "MALFORMED_REQUEST")
 	if l, err := cons.ListConsents(x.As("practice"), &pb.ListConsentsRequest{NhsNumber: adaNHS}); err != nil || len(l.Consents) != 0 {

@@ -233,10 +233,14 @@ func (w *Web) home(rw http.ResponseWriter, r *http.Request) {
 	w.signInPage(rw, r, http.StatusOK, "")
 }
 
-// signInPage shows the sign-in form with a fresh token, in the form and in
-// the signInCookie.
+// signInPage shows the sign-in form with its token, in the form and in the
+// signInCookie: the browser's own, if it has one, so that two tabs of the
+// sign-in page both work.
 func (w *Web) signInPage(rw http.ResponseWriter, r *http.Request, code int, msg string) {
 	token := random()
+	if c, err := r.Cookie(signInCookie); err == nil && len(c.Value) == len(token) {
+		token = c.Value
+	}
 	http.SetCookie(rw, &http.Cookie{Name: signInCookie, Value: token, Path: "/signin", MaxAge: 3600,
 		HttpOnly: true, SameSite: http.SameSiteStrictMode, Secure: w.opt.SecureCookies || r.TLS != nil})
 	w.render(rw, code, "signin.html", page{Title: "Sign in", CSRF: token, Error: msg})

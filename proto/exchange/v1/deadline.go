@@ -11,5 +11,5 @@ package exchangev1
 // only ever shortens a call's deadline; the clocks of caller and exchange
 // must agree (NTP), or a caller whose clock is behind sees DEADLINE_EXCEEDED
 // early. A value that is not such a time is INVALID_ARGUMENT
-// MALFORMED_REQUEST.
+// MALFORMED_REQUEST; of several values, the earliest holds.
 const DeadlineMetadata = "exchange-deadline"
