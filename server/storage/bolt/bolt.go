@@ -17,7 +17,6 @@ import (
 	"runtime/debug"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -794,7 +793,7 @@ func (s *Store) start() {
 func (s *Store) finished(r checkpointResult) {
 	s.busy = false
 	if r.err != nil {
-		if !errors.Is(r.err, syscall.ENOSPC) {
+		if !fullDisk(r.err) {
 			s.stop(r.err)
 		}
 		s.nextTry = time.Now().Add(s.interval)
