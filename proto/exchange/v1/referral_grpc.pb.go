@@ -54,9 +54,11 @@ type ReferralServiceClient interface {
 	// caller may see (else ALREADY_EXISTS, DUPLICATE_REFERRAL naming it). An
 	// open referral the caller may not see is never revealed: the referral is
 	// made, and only the receiving service, a party to both, sees it flagged in
-	// `possible_duplicate_of`; it may reject it with the DUPLICATE reason. An
-	// onward referral names `parent_referral`, which the caller must be the
-	// recipient of.
+	// `possible_duplicate_of`; it may reject it with the DUPLICATE reason
+	// (which then tells the referrer that the service already has the person,
+	// as any reply of the service would, and nothing of who referred them or
+	// why). An onward referral names `parent_referral`, which the caller must
+	// be the recipient of.
 	CreateReferral(ctx context.Context, in *CreateReferralRequest, opts ...grpc.CallOption) (*Referral, error)
 	// Returns one referral the caller may see.
 	GetReferral(ctx context.Context, in *GetReferralRequest, opts ...grpc.CallOption) (*Referral, error)
@@ -236,9 +238,11 @@ type ReferralServiceServer interface {
 	// caller may see (else ALREADY_EXISTS, DUPLICATE_REFERRAL naming it). An
 	// open referral the caller may not see is never revealed: the referral is
 	// made, and only the receiving service, a party to both, sees it flagged in
-	// `possible_duplicate_of`; it may reject it with the DUPLICATE reason. An
-	// onward referral names `parent_referral`, which the caller must be the
-	// recipient of.
+	// `possible_duplicate_of`; it may reject it with the DUPLICATE reason
+	// (which then tells the referrer that the service already has the person,
+	// as any reply of the service would, and nothing of who referred them or
+	// why). An onward referral names `parent_referral`, which the caller must
+	// be the recipient of.
 	CreateReferral(context.Context, *CreateReferralRequest) (*Referral, error)
 	// Returns one referral the caller may see.
 	GetReferral(context.Context, *GetReferralRequest) (*Referral, error)
