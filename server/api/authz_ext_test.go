@@ -93,6 +93,27 @@ func (x *exchange) chain(t *testing.T, state pb.ReferralState) chain {
 	return chain{nhs: nhs, consent: c.Name, r1: r1.Name, r2: r2.Name}
 }
 
+const vcse = pb.OrganizationKind_ORGANIZATION_KIND_VCSE_ORGANIZATION
+
+// chainWorld starts an exchange with the organisations of a chain (the GP
+// "practice", the link workers "pcn" with their service link-workers, the
+// group "group" with its walks) and the extra organisations given; the
+// key "" calls without one.
+func chainWorld(t *testing.T, extra map[string]pb.OrganizationKind) *exchange {
+	t.Helper()
+	x := start(t)
+	x.Org("practice", pb.OrganizationKind_ORGANIZATION_KIND_GP_PRACTICE)
+	x.Org("pcn", pb.OrganizationKind_ORGANIZATION_KIND_LINK_WORKER_SERVICE)
+	x.Org("group", vcse)
+	for id, kind := range extra {
+		x.Org(id, kind)
+	}
+	x.Service("pcn", "link-workers", pb.Category_CATEGORY_SOCIAL_ISOLATION)
+	x.Service("group", "walks", pb.Category_CATEGORY_PHYSICAL_ACTIVITY)
+	x.Keys[""] = ""
+	return x
+}
+
 // found turns "the list lacks it" into NOT_FOUND, so list rows of the
 // matrix read like the others.
 func found(ok bool, err error) error {
@@ -119,16 +140,9 @@ const (
 // TestAuthorizationMatrix calls every RPC as every relationship to a
 // referral and to a community group's directory entries.
 func TestAuthorizationMatrix(t *testing.T) {
-	x := start(t)
-	x.Org("practice", pb.OrganizationKind_ORGANIZATION_KIND_GP_PRACTICE)
-	x.Org("pcn", pb.OrganizationKind_ORGANIZATION_KIND_LINK_WORKER_SERVICE)
-	x.Org("group", pb.OrganizationKind_ORGANIZATION_KIND_VCSE_ORGANIZATION)
-	x.Org("stranger", pb.OrganizationKind_ORGANIZATION_KIND_VCSE_ORGANIZATION)
-	x.Org("ramblers", pb.OrganizationKind_ORGANIZATION_KIND_VCSE_ORGANIZATION)
-	x.Service("pcn", "link-workers", pb.Category_CATEGORY_SOCIAL_ISOLATION)
-	walks := x.Service("group", "walks", pb.Category_CATEGORY_PHYSICAL_ACTIVITY)
+	x := chainWorld(t, map[string]pb.OrganizationKind{"stranger": vcse, "ramblers": vcse})
+	walks := "organizations/group/services/walks"
 	rambles := x.Service("ramblers", "rambles", pb.Category_CATEGORY_PHYSICAL_ACTIVITY)
-	x.Keys[""] = ""
 
 	refs := pb.NewReferralServiceClient(x.Conn)
 	fbs := pb.NewFeedbackServiceClient(x.Conn)

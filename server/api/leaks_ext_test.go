@@ -22,16 +22,7 @@ import (
 // (issue 25, defect 1). Before, the recipient and referrer terms chose that
 // organisation's index and dropped the caller's party check.
 func TestListFilterNeverWidens(t *testing.T) {
-	x := start(t)
-	x.Org("practice", pb.OrganizationKind_ORGANIZATION_KIND_GP_PRACTICE)
-	x.Org("pcn", pb.OrganizationKind_ORGANIZATION_KIND_LINK_WORKER_SERVICE)
-	x.Org("group", pb.OrganizationKind_ORGANIZATION_KIND_VCSE_ORGANIZATION)
-	x.Org("stranger", pb.OrganizationKind_ORGANIZATION_KIND_VCSE_ORGANIZATION)
-	x.Org("ramblers", pb.OrganizationKind_ORGANIZATION_KIND_VCSE_ORGANIZATION)
-	x.Org("icb", pb.OrganizationKind_ORGANIZATION_KIND_COMMISSIONER)
-	x.Service("pcn", "link-workers", pb.Category_CATEGORY_SOCIAL_ISOLATION)
-	x.Service("group", "walks", pb.Category_CATEGORY_PHYSICAL_ACTIVITY)
-	x.Keys[""] = ""
+	x := chainWorld(t, map[string]pb.OrganizationKind{"stranger": vcse, "ramblers": vcse, "icb": pb.OrganizationKind_ORGANIZATION_KIND_COMMISSIONER})
 	c := x.chain(t, pb.ReferralState_REFERRAL_STATE_REQUESTED)
 	refs := pb.NewReferralServiceClient(x.Conn)
 	filters := []string{
@@ -209,13 +200,8 @@ func TestCallerDeadline(t *testing.T) {
 // is made, and only the receiver sees it flagged as a possible duplicate. A
 // caller that may see the open referral is still told of it.
 func TestDuplicateCheckTellsStrangersNothing(t *testing.T) {
-	x := start(t)
-	x.Org("practice", pb.OrganizationKind_ORGANIZATION_KIND_GP_PRACTICE)
-	x.Org("pcn", pb.OrganizationKind_ORGANIZATION_KIND_LINK_WORKER_SERVICE)
-	x.Org("group", pb.OrganizationKind_ORGANIZATION_KIND_VCSE_ORGANIZATION)
-	x.Org("stranger", pb.OrganizationKind_ORGANIZATION_KIND_GP_PRACTICE)
-	x.Service("pcn", "link-workers", pb.Category_CATEGORY_SOCIAL_ISOLATION)
-	walks := x.Service("group", "walks", pb.Category_CATEGORY_PHYSICAL_ACTIVITY)
+	x := chainWorld(t, map[string]pb.OrganizationKind{"stranger": pb.OrganizationKind_ORGANIZATION_KIND_GP_PRACTICE})
+	walks := "organizations/group/services/walks"
 	c := x.chain(t, pb.ReferralState_REFERRAL_STATE_REQUESTED) // r2: pcn -> group's walks
 	refs := pb.NewReferralServiceClient(x.Conn)
 
@@ -276,12 +262,7 @@ func TestDuplicateCheckTellsStrangersNothing(t *testing.T) {
 // link worker no longer does, neither on the referral it received nor on
 // the onward referral it made under that consent (issue 25, defect 3).
 func TestWithdrawalHidesThePersonDownstream(t *testing.T) {
-	x := start(t)
-	x.Org("practice", pb.OrganizationKind_ORGANIZATION_KIND_GP_PRACTICE)
-	x.Org("pcn", pb.OrganizationKind_ORGANIZATION_KIND_LINK_WORKER_SERVICE)
-	x.Org("group", pb.OrganizationKind_ORGANIZATION_KIND_VCSE_ORGANIZATION)
-	x.Service("pcn", "link-workers", pb.Category_CATEGORY_SOCIAL_ISOLATION)
-	x.Service("group", "walks", pb.Category_CATEGORY_PHYSICAL_ACTIVITY)
+	x := chainWorld(t, nil)
 	c := x.chain(t, pb.ReferralState_REFERRAL_STATE_ACCEPTED)
 	refs := pb.NewReferralServiceClient(x.Conn)
 	views := func() map[string]pb.ReferralView {

@@ -77,21 +77,15 @@ func TestFailedSyncStopsTheStore(t *testing.T) {
 	if n := checkpoints.Load() - before; n != 0 {
 		t.Fatalf("%d checkpoints ran after the failure", n)
 	}
-	r, err := Open(path, Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer r.Close()
-	r.View(context.Background(), func(rt storage.ReadTx) error {
+	reopened(t, path, func(orgs *bucket) {
 		for i := range 10 {
-			if v := rt.(*tx).b(bOrgs).Get([]byte(fmt.Sprint("acked-", i))); string(v) != "v" {
+			if v := orgs.Get([]byte(fmt.Sprint("acked-", i))); string(v) != "v" {
 				t.Errorf("acknowledged acked-%d lost", i)
 			}
 		}
-		if v := rt.(*tx).b(bOrgs).Get([]byte("after")); v != nil {
+		if v := orgs.Get([]byte("after")); v != nil {
 			t.Error("a write refused after the failure was kept")
 		}
-		return nil
 	})
 }
 
@@ -156,18 +150,12 @@ func TestBacklogIsBounded(t *testing.T) {
 		time.Sleep(5 * time.Millisecond)
 	}
 	s.Close()
-	r, err := Open(path, Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer r.Close()
-	r.View(context.Background(), func(rt storage.ReadTx) error {
+	reopened(t, path, func(orgs *bucket) {
 		for _, k := range acked {
-			if rt.(*tx).b(bOrgs).Get([]byte(k)) == nil {
+			if orgs.Get([]byte(k)) == nil {
 				t.Errorf("acknowledged %s lost", k)
 			}
 		}
-		return nil
 	})
 }
 
@@ -202,15 +190,26 @@ func TestFailedCheckpointSyncStopsTheStore(t *testing.T) {
 		t.Fatalf("a write after it: %v", err)
 	}
 	s.Close()
+	reopened(t, path, func(orgs *bucket) {
+		if string(orgs.Get([]byte("a"))) != "v" {
+			t.Error("the acknowledged write was lost")
+		}
+	})
+}
+
+// reopened opens the store at path again, as the next start would, and
+// hands check its organisations bucket, where the tests write.
+func reopened(t *testing.T, path string, check func(orgs *bucket)) {
+	t.Helper()
 	r, err := Open(path, Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer r.Close()
-	r.View(context.Background(), func(rt storage.ReadTx) error {
-		if string(rt.(*tx).b(bOrgs).Get([]byte("a"))) != "v" {
-			t.Error("the acknowledged write was lost")
-		}
+	if err := r.View(context.Background(), func(rt storage.ReadTx) error {
+		check(rt.(*tx).b(bOrgs))
 		return nil
-	})
+	}); err != nil {
+		t.Fatal(err)
+	}
 }
