@@ -2,6 +2,7 @@ package api
 
 import (
 	"context"
+	"crypto/sha256"
 	"encoding/hex"
 	"log/slog"
 	"time"
@@ -170,10 +171,27 @@ func outcome(err error) (string, string) {
 	return code.Code(st.Code()).String(), reason
 }
 
-// resourceOf is what a call was about: the name of the resource it returned
-// or named, else its parent, else its filter. A person's NHS number is
-// recorded only as PersonResource.
+// maxAuditResource bounds what the audit log records as a call's resource
+// (a name, a parent or a filter the caller sent), which is also a key of
+// its index: no name of the exchange is near it, and the store refuses
+// keys over 32 KiB.
+const maxAuditResource = 1024
+
+// resourceOf is what a call was about (aboutWhat), a longer one recorded as
+// `oversized/` and a SHA-256 of it.
 func resourceOf(req, resp proto.Message) string {
+	s := aboutWhat(req, resp)
+	if len(s) > maxAuditResource {
+		h := sha256.Sum256([]byte(s))
+		return "oversized/" + hex.EncodeToString(h[:16])
+	}
+	return s
+}
+
+// aboutWhat is the name of the resource a call returned or named, else its
+// parent, else its filter. A person's NHS number is recorded only as
+// PersonResource.
+func aboutWhat(req, resp proto.Message) string {
 	if resp != nil {
 		if s := nameIn(resp.ProtoReflect()); s != "" {
 			return s

@@ -25,6 +25,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	pb "github.com/social-prescribing/exchange/proto/exchange/v1"
+	"github.com/social-prescribing/exchange/server/policy"
 	"github.com/social-prescribing/exchange/server/storage"
 	"github.com/social-prescribing/exchange/server/validate"
 )
@@ -106,11 +107,37 @@ func etagOf(m proto.Message, clear func()) string {
 	return hex.EncodeToString(h[:8])
 }
 
-func stampReferral(r *pb.Referral) { r.Etag = etagOf(r, func() { r.Etag = "" }) }
+// stampReferral sets a referral's etag, a checksum of it without the fields
+// a caller may be shown it without (the person, the reason, the possible
+// duplicate), so that the etag tells nobody what it was not shown. Those
+// change only when erasure clears them, which sets erase_time.
+func stampReferral(r *pb.Referral) {
+	person, reason, dup := r.Person, r.Reason, r.PossibleDuplicateOf
+	r.Etag = etagOf(r, func() { r.Etag, r.Person, r.Reason, r.PossibleDuplicateOf = "", nil, "", "" })
+	r.Person, r.Reason, r.PossibleDuplicateOf = person, reason, dup
+}
 func stampService(s *pb.Service)   { s.Etag = etagOf(s, func() { s.Etag = "" }) }
 func stampCapacity(c *pb.Capacity) { c.Etag = etagOf(c, func() { c.Etag = "" }) }
 func stampOrg(o *pb.Organization)  { o.Etag = etagOf(o, func() { o.Etag = "" }) }
 func stampConsent(c *pb.Consent)   { c.Etag = etagOf(c, func() { c.Etag = "" }) }
+
+// showNow withholds from a referral answered again what its caller may no
+// longer see (the person, once the consent is withdrawn or expired); the
+// answer is otherwise the first one, byte for byte. The callers of the
+// methods that answer a referral are its referrer or its receiver.
+func showNow(tx storage.ReadTx, org string, r *pb.Referral, now time.Time) error {
+	if r.View != pb.ReferralView_REFERRAL_VIEW_FULL {
+		return nil
+	}
+	c, err := tx.GetConsent(r.Consent)
+	if err != nil && !errors.Is(err, storage.ErrNotFound) {
+		return err
+	}
+	if v := policy.View(policy.Relate(org, r, nil), r, c, now); v != r.View {
+		policy.Withhold(r, v)
+	}
+	return nil
+}
 
 func checkEtag(sent, current string) error {
 	if sent != "" && sent != current {
@@ -156,6 +183,11 @@ func (c *core) mutate(ctx context.Context, method, requestID string, req proto.M
 				}
 				if err := proto.Unmarshal(answer, resp); err != nil {
 					return err
+				}
+				if r, ok := resp.(*pb.Referral); ok {
+					if err := showNow(tx, caller.Org, r, now); err != nil {
+						return err
+					}
 				}
 				return auditInTx(ctx, tx, now, req, resp)
 			case !errors.Is(err, storage.ErrNotFound):

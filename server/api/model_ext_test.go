@@ -952,8 +952,10 @@ func (w *modelWorld) checkReports(t *testing.T, id, caller string, anon bool) {
 				continue
 			}
 			n++
+			everyone := id == "operator" || w.kind[id] == pb.OrganizationKind_ORGANIZATION_KIND_COMMISSIONER
 			for _, fb := range w.feedback[name] {
-				if m := fb.GetOutcome(); m != nil && m.Timepoint == pb.Timepoint_TIMEPOINT_BASELINE {
+				// An organisation's own report counts only outcomes it may read.
+				if m := fb.GetOutcome(); m != nil && m.Timepoint == pb.Timepoint_TIMEPOINT_BASELINE && (everyone || w.feedbackVisible(caller, r, fb)) {
 					baselines++
 					break
 				}

@@ -104,7 +104,14 @@ func (s *reports) collect(ctx context.Context, filter *pb.ReportFilter, outcomes
 				for _, r := range p.Items {
 					ref := report.Referral{R: r}
 					if outcomes {
-						if ref.Outcomes, err = outcomeMeasures(tx, r.Name); err != nil {
+						// An organisation's own report counts only the
+						// outcomes it may read (policy.FeedbackVisible):
+						// a referrer without FEEDBACK_TO_REFERRER none of
+						// the receiver's. Commissioners count them all.
+						visible := func(f *pb.Feedback) bool {
+							return everyone || policy.FeedbackVisible(caller.Org, policy.RelateParty(caller.Org, r), f, consents[r.Consent], now)
+						}
+						if ref.Outcomes, err = outcomeMeasures(tx, r.Name, visible); err != nil {
 							return err
 						}
 					}
@@ -158,12 +165,12 @@ func (s *reports) collect(ctx context.Context, filter *pb.ReportFilter, outcomes
 	})
 }
 
-// outcomeMeasures returns a referral's outcome measures, each with a
-// measure_time (the time of posting when it gave none).
-func outcomeMeasures(tx storage.ReadTx, referral string) ([]*pb.OutcomeMeasure, error) {
+// outcomeMeasures returns the outcome measures of a referral that visible
+// accepts, each with a measure_time (the time of posting when it gave none).
+func outcomeMeasures(tx storage.ReadTx, referral string, visible func(*pb.Feedback) bool) ([]*pb.OutcomeMeasure, error) {
 	var out []*pb.OutcomeMeasure
 	for after := ""; ; {
-		p, err := tx.ListFeedback(referral, after, 1000, func(f *pb.Feedback) bool { return f.GetOutcome() != nil })
+		p, err := tx.ListFeedback(referral, after, 1000, func(f *pb.Feedback) bool { return f.GetOutcome() != nil && visible(f) })
 		if err != nil {
 			return nil, err
 		}

@@ -147,16 +147,22 @@ func Source(r *pb.Referral, c *pb.Consent) bool {
 // output-only read-time fields (view, overdue) set.
 func Redact(r *pb.Referral, rel Relation, c *pb.Consent, now time.Time) *pb.Referral {
 	out := proto.Clone(r).(*pb.Referral)
-	out.View = View(rel, r, c, now)
-	if out.View != pb.ReferralView_REFERRAL_VIEW_FULL {
-		out.Person = nil
-		out.Reason = ""
-	}
+	Withhold(out, View(rel, r, c, now))
 	if rel != Receiver {
 		out.PossibleDuplicateOf = "" // it names a referral only the receiver may see
 	}
 	out.Overdue = r.State == pb.ReferralState_REFERRAL_STATE_REQUESTED && r.ReplyBy != nil && now.After(r.ReplyBy.AsTime())
 	return out
+}
+
+// Withhold sets r's view and clears what the view does not show: below
+// FULL, the person and the reason.
+func Withhold(r *pb.Referral, view pb.ReferralView) {
+	r.View = view
+	if view != pb.ReferralView_REFERRAL_VIEW_FULL {
+		r.Person = nil
+		r.Reason = ""
+	}
 }
 
 // FeedbackVisible reports whether org, related to the referral by rel, may

@@ -881,7 +881,9 @@ type Referral struct {
 	StateTime *timestamppb.Timestamp `protobuf:"bytes,21,opt,name=state_time,json=stateTime,proto3" json:"state_time,omitempty"`
 	// Checksum of the current version. Send it back with a state method to make
 	// sure no one changed the referral in between (a stale etag fails with
-	// ABORTED). Optional on state methods.
+	// ABORTED). Optional on state methods. It is computed without the fields a
+	// view may withhold (`person`, `reason`, `possible_duplicate_of`), so it
+	// tells no caller anything of them.
 	Etag string `protobuf:"bytes,22,opt,name=etag,proto3" json:"etag,omitempty"`
 	// When the receiving side first answered: its first state move (accept,
 	// reject, hold). Output only; reports measure the time to answer from it.
@@ -1131,7 +1133,10 @@ type CreateReferralRequest struct {
 	// Unique id of this request chosen by the caller (a UUID is best), at most
 	// 64 characters. Required for referrals: a retry with the same id returns
 	// the first response and never makes a second referral; the same id with a
-	// different request fails with INVALID_ARGUMENT, REQUEST_ID_REUSED.
+	// different request fails with INVALID_ARGUMENT, REQUEST_ID_REUSED. A
+	// referral answered again is shown as the caller may see it now: once the
+	// consent no longer allows it, without the person (as on every state
+	// method's retry).
 	RequestId     string `protobuf:"bytes,2,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache

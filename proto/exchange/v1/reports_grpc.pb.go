@@ -37,6 +37,10 @@ const (
 //     any other organisation sees the referrals it made or received.
 //   - Consent: only referrals whose consent includes EVALUATION and has not been
 //     withdrawn. Data without evaluation consent never changes a report.
+//   - Outcomes: an organisation's own report counts only the outcome measures
+//     it may read (see FeedbackService: a referrer those of the receiver only
+//     while the consent includes FEEDBACK_TO_REFERRER), so that no report
+//     gives it a score it could not read. Commissioners count them all.
 //   - Referrals ENTERED_IN_ERROR never existed and are never counted.
 //   - The filter narrows further.
 //
@@ -98,6 +102,10 @@ func (c *reportServiceClient) GetOutcomeReport(ctx context.Context, in *GetOutco
 //     any other organisation sees the referrals it made or received.
 //   - Consent: only referrals whose consent includes EVALUATION and has not been
 //     withdrawn. Data without evaluation consent never changes a report.
+//   - Outcomes: an organisation's own report counts only the outcome measures
+//     it may read (see FeedbackService: a referrer those of the receiver only
+//     while the consent includes FEEDBACK_TO_REFERRER), so that no report
+//     gives it a score it could not read. Commissioners count them all.
 //   - Referrals ENTERED_IN_ERROR never existed and are never counted.
 //   - The filter narrows further.
 //
