@@ -24,6 +24,7 @@ func (s *feedback) CreateFeedback(ctx context.Context, req *pb.CreateFeedbackReq
 	var v validate.Violations
 	validate.Feedback(&v, "feedback", req.Feedback, now)
 	validate.RequestID(&v, "request_id", req.RequestId, false)
+	referralName(&v, "parent", req.Parent)
 	if err := invalid(v); err != nil {
 		return nil, err
 	}
@@ -67,6 +68,7 @@ func (s *feedback) ListFeedback(ctx context.Context, req *pb.ListFeedbackRequest
 	var v validate.Violations
 	size := validate.PageSize(&v, "page_size", req.PageSize, 50)
 	after := parsePageToken(&v, "page_token", req.PageToken, req.Parent)
+	referralName(&v, "parent", req.Parent)
 	if err := invalid(v); err != nil {
 		return nil, err
 	}

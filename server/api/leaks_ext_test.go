@@ -302,3 +302,19 @@ func TestWithdrawalHidesThePersonDownstream(t *testing.T) {
 		t.Fatalf("the link worker's list after withdrawal = %v, %v", l, err)
 	}
 }
+
+// TestFeedbackNamesItsParent: a malformed parent of feedback is named as
+// parent, the field the caller sent.
+func TestFeedbackNamesItsParent(t *testing.T) {
+	x := chainWorld(t, nil)
+	fbs := pb.NewFeedbackServiceClient(x.Conn)
+	_, err := fbs.ListFeedback(x.As("practice"), &pb.ListFeedbackRequest{Parent: "nonsense"})
+	_, err2 := fbs.CreateFeedback(x.As("practice"), &pb.CreateFeedbackRequest{Parent: "nonsense",
+		Feedback: &pb.Feedback{Content: &pb.Feedback_Note{Note: &pb.Note{Text: "hi"}}}})
+	for _, e := range []error{err, err2} {
+		wantErr(t, e, codes.InvalidArgument, "FIELD_INVALID")
+		if st, _ := status.FromError(e); !strings.Contains(st.Message(), "parent must be referrals/") {
+			t.Errorf("%v; want the field parent", e)
+		}
+	}
+}

@@ -51,8 +51,10 @@ type loaded struct {
 }
 
 func load(ctx context.Context, tx storage.ReadTx, name string) (*loaded, error) {
-	if _, ok := names.Referral(name); !ok {
-		return nil, invalidField("name", "must be referrals/{referral}")
+	var v validate.Violations
+	referralName(&v, "name", name)
+	if err := invalid(v); err != nil {
+		return nil, err
 	}
 	r, err := tx.GetReferral(name)
 	if err != nil {
@@ -71,6 +73,13 @@ func load(ctx context.Context, tx storage.ReadTx, name string) (*loaded, error) 
 		return nil, err
 	}
 	return &loaded{r: r, rel: rel, parties: policy.Parties(r, anc), consent: c}, nil
+}
+
+// referralName checks that field holds a referral's name.
+func referralName(v *validate.Violations, field, name string) {
+	if _, ok := names.Referral(name); !ok {
+		v.Add(field, "must be referrals/{referral}")
+	}
 }
 
 func consentRequired(msg, consent string, state pb.ConsentState) error {
