@@ -10,6 +10,7 @@ import (
 	"net/url"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -36,7 +37,25 @@ func TestBadUTF8IsTheCallersFault(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := api.New(store, api.Options{})
+	// The log says the caller was at fault (INFO), never a store failure
+	// (ERROR, which would page the operator).
+	var logged strings.Builder
+	var mu sync.Mutex
+	logger := slog.New(slog.NewTextHandler(writerFunc(func(b []byte) (int, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		return logged.Write(b)
+	}), nil))
+	defer slog.SetDefault(slog.Default())
+	slog.SetDefault(logger)
+	defer func() {
+		mu.Lock()
+		defer mu.Unlock()
+		if out := logged.String(); strings.Contains(out, "level=ERROR") || !strings.Contains(out, "reason=MALFORMED_REQUEST") {
+			t.Errorf("the log:\n%s\nwants the refusals as the caller's fault, and no error", out)
+		}
+	}()
+	srv := api.New(store, api.Options{Logger: logger})
 	p := newInProcess(srv, srv.UnaryInterceptors(), srv.StreamInterceptors(), nil)
 	h, err := httpHandler(context.Background(), p, http.NotFoundHandler(), 1<<20, false)
 	if err != nil {
@@ -156,3 +175,8 @@ func FuzzHTTPAddresses(f *testing.F) {
 		}
 	})
 }
+
+// writerFunc is an io.Writer of a function.
+type writerFunc func([]byte) (int, error)
+
+func (f writerFunc) Write(b []byte) (int, error) { return f(b) }

@@ -21,6 +21,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"reflect"
 	"strconv"
@@ -235,6 +236,9 @@ func limitBody(next http.Handler, max int64) http.Handler {
 	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if field, bad := validate.BadURL(r.URL); bad {
+			// The caller's fault, logged as the call log logs one (never
+			// the address itself).
+			slog.InfoContext(r.Context(), "refused", "http_method", r.Method, "code", "INVALID_ARGUMENT", "reason", "MALFORMED_REQUEST", "field", field)
 			WriteError(w, http.StatusBadRequest, badURL(field))
 			return
 		}

@@ -13,6 +13,7 @@ import (
 	"embed"
 	"encoding/base64"
 	"html/template"
+	"log/slog"
 	"net/http"
 	"net/url"
 	"strings"
@@ -138,7 +139,8 @@ func securityHeaders(next http.Handler) http.Handler {
 		// Origin with their forms, which sameSite checks.
 		h.Set("Referrer-Policy", "same-origin")
 		h.Set("Cache-Control", "no-store")
-		if _, bad := validate.BadURL(r.URL); bad {
+		if field, bad := validate.BadURL(r.URL); bad {
+			slog.InfoContext(r.Context(), "refused", "http_method", r.Method, "code", "INVALID_ARGUMENT", "reason", "MALFORMED_REQUEST", "field", field)
 			http.Error(rw, "This address is not one the exchange gave. Go back and follow a link.", http.StatusBadRequest)
 			return
 		}
