@@ -7,7 +7,6 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
-	"google.golang.org/grpc/status"
 
 	pb "github.com/social-prescribing/exchange/proto/exchange/v1"
 )
@@ -32,7 +31,7 @@ func withCallerDeadline(ctx context.Context) (context.Context, context.CancelFun
 		}
 	}
 	if !time.Now().Before(d) {
-		return nil, nil, status.Error(codes.DeadlineExceeded, "the caller's deadline passed before the exchange read the request")
+		return nil, nil, deadlinePassed("the caller's deadline passed before the exchange read the request: nothing was written")
 	}
 	if old, ok := ctx.Deadline(); ok && !d.Before(old) {
 		return ctx, func() {}, nil

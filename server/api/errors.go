@@ -59,6 +59,10 @@ func invalidField(field, desc string) error {
 	return invalid(v)
 }
 
+func deadlinePassed(msg string) error {
+	return apiError(codes.DeadlineExceeded, pb.ErrorReason_ERROR_REASON_DEADLINE_PASSED, msg, nil)
+}
+
 func notFound(resource string) error {
 	return apiError(codes.NotFound, pb.ErrorReason_ERROR_REASON_RESOURCE_NOT_FOUND, resource+" not found",
 		map[string]string{"resource": resource})
@@ -86,7 +90,7 @@ func storeError(ctx context.Context, err error) error {
 	case errors.Is(err, context.Canceled):
 		return status.Error(codes.Canceled, "request cancelled")
 	case errors.Is(err, context.DeadlineExceeded):
-		return status.Error(codes.DeadlineExceeded, "deadline exceeded")
+		return deadlinePassed("the call's deadline passed before the store took it: nothing was written; retry with the same request_id")
 	case errors.Is(err, storage.ErrClosed):
 		return apiError(codes.Unavailable, pb.ErrorReason_ERROR_REASON_STORE_UNAVAILABLE,
 			"the exchange is shutting down: retry with the same request_id", nil)

@@ -27,6 +27,7 @@ func TestStoreErrors(t *testing.T) {
 		{fmt.Errorf("%w: %w", storage.ErrWriteFailed, syscall.ENOSPC), codes.Unavailable, "STORE_UNAVAILABLE", "disk is full"},
 		{fmt.Errorf("%w: backlog", storage.ErrWriteFailed), codes.Unavailable, "STORE_UNAVAILABLE", "nothing was written"},
 		{storage.ErrClosed, codes.Unavailable, "STORE_UNAVAILABLE", "shutting down"},
+		{fmt.Errorf("waiting: %w", context.DeadlineExceeded), codes.DeadlineExceeded, "DEADLINE_PASSED", "nothing was written"},
 	} {
 		st := status.Convert(storeError(context.Background(), c.err))
 		info := ""

@@ -117,6 +117,10 @@ const (
 	// NOT_FOUND), or none takes this HTTP method on it (HTTP 405,
 	// UNIMPLEMENTED).
 	ErrorReason_ERROR_REASON_UNKNOWN_ROUTE ErrorReason = 25
+	// DEADLINE_EXCEEDED: the call's deadline (gRPC's, or the absolute one in
+	// the `exchange-deadline` metadata) passed before the store took the call:
+	// nothing was written; retry with the same request_id.
+	ErrorReason_ERROR_REASON_DEADLINE_PASSED ErrorReason = 26
 )
 
 // Enum value maps for ErrorReason.
@@ -148,6 +152,7 @@ var (
 		23: "ERROR_REASON_CERTIFICATE_NOT_MAPPED",
 		24: "ERROR_REASON_AMBIGUOUS_CREDENTIALS",
 		25: "ERROR_REASON_UNKNOWN_ROUTE",
+		26: "ERROR_REASON_DEADLINE_PASSED",
 	}
 	ErrorReason_value = map[string]int32{
 		"ERROR_REASON_UNSPECIFIED":            0,
@@ -176,6 +181,7 @@ var (
 		"ERROR_REASON_CERTIFICATE_NOT_MAPPED": 23,
 		"ERROR_REASON_AMBIGUOUS_CREDENTIALS":  24,
 		"ERROR_REASON_UNKNOWN_ROUTE":          25,
+		"ERROR_REASON_DEADLINE_PASSED":        26,
 	}
 )
 
@@ -210,7 +216,7 @@ var File_exchange_v1_errors_proto protoreflect.FileDescriptor
 
 const file_exchange_v1_errors_proto_rawDesc = "" +
 	"\n" +
-	"\x18exchange/v1/errors.proto\x12\vexchange.v1*\x8e\a\n" +
+	"\x18exchange/v1/errors.proto\x12\vexchange.v1*\xb0\a\n" +
 	"\vErrorReason\x12\x1c\n" +
 	"\x18ERROR_REASON_UNSPECIFIED\x10\x00\x12\x1e\n" +
 	"\x1aERROR_REASON_FIELD_INVALID\x10\x01\x12\"\n" +
@@ -238,7 +244,8 @@ const file_exchange_v1_errors_proto_rawDesc = "" +
 	"\x1dERROR_REASON_TOO_MANY_STREAMS\x10\x16\x12'\n" +
 	"#ERROR_REASON_CERTIFICATE_NOT_MAPPED\x10\x17\x12&\n" +
 	"\"ERROR_REASON_AMBIGUOUS_CREDENTIALS\x10\x18\x12\x1e\n" +
-	"\x1aERROR_REASON_UNKNOWN_ROUTE\x10\x19BEZCgithub.com/social-prescribing/exchange/proto/exchange/v1;exchangev1b\x06proto3"
+	"\x1aERROR_REASON_UNKNOWN_ROUTE\x10\x19\x12 \n" +
+	"\x1cERROR_REASON_DEADLINE_PASSED\x10\x1aBEZCgithub.com/social-prescribing/exchange/proto/exchange/v1;exchangev1b\x06proto3"
 
 var (
 	file_exchange_v1_errors_proto_rawDescOnce sync.Once
