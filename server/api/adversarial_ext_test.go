@@ -438,3 +438,55 @@ func TestRequestIDsAndEventsAcrossCallers(t *testing.T) {
 	got, err := pb.NewConsentServiceClient(x.Conn).GetConsent(x.As("group"), &pb.GetConsentRequest{Name: c.consent})
 	t.Logf("group reads the consent after withdrawal: %v %v", got.GetState(), status.Code(err))
 }
+
+// TestReplayedWithdrawalTellsNoMore: the receiver may withdraw a consent
+// while its referral is open; the withdrawal closes the referral, and with
+// it the receiver's sight of the consent. Its retry must not give the NHS
+// number back (it did, as the first answer was stored).
+func TestReplayedWithdrawalTellsNoMore(t *testing.T) {
+	x := chainWorld(t, nil)
+	c := x.chain(t, pb.ReferralState_REFERRAL_STATE_ACCEPTED)
+	cons := pb.NewConsentServiceClient(x.Conn)
+	first, err := cons.WithdrawConsent(x.As("group"), &pb.WithdrawConsentRequest{Name: c.consent, RequestId: "w"})
+	if err != nil || first.NhsNumber == "" {
+		t.Fatalf("the withdrawal: %v, %v", first, err)
+	}
+	_, err = cons.GetConsent(x.As("group"), &pb.GetConsentRequest{Name: c.consent})
+	wantErr(t, err, codes.NotFound, "RESOURCE_NOT_FOUND")
+	again, err := cons.WithdrawConsent(x.As("group"), &pb.WithdrawConsentRequest{Name: c.consent, RequestId: "w"})
+	if err != nil || again.NhsNumber != "" || again.State != pb.ConsentState_CONSENT_STATE_WITHDRAWN {
+		t.Fatalf("the retried withdrawal = %v, %v; want it withdrawn, without the NHS number", again, err)
+	}
+	// The recorder still reads it whole.
+	if got, err := cons.WithdrawConsent(x.As("practice"), &pb.WithdrawConsentRequest{Name: c.consent, RequestId: "w"}); status.Code(err) != codes.FailedPrecondition {
+		t.Fatalf("the recorder's withdrawal of a withdrawn consent: %v, %v", got, err)
+	}
+}
+
+// TestNoFeedbackAfterErasure: once erasure has cleared a referral, it takes
+// no more feedback, so a note retried after erasure (whose stored answer
+// went with it) cannot bring back the text erasure cleared.
+func TestNoFeedbackAfterErasure(t *testing.T) {
+	x := chainWorld(t, nil)
+	c := x.chain(t, pb.ReferralState_REFERRAL_STATE_ACCEPTED)
+	fbs := pb.NewFeedbackServiceClient(x.Conn)
+	note := &pb.CreateFeedbackRequest{Parent: c.r2, RequestId: "note", Feedback: &pb.Feedback{
+		Content: &pb.Feedback_Note{Note: &pb.Note{Text: "Ada Jones, of 1 High St, is doing well"}}}}
+	if _, err := fbs.CreateFeedback(x.As("group"), note); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := pb.NewAdminServiceClient(x.Conn).ErasePerson(x.As("operator"), &pb.ErasePersonRequest{NhsNumber: c.nhs, RequestId: "erase"}); err != nil {
+		t.Fatal(err)
+	}
+	_, err := fbs.CreateFeedback(x.As("group"), note)
+	wantErr(t, err, codes.FailedPrecondition, "REFERRAL_CLOSED")
+	l, err := fbs.ListFeedback(x.As("group"), &pb.ListFeedbackRequest{Parent: c.r2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range l.Feedback {
+		if f.GetNote().GetText() != "" {
+			t.Errorf("a note with text on the erased referral: %v", f)
+		}
+	}
+}

@@ -121,10 +121,31 @@ func stampCapacity(c *pb.Capacity) { c.Etag = etagOf(c, func() { c.Etag = "" }) 
 func stampOrg(o *pb.Organization)  { o.Etag = etagOf(o, func() { o.Etag = "" }) }
 func stampConsent(c *pb.Consent)   { c.Etag = etagOf(c, func() { c.Etag = "" }) }
 
-// showNow withholds from a referral answered again what its caller may no
-// longer see (the person, once the consent is withdrawn or expired); the
-// answer is otherwise the first one, byte for byte. The callers of the
-// methods that answer a referral are its referrer or its receiver.
+// answerNow withholds from an answer given again what its caller may no
+// longer see; it is otherwise the first answer, byte for byte. A referral
+// loses its person once the consent no longer allows it (the callers of the
+// methods that answer one are its referrer or its receiver); a consent the
+// caller may no longer read (a receiver's, once its referral closed) loses
+// its NHS number.
+func answerNow(tx storage.ReadTx, org string, resp proto.Message, now time.Time) error {
+	switch m := resp.(type) {
+	case *pb.Referral:
+		return showNow(tx, org, m, now)
+	case *pb.Consent:
+		if m.NhsNumber == "" {
+			return nil
+		}
+		aud, _, err := consentAudience(tx, m)
+		if err != nil {
+			return err
+		}
+		if !slices.Contains(aud, org) {
+			m.NhsNumber = ""
+		}
+	}
+	return nil
+}
+
 func showNow(tx storage.ReadTx, org string, r *pb.Referral, now time.Time) error {
 	if r.View != pb.ReferralView_REFERRAL_VIEW_FULL {
 		return nil
@@ -184,10 +205,8 @@ func (c *core) mutate(ctx context.Context, method, requestID string, req proto.M
 				if err := proto.Unmarshal(answer, resp); err != nil {
 					return err
 				}
-				if r, ok := resp.(*pb.Referral); ok {
-					if err := showNow(tx, caller.Org, r, now); err != nil {
-						return err
-					}
+				if err := answerNow(tx, caller.Org, resp, now); err != nil {
+					return err
 				}
 				return auditInTx(ctx, tx, now, req, resp)
 			case !errors.Is(err, storage.ErrNotFound):

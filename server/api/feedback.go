@@ -42,6 +42,12 @@ func (s *feedback) CreateFeedback(ctx context.Context, req *pb.CreateFeedbackReq
 			return nil, apiError(codes.FailedPrecondition, pb.ErrorReason_ERROR_REASON_REFERRAL_CLOSED,
 				"the referral was entered in error", map[string]string{"resource": req.Parent})
 		}
+		if l.r.EraseTime != nil {
+			// Erasure or retention cleared it: a note would bring back
+			// what was cleared (a retry's stored answer went with it).
+			return nil, apiError(codes.FailedPrecondition, pb.ErrorReason_ERROR_REASON_REFERRAL_CLOSED,
+				"the referral's personal details were cleared: it takes no more feedback", map[string]string{"resource": req.Parent})
+		}
 		f := proto.Clone(req.Feedback).(*pb.Feedback)
 		f.Name = req.Parent + "/feedback/" + newID()
 		f.Author = org

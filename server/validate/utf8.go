@@ -68,6 +68,13 @@ func BadURL(u *url.URL) (string, bool) {
 	if err != nil {
 		return "query", true
 	}
+	return BadValues(q)
+}
+
+// BadValues returns the name of the first of a query's or a form's values
+// that is not valid UTF-8 ("query" for a name that is not), and whether
+// there is one.
+func BadValues(q url.Values) (string, bool) {
 	for k, vs := range q {
 		if !utf8.ValidString(k) {
 			return "query", true

@@ -58,10 +58,11 @@ var funcs = template.FuncMap{
 		}
 		return s
 	},
-	"tablesOf": func(report string, tables []reports.Table, query string) any {
+	"tablesOf": func(report string, tables []reports.Table, query template.URL) any {
 		return struct {
-			Report, Query string
-			Tables        []reports.Table
+			Report string
+			Query  template.URL
+			Tables []reports.Table
 		}{report, query, tables}
 	},
 	// newid is a fresh request_id for each form, so a resubmitted form is

@@ -2,6 +2,7 @@ package web
 
 import (
 	"fmt"
+	"html/template"
 	"math"
 	"net/http"
 	"net/url"
@@ -312,7 +313,7 @@ func capacityChart(a *pb.ActivityReport) chart {
 // reportPage is the Content of reports.html.
 type reportPage struct {
 	Threshold   int32
-	Query       string // the filter as a query string, for the CSV links
+	Query       template.URL // the filter as a query string, for the CSV links
 	Form        url.Values
 	Fields      map[string]string
 	Services    []*pb.Service
@@ -332,7 +333,10 @@ type reportPage struct {
 func (w *Web) reports(rw http.ResponseWriter, r *http.Request, s *session) {
 	filter, bad := reportFilter(r.URL.Query())
 	pg := newPage(r, s, "Reports")
-	rp := reportPage{Form: r.URL.Query(), Fields: bad, Query: r.URL.RawQuery}
+	// Re-encoded from the parsed form, so that it is a well-formed query
+	// (the template would otherwise escape it as one value, and the links
+	// would drop the filter).
+	rp := reportPage{Form: r.URL.Query(), Fields: bad, Query: template.URL(r.URL.Query().Encode())}
 	for c := range pb.Category_name {
 		if c != 0 {
 			rp.Categories = append(rp.Categories, pb.Category(c))

@@ -3,7 +3,9 @@ package web_test
 import (
 	"context"
 	"fmt"
+	"html"
 	"net/http/httptest"
+	"net/url"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -207,5 +209,25 @@ func TestCSVCellsCannotRunFormulas(t *testing.T) {
 	code, body := get(t, c, x.url+"/reports/activity/by_service.csv?from=2020-01-01")
 	if code != 200 || !strings.Contains(body, "\n'"+evil+",") || strings.Contains(body, "\n"+evil) {
 		t.Fatalf("by_service.csv: %d, want the formula as text ('=...)\n%s", code, body)
+	}
+}
+
+// TestCSVLinksKeepTheFilter: a table's "Download as CSV" link carries the
+// page's filter, so the download is the table shown (before, the query was
+// escaped as one value and the download was of everything).
+func TestCSVLinksKeepTheFilter(t *testing.T) {
+	x := startReports(t)
+	c := browser(t)
+	signIn(t, c, x.url, x.Keys["icb"])
+	q := "from=2020-01-01&service=" + url.QueryEscape("organizations/walkers/services/walks")
+	_, page := get(t, c, x.url+"/reports?"+q)
+	m := regexp.MustCompile(`href="(/reports/activity/by_service\.csv[^"]*)"`).FindStringSubmatch(page)
+	if m == nil {
+		t.Fatalf("no CSV link on the page:\n%s", page)
+	}
+	_, viaLink := get(t, c, x.url+html.UnescapeString(m[1]))
+	_, direct := get(t, c, x.url+"/reports/activity/by_service.csv?"+q)
+	if viaLink != direct || !strings.Contains(m[1], "service=organizations") {
+		t.Errorf("the link %s downloads\n%s\nnot the table shown\n%s", m[1], viaLink, direct)
 	}
 }

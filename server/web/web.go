@@ -195,6 +195,13 @@ func (w *Web) signedIn(h handler) http.HandlerFunc {
 				http.Error(rw, "This form has expired. Go back, reload the page and try again.", http.StatusForbidden)
 				return
 			}
+			// The exchange refuses strings that are not UTF-8; say so here,
+			// whatever connection the pages call it on.
+			if field, bad := validate.BadValues(r.PostForm); bad {
+				slog.InfoContext(r.Context(), "refused", "http_method", r.Method, "code", "INVALID_ARGUMENT", "reason", "MALFORMED_REQUEST", "field", field)
+				http.Error(rw, "Some of what was typed could not be read. Go back, check it and try again.", http.StatusBadRequest)
+				return
+			}
 		}
 		h(rw, r, s)
 	}

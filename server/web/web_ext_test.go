@@ -247,3 +247,18 @@ func TestCrossSiteSignInIsRefused(t *testing.T) {
 		t.Fatalf("cross-site sign-out: %d, still signed in %v", resp.StatusCode, signedIn(c3))
 	}
 }
+
+// TestFormsNotUTF8: a form value that is not UTF-8 is the caller's fault
+// (400), whatever connection the pages call the exchange on; here a
+// network one, where the request could not even be sent (it was a 500).
+func TestFormsNotUTF8(t *testing.T) {
+	x := startInbox(t)
+	c := browser(t)
+	signIn(t, c, x.url, x.Keys["walkers"])
+	_, page := get(t, c, x.url+"/capacity")
+	csrf := csrfRE.FindStringSubmatch(page)[1]
+	resp, body := post(t, c, x.url+"/capacity", url.Values{"csrf": {csrf}, "notes": {"caf\xe9"}, "status": {"ACCEPTING"}})
+	if resp.StatusCode != http.StatusBadRequest {
+		t.Fatalf("a form value that is not UTF-8: %d %s; want 400", resp.StatusCode, body)
+	}
+}

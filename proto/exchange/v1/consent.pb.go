@@ -651,6 +651,9 @@ type WithdrawConsentRequest struct {
 	// `consents/{consent}`.
 	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
 	// Unique id of this request chosen by the caller, at most 64 characters.
+	// A retry returns the first answer, without the NHS number once the caller
+	// may no longer read the consent (a receiver whose referral the withdrawal
+	// closed).
 	RequestId     string `protobuf:"bytes,2,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache

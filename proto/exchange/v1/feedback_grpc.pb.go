@@ -43,7 +43,9 @@ const (
 // uptake and outcomes reach no one but their author.
 type FeedbackServiceClient interface {
 	// Posts feedback on a referral. Either side of the referral may post; the
-	// referral must not be ENTERED_IN_ERROR. Uptake and outcomes are reported by
+	// referral must not be ENTERED_IN_ERROR, nor have had its personal details
+	// cleared by erasure or retention (`erase_time` set; else
+	// FAILED_PRECONDITION, REFERRAL_CLOSED). Uptake and outcomes are reported by
 	// the receiving side only.
 	CreateFeedback(ctx context.Context, in *CreateFeedbackRequest, opts ...grpc.CallOption) (*Feedback, error)
 	// Lists the feedback on a referral that the caller may see, oldest first.
@@ -98,7 +100,9 @@ func (c *feedbackServiceClient) ListFeedback(ctx context.Context, in *ListFeedba
 // uptake and outcomes reach no one but their author.
 type FeedbackServiceServer interface {
 	// Posts feedback on a referral. Either side of the referral may post; the
-	// referral must not be ENTERED_IN_ERROR. Uptake and outcomes are reported by
+	// referral must not be ENTERED_IN_ERROR, nor have had its personal details
+	// cleared by erasure or retention (`erase_time` set; else
+	// FAILED_PRECONDITION, REFERRAL_CLOSED). Uptake and outcomes are reported by
 	// the receiving side only.
 	CreateFeedback(context.Context, *CreateFeedbackRequest) (*Feedback, error)
 	// Lists the feedback on a referral that the caller may see, oldest first.
