@@ -250,7 +250,8 @@ func (w *Web) signInPage(rw http.ResponseWriter, r *http.Request, code int, msg 
 	if c, err := r.Cookie(signInCookie); err == nil && len(c.Value) == len(token) {
 		token = c.Value
 	}
-	http.SetCookie(rw, &http.Cookie{Name: signInCookie, Value: token, Path: "/signin", MaxAge: 3600,
+	// Path "/", so that the sign-in page (at "/") sees it and reuses it.
+	http.SetCookie(rw, &http.Cookie{Name: signInCookie, Value: token, Path: "/", MaxAge: 3600,
 		HttpOnly: true, SameSite: http.SameSiteStrictMode, Secure: w.opt.SecureCookies || r.TLS != nil})
 	w.render(rw, code, "signin.html", page{Title: "Sign in", CSRF: token, Error: msg})
 }
@@ -290,7 +291,7 @@ func (w *Web) signIn(rw http.ResponseWriter, r *http.Request) {
 	w.sessions[id] = s
 	w.mu.Unlock()
 	w.setCookie(rw, r, id, int(w.opt.SessionTTL.Seconds()))
-	http.SetCookie(rw, &http.Cookie{Name: signInCookie, Path: "/signin", MaxAge: -1})
+	http.SetCookie(rw, &http.Cookie{Name: signInCookie, Path: "/", MaxAge: -1})
 	http.Redirect(rw, r, s.start, http.StatusSeeOther)
 }
 

@@ -262,3 +262,16 @@ func TestFormsNotUTF8(t *testing.T) {
 		t.Fatalf("a form value that is not UTF-8: %d %s; want 400", resp.StatusCode, body)
 	}
 }
+
+// TestSignInFromEitherTab: two tabs of the sign-in page share one token,
+// so the first tab's form still signs in after the second was opened.
+func TestSignInFromEitherTab(t *testing.T) {
+	x := startInbox(t)
+	c := browser(t)
+	_, first := get(t, c, x.url+"/")
+	get(t, c, x.url+"/") // the second tab
+	resp, _ := post(t, c, x.url+"/signin", url.Values{"api_key": {x.Keys["walkers"]}, "csrf": {csrfRE.FindStringSubmatch(first)[1]}})
+	if resp.StatusCode != http.StatusSeeOther {
+		t.Fatalf("the first tab's sign-in: %d; want a redirect to the inbox", resp.StatusCode)
+	}
+}
