@@ -21,7 +21,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"net/http"
 	"reflect"
 	"strconv"
@@ -157,7 +156,7 @@ func errorHandler(ctx context.Context, mux *runtime.ServeMux, m runtime.Marshale
 func routingError(_ context.Context, _ *runtime.ServeMux, _ runtime.Marshaler, w http.ResponseWriter, r *http.Request, httpStatus int) {
 	code, msg := codes.NotFound, "no method of the API has the path "+r.URL.Path
 	if httpStatus == http.StatusMethodNotAllowed {
-		code, msg = codes.Unimplemented, r.Method+" is not a method of "+r.URL.Path
+		code, msg = codes.InvalidArgument, r.Method+" is not a method of "+r.URL.Path
 	} else if httpStatus != http.StatusNotFound {
 		code, msg = codes.InvalidArgument, "the request cannot be routed"
 	}
@@ -238,7 +237,7 @@ func limitBody(next http.Handler, max int64) http.Handler {
 		if field, bad := validate.BadURL(r.URL); bad {
 			// The caller's fault, logged as the call log logs one (never
 			// the address itself).
-			slog.InfoContext(r.Context(), "refused", "http_method", r.Method, "code", "INVALID_ARGUMENT", "reason", "MALFORMED_REQUEST", "field", field)
+			api.LogMalformed(r.Context(), r.Method, field)
 			WriteError(w, http.StatusBadRequest, badURL(field))
 			return
 		}

@@ -250,7 +250,7 @@ func TestErrorShapes(t *testing.T) {
 		{"stale etag", "hillside-walkers", "POST", "/v1/" + r.Name + ":accept", `{"etag":"0000000000000000"}`, 409, 10, "ETAG_MISMATCH", ""},
 		{"wrong move", "hillside-walkers", "POST", "/v1/" + r.Name + ":complete", `{}`, 412, 9, "INVALID_TRANSITION", ""},
 		{"no such path", "riverside-practice", "GET", "/v1/nothing", "", 404, 5, "UNKNOWN_ROUTE", ""},
-		{"no such method", "riverside-practice", "DELETE", "/v1/referrals", "", 405, 12, "UNKNOWN_ROUTE", ""},
+		{"no such method", "riverside-practice", "DELETE", "/v1/referrals", "", 405, 3, "UNKNOWN_ROUTE", ""},
 		{"not UTF-8", "riverside-practice", "GET", "/v1/referrals?filter=%FF", "", 400, 3, "MALFORMED_REQUEST", "filter"},
 		{"too large", "riverside-practice", "POST", "/v1/referrals?requestId=big", `{"reason":"` + strings.Repeat("x", 70<<10) + `"}`, 413, 3, "REQUEST_TOO_LARGE", ""},
 	} {

@@ -115,7 +115,7 @@ const (
 	ErrorReason_ERROR_REASON_AMBIGUOUS_CREDENTIALS ErrorReason = 24
 	// Over REST only: no method of the API has this path (HTTP 404,
 	// NOT_FOUND), or none takes this HTTP method on it (HTTP 405,
-	// UNIMPLEMENTED).
+	// INVALID_ARGUMENT).
 	ErrorReason_ERROR_REASON_UNKNOWN_ROUTE ErrorReason = 25
 	// DEADLINE_EXCEEDED: the call's deadline (gRPC's, or the absolute one in
 	// the `exchange-deadline` metadata) passed before the store took the call:
