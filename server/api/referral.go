@@ -158,9 +158,6 @@ func (s *referrals) CreateReferral(ctx context.Context, req *pb.CreateReferralRe
 			if err != nil {
 				return nil, err
 			}
-			if !lifecycle.Open(ex.State) {
-				continue // an index entry an older store's log left behind
-			}
 			rel, err := relate(tx, caller.Org, ex)
 			if err != nil {
 				return nil, err

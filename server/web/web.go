@@ -13,7 +13,6 @@ import (
 	"embed"
 	"encoding/base64"
 	"html/template"
-	"log/slog"
 	"net/http"
 	"net/url"
 	"strings"
@@ -140,7 +139,7 @@ func securityHeaders(next http.Handler) http.Handler {
 		h.Set("Referrer-Policy", "same-origin")
 		h.Set("Cache-Control", "no-store")
 		if field, bad := validate.BadURL(r.URL); bad {
-			slog.InfoContext(r.Context(), "refused", "http_method", r.Method, "code", "INVALID_ARGUMENT", "reason", "MALFORMED_REQUEST", "field", field)
+			api.LogMalformed(r.Context(), r.Method, field)
 			http.Error(rw, "This address is not one the exchange gave. Go back and follow a link.", http.StatusBadRequest)
 			return
 		}
@@ -198,7 +197,7 @@ func (w *Web) signedIn(h handler) http.HandlerFunc {
 			// The exchange refuses strings that are not UTF-8; say so here,
 			// whatever connection the pages call it on.
 			if field, bad := validate.BadValues(r.PostForm); bad {
-				slog.InfoContext(r.Context(), "refused", "http_method", r.Method, "code", "INVALID_ARGUMENT", "reason", "MALFORMED_REQUEST", "field", field)
+				api.LogMalformed(r.Context(), r.Method, field)
 				http.Error(rw, "Some of what was typed could not be read. Go back, check it and try again.", http.StatusBadRequest)
 				return
 			}

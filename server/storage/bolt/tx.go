@@ -224,15 +224,7 @@ func (t *tx) b(name []byte) *bucket {
 // continue from, or "" at the end.
 func scan(b *bucket, pfx []byte, after string, limit int, visit func(k, v []byte) (took bool, err error)) (string, error) {
 	c := b.Cursor()
-	var k, v []byte
-	if after == "" {
-		k, v = c.Seek(pfx)
-	} else {
-		k, v = c.Seek([]byte(after))
-		if k != nil && string(k) == after {
-			k, v = c.Next()
-		}
-	}
+	k, v := seekAfter(c, pfx, after)
 	taken, scanned := 0, 0
 	maxScan := limit*20 + 1000 // a page of a selective filter stops early rather than scan everything
 	for ; k != nil && bytes.HasPrefix(k, pfx); k, v = c.Next() {
@@ -264,12 +256,7 @@ func scan(b *bucket, pfx []byte, after string, limit int, visit func(k, v []byte
 func scanKept[T any](b *bucket, pfx []byte, after string, limit int, decode func(k, v []byte) (T, error), keep func(T) bool) (storage.Page[T], error) {
 	var p storage.Page[T]
 	c := b.Cursor()
-	var k, v []byte
-	if after == "" {
-		k, v = c.Seek(pfx)
-	} else if k, v = c.Seek([]byte(after)); k != nil && string(k) == after {
-		k, v = c.Next()
-	}
+	k, v := seekAfter(c, pfx, after)
 	var last []byte
 	for ; k != nil && bytes.HasPrefix(k, pfx); k, v = c.Next() {
 		item, err := decode(k, v)
@@ -287,6 +274,18 @@ func scanKept[T any](b *bucket, pfx []byte, after string, limit int, decode func
 		last = append(last[:0], k...)
 	}
 	return p, nil
+}
+
+// seekAfter puts c on the first key of a page: the first under pfx, or the
+// first after the key a previous page ended at.
+func seekAfter(c cursor, pfx []byte, after string) (k, v []byte) {
+	if after == "" {
+		return c.Seek(pfx)
+	}
+	if k, v = c.Seek([]byte(after)); k != nil && string(k) == after {
+		return c.Next()
+	}
+	return k, v
 }
 
 // errStop ends a scan early, at the end of the list.
