@@ -317,9 +317,8 @@ func TestStartupFailures(t *testing.T) {
 	}
 
 	// A store the exchange wrote, then damaged: 4 KiB of a page in use
-	// inverted, or the file cut to half. Before, the first started and
-	// served, and failed later with INTERNAL; the second crashed with a Go
-	// stack trace.
+	// inverted, or the file cut to half. Neither may start and serve, nor
+	// crash with a Go stack trace.
 	made := t.TempDir()
 	s := startBinary(t, bin, made, "--rate-limit", "0", "--demo", "--demo-referrals", "200")
 	s.cmd.Process.Signal(syscall.SIGTERM)

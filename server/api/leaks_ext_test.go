@@ -19,8 +19,7 @@ import (
 
 // TestListFilterNeverWidens: a filter that names another organisation's
 // inbox or referrals, or a referral the caller may not see, lists nothing
-// (issue 25, defect 1). Before, the recipient and referrer terms chose that
-// organisation's index and dropped the caller's party check.
+// (issue 25, defect 1).
 func TestListFilterNeverWidens(t *testing.T) {
 	x := chainWorld(t, map[string]pb.OrganizationKind{"stranger": vcse, "ramblers": vcse, "icb": pb.OrganizationKind_ORGANIZATION_KIND_COMMISSIONER})
 	c := x.chain(t, pb.ReferralState_REFERRAL_STATE_REQUESTED)
@@ -90,7 +89,7 @@ func (rawCodec) Name() string                       { return "proto" }
 
 // TestMalformedMessages: bytes that are not the request's message, or a
 // string that is not UTF-8, are INVALID_ARGUMENT MALFORMED_REQUEST with an
-// ErrorInfo, as over REST (defect 6); before, grpc-go said INTERNAL.
+// ErrorInfo, as over REST (defect 6), not grpc-go's INTERNAL.
 func TestMalformedMessages(t *testing.T) {
 	x := start(t)
 	x.Org("practice", pb.OrganizationKind_ORGANIZATION_KIND_GP_PRACTICE)
@@ -135,8 +134,8 @@ func (rawCodecFor) Unmarshal(data []byte, v any) error {
 func (rawCodecFor) Name() string { return "proto" }
 
 // TestTwoCredentialsAreRefused: more than one authorization value is
-// UNAUTHENTICATED AMBIGUOUS_CREDENTIALS, whichever comes first (defect 8);
-// before, the first silently won.
+// UNAUTHENTICATED AMBIGUOUS_CREDENTIALS, whichever comes first (defect 8):
+// the exchange never picks one.
 func TestTwoCredentialsAreRefused(t *testing.T) {
 	x := start(t)
 	x.Org("practice", pb.OrganizationKind_ORGANIZATION_KIND_GP_PRACTICE)

@@ -213,8 +213,7 @@ func TestCSVCellsCannotRunFormulas(t *testing.T) {
 }
 
 // TestCSVLinksKeepTheFilter: a table's "Download as CSV" link carries the
-// page's filter, so the download is the table shown (before, the query was
-// escaped as one value and the download was of everything).
+// page's filter, so the download is the table shown.
 func TestCSVLinksKeepTheFilter(t *testing.T) {
 	x := startReports(t)
 	c := browser(t)

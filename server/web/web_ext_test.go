@@ -250,7 +250,7 @@ func TestCrossSiteSignInIsRefused(t *testing.T) {
 
 // TestFormsNotUTF8: a form value that is not UTF-8 is the caller's fault
 // (400), whatever connection the pages call the exchange on; here a
-// network one, where the request could not even be sent (it was a 500).
+// network one, on which the request could not even be sent.
 func TestFormsNotUTF8(t *testing.T) {
 	x := startInbox(t)
 	c := browser(t)
