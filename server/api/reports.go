@@ -24,16 +24,16 @@ type reports struct {
 
 func (s *reports) GetActivityReport(ctx context.Context, req *pb.GetActivityReportRequest) (*pb.ActivityReport, error) {
 	var rep *pb.ActivityReport
-	err := s.collect(ctx, req.Filter, false, func(refs []report.Referral, rc report.Context) {
-		rep = report.Activity(refs, rc)
+	err := s.collect(ctx, req.Filter, func(refs []report.Referral, rc report.Context) {
+		rep, _ = report.Build(refs, rc)
 	})
 	return rep, err
 }
 
 func (s *reports) GetOutcomeReport(ctx context.Context, req *pb.GetOutcomeReportRequest) (*pb.OutcomeReport, error) {
 	var rep *pb.OutcomeReport
-	err := s.collect(ctx, req.Filter, true, func(refs []report.Referral, rc report.Context) {
-		rep = report.Outcomes(refs, rc)
+	err := s.collect(ctx, req.Filter, func(refs []report.Referral, rc report.Context) {
+		_, rep = report.Build(refs, rc)
 	})
 	return rep, err
 }
@@ -71,9 +71,10 @@ func validFilter(f *pb.ReportFilter) error {
 // collect reads, in one read transaction, the referrals the caller may
 // count in a report (policy.ReportsOnEveryone, policy.InOwnReports) whose
 // consent allows evaluation (policy.CountsInReports), with their outcome
-// measures when outcomes is set, and what the report needs besides, and
-// calls build with them.
-func (s *reports) collect(ctx context.Context, filter *pb.ReportFilter, outcomes bool, build func([]report.Referral, report.Context)) error {
+// measures, and what the reports need besides, and calls build with them.
+// Both reports of a filter are built from the same referrals, since they
+// are protected together (report.Build).
+func (s *reports) collect(ctx context.Context, filter *pb.ReportFilter, build func([]report.Referral, report.Context)) error {
 	if err := validFilter(filter); err != nil {
 		return err
 	}
@@ -103,7 +104,7 @@ func (s *reports) collect(ctx context.Context, filter *pb.ReportFilter, outcomes
 				}
 				for _, r := range p.Items {
 					ref := report.Referral{R: r}
-					if outcomes {
+					{
 						// An organisation's own report counts only the
 						// outcomes it may read (policy.FeedbackVisible):
 						// a referrer without FEEDBACK_TO_REFERRER none of
@@ -154,11 +155,9 @@ func (s *reports) collect(ctx context.Context, filter *pb.ReportFilter, outcomes
 				}
 			}
 		}
-		if !outcomes {
-			var err error
-			if rc.CapacityEvents, err = capacityEvents(tx); err != nil {
-				return err
-			}
+		var err error
+		if rc.CapacityEvents, err = capacityEvents(tx); err != nil {
+			return err
 		}
 		build(refs, rc)
 		return nil

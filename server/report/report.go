@@ -58,39 +58,6 @@ func Matches(r *pb.Referral, f *pb.ReportFilter) bool {
 	return true
 }
 
-// counter makes Counts, suppressing small ones.
-type counter int
-
-func (k counter) count(n int) *pb.Count {
-	if n > 0 && n < int(k) {
-		return &pb.Count{Suppressed: true}
-	}
-	return &pb.Count{Value: int64(n)}
-}
-
-// partition makes the counts of cells that add up to a total that is
-// shown. Were exactly one of them suppressed, it could be worked out from
-// the others, so the smallest other non-zero cell is suppressed with it.
-func (k counter) partition(cells []int) []*pb.Count {
-	out := make([]*pb.Count, len(cells))
-	hidden, smallest := 0, -1
-	for i, n := range cells {
-		out[i] = k.count(n)
-		if out[i].Suppressed {
-			hidden++
-		} else if n > 0 && (smallest < 0 || n < cells[smallest]) {
-			smallest = i
-		}
-	}
-	if hidden == 1 && smallest >= 0 {
-		out[smallest] = &pb.Count{Suppressed: true}
-	}
-	return out
-}
-
-// shown reports whether n is at or above the threshold.
-func (k counter) shown(n int) bool { return n >= int(k) }
-
 // tally counts keys and returns rows in the order of keys' first appearance
 // in order (sorted by the caller).
 type tally struct {
@@ -105,9 +72,8 @@ func (t *tally) add(key, label string) {
 	t.label[key] = label
 }
 
-// rows returns the rows sorted by less (or by key). When the rows
-// partition a total that is shown, they are suppressed as a partition.
-func (t *tally) rows(k counter, partitioned bool, less func(a, b string) bool) []*pb.CountRow {
+// rows returns the rows sorted by less (or by key), their counts made by l.
+func (t *tally) rows(l *Ledger, less func(a, b string) bool) []*pb.CountRow {
 	keys := make([]string, 0, len(t.n))
 	for key := range t.n {
 		keys = append(keys, key)
@@ -117,23 +83,20 @@ func (t *tally) rows(k counter, partitioned bool, less func(a, b string) bool) [
 	} else {
 		sort.Slice(keys, func(i, j int) bool { return less(keys[i], keys[j]) })
 	}
-	cells := make([]int, len(keys))
-	for i, key := range keys {
-		cells[i] = t.n[key]
-	}
-	counts := make([]*pb.Count, len(keys))
-	if partitioned {
-		counts = k.partition(cells)
-	} else {
-		for i, n := range cells {
-			counts[i] = k.count(n)
-		}
-	}
 	rows := make([]*pb.CountRow, len(keys))
 	for i, key := range keys {
-		rows[i] = &pb.CountRow{Key: key, Label: t.label[key], Count: counts[i]}
+		rows[i] = &pb.CountRow{Key: key, Label: t.label[key], Count: l.Count(t.n[key])}
 	}
 	return rows
+}
+
+// counts are the counts of rows.
+func counts(rows []*pb.CountRow) []*pb.Count {
+	out := make([]*pb.Count, len(rows))
+	for i, r := range rows {
+		out[i] = r.Count
+	}
+	return out
 }
 
 // enumTally counts enum values, in number order.
@@ -149,8 +112,8 @@ func (t *enumTally) addEnum(e protoreflect.Enum, code, label string) {
 	t.num[code] = int32(e.Number())
 }
 
-func (t *enumTally) sorted(k counter, partitioned bool) []*pb.CountRow {
-	return t.rows(k, partitioned, func(a, b string) bool { return t.num[a] < t.num[b] })
+func (t *enumTally) sorted(l *Ledger) []*pb.CountRow {
+	return t.rows(l, func(a, b string) bool { return t.num[a] < t.num[b] })
 }
 
 func (c *Context) label(name string) string {
@@ -160,19 +123,79 @@ func (c *Context) label(name string) string {
 	return name
 }
 
-// Activity builds the activity report of refs (those passing the filter).
+// Build builds the activity and outcome reports of refs (those passing the
+// filter), protected together (disclosure.go): both reports of one filter
+// are suppressed as one, so that neither gives away what the other hides.
+func Build(refs []Referral, c Context) (*pb.ActivityReport, *pb.OutcomeReport) {
+	var in []Referral
+	for _, ref := range refs {
+		if Matches(ref.R, c.Filter) && ref.R.State != pb.ReferralState_REFERRAL_STATE_ENTERED_IN_ERROR {
+			in = append(in, ref)
+		}
+	}
+	l := NewLedger(c.Threshold)
+	act := activity(in, c, l)
+	out := outcomes(in, c, l)
+	// Baselines of a service are among its referrals.
+	services := map[string]*pb.Count{}
+	for _, row := range act.ByService {
+		services[row.Key] = row.Count
+	}
+	for _, comp := range out.Completeness {
+		l.Rest(l.Of(services[comp.Service]), true, l.Of(comp.Baseline))
+	}
+	l.Protect()
+	if rt := act.ResponseTime; rt.Answered.Suppressed {
+		rt.Median, rt.P90 = nil, nil
+	}
+	for _, m := range out.Measures {
+		m.All = withheld(m.All)
+		if m.All.N.Suppressed {
+			m.ChangeDistribution = nil
+		}
+		for _, g := range m.Comparisons {
+			g.A, g.B = withheld(g.A), withheld(g.B)
+			if g.A.N.Suppressed || g.B.N.Suppressed {
+				g.Difference, g.T, g.Df, g.P = nil, nil, nil, nil
+			}
+		}
+	}
+	return act, out
+}
+
+// withheld leaves out the statistics of a group whose n is suppressed:
+// they give n away (t / d is the square root of n).
+func withheld(s *pb.PairedStats) *pb.PairedStats {
+	if !s.N.Suppressed {
+		return s
+	}
+	return &pb.PairedStats{N: s.N, Improved: s.Improved, Unchanged: s.Unchanged, Worse: s.Worse, Meaningful: s.Meaningful}
+}
+
+// Activity builds the activity report of refs (Build).
 func Activity(refs []Referral, c Context) *pb.ActivityReport {
-	k := counter(c.Threshold)
+	a, _ := Build(refs, c)
+	return a
+}
+
+// Outcomes builds the outcome report of refs (Build).
+func Outcomes(refs []Referral, c Context) *pb.OutcomeReport {
+	_, o := Build(refs, c)
+	return o
+}
+
+// activity builds the activity report of in, its counts made by l and
+// their relations recorded in it.
+func activity(in []Referral, c Context, l *Ledger) *pb.ActivityReport {
 	routes, needs, services, orgs := newEnumTally(), newEnumTally(), newTally(), newTally()
 	rejected, failed, cancelled := newEnumTally(), newEnumTally(), newEnumTally()
 	var n, accepted, started, completed, open, overdue, waitlisted int
 	var answer []float64
-	for _, ref := range refs {
+	needed := 0
+	for _, ref := range in {
 		r := ref.R
-		if !Matches(r, c.Filter) || r.State == pb.ReferralState_REFERRAL_STATE_ENTERED_IN_ERROR {
-			continue
-		}
 		n++
+		needed += len(r.Needs)
 		routes.addEnum(r.Route, pb.Code(r.Route), pb.Label(r.Route))
 		for _, need := range r.Needs {
 			needs.addEnum(need, pb.Code(need), pb.Label(need))
@@ -209,15 +232,34 @@ func Activity(refs []Referral, c Context) *pb.ActivityReport {
 			answer = append(answer, r.ResponseTime.AsTime().Sub(r.CreateTime.AsTime()).Seconds())
 		}
 	}
+	total := l.Count(n)
+	l.Headline(total)
 	rep := &pb.ActivityReport{
 		Filter: c.Filter, SuppressionThreshold: int32(c.Threshold), GenerateTime: timestamppb.New(c.Now),
-		Referrals: k.count(n), ByRoute: routes.sorted(k, true), ByNeed: needs.sorted(k, false),
-		ByService: services.rows(k, true, nil), ByOrganization: orgs.rows(k, true, nil),
-		Funnel:       k.funnel(n, accepted, started, completed, open, rejected, failed, cancelled),
-		ResponseTime: &pb.ResponseTimes{Answered: k.count(len(answer))},
-		Overdue:      k.count(overdue), Waitlisted: k.count(waitlisted),
+		Referrals: total, ByRoute: routes.sorted(l), ByNeed: needs.sorted(l),
+		ByService: services.rows(l, nil), ByOrganization: orgs.rows(l, nil),
+		ResponseTime: &pb.ResponseTimes{Answered: l.Count(len(answer))},
+		Overdue:      l.Count(overdue), Waitlisted: l.Count(waitlisted),
 	}
-	if k.shown(len(answer)) {
+	N := l.Of(total)
+	// Every referral has one route, one service and one recipient.
+	for _, rows := range [][]*pb.CountRow{rep.ByRoute, rep.ByService, rep.ByOrganization} {
+		l.Sum(total, counts(rows)...)
+	}
+	// A referral has one need or more: each need is among the referrals,
+	// and the needs together at least as many.
+	var needCells []Cell
+	for _, row := range rep.ByNeed {
+		l.Rest(N, true, l.Of(row.Count))
+		needCells = append(needCells, l.Of(row.Count))
+	}
+	if needed >= n && len(needCells) > 0 {
+		l.Rest(l.Total(needCells...), false, N)
+	}
+	l.Rest(N, true, l.Of(rep.ResponseTime.Answered))
+	rep.Funnel = funnel(l, total, accepted, started, completed, open, rejected, failed, cancelled)
+	l.Rest(l.Of(rep.Funnel.Open), true, l.Of(rep.Overdue), l.Of(rep.Waitlisted))
+	if len(answer) >= c.Threshold {
 		rep.ResponseTime.Median = seconds(Percentile(answer, 50))
 		rep.ResponseTime.P90 = seconds(Percentile(answer, 90))
 	}
@@ -228,28 +270,22 @@ func Activity(refs []Referral, c Context) *pb.ActivityReport {
 }
 
 // funnel builds the funnel. Its final states (open, completed, and each
-// reason of rejected, failed and cancelled) partition the referrals, so they
-// are suppressed as a partition.
-func (k counter) funnel(n, accepted, started, completed, open int, rejected, failed, cancelled *enumTally) *pb.Funnel {
-	closed := []*enumTally{rejected, failed, cancelled}
-	rows := make([][]*pb.CountRow, len(closed))
-	cells := []int{open, completed}
-	for i, t := range closed {
-		rows[i] = t.sorted(k, false)
-		for _, r := range rows[i] {
-			cells = append(cells, t.n[r.Key])
-		}
+// reason of rejected, failed and cancelled) partition the referrals, and
+// its steps are nested: the referrals that stopped between two steps
+// (accepted but never started, say) are groups it must not give away.
+func funnel(l *Ledger, total *pb.Count, accepted, started, completed, open int, rejected, failed, cancelled *enumTally) *pb.Funnel {
+	f := &pb.Funnel{Referred: total, Accepted: l.Count(accepted), Started: l.Count(started),
+		Completed: l.Count(completed), Open: l.Count(open),
+		Rejected: rejected.sorted(l), Failed: failed.sorted(l), Cancelled: cancelled.sorted(l)}
+	final := []*pb.Count{f.Open, f.Completed}
+	for _, rows := range [][]*pb.CountRow{f.Rejected, f.Failed, f.Cancelled} {
+		final = append(final, counts(rows)...)
 	}
-	counts := k.partition(cells)
-	next := 2
-	for _, rs := range rows {
-		for _, r := range rs {
-			r.Count = counts[next]
-			next++
-		}
-	}
-	return &pb.Funnel{Referred: k.count(n), Accepted: k.count(accepted), Started: k.count(started),
-		Completed: counts[1], Open: counts[0], Rejected: rows[0], Failed: rows[1], Cancelled: rows[2]}
+	l.Sum(total, final...)
+	l.Rest(l.Of(total), true, l.Of(f.Accepted))
+	l.Rest(l.Of(f.Accepted), true, l.Of(f.Started))
+	l.Rest(l.Of(f.Started), true, l.Of(f.Completed))
+	return f
 }
 
 func seconds(s float64) *durationpb.Duration {
@@ -337,6 +373,9 @@ type measure struct {
 	higherIsBetter bool
 	binWidth       float64
 	score          func(*pb.OutcomeMeasure) (float64, bool)
+	// meaningful is the change in points usually cited as meaningful, 0
+	// where none is published.
+	meaningful float64
 }
 
 func total(o *pb.OutcomeMeasure) (float64, bool) {
@@ -371,14 +410,21 @@ func vas(o *pb.OutcomeMeasure) (float64, bool) {
 
 // measures are the scores reports follow, in report order.
 var measures = []measure{
-	{"WEMWBS", "Warwick-Edinburgh Mental Wellbeing Scale (14-70)", pb.Instrument_INSTRUMENT_WEMWBS, true, 5, total},
-	{"SWEMWBS", "Short WEMWBS (7-35)", pb.Instrument_INSTRUMENT_SWEMWBS, true, 2, total},
-	{"ONS4_LIFE_SATISFACTION", "ONS4: life satisfaction (0-10)", pb.Instrument_INSTRUMENT_ONS4, true, 1, item(0)},
-	{"ONS4_WORTHWHILE", "ONS4: things done are worthwhile (0-10)", pb.Instrument_INSTRUMENT_ONS4, true, 1, item(1)},
-	{"ONS4_HAPPINESS", "ONS4: happiness yesterday (0-10)", pb.Instrument_INSTRUMENT_ONS4, true, 1, item(2)},
-	{"ONS4_ANXIETY", "ONS4: anxiety yesterday (0-10, lower is better)", pb.Instrument_INSTRUMENT_ONS4, false, 1, item(3)},
-	{"EQ5D5L_VAS", "EQ-5D-5L visual analogue scale (0-100)", pb.Instrument_INSTRUMENT_EQ5D5L, true, 10, vas},
-	{"UCLA3", "UCLA 3-item loneliness scale (3-9, lower is better)", pb.Instrument_INSTRUMENT_UCLA3, false, 1, total},
+	// WEMWBS: a change of 3 points is meaningful (Maheswaran H, Weich S,
+	// Powell J, Stewart-Brown S. Evaluating the responsiveness of the
+	// Warwick Edinburgh Mental Well-Being Scale (WEMWBS): group and
+	// individual level analysis. Health Qual Life Outcomes 2012;10:156,
+	// whose minimally important difference is 3 to 8; Warwick Medical
+	// School's WEMWBS user guide cites 3). The others have no single
+	// published figure and are left without one.
+	{"WEMWBS", "Warwick-Edinburgh Mental Wellbeing Scale (14-70)", pb.Instrument_INSTRUMENT_WEMWBS, true, 5, total, 3},
+	{"SWEMWBS", "Short WEMWBS (7-35)", pb.Instrument_INSTRUMENT_SWEMWBS, true, 2, total, 0},
+	{"ONS4_LIFE_SATISFACTION", "ONS4: life satisfaction (0-10)", pb.Instrument_INSTRUMENT_ONS4, true, 1, item(0), 0},
+	{"ONS4_WORTHWHILE", "ONS4: things done are worthwhile (0-10)", pb.Instrument_INSTRUMENT_ONS4, true, 1, item(1), 0},
+	{"ONS4_HAPPINESS", "ONS4: happiness yesterday (0-10)", pb.Instrument_INSTRUMENT_ONS4, true, 1, item(2), 0},
+	{"ONS4_ANXIETY", "ONS4: anxiety yesterday (0-10, lower is better)", pb.Instrument_INSTRUMENT_ONS4, false, 1, item(3), 0},
+	{"EQ5D5L_VAS", "EQ-5D-5L visual analogue scale (0-100)", pb.Instrument_INSTRUMENT_EQ5D5L, true, 10, vas, 0},
+	{"UCLA3", "UCLA 3-item loneliness scale (3-9, lower is better)", pb.Instrument_INSTRUMENT_UCLA3, false, 1, total, 0},
 }
 
 // pairOf returns a referral's baseline (its first BASELINE) and follow-up
@@ -419,16 +465,11 @@ func (s *sample) change() []float64 {
 	return d
 }
 
-// Outcomes builds the outcome report of refs (those passing the filter).
-func Outcomes(refs []Referral, c Context) *pb.OutcomeReport {
-	k := counter(c.Threshold)
+// outcomes builds the outcome report of in, its counts made by l and their
+// relations recorded in it.
+func outcomes(in []Referral, c Context, l *Ledger) *pb.OutcomeReport {
 	rep := &pb.OutcomeReport{Filter: c.Filter, SuppressionThreshold: int32(c.Threshold), GenerateTime: timestamppb.New(c.Now)}
-	var in []Referral
-	for _, ref := range refs {
-		if Matches(ref.R, c.Filter) && ref.R.State != pb.ReferralState_REFERRAL_STATE_ENTERED_IN_ERROR {
-			in = append(in, ref)
-		}
-	}
+	var pairs []*pb.Count
 	for _, m := range measures {
 		var all, female, male, under50, over50 sample
 		for _, ref := range in {
@@ -457,17 +498,48 @@ func Outcomes(refs []Referral, c Context) *pb.OutcomeReport {
 			}
 		}
 		mo := &pb.MeasureOutcome{Measure: m.code, Label: m.label, Instrument: m.instrument, HigherIsBetter: m.higherIsBetter,
-			All: k.paired(all, m.higherIsBetter),
+			All: paired(l, all, m, true),
 			Comparisons: []*pb.GroupComparison{
-				k.compare("sex", "FEMALE", "MALE", female, male, m.higherIsBetter),
-				k.compare("age", "UNDER_50", "50_AND_OVER", under50, over50, m.higherIsBetter),
+				compare(l, "sex", "FEMALE", "MALE", female, male, m),
+				compare(l, "age", "UNDER_50", "50_AND_OVER", under50, over50, m),
 			}}
-		if k.shown(len(all.base)) {
-			mo.ChangeDistribution = k.histogram(all.change(), m.binWidth)
+		l.Headline(mo.All.N)
+		if m.meaningful > 0 {
+			mo.MeaningfulChange = proto.Float64(m.meaningful)
+		}
+		// Each split leaves a rest (another sex, no age), a group of its own.
+		for _, g := range mo.Comparisons {
+			rest := l.Rest(l.Of(mo.All.N), true, l.Of(g.A.N), l.Of(g.B.N))
+			var parts []Cell
+			for _, f := range []func(*pb.PairedStats) *pb.Count{(*pb.PairedStats).GetImproved, (*pb.PairedStats).GetUnchanged, (*pb.PairedStats).GetWorse} {
+				parts = append(parts, l.Rest(l.Of(f(mo.All)), true, l.Of(f(g.A)), l.Of(f(g.B))))
+			}
+			l.SumCells(rest, parts...)
+		}
+		if len(all.base) >= c.Threshold {
+			mo.ChangeDistribution = histogram(l, all.change(), m.binWidth)
+			bins := make([]*pb.Count, len(mo.ChangeDistribution))
+			for i, b := range mo.ChangeDistribution {
+				bins[i] = b.Count
+			}
+			l.Sum(mo.All.N, bins...)
 		}
 		rep.Measures = append(rep.Measures, mo)
+		pairs = append(pairs, mo.All.N)
 	}
-	rep.Completeness = k.completeness(in, &c)
+	rep.Completeness = completeness(l, in, &c)
+	// The pairs of a measure are among the follow-ups of its instrument.
+	for i, m := range measures {
+		var with []Cell
+		for _, comp := range rep.Completeness {
+			if comp.Instrument == m.instrument {
+				with = append(with, l.Of(comp.WithFollowUp))
+			}
+		}
+		if len(with) > 0 {
+			l.Rest(l.Total(with...), true, l.Of(pairs[i]))
+		}
+	}
 	return rep
 }
 
@@ -491,29 +563,38 @@ func opt(x float64) *float64 {
 	return proto.Float64(x)
 }
 
-// paired is the statistics of s, or only its suppressed n when small.
-func (k counter) paired(s sample, higherIsBetter bool) *pb.PairedStats {
+// paired is the statistics of s, or only its counts when it is smaller
+// than the threshold (the counts of its split are then hidden with it).
+// With meaningful set, it counts the pairs that improved by the measure's
+// meaningful change.
+func paired(l *Ledger, s sample, m measure, meaningful bool) *pb.PairedStats {
 	n := len(s.base)
-	if !k.shown(n) || n == 0 {
-		return &pb.PairedStats{N: k.count(n), Improved: k.count(0), Unchanged: k.count(0), Worse: k.count(0)}
+	p := PairedTest(s.base, s.follow, m.higherIsBetter)
+	count := l.Count
+	if n > 0 && n < l.k {
+		count = l.Hidden
 	}
-	p := PairedTest(s.base, s.follow, higherIsBetter)
-	st := &pb.PairedStats{
-		N:            k.count(n),
-		BaselineMean: opt(p.BaselineMean), BaselineSd: opt(p.BaselineSD),
-		FollowUpMean: opt(p.FollowUpMean), FollowUpSd: opt(p.FollowUpSD),
-		ChangeMean: opt(p.ChangeMean), ChangeSd: opt(p.ChangeSD),
-		ChangeCiLow: opt(p.CILow), ChangeCiHigh: opt(p.CIHigh),
-		T: opt(p.T), Df: proto.Int32(int32(p.DF)), P: opt(p.P), CohensD: opt(p.D),
+	st := &pb.PairedStats{N: l.Count(n), Improved: count(p.Improved), Unchanged: count(p.Unchanged), Worse: count(p.Worse)}
+	l.Sum(st.N, st.Improved, st.Unchanged, st.Worse)
+	if meaningful && m.meaningful > 0 {
+		st.Meaningful = count(Meaningful(s.base, s.follow, m.higherIsBetter, m.meaningful))
+		l.Rest(l.Of(st.Improved), true, l.Of(st.Meaningful))
 	}
-	split := k.partition([]int{p.Improved, p.Unchanged, p.Worse})
-	st.Improved, st.Unchanged, st.Worse = split[0], split[1], split[2]
+	if n < l.k || n == 0 {
+		return st
+	}
+	st.BaselineMean, st.BaselineSd = opt(p.BaselineMean), opt(p.BaselineSD)
+	st.FollowUpMean, st.FollowUpSd = opt(p.FollowUpMean), opt(p.FollowUpSD)
+	st.ChangeMean, st.ChangeSd = opt(p.ChangeMean), opt(p.ChangeSD)
+	st.ChangeCiLow, st.ChangeCiHigh = opt(p.CILow), opt(p.CIHigh)
+	st.T, st.Df, st.P, st.CohensD = opt(p.T), proto.Int32(int32(p.DF)), opt(p.P), opt(p.D)
+	st.CohensDCiLow, st.CohensDCiHigh = opt(p.DLow), opt(p.DHigh)
 	return st
 }
 
-func (k counter) compare(by, a, b string, sa, sb sample, higherIsBetter bool) *pb.GroupComparison {
-	g := &pb.GroupComparison{By: by, GroupA: a, GroupB: b, A: k.paired(sa, higherIsBetter), B: k.paired(sb, higherIsBetter)}
-	if k.shown(len(sa.base)) && k.shown(len(sb.base)) && len(sa.base) > 0 && len(sb.base) > 0 {
+func compare(l *Ledger, by, a, b string, sa, sb sample, m measure) *pb.GroupComparison {
+	g := &pb.GroupComparison{By: by, GroupA: a, GroupB: b, A: paired(l, sa, m, false), B: paired(l, sb, m, false)}
+	if len(sa.base) >= l.k && len(sb.base) >= l.k && len(sa.base) > 0 && len(sb.base) > 0 {
 		r := PooledTest(sa.change(), sb.change())
 		g.Difference, g.T, g.P = opt(r.Difference), opt(r.T), opt(r.P)
 		g.Df = proto.Int32(int32(r.DF))
@@ -523,25 +604,24 @@ func (k counter) compare(by, a, b string, sa, sb sample, higherIsBetter bool) *p
 
 // histogram bins changes by width, from the bin of the smallest to that of
 // the largest.
-func (k counter) histogram(change []float64, width float64) []*pb.Bin {
+func histogram(l *Ledger, change []float64, width float64) []*pb.Bin {
 	lo, hi := slices.Min(change), slices.Max(change)
 	first, last := math.Floor(lo/width), math.Floor(hi/width)
 	counts := make([]int, int(last-first)+1)
 	for _, d := range change {
 		counts[int(math.Floor(d/width)-first)]++
 	}
-	shown := k.partition(counts)
 	bins := make([]*pb.Bin, len(counts))
 	for i := range counts {
 		low := (first + float64(i)) * width
-		bins[i] = &pb.Bin{Low: low, High: low + width, Count: shown[i]}
+		bins[i] = &pb.Bin{Low: low, High: low + width, Count: l.Count(counts[i])}
 	}
 	return bins
 }
 
 // completeness counts, per service and instrument, baselines with and
 // without a follow-up.
-func (k counter) completeness(in []Referral, c *Context) []*pb.Completeness {
+func completeness(l *Ledger, in []Referral, c *Context) []*pb.Completeness {
 	type key struct {
 		service    string
 		instrument pb.Instrument
@@ -582,12 +662,14 @@ func (k counter) completeness(in []Referral, c *Context) []*pb.Completeness {
 	var out []*pb.Completeness
 	for _, kk := range keys {
 		r := rows[kk]
-		split := k.partition([]int{r.follow, r.base - r.follow})
-		if !k.shown(r.base) {
-			split = []*pb.Count{k.count(r.follow), k.count(r.base - r.follow)}
+		count := l.Count
+		if r.base > 0 && r.base < l.k {
+			count = l.Hidden
 		}
-		out = append(out, &pb.Completeness{Service: kk.service, Label: c.label(kk.service), Instrument: kk.instrument,
-			Baseline: k.count(r.base), WithFollowUp: split[0], WithoutFollowUp: split[1]})
+		row := &pb.Completeness{Service: kk.service, Label: c.label(kk.service), Instrument: kk.instrument,
+			Baseline: l.Count(r.base), WithFollowUp: count(r.follow), WithoutFollowUp: count(r.base - r.follow)}
+		l.Sum(row.Baseline, row.WithFollowUp, row.WithoutFollowUp)
+		out = append(out, row)
 	}
 	return out
 }

@@ -39,10 +39,11 @@ func TestOutcomeEdgeCases(t *testing.T) {
 		a.CohensD != nil || a.ChangeCiLow != nil || a.GetDf() != 1 || a.Improved.GetValue() != 2 {
 		t.Errorf("zero variance: %v", a)
 	}
-	// The missing follow-up is attrition: 1, below the threshold of 2, so
+	// The missing follow-up is attrition: 1, below a threshold of 3, so
 	// hidden, and the 2 with a follow-up with it (3 - 2 would give it away).
+	c.Threshold = 3
 	comp := Outcomes([]Referral{ref(0, 30, 33), ref(1, 40, 43), ref(2, 50, 0)}, c).Completeness[0]
-	if comp.Baseline.GetValue() != 3 || !comp.WithFollowUp.Suppressed || !comp.WithoutFollowUp.Suppressed {
+	if comp.Baseline.GetValue() != 3 || comp.WithFollowUp.Suppression != pb.Suppression_SUPPRESSION_SMALL || comp.WithoutFollowUp.Suppression != pb.Suppression_SUPPRESSION_SMALL {
 		t.Errorf("completeness: %v", comp)
 	}
 	// Below the threshold: nothing but a suppressed n.
@@ -84,23 +85,42 @@ func TestCapacityHistory(t *testing.T) {
 	}
 }
 
-func TestPartition(t *testing.T) {
-	k := counter(5)
+func TestLedgerProtects(t *testing.T) {
+	S, P := pb.Suppression_SUPPRESSION_SMALL, pb.Suppression_SUPPRESSION_PROTECTS
 	for _, c := range []struct {
-		cells []int
-		want  []bool // suppressed
+		total int
+		parts []int
+		want  []pb.Suppression // the total's, then the parts'
 	}{
-		{[]int{10, 3}, []bool{true, true}},
-		{[]int{10, 3, 2}, []bool{false, true, true}},
-		{[]int{10, 0, 7}, []bool{false, false, false}},
-		{[]int{10, 0, 1, 6}, []bool{false, false, true, true}},
+		{13, []int{10, 3}, []pb.Suppression{0, P, S}},       // 3 = 13 - 10
+		{15, []int{10, 3, 2}, []pb.Suppression{0, 0, S, S}}, // 3 + 2 = 5: each 1 to 4
+		{17, []int{10, 0, 7}, []pb.Suppression{0, 0, 0, 0}}, // nothing small
+		{8, []int{4, 4}, []pb.Suppression{P, S, S}},         // 4 + 4 = 8 gives both away
+		{6, []int{5, 1}, []pb.Suppression{0, P, S}},         // 1 = 6 - 5
+		{2, []int{1, 1}, []pb.Suppression{S, S, S}},         // all small
+		{12, []int{0, 10, 2}, []pb.Suppression{0, P, 0, S}}, // the zero protects: 2 is 1 or 2
 	} {
-		got := k.partition(c.cells)
-		for i := range got {
-			if got[i].Suppressed != c.want[i] || (got[i].Suppressed && got[i].Value != 0) {
-				t.Errorf("partition(%v) = %v", c.cells, got)
-				break
+		l := NewLedger(5)
+		total := l.Count(c.total)
+		parts := make([]*pb.Count, len(c.parts))
+		for i, n := range c.parts {
+			parts[i] = l.Count(n)
+		}
+		l.Sum(total, parts...)
+		l.Protect()
+		for i, got := range append([]*pb.Count{total}, parts...) {
+			if got.Suppression != c.want[i] || got.Suppressed != (c.want[i] != 0) || got.Suppressed && got.Value != 0 {
+				t.Errorf("%d = %v: count %d is %v, want %v", c.total, c.parts, i, got, c.want[i])
 			}
 		}
+	}
+	// A group not shown: 18 of 20 accepted gives away the 2 never
+	// accepted, so the accepted are hidden.
+	l := NewLedger(5)
+	n, accepted := l.Count(20), l.Count(18)
+	l.Rest(l.Of(n), true, l.Of(accepted))
+	l.Protect()
+	if n.Suppressed || accepted.Suppression != pb.Suppression_SUPPRESSION_PROTECTS {
+		t.Errorf("funnel step: %v %v", n, accepted)
 	}
 }

@@ -25,6 +25,7 @@ type Paired struct {
 	DF                         int     // n - 1
 	P                          float64 // two-sided
 	D                          float64 // Cohen's d: mean change / SD of change
+	DLow, DHigh                float64 // its 95% confidence interval (normal approximation)
 	Improved, Unchanged, Worse int
 }
 
@@ -53,6 +54,7 @@ func PairedTest(baseline, followUp []float64, higherIsBetter bool) Paired {
 	p.FollowUpMean, p.FollowUpSD = MeanSD(followUp)
 	p.ChangeMean, p.ChangeSD = MeanSD(change)
 	p.CILow, p.CIHigh, p.T, p.P, p.D = math.NaN(), math.NaN(), math.NaN(), math.NaN(), math.NaN()
+	p.DLow, p.DHigh = math.NaN(), math.NaN()
 	if n < 2 {
 		return p
 	}
@@ -63,8 +65,42 @@ func PairedTest(baseline, followUp []float64, higherIsBetter bool) Paired {
 		p.T = p.ChangeMean / se
 		p.P = twoSided(p.T, float64(n-1))
 		p.D = p.ChangeMean / p.ChangeSD
+		// Hedges and Olkin (1985): the standard error of d is
+		// sqrt(1/n + d^2 / (2n)).
+		dse := math.Sqrt(1/float64(n) + p.D*p.D/(2*float64(n)))
+		p.DLow, p.DHigh = p.D-1.959963984540054*dse, p.D+1.959963984540054*dse
 	}
 	return p
+}
+
+// Meaningful counts the pairs that improved by at least by points.
+func Meaningful(baseline, followUp []float64, higherIsBetter bool, by float64) int {
+	n := 0
+	for i := range baseline {
+		d := followUp[i] - baseline[i]
+		if !higherIsBetter {
+			d = -d
+		}
+		if d >= by {
+			n++
+		}
+	}
+	return n
+}
+
+// EffectSize is Cohen's name for the size of d: below 0.2 negligible, then
+// small, medium from 0.5, large from 0.8 (Cohen, Statistical Power
+// Analysis for the Behavioral Sciences, 1988).
+func EffectSize(d float64) string {
+	switch a := math.Abs(d); {
+	case a < 0.2:
+		return "negligible"
+	case a < 0.5:
+		return "small"
+	case a < 0.8:
+		return "medium"
+	}
+	return "large"
 }
 
 // Pooled is the two-sample t test of a difference in means with pooled

@@ -23,6 +23,60 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+// Why a count is not shown.
+type Suppression int32
+
+const (
+	// The count is shown.
+	Suppression_SUPPRESSION_UNSPECIFIED Suppression = 0
+	// The count is from 1 to the threshold minus one ("fewer than 5").
+	Suppression_SUPPRESSION_SMALL Suppression = 1
+	// The count, of any size, is hidden so that a small one cannot be worked
+	// out from the figures shown.
+	Suppression_SUPPRESSION_PROTECTS Suppression = 2
+)
+
+// Enum value maps for Suppression.
+var (
+	Suppression_name = map[int32]string{
+		0: "SUPPRESSION_UNSPECIFIED",
+		1: "SUPPRESSION_SMALL",
+		2: "SUPPRESSION_PROTECTS",
+	}
+	Suppression_value = map[string]int32{
+		"SUPPRESSION_UNSPECIFIED": 0,
+		"SUPPRESSION_SMALL":       1,
+		"SUPPRESSION_PROTECTS":    2,
+	}
+)
+
+func (x Suppression) Enum() *Suppression {
+	p := new(Suppression)
+	*p = x
+	return p
+}
+
+func (x Suppression) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (Suppression) Descriptor() protoreflect.EnumDescriptor {
+	return file_exchange_v1_reports_proto_enumTypes[0].Descriptor()
+}
+
+func (Suppression) Type() protoreflect.EnumType {
+	return &file_exchange_v1_reports_proto_enumTypes[0]
+}
+
+func (x Suppression) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use Suppression.Descriptor instead.
+func (Suppression) EnumDescriptor() ([]byte, []int) {
+	return file_exchange_v1_reports_proto_rawDescGZIP(), []int{0}
+}
+
 // Which referrals a report covers. Every field is optional; set fields are
 // joined with AND.
 type ReportFilter struct {
@@ -213,9 +267,10 @@ type Count struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The count; 0 when suppressed.
 	Value int64 `protobuf:"varint,1,opt,name=value,proto3" json:"value,omitempty"`
-	// True when the count is between 1 and the threshold minus one and is not
-	// shown.
-	Suppressed    bool `protobuf:"varint,2,opt,name=suppressed,proto3" json:"suppressed,omitempty"`
+	// True when the count is not shown; `suppression` says why.
+	Suppressed bool `protobuf:"varint,2,opt,name=suppressed,proto3" json:"suppressed,omitempty"`
+	// Why the count is not shown; unset when it is.
+	Suppression   Suppression `protobuf:"varint,3,opt,name=suppression,proto3,enum=exchange.v1.Suppression" json:"suppression,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -262,6 +317,13 @@ func (x *Count) GetSuppressed() bool {
 		return x.Suppressed
 	}
 	return false
+}
+
+func (x *Count) GetSuppression() Suppression {
+	if x != nil {
+		return x.Suppression
+	}
+	return Suppression_SUPPRESSION_UNSPECIFIED
 }
 
 // One row of a breakdown.
@@ -897,8 +959,11 @@ type MeasureOutcome struct {
 	Comparisons []*GroupComparison `protobuf:"bytes,6,rep,name=comparisons,proto3" json:"comparisons,omitempty"`
 	// How many pairs changed by how much.
 	ChangeDistribution []*Bin `protobuf:"bytes,7,rep,name=change_distribution,json=changeDistribution,proto3" json:"change_distribution,omitempty"`
-	unknownFields      protoimpl.UnknownFields
-	sizeCache          protoimpl.SizeCache
+	// The change in points usually cited as meaningful for the measure, where
+	// one is published (WEMWBS: 3 points); unset otherwise.
+	MeaningfulChange *float64 `protobuf:"fixed64,8,opt,name=meaningful_change,json=meaningfulChange,proto3,oneof" json:"meaningful_change,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *MeasureOutcome) Reset() {
@@ -980,6 +1045,13 @@ func (x *MeasureOutcome) GetChangeDistribution() []*Bin {
 	return nil
 }
 
+func (x *MeasureOutcome) GetMeaningfulChange() float64 {
+	if x != nil && x.MeaningfulChange != nil {
+		return *x.MeaningfulChange
+	}
+	return 0
+}
+
 // Statistics of the pairs of baseline and follow-up scores. Every value is
 // unset when `n` is below the threshold, and those that are undefined are
 // unset too, as scipy has them: the SDs with n = 1; the confidence interval,
@@ -1011,14 +1083,26 @@ type PairedStats struct {
 	Df *int32 `protobuf:"varint,11,opt,name=df,proto3,oneof" json:"df,omitempty"`
 	// Two-sided p value.
 	P *float64 `protobuf:"fixed64,12,opt,name=p,proto3,oneof" json:"p,omitempty"`
-	// Cohen's d: mean change divided by the SD of change.
+	// Cohen's d: mean change divided by the SD of change (d_z of paired
+	// scores). Its size in words follows Cohen's thresholds on |d|: below
+	// 0.2 negligible, 0.2 small, 0.5 medium, 0.8 large.
 	CohensD *float64 `protobuf:"fixed64,13,opt,name=cohens_d,json=cohensD,proto3,oneof" json:"cohens_d,omitempty"`
-	// Pairs that improved (changed in the better direction).
+	// Lower end of the 95% confidence interval of d: d -/+ 1.96 standard
+	// errors, the standard error sqrt(1/n + d^2 / (2n)) (normal
+	// approximation, Hedges and Olkin 1985).
+	CohensDCiLow *float64 `protobuf:"fixed64,17,opt,name=cohens_d_ci_low,json=cohensDCiLow,proto3,oneof" json:"cohens_d_ci_low,omitempty"`
+	// Upper end.
+	CohensDCiHigh *float64 `protobuf:"fixed64,18,opt,name=cohens_d_ci_high,json=cohensDCiHigh,proto3,oneof" json:"cohens_d_ci_high,omitempty"`
+	// Pairs that improved (changed in the better direction). These counts
+	// and `meaningful` are suppressed, never 0, when `n` is.
 	Improved *Count `protobuf:"bytes,14,opt,name=improved,proto3" json:"improved,omitempty"`
 	// Pairs that did not change.
 	Unchanged *Count `protobuf:"bytes,15,opt,name=unchanged,proto3" json:"unchanged,omitempty"`
 	// Pairs that got worse.
-	Worse         *Count `protobuf:"bytes,16,opt,name=worse,proto3" json:"worse,omitempty"`
+	Worse *Count `protobuf:"bytes,16,opt,name=worse,proto3" json:"worse,omitempty"`
+	// Pairs that improved by at least the measure's meaningful change
+	// (MeasureOutcome.meaningful_change); unset where the measure has none.
+	Meaningful    *Count `protobuf:"bytes,19,opt,name=meaningful,proto3" json:"meaningful,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1144,6 +1228,20 @@ func (x *PairedStats) GetCohensD() float64 {
 	return 0
 }
 
+func (x *PairedStats) GetCohensDCiLow() float64 {
+	if x != nil && x.CohensDCiLow != nil {
+		return *x.CohensDCiLow
+	}
+	return 0
+}
+
+func (x *PairedStats) GetCohensDCiHigh() float64 {
+	if x != nil && x.CohensDCiHigh != nil {
+		return *x.CohensDCiHigh
+	}
+	return 0
+}
+
 func (x *PairedStats) GetImproved() *Count {
 	if x != nil {
 		return x.Improved
@@ -1161,6 +1259,13 @@ func (x *PairedStats) GetUnchanged() *Count {
 func (x *PairedStats) GetWorse() *Count {
 	if x != nil {
 		return x.Worse
+	}
+	return nil
+}
+
+func (x *PairedStats) GetMeaningful() *Count {
+	if x != nil {
+		return x.Meaningful
 	}
 	return nil
 }
@@ -1364,7 +1469,8 @@ type Completeness struct {
 	Baseline *Count `protobuf:"bytes,4,opt,name=baseline,proto3" json:"baseline,omitempty"`
 	// Of those, referrals with a follow-up or exit measure too.
 	WithFollowUp *Count `protobuf:"bytes,5,opt,name=with_follow_up,json=withFollowUp,proto3" json:"with_follow_up,omitempty"`
-	// Of those, referrals with no follow-up: the attrition.
+	// Of those, referrals with no follow-up: the attrition. The attrition
+	// rate is without_follow_up / baseline.
 	WithoutFollowUp *Count `protobuf:"bytes,6,opt,name=without_follow_up,json=withoutFollowUp,proto3" json:"without_follow_up,omitempty"`
 	unknownFields   protoimpl.UnknownFields
 	sizeCache       protoimpl.SizeCache
@@ -1458,12 +1564,13 @@ const file_exchange_v1_reports_proto_rawDesc = "" +
 	"\x18GetActivityReportRequest\x121\n" +
 	"\x06filter\x18\x01 \x01(\v2\x19.exchange.v1.ReportFilterR\x06filter\"L\n" +
 	"\x17GetOutcomeReportRequest\x121\n" +
-	"\x06filter\x18\x01 \x01(\v2\x19.exchange.v1.ReportFilterR\x06filter\"=\n" +
+	"\x06filter\x18\x01 \x01(\v2\x19.exchange.v1.ReportFilterR\x06filter\"y\n" +
 	"\x05Count\x12\x14\n" +
 	"\x05value\x18\x01 \x01(\x03R\x05value\x12\x1e\n" +
 	"\n" +
 	"suppressed\x18\x02 \x01(\bR\n" +
-	"suppressed\"\\\n" +
+	"suppressed\x12:\n" +
+	"\vsuppression\x18\x03 \x01(\x0e2\x18.exchange.v1.SuppressionR\vsuppression\"\\\n" +
 	"\bCountRow\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05label\x18\x02 \x01(\tR\x05label\x12(\n" +
@@ -1513,7 +1620,7 @@ const file_exchange_v1_reports_proto_rawDesc = "" +
 	"\x15suppression_threshold\x18\x02 \x01(\x05R\x14suppressionThreshold\x12?\n" +
 	"\rgenerate_time\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\fgenerateTime\x127\n" +
 	"\bmeasures\x18\x04 \x03(\v2\x1b.exchange.v1.MeasureOutcomeR\bmeasures\x12=\n" +
-	"\fcompleteness\x18\x05 \x03(\v2\x19.exchange.v1.CompletenessR\fcompleteness\"\xd2\x02\n" +
+	"\fcompleteness\x18\x05 \x03(\v2\x19.exchange.v1.CompletenessR\fcompleteness\"\x9a\x03\n" +
 	"\x0eMeasureOutcome\x12\x18\n" +
 	"\ameasure\x18\x01 \x01(\tR\ameasure\x12\x14\n" +
 	"\x05label\x18\x02 \x01(\tR\x05label\x127\n" +
@@ -1523,7 +1630,9 @@ const file_exchange_v1_reports_proto_rawDesc = "" +
 	"\x10higher_is_better\x18\x04 \x01(\bR\x0ehigherIsBetter\x12*\n" +
 	"\x03all\x18\x05 \x01(\v2\x18.exchange.v1.PairedStatsR\x03all\x12>\n" +
 	"\vcomparisons\x18\x06 \x03(\v2\x1c.exchange.v1.GroupComparisonR\vcomparisons\x12A\n" +
-	"\x13change_distribution\x18\a \x03(\v2\x10.exchange.v1.BinR\x12changeDistribution\"\xfd\x05\n" +
+	"\x13change_distribution\x18\a \x03(\v2\x10.exchange.v1.BinR\x12changeDistribution\x120\n" +
+	"\x11meaningful_change\x18\b \x01(\x01H\x00R\x10meaningfulChange\x88\x01\x01B\x14\n" +
+	"\x12_meaningful_change\"\xb4\a\n" +
 	"\vPairedStats\x12 \n" +
 	"\x01n\x18\x01 \x01(\v2\x12.exchange.v1.CountR\x01n\x12(\n" +
 	"\rbaseline_mean\x18\x02 \x01(\x01H\x00R\fbaselineMean\x88\x01\x01\x12$\n" +
@@ -1542,10 +1651,15 @@ const file_exchange_v1_reports_proto_rawDesc = "" +
 	"\x02df\x18\v \x01(\x05H\tR\x02df\x88\x01\x01\x12\x11\n" +
 	"\x01p\x18\f \x01(\x01H\n" +
 	"R\x01p\x88\x01\x01\x12\x1e\n" +
-	"\bcohens_d\x18\r \x01(\x01H\vR\acohensD\x88\x01\x01\x12.\n" +
+	"\bcohens_d\x18\r \x01(\x01H\vR\acohensD\x88\x01\x01\x12*\n" +
+	"\x0fcohens_d_ci_low\x18\x11 \x01(\x01H\fR\fcohensDCiLow\x88\x01\x01\x12,\n" +
+	"\x10cohens_d_ci_high\x18\x12 \x01(\x01H\rR\rcohensDCiHigh\x88\x01\x01\x12.\n" +
 	"\bimproved\x18\x0e \x01(\v2\x12.exchange.v1.CountR\bimproved\x120\n" +
 	"\tunchanged\x18\x0f \x01(\v2\x12.exchange.v1.CountR\tunchanged\x12(\n" +
-	"\x05worse\x18\x10 \x01(\v2\x12.exchange.v1.CountR\x05worseB\x10\n" +
+	"\x05worse\x18\x10 \x01(\v2\x12.exchange.v1.CountR\x05worse\x122\n" +
+	"\n" +
+	"meaningful\x18\x13 \x01(\v2\x12.exchange.v1.CountR\n" +
+	"meaningfulB\x10\n" +
 	"\x0e_baseline_meanB\x0e\n" +
 	"\f_baseline_sdB\x11\n" +
 	"\x0f_follow_up_meanB\x0f\n" +
@@ -1558,7 +1672,9 @@ const file_exchange_v1_reports_proto_rawDesc = "" +
 	"\x02_tB\x05\n" +
 	"\x03_dfB\x04\n" +
 	"\x02_pB\v\n" +
-	"\t_cohens_d\"\xa5\x02\n" +
+	"\t_cohens_dB\x12\n" +
+	"\x10_cohens_d_ci_lowB\x13\n" +
+	"\x11_cohens_d_ci_high\"\xa5\x02\n" +
 	"\x0fGroupComparison\x12\x0e\n" +
 	"\x02by\x18\x01 \x01(\tR\x02by\x12\x17\n" +
 	"\agroup_a\x18\x02 \x01(\tR\x06groupA\x12\x17\n" +
@@ -1587,7 +1703,11 @@ const file_exchange_v1_reports_proto_rawDesc = "" +
 	"instrument\x12.\n" +
 	"\bbaseline\x18\x04 \x01(\v2\x12.exchange.v1.CountR\bbaseline\x128\n" +
 	"\x0ewith_follow_up\x18\x05 \x01(\v2\x12.exchange.v1.CountR\fwithFollowUp\x12>\n" +
-	"\x11without_follow_up\x18\x06 \x01(\v2\x12.exchange.v1.CountR\x0fwithoutFollowUp2\xbe\x01\n" +
+	"\x11without_follow_up\x18\x06 \x01(\v2\x12.exchange.v1.CountR\x0fwithoutFollowUp*[\n" +
+	"\vSuppression\x12\x1b\n" +
+	"\x17SUPPRESSION_UNSPECIFIED\x10\x00\x12\x15\n" +
+	"\x11SUPPRESSION_SMALL\x10\x01\x12\x18\n" +
+	"\x14SUPPRESSION_PROTECTS\x10\x022\xbe\x01\n" +
 	"\rReportService\x12W\n" +
 	"\x11GetActivityReport\x12%.exchange.v1.GetActivityReportRequest\x1a\x1b.exchange.v1.ActivityReport\x12T\n" +
 	"\x10GetOutcomeReport\x12$.exchange.v1.GetOutcomeReportRequest\x1a\x1a.exchange.v1.OutcomeReportBEZCgithub.com/social-prescribing/exchange/proto/exchange/v1;exchangev1b\x06proto3"
@@ -1604,94 +1724,98 @@ func file_exchange_v1_reports_proto_rawDescGZIP() []byte {
 	return file_exchange_v1_reports_proto_rawDescData
 }
 
+var file_exchange_v1_reports_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
 var file_exchange_v1_reports_proto_msgTypes = make([]protoimpl.MessageInfo, 16)
 var file_exchange_v1_reports_proto_goTypes = []any{
-	(*ReportFilter)(nil),             // 0: exchange.v1.ReportFilter
-	(*GetActivityReportRequest)(nil), // 1: exchange.v1.GetActivityReportRequest
-	(*GetOutcomeReportRequest)(nil),  // 2: exchange.v1.GetOutcomeReportRequest
-	(*Count)(nil),                    // 3: exchange.v1.Count
-	(*CountRow)(nil),                 // 4: exchange.v1.CountRow
-	(*ActivityReport)(nil),           // 5: exchange.v1.ActivityReport
-	(*Funnel)(nil),                   // 6: exchange.v1.Funnel
-	(*ResponseTimes)(nil),            // 7: exchange.v1.ResponseTimes
-	(*CapacityHistory)(nil),          // 8: exchange.v1.CapacityHistory
-	(*CapacityPeriod)(nil),           // 9: exchange.v1.CapacityPeriod
-	(*OutcomeReport)(nil),            // 10: exchange.v1.OutcomeReport
-	(*MeasureOutcome)(nil),           // 11: exchange.v1.MeasureOutcome
-	(*PairedStats)(nil),              // 12: exchange.v1.PairedStats
-	(*GroupComparison)(nil),          // 13: exchange.v1.GroupComparison
-	(*Bin)(nil),                      // 14: exchange.v1.Bin
-	(*Completeness)(nil),             // 15: exchange.v1.Completeness
-	(*timestamppb.Timestamp)(nil),    // 16: google.protobuf.Timestamp
-	(Category)(0),                    // 17: exchange.v1.Category
-	(ReferralRoute)(0),               // 18: exchange.v1.ReferralRoute
-	(*durationpb.Duration)(nil),      // 19: google.protobuf.Duration
-	(CapacityStatus)(0),              // 20: exchange.v1.CapacityStatus
-	(Instrument)(0),                  // 21: exchange.v1.Instrument
+	(Suppression)(0),                 // 0: exchange.v1.Suppression
+	(*ReportFilter)(nil),             // 1: exchange.v1.ReportFilter
+	(*GetActivityReportRequest)(nil), // 2: exchange.v1.GetActivityReportRequest
+	(*GetOutcomeReportRequest)(nil),  // 3: exchange.v1.GetOutcomeReportRequest
+	(*Count)(nil),                    // 4: exchange.v1.Count
+	(*CountRow)(nil),                 // 5: exchange.v1.CountRow
+	(*ActivityReport)(nil),           // 6: exchange.v1.ActivityReport
+	(*Funnel)(nil),                   // 7: exchange.v1.Funnel
+	(*ResponseTimes)(nil),            // 8: exchange.v1.ResponseTimes
+	(*CapacityHistory)(nil),          // 9: exchange.v1.CapacityHistory
+	(*CapacityPeriod)(nil),           // 10: exchange.v1.CapacityPeriod
+	(*OutcomeReport)(nil),            // 11: exchange.v1.OutcomeReport
+	(*MeasureOutcome)(nil),           // 12: exchange.v1.MeasureOutcome
+	(*PairedStats)(nil),              // 13: exchange.v1.PairedStats
+	(*GroupComparison)(nil),          // 14: exchange.v1.GroupComparison
+	(*Bin)(nil),                      // 15: exchange.v1.Bin
+	(*Completeness)(nil),             // 16: exchange.v1.Completeness
+	(*timestamppb.Timestamp)(nil),    // 17: google.protobuf.Timestamp
+	(Category)(0),                    // 18: exchange.v1.Category
+	(ReferralRoute)(0),               // 19: exchange.v1.ReferralRoute
+	(*durationpb.Duration)(nil),      // 20: google.protobuf.Duration
+	(CapacityStatus)(0),              // 21: exchange.v1.CapacityStatus
+	(Instrument)(0),                  // 22: exchange.v1.Instrument
 }
 var file_exchange_v1_reports_proto_depIdxs = []int32{
-	16, // 0: exchange.v1.ReportFilter.start_time:type_name -> google.protobuf.Timestamp
-	16, // 1: exchange.v1.ReportFilter.end_time:type_name -> google.protobuf.Timestamp
-	17, // 2: exchange.v1.ReportFilter.category:type_name -> exchange.v1.Category
-	18, // 3: exchange.v1.ReportFilter.route:type_name -> exchange.v1.ReferralRoute
-	0,  // 4: exchange.v1.GetActivityReportRequest.filter:type_name -> exchange.v1.ReportFilter
-	0,  // 5: exchange.v1.GetOutcomeReportRequest.filter:type_name -> exchange.v1.ReportFilter
-	3,  // 6: exchange.v1.CountRow.count:type_name -> exchange.v1.Count
-	0,  // 7: exchange.v1.ActivityReport.filter:type_name -> exchange.v1.ReportFilter
-	16, // 8: exchange.v1.ActivityReport.generate_time:type_name -> google.protobuf.Timestamp
-	3,  // 9: exchange.v1.ActivityReport.referrals:type_name -> exchange.v1.Count
-	4,  // 10: exchange.v1.ActivityReport.by_route:type_name -> exchange.v1.CountRow
-	4,  // 11: exchange.v1.ActivityReport.by_need:type_name -> exchange.v1.CountRow
-	4,  // 12: exchange.v1.ActivityReport.by_service:type_name -> exchange.v1.CountRow
-	4,  // 13: exchange.v1.ActivityReport.by_organization:type_name -> exchange.v1.CountRow
-	6,  // 14: exchange.v1.ActivityReport.funnel:type_name -> exchange.v1.Funnel
-	7,  // 15: exchange.v1.ActivityReport.response_time:type_name -> exchange.v1.ResponseTimes
-	3,  // 16: exchange.v1.ActivityReport.overdue:type_name -> exchange.v1.Count
-	3,  // 17: exchange.v1.ActivityReport.waitlisted:type_name -> exchange.v1.Count
-	8,  // 18: exchange.v1.ActivityReport.capacity:type_name -> exchange.v1.CapacityHistory
-	3,  // 19: exchange.v1.Funnel.referred:type_name -> exchange.v1.Count
-	3,  // 20: exchange.v1.Funnel.accepted:type_name -> exchange.v1.Count
-	3,  // 21: exchange.v1.Funnel.started:type_name -> exchange.v1.Count
-	3,  // 22: exchange.v1.Funnel.completed:type_name -> exchange.v1.Count
-	4,  // 23: exchange.v1.Funnel.rejected:type_name -> exchange.v1.CountRow
-	4,  // 24: exchange.v1.Funnel.failed:type_name -> exchange.v1.CountRow
-	4,  // 25: exchange.v1.Funnel.cancelled:type_name -> exchange.v1.CountRow
-	3,  // 26: exchange.v1.Funnel.open:type_name -> exchange.v1.Count
-	3,  // 27: exchange.v1.ResponseTimes.answered:type_name -> exchange.v1.Count
-	19, // 28: exchange.v1.ResponseTimes.median:type_name -> google.protobuf.Duration
-	19, // 29: exchange.v1.ResponseTimes.p90:type_name -> google.protobuf.Duration
-	9,  // 30: exchange.v1.CapacityHistory.periods:type_name -> exchange.v1.CapacityPeriod
-	20, // 31: exchange.v1.CapacityPeriod.status:type_name -> exchange.v1.CapacityStatus
-	16, // 32: exchange.v1.CapacityPeriod.start_time:type_name -> google.protobuf.Timestamp
-	16, // 33: exchange.v1.CapacityPeriod.end_time:type_name -> google.protobuf.Timestamp
-	0,  // 34: exchange.v1.OutcomeReport.filter:type_name -> exchange.v1.ReportFilter
-	16, // 35: exchange.v1.OutcomeReport.generate_time:type_name -> google.protobuf.Timestamp
-	11, // 36: exchange.v1.OutcomeReport.measures:type_name -> exchange.v1.MeasureOutcome
-	15, // 37: exchange.v1.OutcomeReport.completeness:type_name -> exchange.v1.Completeness
-	21, // 38: exchange.v1.MeasureOutcome.instrument:type_name -> exchange.v1.Instrument
-	12, // 39: exchange.v1.MeasureOutcome.all:type_name -> exchange.v1.PairedStats
-	13, // 40: exchange.v1.MeasureOutcome.comparisons:type_name -> exchange.v1.GroupComparison
-	14, // 41: exchange.v1.MeasureOutcome.change_distribution:type_name -> exchange.v1.Bin
-	3,  // 42: exchange.v1.PairedStats.n:type_name -> exchange.v1.Count
-	3,  // 43: exchange.v1.PairedStats.improved:type_name -> exchange.v1.Count
-	3,  // 44: exchange.v1.PairedStats.unchanged:type_name -> exchange.v1.Count
-	3,  // 45: exchange.v1.PairedStats.worse:type_name -> exchange.v1.Count
-	12, // 46: exchange.v1.GroupComparison.a:type_name -> exchange.v1.PairedStats
-	12, // 47: exchange.v1.GroupComparison.b:type_name -> exchange.v1.PairedStats
-	3,  // 48: exchange.v1.Bin.count:type_name -> exchange.v1.Count
-	21, // 49: exchange.v1.Completeness.instrument:type_name -> exchange.v1.Instrument
-	3,  // 50: exchange.v1.Completeness.baseline:type_name -> exchange.v1.Count
-	3,  // 51: exchange.v1.Completeness.with_follow_up:type_name -> exchange.v1.Count
-	3,  // 52: exchange.v1.Completeness.without_follow_up:type_name -> exchange.v1.Count
-	1,  // 53: exchange.v1.ReportService.GetActivityReport:input_type -> exchange.v1.GetActivityReportRequest
-	2,  // 54: exchange.v1.ReportService.GetOutcomeReport:input_type -> exchange.v1.GetOutcomeReportRequest
-	5,  // 55: exchange.v1.ReportService.GetActivityReport:output_type -> exchange.v1.ActivityReport
-	10, // 56: exchange.v1.ReportService.GetOutcomeReport:output_type -> exchange.v1.OutcomeReport
-	55, // [55:57] is the sub-list for method output_type
-	53, // [53:55] is the sub-list for method input_type
-	53, // [53:53] is the sub-list for extension type_name
-	53, // [53:53] is the sub-list for extension extendee
-	0,  // [0:53] is the sub-list for field type_name
+	17, // 0: exchange.v1.ReportFilter.start_time:type_name -> google.protobuf.Timestamp
+	17, // 1: exchange.v1.ReportFilter.end_time:type_name -> google.protobuf.Timestamp
+	18, // 2: exchange.v1.ReportFilter.category:type_name -> exchange.v1.Category
+	19, // 3: exchange.v1.ReportFilter.route:type_name -> exchange.v1.ReferralRoute
+	1,  // 4: exchange.v1.GetActivityReportRequest.filter:type_name -> exchange.v1.ReportFilter
+	1,  // 5: exchange.v1.GetOutcomeReportRequest.filter:type_name -> exchange.v1.ReportFilter
+	0,  // 6: exchange.v1.Count.suppression:type_name -> exchange.v1.Suppression
+	4,  // 7: exchange.v1.CountRow.count:type_name -> exchange.v1.Count
+	1,  // 8: exchange.v1.ActivityReport.filter:type_name -> exchange.v1.ReportFilter
+	17, // 9: exchange.v1.ActivityReport.generate_time:type_name -> google.protobuf.Timestamp
+	4,  // 10: exchange.v1.ActivityReport.referrals:type_name -> exchange.v1.Count
+	5,  // 11: exchange.v1.ActivityReport.by_route:type_name -> exchange.v1.CountRow
+	5,  // 12: exchange.v1.ActivityReport.by_need:type_name -> exchange.v1.CountRow
+	5,  // 13: exchange.v1.ActivityReport.by_service:type_name -> exchange.v1.CountRow
+	5,  // 14: exchange.v1.ActivityReport.by_organization:type_name -> exchange.v1.CountRow
+	7,  // 15: exchange.v1.ActivityReport.funnel:type_name -> exchange.v1.Funnel
+	8,  // 16: exchange.v1.ActivityReport.response_time:type_name -> exchange.v1.ResponseTimes
+	4,  // 17: exchange.v1.ActivityReport.overdue:type_name -> exchange.v1.Count
+	4,  // 18: exchange.v1.ActivityReport.waitlisted:type_name -> exchange.v1.Count
+	9,  // 19: exchange.v1.ActivityReport.capacity:type_name -> exchange.v1.CapacityHistory
+	4,  // 20: exchange.v1.Funnel.referred:type_name -> exchange.v1.Count
+	4,  // 21: exchange.v1.Funnel.accepted:type_name -> exchange.v1.Count
+	4,  // 22: exchange.v1.Funnel.started:type_name -> exchange.v1.Count
+	4,  // 23: exchange.v1.Funnel.completed:type_name -> exchange.v1.Count
+	5,  // 24: exchange.v1.Funnel.rejected:type_name -> exchange.v1.CountRow
+	5,  // 25: exchange.v1.Funnel.failed:type_name -> exchange.v1.CountRow
+	5,  // 26: exchange.v1.Funnel.cancelled:type_name -> exchange.v1.CountRow
+	4,  // 27: exchange.v1.Funnel.open:type_name -> exchange.v1.Count
+	4,  // 28: exchange.v1.ResponseTimes.answered:type_name -> exchange.v1.Count
+	20, // 29: exchange.v1.ResponseTimes.median:type_name -> google.protobuf.Duration
+	20, // 30: exchange.v1.ResponseTimes.p90:type_name -> google.protobuf.Duration
+	10, // 31: exchange.v1.CapacityHistory.periods:type_name -> exchange.v1.CapacityPeriod
+	21, // 32: exchange.v1.CapacityPeriod.status:type_name -> exchange.v1.CapacityStatus
+	17, // 33: exchange.v1.CapacityPeriod.start_time:type_name -> google.protobuf.Timestamp
+	17, // 34: exchange.v1.CapacityPeriod.end_time:type_name -> google.protobuf.Timestamp
+	1,  // 35: exchange.v1.OutcomeReport.filter:type_name -> exchange.v1.ReportFilter
+	17, // 36: exchange.v1.OutcomeReport.generate_time:type_name -> google.protobuf.Timestamp
+	12, // 37: exchange.v1.OutcomeReport.measures:type_name -> exchange.v1.MeasureOutcome
+	16, // 38: exchange.v1.OutcomeReport.completeness:type_name -> exchange.v1.Completeness
+	22, // 39: exchange.v1.MeasureOutcome.instrument:type_name -> exchange.v1.Instrument
+	13, // 40: exchange.v1.MeasureOutcome.all:type_name -> exchange.v1.PairedStats
+	14, // 41: exchange.v1.MeasureOutcome.comparisons:type_name -> exchange.v1.GroupComparison
+	15, // 42: exchange.v1.MeasureOutcome.change_distribution:type_name -> exchange.v1.Bin
+	4,  // 43: exchange.v1.PairedStats.n:type_name -> exchange.v1.Count
+	4,  // 44: exchange.v1.PairedStats.improved:type_name -> exchange.v1.Count
+	4,  // 45: exchange.v1.PairedStats.unchanged:type_name -> exchange.v1.Count
+	4,  // 46: exchange.v1.PairedStats.worse:type_name -> exchange.v1.Count
+	4,  // 47: exchange.v1.PairedStats.meaningful:type_name -> exchange.v1.Count
+	13, // 48: exchange.v1.GroupComparison.a:type_name -> exchange.v1.PairedStats
+	13, // 49: exchange.v1.GroupComparison.b:type_name -> exchange.v1.PairedStats
+	4,  // 50: exchange.v1.Bin.count:type_name -> exchange.v1.Count
+	22, // 51: exchange.v1.Completeness.instrument:type_name -> exchange.v1.Instrument
+	4,  // 52: exchange.v1.Completeness.baseline:type_name -> exchange.v1.Count
+	4,  // 53: exchange.v1.Completeness.with_follow_up:type_name -> exchange.v1.Count
+	4,  // 54: exchange.v1.Completeness.without_follow_up:type_name -> exchange.v1.Count
+	2,  // 55: exchange.v1.ReportService.GetActivityReport:input_type -> exchange.v1.GetActivityReportRequest
+	3,  // 56: exchange.v1.ReportService.GetOutcomeReport:input_type -> exchange.v1.GetOutcomeReportRequest
+	6,  // 57: exchange.v1.ReportService.GetActivityReport:output_type -> exchange.v1.ActivityReport
+	11, // 58: exchange.v1.ReportService.GetOutcomeReport:output_type -> exchange.v1.OutcomeReport
+	57, // [57:59] is the sub-list for method output_type
+	55, // [55:57] is the sub-list for method input_type
+	55, // [55:55] is the sub-list for extension type_name
+	55, // [55:55] is the sub-list for extension extendee
+	0,  // [0:55] is the sub-list for field type_name
 }
 
 func init() { file_exchange_v1_reports_proto_init() }
@@ -1703,6 +1827,7 @@ func file_exchange_v1_reports_proto_init() {
 	file_exchange_v1_directory_proto_init()
 	file_exchange_v1_feedback_proto_init()
 	file_exchange_v1_referral_proto_init()
+	file_exchange_v1_reports_proto_msgTypes[11].OneofWrappers = []any{}
 	file_exchange_v1_reports_proto_msgTypes[12].OneofWrappers = []any{}
 	file_exchange_v1_reports_proto_msgTypes[13].OneofWrappers = []any{}
 	type x struct{}
@@ -1710,13 +1835,14 @@ func file_exchange_v1_reports_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_exchange_v1_reports_proto_rawDesc), len(file_exchange_v1_reports_proto_rawDesc)),
-			NumEnums:      0,
+			NumEnums:      1,
 			NumMessages:   16,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
 		GoTypes:           file_exchange_v1_reports_proto_goTypes,
 		DependencyIndexes: file_exchange_v1_reports_proto_depIdxs,
+		EnumInfos:         file_exchange_v1_reports_proto_enumTypes,
 		MessageInfos:      file_exchange_v1_reports_proto_msgTypes,
 	}.Build()
 	File_exchange_v1_reports_proto = out.File

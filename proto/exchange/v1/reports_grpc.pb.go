@@ -44,11 +44,28 @@ const (
 //   - Referrals ENTERED_IN_ERROR never existed and are never counted.
 //   - The filter narrows further.
 //
-// Small numbers are suppressed so no one can be re-identified: every count
-// from 1 to the threshold minus one (server flag --report-min-count, default
-// 5) is returned as `suppressed` with no value, and every statistic computed
-// from fewer referrals than the threshold is left out. Zero is shown. Reports
-// hold no personal data: no names, NHS numbers, dates of birth or free text.
+// Small numbers are suppressed so no one can be re-identified, by
+// complementary (secondary) cell suppression, the method of the Eurostat and
+// ONS handbooks of statistical disclosure control:
+//
+//   - Primary: every count from 1 to the threshold minus one (server flag
+//     --report-min-count, default 5) is returned as `suppressed` with reason
+//     SUPPRESSION_SMALL and no value, and every statistic computed from fewer
+//     referrals than the threshold is left out. Zero is shown.
+//   - Complementary: a count that, with the figures shown, would give away a
+//     suppressed count or a group of 1 to threshold minus one that is not
+//     shown (accepted but never started, of another sex, without a
+//     follow-up), is suppressed too, with reason SUPPRESSION_PROTECTS; it may
+//     be of any size, zero included. The statistics of a group whose count is
+//     suppressed are left out, since they give the count away.
+//   - The rule holds across every table of both reports of one filter (they
+//     are protected together) and every linear relation between their figures:
+//     totals and their splits, the funnel's steps, a group against the whole,
+//     and the pairs of a measure against their counts. No suppressed count is
+//     determined by what is shown, and no such group either.
+//
+// Reports hold no personal data: no names, NHS numbers, dates of birth or
+// free text.
 type ReportServiceClient interface {
 	// Referrals by route, need, service and receiving organisation; the funnel;
 	// the time to a first response; overdue and waitlisted referrals now; and
@@ -109,11 +126,28 @@ func (c *reportServiceClient) GetOutcomeReport(ctx context.Context, in *GetOutco
 //   - Referrals ENTERED_IN_ERROR never existed and are never counted.
 //   - The filter narrows further.
 //
-// Small numbers are suppressed so no one can be re-identified: every count
-// from 1 to the threshold minus one (server flag --report-min-count, default
-// 5) is returned as `suppressed` with no value, and every statistic computed
-// from fewer referrals than the threshold is left out. Zero is shown. Reports
-// hold no personal data: no names, NHS numbers, dates of birth or free text.
+// Small numbers are suppressed so no one can be re-identified, by
+// complementary (secondary) cell suppression, the method of the Eurostat and
+// ONS handbooks of statistical disclosure control:
+//
+//   - Primary: every count from 1 to the threshold minus one (server flag
+//     --report-min-count, default 5) is returned as `suppressed` with reason
+//     SUPPRESSION_SMALL and no value, and every statistic computed from fewer
+//     referrals than the threshold is left out. Zero is shown.
+//   - Complementary: a count that, with the figures shown, would give away a
+//     suppressed count or a group of 1 to threshold minus one that is not
+//     shown (accepted but never started, of another sex, without a
+//     follow-up), is suppressed too, with reason SUPPRESSION_PROTECTS; it may
+//     be of any size, zero included. The statistics of a group whose count is
+//     suppressed are left out, since they give the count away.
+//   - The rule holds across every table of both reports of one filter (they
+//     are protected together) and every linear relation between their figures:
+//     totals and their splits, the funnel's steps, a group against the whole,
+//     and the pairs of a measure against their counts. No suppressed count is
+//     determined by what is shown, and no such group either.
+//
+// Reports hold no personal data: no names, NHS numbers, dates of birth or
+// free text.
 type ReportServiceServer interface {
 	// Referrals by route, need, service and receiving organisation; the funnel;
 	// the time to a first response; overdue and waitlisted referrals now; and
