@@ -152,8 +152,9 @@ func (l *Ledger) Protect() {
 			l.of[t.c] = append(l.of[t.c], i)
 		}
 	}
+	clean := make([]bool, len(l.value)) // in a component found protected
 	for {
-		c, ok := l.givenAway()
+		c, ok := l.givenAway(clean)
 		if !ok {
 			break
 		}
@@ -165,6 +166,9 @@ func (l *Ledger) Protect() {
 			debugLedger(l, c, next)
 		}
 		l.hide(next, false)
+		for _, u := range l.component(next) {
+			clean[u] = false
+		}
 	}
 	for c, cnt := range l.count {
 		if cnt != nil && l.hidden[c] != 0 {
@@ -262,18 +266,17 @@ func (l *Ledger) component(c Cell) []Cell {
 
 // givenAway returns the first sensitive cell whose range, given what is
 // shown, is narrower than one.
-func (l *Ledger) givenAway() (Cell, bool) {
-	done := map[Cell]bool{}
+func (l *Ledger) givenAway(clean []bool) (Cell, bool) {
 	for c := range l.value {
-		if done[Cell(c)] || !l.unknown(Cell(c)) {
+		if clean[c] || !l.unknown(Cell(c)) {
 			continue
 		}
 		comp := l.component(Cell(c))
-		for _, u := range comp {
-			done[u] = true
-		}
 		if bad, ok := l.determined(comp); ok {
 			return bad, true
+		}
+		for _, u := range comp {
+			clean[u] = true
 		}
 	}
 	return 0, false

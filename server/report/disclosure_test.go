@@ -1,0 +1,331 @@
+package report
+
+import (
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"testing"
+	"time"
+
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	pb "github.com/social-prescribing/exchange/proto/exchange/v1"
+)
+
+// TestNothingSuppressedIsDetermined generates random referrals, builds
+// both reports of them, and, from the published reports alone, writes down
+// every linear relation between their figures (totals and their splits, the
+// funnel's steps, a group against the whole, the pairs of a measure against
+// their counts, across the two reports) and proves with linear programming
+// that no suppressed count, and no group of 1 to 4 a report leaves unshown,
+// is determined by the figures shown. The true values come from the same
+// reports built without suppression.
+func TestNothingSuppressedIsDetermined(t *testing.T) {
+	seeds := 24
+	if testing.Short() {
+		seeds = 6
+	}
+	for seed := range seeds {
+		rng := rand.New(rand.NewPCG(uint64(seed), 26))
+		refs := randomReferrals(rng, 5+rng.IntN(60))
+		c := Context{Threshold: 5, Now: day0.AddDate(1, 0, 0)}
+		a, o := Build(refs, c)
+		c.Threshold = 1
+		ta, to := Build(refs, c)
+		w := newWitness(5)
+		w.reports(a, o, ta, to)
+		if msg := w.check(); msg != "" {
+			t.Errorf("seed %d (%d referrals): %s", seed, len(refs), msg)
+		}
+		if w.hidden == 0 && seed < 3 {
+			t.Logf("seed %d hid nothing", seed)
+		}
+	}
+}
+
+func randomReferrals(rng *rand.Rand, n int) []Referral {
+	services := []string{"organizations/g/services/walks", "organizations/g/services/choir", "organizations/h/services/advice"}
+	routes := []pb.ReferralRoute{pb.ReferralRoute_REFERRAL_ROUTE_PRIMARY_CARE, pb.ReferralRoute_REFERRAL_ROUTE_SELF, pb.ReferralRoute_REFERRAL_ROUTE_THIRD_SECTOR}
+	states := []pb.ReferralState{pb.ReferralState_REFERRAL_STATE_REQUESTED, pb.ReferralState_REFERRAL_STATE_ACCEPTED, pb.ReferralState_REFERRAL_STATE_IN_PROGRESS,
+		pb.ReferralState_REFERRAL_STATE_COMPLETED, pb.ReferralState_REFERRAL_STATE_COMPLETED, pb.ReferralState_REFERRAL_STATE_REJECTED,
+		pb.ReferralState_REFERRAL_STATE_ON_HOLD, pb.ReferralState_REFERRAL_STATE_CANCELLED}
+	needs := []pb.Category{pb.Category_CATEGORY_SOCIAL_ISOLATION, pb.Category_CATEGORY_PHYSICAL_ACTIVITY, pb.Category_CATEGORY_DEBT_AND_MONEY}
+	sexes := []pb.Sex{pb.Sex_SEX_FEMALE, pb.Sex_SEX_FEMALE, pb.Sex_SEX_MALE, pb.Sex_SEX_MALE, pb.Sex_SEX_INDETERMINATE}
+	var out []Referral
+	for i := range n {
+		svc := services[rng.IntN(len(services))]
+		created := day0.Add(time.Duration(rng.IntN(30*24)) * time.Hour)
+		r := &pb.Referral{Name: fmt.Sprintf("referrals/r%d", i), RecipientService: svc, Recipient: svc[:len("organizations/g")],
+			Referrer: "organizations/gp", Route: routes[rng.IntN(len(routes))], State: states[rng.IntN(len(states))],
+			CreateTime: timestamppb.New(created), ReplyBy: timestamppb.New(created.AddDate(0, 0, 14)),
+			Needs:  []pb.Category{needs[rng.IntN(len(needs))]},
+			Person: &pb.Person{Sex: sexes[rng.IntN(len(sexes))], DateOfBirth: fmt.Sprintf("%d-03-04", 1940+rng.IntN(60))}}
+		if rng.IntN(3) == 0 {
+			r.Needs = append(r.Needs, pb.Category_CATEGORY_MENTAL_WELLBEING)
+		}
+		switch r.State {
+		case pb.ReferralState_REFERRAL_STATE_CANCELLED, pb.ReferralState_REFERRAL_STATE_REJECTED:
+			r.StateReason = &pb.StateReason{Code: pb.StateReasonCode_STATE_REASON_CODE_NO_CAPACITY}
+			if rng.IntN(2) == 0 {
+				r.StateReason.Code = pb.StateReasonCode_STATE_REASON_CODE_PERSON_DECLINED
+			}
+		}
+		if r.State != pb.ReferralState_REFERRAL_STATE_REQUESTED {
+			r.ResponseTime = timestamppb.New(created.Add(time.Duration(1+rng.IntN(100)) * time.Hour))
+		}
+		if r.State == pb.ReferralState_REFERRAL_STATE_CANCELLED && rng.IntN(2) == 0 {
+			r.AcceptTime = r.ResponseTime
+		}
+		ref := Referral{R: r}
+		at := func(d int) *timestamppb.Timestamp { return timestamppb.New(created.AddDate(0, 0, d)) }
+		for _, in := range []pb.Instrument{pb.Instrument_INSTRUMENT_WEMWBS, pb.Instrument_INSTRUMENT_UCLA3} {
+			if rng.IntN(4) == 0 {
+				continue
+			}
+			lo, hi := 14, 70
+			if in == pb.Instrument_INSTRUMENT_UCLA3 {
+				lo, hi = 3, 9
+			}
+			base := lo + rng.IntN(hi-lo+1)
+			ref.Outcomes = append(ref.Outcomes, &pb.OutcomeMeasure{Instrument: in, Timepoint: pb.Timepoint_TIMEPOINT_BASELINE, Total: int32(base), MeasureTime: at(1)})
+			if rng.IntN(4) != 0 {
+				f := min(hi, max(lo, base+rng.IntN(9)-3))
+				ref.Outcomes = append(ref.Outcomes, &pb.OutcomeMeasure{Instrument: in, Timepoint: pb.Timepoint_TIMEPOINT_EXIT, Total: int32(f), MeasureTime: at(60)})
+			}
+		}
+		out = append(out, ref)
+	}
+	return out
+}
+
+// witness is what a reader of the reports knows, written from the
+// published reports: each figure (shown, or hidden with its true value
+// kept for the check), the groups the relations imply, and the relations.
+type witness struct {
+	k      int
+	value  []int
+	shown  []bool
+	small  []bool // a group not shown that must not be given away when small
+	label  []pb.Suppression
+	rels   [][]int // each: first = sum of the rest
+	hidden int
+	bad    []string
+}
+
+func newWitness(k int) *witness { return &witness{k: k} }
+
+// fig adds a published count with its true value.
+func (w *witness) fig(c, truth *pb.Count) int {
+	w.value = append(w.value, int(truth.GetValue()))
+	w.shown = append(w.shown, !c.GetSuppressed())
+	w.small = append(w.small, false)
+	w.label = append(w.label, c.GetSuppression())
+	if c.GetSuppressed() {
+		w.hidden++
+		v := truth.GetValue()
+		if c.Value != 0 {
+			w.bad = append(w.bad, fmt.Sprintf("a suppressed count has a value %d", c.Value))
+		}
+		if (v > 0 && v < int64(w.k)) != (c.Suppression == pb.Suppression_SUPPRESSION_SMALL) {
+			w.bad = append(w.bad, fmt.Sprintf("a count of %d labelled %v", v, c.Suppression))
+		}
+	} else if c.GetValue() != truth.GetValue() {
+		w.bad = append(w.bad, fmt.Sprintf("shown %d, true %d", c.GetValue(), truth.GetValue()))
+	}
+	return len(w.value) - 1
+}
+
+// sum records total = parts.
+func (w *witness) sum(total int, parts ...int) {
+	w.rels = append(w.rels, append([]int{total}, parts...))
+}
+
+// rest is the group total minus parts, not shown.
+func (w *witness) rest(total int, parts ...int) int {
+	v := w.value[total]
+	for _, p := range parts {
+		v -= w.value[p]
+	}
+	w.value = append(w.value, v)
+	w.shown = append(w.shown, false)
+	w.small = append(w.small, true)
+	w.label = append(w.label, 0)
+	r := len(w.value) - 1
+	w.sum(total, append(parts, r)...)
+	return r
+}
+
+func (w *witness) rows(rows, truth []*pb.CountRow) []int {
+	out := make([]int, len(rows))
+	for i := range rows {
+		out[i] = w.fig(rows[i].Count, truth[i].Count)
+	}
+	return out
+}
+
+// reports writes down the figures of both reports and their relations.
+func (w *witness) reports(a *pb.ActivityReport, o *pb.OutcomeReport, ta *pb.ActivityReport, to *pb.OutcomeReport) {
+	n := w.fig(a.Referrals, ta.Referrals)
+	w.sum(n, w.fig(a.Funnel.Referred, ta.Funnel.Referred))
+	services := map[string]int{}
+	for _, pair := range [][2][]*pb.CountRow{{a.ByRoute, ta.ByRoute}, {a.ByService, ta.ByService}, {a.ByOrganization, ta.ByOrganization}} {
+		cells := w.rows(pair[0], pair[1])
+		w.sum(n, cells...)
+		if &pair[0][0] == &a.ByService[0] {
+			for i, r := range a.ByService {
+				services[r.Key] = cells[i]
+			}
+		}
+	}
+	needs := w.rows(a.ByNeed, ta.ByNeed)
+	for _, c := range needs {
+		w.rest(n, c)
+	}
+	f, tf := a.Funnel, ta.Funnel
+	open, completed := w.fig(f.Open, tf.Open), w.fig(f.Completed, tf.Completed)
+	final := []int{open, completed}
+	final = append(final, w.rows(f.Rejected, tf.Rejected)...)
+	final = append(final, w.rows(f.Failed, tf.Failed)...)
+	final = append(final, w.rows(f.Cancelled, tf.Cancelled)...)
+	w.sum(n, final...)
+	accepted, started := w.fig(f.Accepted, tf.Accepted), w.fig(f.Started, tf.Started)
+	w.rest(n, accepted)
+	w.rest(accepted, started)
+	w.rest(started, completed)
+	w.rest(n, w.fig(a.ResponseTime.Answered, ta.ResponseTime.Answered))
+	w.rest(open, w.fig(a.Overdue, ta.Overdue), w.fig(a.Waitlisted, ta.Waitlisted))
+
+	with := map[pb.Instrument][]int{}
+	for i, c := range o.Completeness {
+		tc := to.Completeness[i]
+		base := w.fig(c.Baseline, tc.Baseline)
+		fw := w.fig(c.WithFollowUp, tc.WithFollowUp)
+		w.sum(base, fw, w.fig(c.WithoutFollowUp, tc.WithoutFollowUp))
+		w.rest(services[c.Service], base)
+		with[c.Instrument] = append(with[c.Instrument], fw)
+	}
+	for i, m := range o.Measures {
+		tm := to.Measures[i]
+		all := w.paired(m.All, tm.All)
+		if len(m.ChangeDistribution) != len(tm.ChangeDistribution) && len(m.ChangeDistribution) > 0 {
+			w.bad = append(w.bad, "a distribution lost a bin")
+		}
+		var bins []int
+		for j, b := range m.ChangeDistribution {
+			bins = append(bins, w.fig(b.Count, tm.ChangeDistribution[j].Count))
+		}
+		if len(bins) > 0 {
+			w.sum(all[0], bins...)
+		}
+		if m.All.Meaningful != nil {
+			w.rest(all[1], w.fig(m.All.Meaningful, tm.All.Meaningful))
+		}
+		for j, g := range m.Comparisons {
+			ga, gb := w.paired(g.A, tm.Comparisons[j].A), w.paired(g.B, tm.Comparisons[j].B)
+			var rests []int
+			for d := range ga {
+				rests = append(rests, w.rest(all[d], ga[d], gb[d]))
+			}
+			w.sum(rests[0], rests[1:]...)
+		}
+		if cells := with[m.Instrument]; len(cells) > 0 {
+			v := 0
+			for _, c := range cells {
+				v += w.value[c]
+			}
+			w.value, w.shown, w.small, w.label = append(w.value, v), append(w.shown, false), append(w.small, false), append(w.label, 0)
+			total := len(w.value) - 1
+			w.sum(total, cells...)
+			w.rest(total, all[0])
+		}
+	}
+}
+
+// paired writes down a group's n and its split, and checks that a group
+// whose n is hidden shows no statistic (t / d gives n away).
+func (w *witness) paired(s, truth *pb.PairedStats) []int {
+	cells := []int{w.fig(s.N, truth.N), w.fig(s.Improved, truth.Improved), w.fig(s.Unchanged, truth.Unchanged), w.fig(s.Worse, truth.Worse)}
+	w.sum(cells[0], cells[1:]...)
+	if s.N.Suppressed && (s.T != nil || s.CohensD != nil || s.Df != nil || s.ChangeMean != nil) {
+		w.bad = append(w.bad, "a hidden group shows its statistics")
+	}
+	return cells
+}
+
+// check proves that no unknown that must be protected is determined.
+func (w *witness) check() string {
+	if len(w.bad) > 0 {
+		return w.bad[0]
+	}
+	// Components of unknowns linked by relations.
+	parent := make([]int, len(w.value))
+	for i := range parent {
+		parent[i] = i
+	}
+	var find func(int) int
+	find = func(i int) int {
+		for parent[i] != i {
+			parent[i] = parent[parent[i]]
+			i = parent[i]
+		}
+		return i
+	}
+	for _, r := range w.rels {
+		first := -1
+		for _, c := range r {
+			if !w.shown[c] {
+				if first < 0 {
+					first = c
+				} else {
+					parent[find(c)] = find(first)
+				}
+			}
+		}
+	}
+	comps := map[int][]int{}
+	for c := range w.value {
+		if !w.shown[c] {
+			comps[find(c)] = append(comps[find(c)], c)
+		}
+	}
+	for _, comp := range comps {
+		idx := map[int]int{}
+		sys := System{}
+		for i, c := range comp {
+			idx[c] = i
+			lo, hi := 0.0, math.Inf(1)
+			if w.label[c] == pb.Suppression_SUPPRESSION_SMALL {
+				lo, hi = 1, float64(w.k-1)
+			}
+			sys.Lower, sys.Upper = append(sys.Lower, lo), append(sys.Upper, hi)
+		}
+		for _, r := range w.rels {
+			row, rhs, in := make([]float64, len(comp)), 0.0, false
+			for j, c := range r {
+				coef := 1.0
+				if j == 0 {
+					coef = -1
+				}
+				if i, ok := idx[c]; ok {
+					row[i] += coef
+					in = true
+				} else {
+					rhs -= coef * float64(w.value[c])
+				}
+			}
+			if in {
+				sys.Rows, sys.RHS = append(sys.Rows, row), append(sys.RHS, rhs)
+			}
+		}
+		for _, c := range comp {
+			if w.label[c] == 0 && (!w.small[c] || w.value[c] < 1 || w.value[c] >= w.k) {
+				continue // a sum across rows, or a group not small
+			}
+			lo, hi := sys.Range(idx[c])
+			if hi-lo < 0.5 {
+				return fmt.Sprintf("unknown %d (true %d, label %v, a group not shown: %v) is determined: [%g, %g]", c, w.value[c], w.label[c], w.small[c], lo, hi)
+			}
+		}
+	}
+	return ""
+}
