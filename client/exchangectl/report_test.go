@@ -48,10 +48,17 @@ func TestReports(t *testing.T) {
 	}
 
 	// The outcome table as CSV, full precision: 6 pairs, mean change 3.5.
-	rows, err := csv.NewReader(strings.NewReader(ok(t, x, "icb", "report", "outcomes", "-o", "csv", "--table", "outcomes"))).ReadAll()
+	// It starts with the report's header block, then a blank line.
+	rd := csv.NewReader(strings.NewReader(ok(t, x, "icb", "report", "outcomes", "-o", "csv", "--table", "outcomes")))
+	rd.FieldsPerRecord = -1
+	rows, err := rd.ReadAll()
 	if err != nil {
 		t.Fatal(err)
 	}
+	if rows[0][0] != "Report" || rows[0][1] != "Outcomes" || rows[1][0] != "Filter" || rows[4][0] != "Suppression" || !strings.Contains(rows[4][1], "complementary") {
+		t.Fatalf("outcomes CSV header block:\n%v", rows[:6])
+	}
+	rows = rows[6:]
 	if rows[0][0] != "Measure" || rows[1][0] != "WEMWBS" || rows[1][1] != "All" || rows[1][2] != "6" || rows[1][7] != "3.5" {
 		t.Fatalf("outcomes CSV:\n%v", rows)
 	}

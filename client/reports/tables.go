@@ -2,8 +2,11 @@
 // for every reader: the web report pages (and their CSV downloads) and
 // `exchangectl report` (table, CSV).
 //
-// A suppressed count is shown as "<k" (k the report's threshold), never as
-// a number; a statistic the exchange left out is an empty cell.
+// A count suppressed as small is shown as "<k" (k the report's threshold),
+// one hidden to protect another as "suppressed", never as a number; a
+// statistic the exchange left out is an empty cell. Every table carries the
+// report, its filter, the period, when it was made and the suppression rule
+// (About), which the CSV writes first.
 package reports
 
 import (
@@ -15,6 +18,8 @@ import (
 	"strings"
 	"time"
 
+	"google.golang.org/protobuf/types/known/durationpb"
+
 	pb "github.com/social-prescribing/exchange/proto/exchange/v1"
 )
 
@@ -22,6 +27,7 @@ import (
 type Table struct {
 	Name   string // for file names and ?table=: "funnel", "outcomes", ...
 	Title  string
+	About  [][]string // label, value: the report, filter, period, made, rule
 	Header []string
 	Rows   [][]string
 }
@@ -43,9 +49,42 @@ type format struct {
 
 func (f format) count(c *pb.Count) string {
 	if c.GetSuppressed() {
-		return fmt.Sprintf("<%d", f.threshold)
+		if c.GetSuppression() == pb.Suppression_SUPPRESSION_SMALL {
+			return fmt.Sprintf("<%d", f.threshold)
+		}
+		return "suppressed"
 	}
 	return strconv.FormatInt(c.GetValue(), 10)
+}
+
+// share is part as a percentage of whole, "" when either is hidden.
+func (f format) share(part, whole *pb.Count) string {
+	if part == nil || part.GetSuppressed() || whole.GetSuppressed() || whole.GetValue() == 0 {
+		return ""
+	}
+	return strconv.FormatFloat(100*float64(part.GetValue())/float64(whole.GetValue()), 'f', 1, 64)
+}
+
+// countIf is count of c, "" when c is unset.
+func (f format) countIf(c *pb.Count) string {
+	if c == nil {
+		return ""
+	}
+	return f.count(c)
+}
+
+// EffectSize is Cohen's name for the size of d: below 0.2 negligible, then
+// small, medium from 0.5, large from 0.8 (Cohen 1988).
+func EffectSize(d float64) string {
+	switch a := math.Abs(d); {
+	case a < 0.2:
+		return "negligible"
+	case a < 0.5:
+		return "small"
+	case a < 0.8:
+		return "medium"
+	}
+	return "large"
 }
 
 func (f format) num(x *float64) string {
@@ -78,13 +117,6 @@ func (f format) int(x *int32) string {
 	return strconv.Itoa(int(*x))
 }
 
-func hours(d interface{ AsDuration() time.Duration }, set bool) string {
-	if !set {
-		return ""
-	}
-	return strconv.FormatFloat(math.Round(d.AsDuration().Hours()*10)/10, 'f', -1, 64)
-}
-
 // Activity lays out an activity report.
 func Activity(r *pb.ActivityReport, p Precision) []Table {
 	f := format{r.SuppressionThreshold, p}
@@ -94,8 +126,8 @@ func Activity(r *pb.ActivityReport, p Precision) []Table {
 		{"Overdue now", f.count(r.Overdue)},
 		{"Waitlisted or paused now", f.count(r.Waitlisted)},
 		{"Answered by the receiver", f.count(rt.GetAnswered())},
-		{"Median hours to first answer", hours(rt.GetMedian(), rt.GetMedian() != nil)},
-		{"90th percentile hours to first answer", hours(rt.GetP90(), rt.GetP90() != nil)},
+		{"Median time to first answer", Duration(rt.GetMedian())},
+		{"90th percentile time to first answer", Duration(rt.GetP90())},
 	}}
 	fn := r.GetFunnel()
 	funnel := Table{Name: "funnel", Title: "How far referrals got", Header: []string{"Stage", "Reason", "Referrals"}, Rows: [][]string{
@@ -125,12 +157,68 @@ func Activity(r *pb.ActivityReport, p Precision) []Table {
 				per.StartTime.AsTime().Format(time.RFC3339), per.EndTime.AsTime().Format(time.RFC3339)})
 		}
 	}
-	return []Table{summary, funnel,
+	return about("Activity", r.Filter, r.GenerateTime, r.SuppressionThreshold, []Table{summary, funnel,
 		breakdown("by_route", "Referrals by route", "Route", r.ByRoute),
 		breakdown("by_need", "Referrals by need", "Need", r.ByNeed),
 		breakdown("by_service", "Referrals by service", "Service", r.ByService),
 		breakdown("by_organization", "Referrals by receiving organisation", "Organisation", r.ByOrganization),
-		capacity}
+		capacity})
+}
+
+// SuppressionRule is the rule every report follows, in words.
+func SuppressionRule(threshold int32) string {
+	return fmt.Sprintf("Counts from 1 to %d are shown as <%d, and the statistics of fewer than %d pairs are left out; "+
+		"a count shown as suppressed, of any size, is hidden so that a small one cannot be worked out from the others "+
+		"(complementary suppression, across every table of both reports of the filter).", threshold-1, threshold, threshold)
+}
+
+// about gives each table the report's header block.
+func about(report string, f *pb.ReportFilter, made interface{ AsTime() time.Time }, threshold int32, tables []Table) []Table {
+	when := func(t interface{ AsTime() time.Time }, set bool, none string) string {
+		if !set {
+			return none
+		}
+		return t.AsTime().UTC().Format(time.RFC3339)
+	}
+	var parts []string
+	for _, p := range [][2]string{{"service", f.GetService()}, {"organisation", f.GetOrganization()}} {
+		if p[1] != "" {
+			parts = append(parts, p[0]+" "+p[1])
+		}
+	}
+	if f.GetCategory() != 0 {
+		parts = append(parts, "need "+pb.Code(f.GetCategory()))
+	}
+	if f.GetRoute() != 0 {
+		parts = append(parts, "route "+pb.Code(f.GetRoute()))
+	}
+	filter := strings.Join(parts, "; ")
+	if filter == "" {
+		filter = "none"
+	}
+	block := [][]string{{"Report", report}, {"Filter", filter},
+		{"Period", when(f.GetStartTime(), f.GetStartTime() != nil, "the start") + " to " + when(f.GetEndTime(), f.GetEndTime() != nil, "now")},
+		{"Generated", when(made, true, "")}, {"Suppression", SuppressionRule(threshold)}}
+	for i := range tables {
+		tables[i].About = block
+	}
+	return tables
+}
+
+// Duration puts a time to answer in a unit that fits: minutes under an
+// hour, hours under two days, days beyond; "" when unset.
+func Duration(d interface{ AsDuration() time.Duration }) string {
+	if p, ok := d.(*durationpb.Duration); d == nil || ok && p == nil {
+		return ""
+	}
+	t := d.AsDuration()
+	switch {
+	case t < time.Hour:
+		return fmt.Sprintf("%d minutes", int(math.Round(t.Minutes())))
+	case t < 48*time.Hour:
+		return strconv.FormatFloat(t.Hours(), 'f', 1, 64) + " hours"
+	}
+	return strconv.FormatFloat(t.Hours()/24, 'f', 1, 64) + " days"
 }
 
 // GroupLabel puts a comparison group in words.
@@ -143,11 +231,22 @@ func Outcomes(r *pb.OutcomeReport, p Precision) []Table {
 	f := format{r.SuppressionThreshold, p}
 	stats := Table{Name: "outcomes", Title: "Change from baseline to follow-up",
 		Header: []string{"Measure", "Group", "Pairs", "Baseline mean", "Baseline SD", "Follow-up mean", "Follow-up SD",
-			"Mean change", "SD of change", "95% CI low", "95% CI high", "t", "df", "p", "Cohen's d", "Improved", "Unchanged", "Worse"}}
-	row := func(measure, group string, s *pb.PairedStats) []string {
+			"Mean change", "SD of change", "95% CI low", "95% CI high", "t", "df", "p", "Cohen's d", "d 95% CI low", "d 95% CI high", "Effect size",
+			"Improved", "Improved %", "Unchanged", "Unchanged %", "Worse", "Worse %", "Meaningful change", "Reached it", "Reached it %"}}
+	row := func(measure, group string, s *pb.PairedStats, meaningful *float64) []string {
+		size := ""
+		if s.CohensD != nil {
+			size = EffectSize(*s.CohensD)
+		}
+		mc := ""
+		if meaningful != nil && s.Meaningful != nil {
+			mc = strconv.FormatFloat(*meaningful, 'g', -1, 64) + " points"
+		}
 		return []string{measure, group, f.count(s.GetN()), f.num(s.BaselineMean), f.num(s.BaselineSd), f.num(s.FollowUpMean),
 			f.num(s.FollowUpSd), f.num(s.ChangeMean), f.num(s.ChangeSd), f.num(s.ChangeCiLow), f.num(s.ChangeCiHigh),
-			f.num(s.T), f.int(s.Df), f.p(s.P), f.num(s.CohensD), f.count(s.GetImproved()), f.count(s.GetUnchanged()), f.count(s.GetWorse())}
+			f.num(s.T), f.int(s.Df), f.p(s.P), f.num(s.CohensD), f.num(s.CohensDCiLow), f.num(s.CohensDCiHigh), size,
+			f.count(s.GetImproved()), f.share(s.GetImproved(), s.GetN()), f.count(s.GetUnchanged()), f.share(s.GetUnchanged(), s.GetN()),
+			f.count(s.GetWorse()), f.share(s.GetWorse(), s.GetN()), mc, f.countIf(s.Meaningful), f.share(s.Meaningful, s.GetN())}
 	}
 	compare := Table{Name: "comparisons", Title: "Difference in change between groups (pooled two-sample t test)",
 		Header: []string{"Measure", "Groups", "Difference in mean change", "t", "df", "p"}}
@@ -156,9 +255,9 @@ func Outcomes(r *pb.OutcomeReport, p Precision) []Table {
 		if m.All.GetN().GetValue() == 0 && !m.All.GetN().GetSuppressed() {
 			continue // no pairs at all
 		}
-		stats.Rows = append(stats.Rows, row(m.Measure, "All", m.All))
+		stats.Rows = append(stats.Rows, row(m.Measure, "All", m.All, m.MeaningfulChange))
 		for _, c := range m.Comparisons {
-			stats.Rows = append(stats.Rows, row(m.Measure, GroupLabel(c.GroupA), c.A), row(m.Measure, GroupLabel(c.GroupB), c.B))
+			stats.Rows = append(stats.Rows, row(m.Measure, GroupLabel(c.GroupA), c.A, nil), row(m.Measure, GroupLabel(c.GroupB), c.B, nil))
 			compare.Rows = append(compare.Rows, []string{m.Measure, GroupLabel(c.GroupA) + " vs " + GroupLabel(c.GroupB),
 				f.num(c.Difference), f.num(c.T), f.int(c.Df), f.p(c.P)})
 		}
@@ -167,18 +266,23 @@ func Outcomes(r *pb.OutcomeReport, p Precision) []Table {
 		}
 	}
 	comp := Table{Name: "completeness", Title: "Baselines with and without a follow-up",
-		Header: []string{"Service", "Instrument", "Baseline", "With follow-up", "Without follow-up"}}
+		Header: []string{"Service", "Instrument", "Baseline", "With follow-up", "Without follow-up", "Attrition rate %"}}
 	for _, c := range r.Completeness {
-		comp.Rows = append(comp.Rows, []string{c.Label, pb.Code(c.Instrument), f.count(c.Baseline), f.count(c.WithFollowUp), f.count(c.WithoutFollowUp)})
+		comp.Rows = append(comp.Rows, []string{c.Label, pb.Code(c.Instrument), f.count(c.Baseline), f.count(c.WithFollowUp), f.count(c.WithoutFollowUp),
+			f.share(c.WithoutFollowUp, c.Baseline)})
 	}
-	return []Table{stats, compare, dist, comp}
+	return about("Outcomes", r.Filter, r.GenerateTime, r.SuppressionThreshold, []Table{stats, compare, dist, comp})
 }
 
 // WriteCSV writes t as CSV with its header, every cell through SafeCell.
 // It is the exchange's only CSV writer (TestOneCSVWriter).
 func WriteCSV(w io.Writer, t Table) error {
 	cw := csv.NewWriter(w)
-	for _, row := range append([][]string{t.Header}, t.Rows...) {
+	var rows [][]string
+	if len(t.About) > 0 {
+		rows = append(append(rows, t.About...), []string{"Table", t.Title}, nil)
+	}
+	for _, row := range append(append(rows, t.Header), t.Rows...) {
 		safe := make([]string, len(row))
 		for i, c := range row {
 			safe[i] = SafeCell(c)

@@ -21,9 +21,9 @@ import (
 // is determined by the figures shown. The true values come from the same
 // reports built without suppression.
 func TestNothingSuppressedIsDetermined(t *testing.T) {
-	seeds := 24
+	seeds := 12
 	if testing.Short() {
-		seeds = 6
+		seeds = 4
 	}
 	for seed := range seeds {
 		rng := rand.New(rand.NewPCG(uint64(seed), 26))

@@ -88,21 +88,6 @@ func Meaningful(baseline, followUp []float64, higherIsBetter bool, by float64) i
 	return n
 }
 
-// EffectSize is Cohen's name for the size of d: below 0.2 negligible, then
-// small, medium from 0.5, large from 0.8 (Cohen, Statistical Power
-// Analysis for the Behavioral Sciences, 1988).
-func EffectSize(d float64) string {
-	switch a := math.Abs(d); {
-	case a < 0.2:
-		return "negligible"
-	case a < 0.5:
-		return "small"
-	case a < 0.8:
-		return "medium"
-	}
-	return "large"
-}
-
 // Pooled is the two-sample t test of a difference in means with pooled
 // variance.
 type Pooled struct {

@@ -84,7 +84,10 @@ type chart struct {
 
 func (k reportPage) shown(c *pb.Count) (float64, string, bool) {
 	if c.GetSuppressed() {
-		return 0, fmt.Sprintf("fewer than %d", k.Threshold), false
+		if c.GetSuppression() == pb.Suppression_SUPPRESSION_SMALL {
+			return 0, fmt.Sprintf("fewer than %d", k.Threshold), false
+		}
+		return 0, "suppressed", false
 	}
 	return float64(c.GetValue()), strconv.FormatInt(c.GetValue(), 10), true
 }
@@ -313,7 +316,7 @@ func capacityChart(a *pb.ActivityReport) chart {
 // reportPage is the Content of reports.html.
 type reportPage struct {
 	Threshold   int32
-	Query       template.URL // the filter as a query string, for the CSV links
+	Query       template.URL // "?" and the filter as a query string, for the CSV links
 	Form        url.Values
 	Fields      map[string]string
 	Services    []*pb.Service
@@ -336,7 +339,12 @@ func (w *Web) reports(rw http.ResponseWriter, r *http.Request, s *session) {
 	// Re-encoded from the parsed form, so that it is a well-formed query
 	// (the template would otherwise escape it as one value, and the links
 	// would drop the filter).
-	rp := reportPage{Form: r.URL.Query(), Fields: bad, Query: template.URL(r.URL.Query().Encode())}
+	rp := reportPage{Form: r.URL.Query(), Fields: bad}
+	if q := r.URL.Query().Encode(); q != "" {
+		// Whole, "?" included, so that the template takes it as part of
+		// the URL and does not escape its "=" and "&".
+		rp.Query = template.URL("?" + q)
+	}
 	for c := range pb.Category_name {
 		if c != 0 {
 			rp.Categories = append(rp.Categories, pb.Category(c))
