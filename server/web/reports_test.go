@@ -189,9 +189,54 @@ func TestBrowserReports(t *testing.T) {
 	if len(visible) < 20 {
 		t.Errorf("only %d labels and cells were checked: %q", len(visible), visible)
 	}
-	if dir, err := filepath.Abs("../../.artifacts"); err == nil && os.MkdirAll(dir, 0o755) == nil {
-		if os.WriteFile(filepath.Join(dir, "reports.png"), shot, 0o644) == nil {
-			t.Logf("screenshot of the report page: %s", filepath.Join(dir, "reports.png"))
+	save := func(name string, shot []byte) {
+		if dir, err := filepath.Abs("../../.artifacts"); err == nil && os.MkdirAll(dir, 0o755) == nil {
+			if os.WriteFile(filepath.Join(dir, name), shot, 0o644) == nil {
+				t.Logf("screenshot of the report page: %s", filepath.Join(dir, name))
+			}
+		}
+	}
+	save("reports.png", shot)
+
+	// On a phone, 390 px wide: the page never scrolls sideways; a wide
+	// table scrolls in its own region, which the keyboard can reach and a
+	// screen reader names.
+	var pageWidth int
+	var regions []map[string]string
+	var text string
+	err = chromedp.Run(ctx,
+		chromedp.EmulateViewport(390, 844),
+		chromedp.Reload(),
+		chromedp.WaitVisible("#chart-funnel svg", chromedp.ByQuery),
+		chromedp.Evaluate(`document.querySelectorAll('details.table').forEach(d => d.open = true)`, nil),
+		chromedp.Evaluate(`document.documentElement.scrollWidth`, &pageWidth),
+		chromedp.Evaluate(`[...document.querySelectorAll('table')].filter(tb => tb.scrollWidth > 390).map(tb => {
+		  const r = tb.closest('.scroll');
+		  return r ? {tabindex: r.getAttribute('tabindex') || '', role: r.getAttribute('role') || '', label: r.getAttribute('aria-label') || '', overflow: getComputedStyle(r).overflowX} : {};
+		})`, &regions),
+		chromedp.Evaluate(`document.body.innerText`, &text),
+		chromedp.FullScreenshot(&shot, 100),
+	)
+	if err != nil {
+		t.Fatal(err)
+	}
+	save("reports-390.png", shot)
+	if pageWidth > 390 {
+		t.Errorf("at 390 px the page is %d px wide: it scrolls sideways", pageWidth)
+	}
+	if len(regions) == 0 {
+		t.Error("no table is wider than the phone: the check of scrolling regions checked nothing")
+	}
+	for _, r := range regions {
+		if r["tabindex"] != "0" || r["role"] != "region" || r["label"] == "" || r["overflow"] != "auto" {
+			t.Errorf("a wide table scrolls outside a focusable, labelled region: %v", r)
+		}
+	}
+	// What a commissioner reads: the rule, why a count is hidden, the size
+	// of an effect in words.
+	for _, w := range []string{"suppressed", "fewer than 5", "Effect size"} {
+		if !strings.Contains(text, w) {
+			t.Errorf("the report page lacks %q", w)
 		}
 	}
 }
