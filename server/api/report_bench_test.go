@@ -85,7 +85,7 @@ func loadReferrals(b *testing.B, n int) storage.Store {
 					RecipientService: svc, Route: pb.ReferralRoute(1 + i%5), Needs: []pb.Category{pb.Category(1 + i%7)},
 					State: pb.ReferralState_REFERRAL_STATE_COMPLETED, Consent: consent.Name, CreateTime: timestamppb.New(at),
 					ResponseTime: timestamppb.New(at.Add(time.Duration(1+i%90) * time.Hour)),
-					Person: &pb.Person{NhsNumber: consent.NhsNumber, Sex: pb.Sex(1 + i%2), DateOfBirth: fmt.Sprintf("%d-01-01", 1940+i%60)}}
+					Person:       &pb.Person{NhsNumber: consent.NhsNumber, Sex: pb.Sex(1 + i%2), DateOfBirth: fmt.Sprintf("%d-01-01", 1940+i%60)}}
 				if err := tx.CreateReferral(r, []string{r.Referrer, r.Recipient}); err != nil {
 					return err
 				}
