@@ -162,9 +162,6 @@ func (l *Ledger) Protect() {
 		if !ok {
 			break
 		}
-		if debugLedger != nil {
-			debugLedger(l, c, next)
-		}
 		l.hide(next, false)
 		for _, u := range l.component(next) {
 			clean[u] = false
@@ -176,8 +173,6 @@ func (l *Ledger) Protect() {
 		}
 	}
 }
-
-var debugLedger func(l *Ledger, c, next Cell)
 
 // unknown: what a reader of the report does not see.
 func (l *Ledger) unknown(c Cell) bool { return l.count[c] == nil || l.hidden[c] != 0 }
