@@ -22,8 +22,8 @@ import (
 // reports built without suppression.
 func TestNothingSuppressedIsDetermined(t *testing.T) {
 	seeds := 12
-	if testing.Short() {
-		seeds = 4
+	if testing.Short() || race {
+		seeds = 3
 	}
 	for seed := range seeds {
 		rng := rand.New(rand.NewPCG(uint64(seed), 26))
