@@ -104,17 +104,15 @@ func (s *reports) collect(ctx context.Context, filter *pb.ReportFilter, build fu
 				}
 				for _, r := range p.Items {
 					ref := report.Referral{R: r}
-					{
-						// An organisation's own report counts only the
-						// outcomes it may read (policy.FeedbackVisible):
-						// a referrer without FEEDBACK_TO_REFERRER none of
-						// the receiver's. Commissioners count them all.
-						visible := func(f *pb.Feedback) bool {
-							return everyone || policy.FeedbackVisible(caller.Org, policy.RelateParty(caller.Org, r), f, consents[r.Consent], now)
-						}
-						if ref.Outcomes, err = outcomeMeasures(tx, r.Name, visible); err != nil {
-							return err
-						}
+					// An organisation's own report counts only the
+					// outcomes it may read (policy.FeedbackVisible): a
+					// referrer without FEEDBACK_TO_REFERRER none of the
+					// receiver's. Commissioners count them all.
+					visible := func(f *pb.Feedback) bool {
+						return everyone || policy.FeedbackVisible(caller.Org, policy.RelateParty(caller.Org, r), f, consents[r.Consent], now)
+					}
+					if ref.Outcomes, err = outcomeMeasures(tx, r.Name, visible); err != nil {
+						return err
 					}
 					refs = append(refs, ref)
 				}

@@ -134,9 +134,6 @@ func (l *Ledger) hide(c Cell, withGroup bool) {
 	}
 }
 
-// Suppressed reports whether a count is hidden.
-func (l *Ledger) Suppressed(c *pb.Count) bool { return l.hidden[l.cell(c)] != 0 }
-
 // Protect hides the small counts and then, one at a time, the smallest
 // shown count that shares a relation with a given-away cell, until none is
 // given away; it writes the result into the counts.
@@ -403,9 +400,6 @@ func (s System) optimum(i int, sign float64) (float64, bool) {
 		if used[j] {
 			keep = append(keep, j)
 		}
-	}
-	if len(rows) == 0 {
-		return 0, false
 	}
 	A := mat.NewDense(len(rows), len(keep), nil)
 	c := make([]float64, len(keep))

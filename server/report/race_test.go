@@ -2,5 +2,6 @@
 
 package report
 
-// race: the race detector slows the linear programmes about tenfold.
+// race: the race detector slows the linear programmes too much for the
+// full property test.
 const race = true
