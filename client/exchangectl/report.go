@@ -120,7 +120,7 @@ Output: every table (default), -o json (the whole report), or -o csv with
 		return show(m, rounded, full)
 	}
 	act := &cobra.Command{Use: "activity", Short: "Referrals by route, need, service and organisation; the funnel; time to answer; capacity", Args: args(),
-		Long: long + "\n\nTables: summary, funnel, by_route, by_need, by_service, by_organization, capacity.",
+		Long: long + "\n\nTables: summary, funnel, trend, by_route, by_need, by_service, by_organization, capacity.",
 		Example: `  exchangectl report activity --from 2026-04-01 --to 2027-04-01
   exchangectl report activity --service hillside-walkers/health-walks -o csv --table funnel > funnel.csv`,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -139,7 +139,7 @@ with its 95% confidence interval, the paired t test, Cohen's d, the share
 improved; the same for women and men and for under 50s and 50 and over, with
 the pooled two-sample t test of the difference.
 
-Tables: outcomes, comparisons, distribution, completeness.`,
+Tables: outcomes, comparisons, by_service, trend, distribution, completeness.`,
 		Example: `  exchangectl report outcomes --category social_isolation
   exchangectl report outcomes -o csv --table completeness > attrition.csv`,
 		RunE: func(cmd *cobra.Command, _ []string) error {

@@ -157,12 +157,48 @@ func Activity(r *pb.ActivityReport, p Precision) []Table {
 				per.StartTime.AsTime().Format(time.RFC3339), per.EndTime.AsTime().Format(time.RFC3339)})
 		}
 	}
-	return about("Activity", r.Filter, r.GenerateTime, r.SuppressionThreshold, []Table{summary, funnel,
+	trend := Table{Name: "trend", Title: "Referrals and uptake by " + intervalWord(r.Filter), Header: []string{"Period", "From", "To", "Referrals", "Started", "Uptake %"}}
+	for _, p := range r.Trend {
+		trend.Rows = append(trend.Rows, []string{PeriodLabel(p.StartTime, p.EndTime), day(p.StartTime), day(p.EndTime),
+			f.count(p.Referrals), f.count(p.Started), f.share(p.Started, p.Referrals)})
+	}
+	return about("Activity", r.Filter, r.GenerateTime, r.SuppressionThreshold, []Table{summary, funnel, trend,
 		breakdown("by_route", "Referrals by route", "Route", r.ByRoute),
 		breakdown("by_need", "Referrals by need", "Need", r.ByNeed),
 		breakdown("by_service", "Referrals by service", "Service", r.ByService),
 		breakdown("by_organization", "Referrals by receiving organisation", "Organisation", r.ByOrganization),
 		capacity})
+}
+
+// intervalWord names a filter's trend interval.
+func intervalWord(f *pb.ReportFilter) string {
+	if f.GetTrendInterval() == pb.TrendInterval_TREND_INTERVAL_QUARTER {
+		return "quarter"
+	}
+	return "month"
+}
+
+// day is a period's bound as a date in UK time.
+func day(t interface{ AsTime() time.Time }) string {
+	return t.AsTime().In(london).Format(time.DateOnly)
+}
+
+var london = func() *time.Location {
+	l, err := time.LoadLocation("Europe/London")
+	if err != nil {
+		return time.UTC
+	}
+	return l
+}()
+
+// PeriodLabel names a trend period: "April 2026", or "April to June 2026"
+// for a quarter.
+func PeriodLabel(from, to interface{ AsTime() time.Time }) string {
+	a, b := from.AsTime().In(london), to.AsTime().In(london).AddDate(0, 0, -1)
+	if a.Month() == b.Month() && a.Year() == b.Year() {
+		return a.Format("January 2006")
+	}
+	return a.Format("January") + " to " + b.Format("January 2006")
 }
 
 // SuppressionRule is the rule every report follows, in words.
@@ -265,13 +301,31 @@ func Outcomes(r *pb.OutcomeReport, p Precision) []Table {
 			dist.Rows = append(dist.Rows, []string{m.Measure, strconv.FormatFloat(b.Low, 'g', -1, 64), strconv.FormatFloat(b.High, 'g', -1, 64), f.count(b.Count)})
 		}
 	}
+	bySvc := Table{Name: "by_service", Title: "Change by service, side by side",
+		Header: []string{"Measure", "Service", "Pairs", "Mean change", "95% CI low", "95% CI high", "Cohen's d", "Effect size",
+			"Improved", "Improved %", "Reached meaningful change", "Reached it %"}}
+	trend := Table{Name: "trend", Title: "Mean change by " + intervalWord(r.Filter) + " of referral", Header: []string{"Measure", "Period", "From", "To", "Pairs", "Mean change"}}
+	for _, m := range r.Measures {
+		for _, s := range m.ByService {
+			st := s.Stats
+			size := ""
+			if st.CohensD != nil {
+				size = EffectSize(*st.CohensD)
+			}
+			bySvc.Rows = append(bySvc.Rows, []string{m.Measure, s.Label, f.count(st.GetN()), f.num(st.ChangeMean), f.num(st.ChangeCiLow), f.num(st.ChangeCiHigh),
+				f.num(st.CohensD), size, f.count(st.GetImproved()), f.share(st.GetImproved(), st.GetN()), f.countIf(st.Meaningful), f.share(st.Meaningful, st.GetN())})
+		}
+		for _, p := range m.Trend {
+			trend.Rows = append(trend.Rows, []string{m.Measure, PeriodLabel(p.StartTime, p.EndTime), day(p.StartTime), day(p.EndTime), f.count(p.N), f.num(p.ChangeMean)})
+		}
+	}
 	comp := Table{Name: "completeness", Title: "Baselines with and without a follow-up",
 		Header: []string{"Service", "Instrument", "Baseline", "With follow-up", "Without follow-up", "Attrition rate %"}}
 	for _, c := range r.Completeness {
 		comp.Rows = append(comp.Rows, []string{c.Label, pb.Code(c.Instrument), f.count(c.Baseline), f.count(c.WithFollowUp), f.count(c.WithoutFollowUp),
 			f.share(c.WithoutFollowUp, c.Baseline)})
 	}
-	return about("Outcomes", r.Filter, r.GenerateTime, r.SuppressionThreshold, []Table{stats, compare, dist, comp})
+	return about("Outcomes", r.Filter, r.GenerateTime, r.SuppressionThreshold, []Table{stats, compare, bySvc, trend, dist, comp})
 }
 
 // WriteCSV writes t as CSV with its header, every cell through SafeCell.

@@ -84,7 +84,7 @@ var filterTerms = map[string][]string{
 }
 
 // reportFilterFields are the ReportFilter fields the model knows.
-var reportFilterFields = []string{"start_time", "end_time", "service", "category", "route", "organization"}
+var reportFilterFields = []string{"start_time", "end_time", "service", "category", "route", "organization", "trend_interval"}
 
 // TestModelCoversTheContract: every RPC is a read with a case in the model
 // test or a write in the matrix; every field of a read's request is
@@ -912,12 +912,13 @@ func (w *modelWorld) checkReports(t *testing.T, id, caller string, anon bool) {
 	mid := w.referrals[w.order[len(w.order)/2]].CreateTime
 	var filters []*pb.ReportFilter
 	values := map[string][]*pb.ReportFilter{
-		"start_time":   {{StartTime: mid}},
-		"end_time":     {{EndTime: timestamppb.New(mid.AsTime().Add(time.Second))}},
-		"service":      {{Service: w.services["vcse1"][0]}, {Service: w.services["lw1"][0]}},
-		"category":     {{Category: 1}, {Category: 2}},
-		"route":        {{Route: 1}, {Route: 2}},
-		"organization": {{Organization: org("gp1")}, {Organization: org("vcse1")}, {Organization: org("icb")}},
+		"start_time":     {{StartTime: mid}},
+		"end_time":       {{EndTime: timestamppb.New(mid.AsTime().Add(time.Second))}},
+		"service":        {{Service: w.services["vcse1"][0]}, {Service: w.services["lw1"][0]}},
+		"category":       {{Category: 1}, {Category: 2}},
+		"route":          {{Route: 1}, {Route: 2}},
+		"organization":   {{Organization: org("gp1")}, {Organization: org("vcse1")}, {Organization: org("icb")}},
+		"trend_interval": {{TrendInterval: pb.TrendInterval_TREND_INTERVAL_MONTH}, {TrendInterval: pb.TrendInterval_TREND_INTERVAL_QUARTER}},
 	}
 	filters = append(filters, &pb.ReportFilter{})
 	for _, field := range reportFilterFields {
@@ -964,6 +965,15 @@ func (w *modelWorld) checkReports(t *testing.T, id, caller string, anon bool) {
 		got := 0
 		for _, c := range o.Completeness {
 			got += int(c.Baseline.GetValue())
+		}
+		// The trend, when the referrals span more than one period, splits
+		// the same referrals.
+		inTrend := 0
+		for _, p := range a.Trend {
+			inTrend += int(p.Referrals.GetValue())
+		}
+		if len(a.Trend) > 0 && inTrend != n {
+			t.Errorf("reports as %s with %v: the trend holds %d referrals; the model says %d", id, f, inTrend, n)
 		}
 		if a.Referrals.GetValue() != int64(n) || got != baselines {
 			t.Errorf("reports as %s with %v: %d referrals, %d baselines; the model says %d and %d", id, f, a.Referrals.GetValue(), got, n, baselines)

@@ -56,6 +56,7 @@ func validFilter(f *pb.ReportFilter) error {
 	}
 	validate.Enum(&v, "filter.category", f.Category, false)
 	validate.Enum(&v, "filter.route", f.Route, false)
+	validate.Enum(&v, "filter.trend_interval", f.TrendInterval, false)
 	if f.StartTime != nil && f.StartTime.CheckValid() != nil {
 		v.Add("filter.start_time", "must be a valid time")
 	}

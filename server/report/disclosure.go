@@ -2,10 +2,8 @@ package report
 
 import (
 	"math"
+	"slices"
 	"sort"
-
-	"gonum.org/v1/gonum/mat"
-	"gonum.org/v1/gonum/optimize/convex/lp"
 
 	pb "github.com/social-prescribing/exchange/proto/exchange/v1"
 )
@@ -17,9 +15,14 @@ import (
 // not show but whose size follows from what it shows, is determined by the
 // figures shown. What "determined" means is an attacker's best: the linear
 // relations between the figures (a Ledger holds them), every count a whole
-// number of at least 0, a SMALL count from 1 to the threshold minus one;
-// the range of each unknown is found by linear programming, and a range
-// narrower than one is a disclosure.
+// number of at least 0, a SMALL count from 1 to the threshold minus one.
+// A cell is safe once a second solution of those relations and bounds is
+// found that differs from the true one in it by a whole step (movable): a
+// proof, found in microseconds by a short search, where solving a linear
+// programme per cell took seconds on small reports. A cell without such a
+// move is treated as given away, which may hide more than an exact
+// solver would, never less; the disclosure test judges the result with
+// linear programming over real values (lp_test.go).
 
 // Cell is one quantity a report counts: a Count it publishes, or a group it
 // does not show but whose size the relations tie to those it does.
@@ -149,19 +152,26 @@ func (l *Ledger) Protect() {
 			l.of[t.c] = append(l.of[t.c], i)
 		}
 	}
-	clean := make([]bool, len(l.value)) // in a component found protected
+	// Hiding a count only widens what the others may be, so a cell once
+	// found not determined stays so: each is proven once.
+	safe := make([]bool, len(l.value))
 	for {
-		c, ok := l.givenAway(clean)
+		c, ok := l.givenAway(safe)
 		if !ok {
 			break
 		}
 		next, ok := l.complement(c)
 		if !ok {
-			break
+			// Everything beside c is hidden and the labels give it away
+			// (three counts of 1 to 4 that make 3 are each 1): the "fewer
+			// than k" label goes, from c or the counts beside it.
+			if !l.relabel(c) {
+				break
+			}
+			continue
 		}
-		l.hide(next, false)
-		for _, u := range l.component(next) {
-			clean[u] = false
+		for _, n := range next {
+			l.hide(n, false)
 		}
 	}
 	for c, cnt := range l.count {
@@ -169,6 +179,25 @@ func (l *Ledger) Protect() {
 			cnt.Value, cnt.Suppressed, cnt.Suppression = 0, true, l.hidden[c]
 		}
 	}
+}
+
+// relabel shows c, or else the small counts in its relations, as
+// suppressed to protect, not as small, and reports whether any changed.
+func (l *Ledger) relabel(c Cell) bool {
+	if l.hidden[c] == pb.Suppression_SUPPRESSION_SMALL {
+		l.hidden[c] = pb.Suppression_SUPPRESSION_PROTECTS
+		return true
+	}
+	changed := false
+	for _, r := range l.of[c] {
+		for _, t := range l.rels[r] {
+			if l.hidden[t.c] == pb.Suppression_SUPPRESSION_SMALL {
+				l.hidden[t.c] = pb.Suppression_SUPPRESSION_PROTECTS
+				changed = true
+			}
+		}
+	}
+	return changed
 }
 
 // unknown: what a reader of the report does not see.
@@ -190,7 +219,15 @@ func (l *Ledger) sensitive(c Cell) bool {
 // shown counts in a relation with c (or, when there are none, with another
 // unknown of its component), the smallest whose hiding protects c, or the
 // smallest when none does alone.
-func (l *Ledger) complement(c Cell) (Cell, bool) {
+func (l *Ledger) complement(c Cell) ([]Cell, bool) {
+	// A move of whole steps that changes c, through shown counts where it
+	// must: hiding them leaves c undetermined.
+	// Headlines only when no way round them exists.
+	for _, reach := range []int{1, 2} {
+		if ok, through := l.move(c, reach); ok && len(through) > 0 {
+			return through, true
+		}
+	}
 	for _, scope := range [][]Cell{{c}, l.component(c)} {
 		var cands []Cell
 		seen := map[Cell]bool{}
@@ -219,23 +256,15 @@ func (l *Ledger) complement(c Cell) (Cell, bool) {
 				break
 			}
 			l.hidden[cand] = pb.Suppression_SUPPRESSION_PROTECTS
-			_, still := l.determinedCell(c)
+			moves := l.movable(c)
 			l.hidden[cand] = 0
-			if !still {
-				return cand, true
+			if moves {
+				return []Cell{cand}, true
 			}
 		}
-		return cands[0], true
+		return []Cell{cands[0]}, true
 	}
-	return 0, false
-}
-
-// determinedCell reports whether c's component gives c away.
-func (l *Ledger) determinedCell(c Cell) (Cell, bool) {
-	comp := l.component(c)
-	sys, idx := l.system(comp)
-	lo, hi := sys.Range(idx[c])
-	return c, hi-lo < 0.5
+	return nil, false
 }
 
 // component is the unknowns linked to c through relations.
@@ -256,233 +285,175 @@ func (l *Ledger) component(c Cell) []Cell {
 	return out
 }
 
-// givenAway returns the first sensitive cell whose range, given what is
-// shown, is narrower than one.
-func (l *Ledger) givenAway(clean []bool) (Cell, bool) {
+// givenAway returns the first sensitive cell for which no move of whole
+// steps shows it undetermined (movable), and marks safe those it proves.
+// A cell with no such move may still be undetermined by fractional ones;
+// hiding more for it errs on the side of the person.
+func (l *Ledger) givenAway(safe []bool) (Cell, bool) {
 	for c := range l.value {
-		if clean[c] || !l.unknown(Cell(c)) {
+		if safe[c] || !l.unknown(Cell(c)) || !l.sensitive(Cell(c)) {
 			continue
 		}
-		comp := l.component(Cell(c))
-		if bad, ok := l.determined(comp); ok {
-			return bad, true
+		if !l.movable(Cell(c)) {
+			return Cell(c), true
 		}
-		for _, u := range comp {
-			clean[u] = true
-		}
+		safe[c] = true
 	}
 	return 0, false
 }
 
-// determined returns the first sensitive cell of a component whose range
-// is narrower than one.
-func (l *Ledger) determined(comp []Cell) (Cell, bool) {
-	var sens []Cell
-	for _, c := range comp {
-		if l.sensitive(c) {
-			sens = append(sens, c)
-		}
-	}
-	if len(sens) == 0 {
-		return 0, false
-	}
-	sys, idx := l.system(comp)
-	for _, c := range sens {
-		lo, hi := sys.Range(idx[c])
-		if hi-lo < 0.5 {
-			return c, true
-		}
-	}
-	return 0, false
+// movable looks for a move of the unknowns by whole steps that keeps every
+// relation and bound and changes c by one: two solutions that differ in c,
+// so c is not determined. It is a quick proof for most cells; when it
+// finds none (within a budget), linear programming decides.
+func (l *Ledger) movable(c Cell) bool {
+	ok, _ := l.move(c, 0)
+	return ok
 }
 
-// system is what a reader knows of the unknowns of a component: the
-// relations they are in, with the shown counts as constants, and their
-// bounds.
-func (l *Ledger) system(comp []Cell) (System, map[Cell]int) {
-	sys := System{}
-	idx := map[Cell]int{}
-	for i, c := range comp {
-		idx[c] = i
-		lo, hi := 0.0, math.Inf(1)
-		if l.hidden[c] == pb.Suppression_SUPPRESSION_SMALL {
-			lo, hi = 1, float64(l.k-1)
+// move searches for such a move, and returns the shown counts it moved:
+// with reach 0 it moves only unknowns; with 1 shown counts too, but for
+// headlines; with 2 any; each the fewest and smallest it can.
+func (l *Ledger) move(c Cell, reach int) (bool, []Cell) {
+	bound := func(u Cell) (lo, hi int) {
+		if l.hidden[u] == pb.Suppression_SUPPRESSION_SMALL {
+			return 1, l.k - 1
 		}
-		sys.Lower, sys.Upper = append(sys.Lower, lo), append(sys.Upper, hi)
+		return 0, math.MaxInt
 	}
-	done := map[int]bool{}
-	for _, c := range comp {
-		for _, ri := range l.of[c] {
-			if done[ri] {
-				continue
-			}
-			done[ri] = true
-			row, rhs := make([]float64, len(comp)), 0.0
-			for _, t := range l.rels[ri] {
-				if i, ok := idx[t.c]; ok {
-					row[i] += t.coef
-				} else {
-					rhs -= t.coef * float64(l.value[t.c])
+	d := map[Cell]int{}
+	bal := map[int]float64{}
+	budget := 20000
+	can := func(u Cell, step int) bool {
+		lo, hi := bound(u)
+		v := l.value[u] + step
+		return (l.unknown(u) || reach == 1 && !l.headline[u] || reach == 2) && d[u] == 0 && v >= lo && v <= hi
+	}
+	// Unknowns first, then shown counts, smallest first, headlines last.
+	rank := func(u Cell) int {
+		switch {
+		case l.unknown(u):
+			return 0
+		case l.headline[u]:
+			return 2
+		}
+		return 1
+	}
+	set := func(u Cell, step int) {
+		d[u] = step
+		for _, r := range l.of[u] {
+			for _, t := range l.rels[r] {
+				if t.c == u {
+					bal[r] += t.coef * float64(step)
 				}
 			}
-			sys.Rows, sys.RHS = append(sys.Rows, row), append(sys.RHS, rhs)
-		}
-	}
-	return sys, idx
-}
-
-// System is linear equalities Rows·x = RHS on unknowns x with bounds
-// Lower <= x <= Upper (Upper may be +Inf).
-type System struct {
-	Rows         [][]float64
-	RHS          []float64
-	Lower, Upper []float64
-}
-
-// Range returns the least and greatest value of unknown i over the
-// system's solutions (real-valued: the relations are sums, so the ends are
-// whole numbers), +Inf for a greatest without bound. An infeasible system
-// (which consistent figures never are) is reported as a range of zero.
-func (s System) Range(i int) (lo, hi float64) {
-	lo, okLo := s.optimum(i, 1)
-	hi, okHi := s.optimum(i, -1)
-	if !okLo || !okHi {
-		return 0, 0
-	}
-	return lo, hi
-}
-
-// optimum minimises sign·x_i; for -1 it returns the maximum.
-func (s System) optimum(i int, sign float64) (float64, bool) {
-	n := len(s.Lower)
-	// Standard form: y = x - Lower >= 0; a slack per finite upper bound.
-	var slack []int
-	for j := range n {
-		if !math.IsInf(s.Upper[j], 1) {
-			slack = append(slack, j)
-		}
-	}
-	cols := n + len(slack)
-	var rows [][]float64
-	var rhs []float64
-	for r, row := range s.Rows {
-		full := make([]float64, cols)
-		b := s.RHS[r]
-		for j, a := range row {
-			full[j] = a
-			b -= a * s.Lower[j]
-		}
-		rows, rhs = append(rows, full), append(rhs, b)
-	}
-	for k, j := range slack {
-		full := make([]float64, cols)
-		full[j], full[n+k] = 1, 1
-		rows, rhs = append(rows, full), append(rhs, s.Upper[j]-s.Lower[j])
-	}
-	rows, rhs = independent(rows, rhs)
-	// A column in no row is free within its bounds.
-	used := make([]bool, cols)
-	for _, row := range rows {
-		for j, a := range row {
-			if a != 0 {
-				used[j] = true
+			if math.Abs(bal[r]) < 1e-9 {
+				delete(bal, r)
 			}
 		}
 	}
-	if !used[i] {
-		if sign > 0 {
-			return s.Lower[i], true
-		}
-		return s.Upper[i], true
-	}
-	var keep []int
-	for j := range cols {
-		if used[j] {
-			keep = append(keep, j)
-		}
-	}
-	A := mat.NewDense(len(rows), len(keep), nil)
-	c := make([]float64, len(keep))
-	for r, row := range rows {
-		for k, j := range keep {
-			A.Set(r, k, row[j])
-		}
-	}
-	for k, j := range keep {
-		if j == i {
-			c[k] = sign
-		}
-	}
-	if len(keep) == len(rows) {
-		// As many independent rows as columns: one solution.
-		x, ok := solve(A, rhs)
-		if !ok {
-			return 0, false
-		}
-		for k, j := range keep {
-			if j == i {
-				return x[k] + s.Lower[i], true
+	unset := func(u Cell) {
+		step := d[u]
+		for _, r := range l.of[u] {
+			for _, t := range l.rels[r] {
+				if t.c == u {
+					bal[r] -= t.coef * float64(step)
+				}
+			}
+			if math.Abs(bal[r]) < 1e-9 {
+				delete(bal, r)
 			}
 		}
+		delete(d, u)
 	}
-	f, _, err := lp.Simplex(c, A, rhs, 1e-9, nil)
-	switch err {
-	case nil:
-		return sign*f + s.Lower[i], true
-	case lp.ErrUnbounded:
-		return math.Inf(int(-sign)), true
+	type option struct {
+		u    Cell
+		step int
 	}
-	return 0, false
-}
-
-// solve solves a square or tall system of full column rank.
-func solve(A *mat.Dense, b []float64) ([]float64, bool) {
-	var x mat.VecDense
-	if err := x.SolveVec(A, mat.NewVecDense(len(b), b)); err != nil {
-		return nil, false
-	}
-	return x.RawVector().Data, true
-}
-
-// independent keeps a largest set of linearly independent rows (Gaussian
-// elimination with partial pivoting), dropping the rest, which the kept
-// ones imply when the system is consistent.
-func independent(rows [][]float64, rhs []float64) ([][]float64, []float64) {
-	if len(rows) == 0 {
-		return rows, rhs
-	}
-	cols := len(rows[0])
-	work := make([][]float64, len(rows))
-	for r := range rows {
-		work[r] = append([]float64(nil), rows[r]...)
-	}
-	var keep []int
-	taken := make([]bool, len(rows))
-	for col := 0; col < cols; col++ {
-		piv, best := -1, 1e-9
-		for r := range work {
-			if !taken[r] && math.Abs(work[r][col]) > best {
-				piv, best = r, math.Abs(work[r][col])
+	var search func(depth int) bool
+	search = func(depth int) bool {
+		if len(bal) == 0 {
+			return true
+		}
+		if depth == 64 || budget <= 0 {
+			return false
+		}
+		budget--
+		// The unbalanced relation with the fewest ways to balance it.
+		// (Ties go to the first relation, so that a report is suppressed
+		// the same way every time: two differently suppressed copies of
+		// one report would give away together what neither does.)
+		var best []option
+		first, bestR := true, 0
+		for r, b := range bal {
+			var opts []option
+			for _, t := range l.rels[r] {
+				step := -b / t.coef
+				if (step == 1 || step == -1) && can(t.c, int(step)) {
+					opts = append(opts, option{t.c, int(step)})
+				}
+			}
+			if first || len(opts) < len(best) || len(opts) == len(best) && r < bestR {
+				best, first, bestR = opts, false, r
+			}
+			if len(best) == 0 {
+				return false
 			}
 		}
-		if piv < 0 {
+		sort.Slice(best, func(i, j int) bool {
+			a, b := best[i].u, best[j].u
+			if rank(a) != rank(b) {
+				return rank(a) < rank(b)
+			}
+			// Unknowns in fewer relations end a move sooner; of shown
+			// counts, hiding the smaller costs the reader less.
+			if rank(a) > 0 && l.value[a] != l.value[b] {
+				return l.value[a] < l.value[b]
+			}
+			if len(l.of[a]) != len(l.of[b]) {
+				return len(l.of[a]) < len(l.of[b])
+			}
+			return l.value[a] < l.value[b] || l.value[a] == l.value[b] && a < b
+		})
+		for _, o := range best {
+			set(o.u, o.step)
+			if search(depth + 1) {
+				return true
+			}
+			unset(o.u)
+		}
+		return false
+	}
+	// Either way; with shown counts, the way through fewer and smaller.
+	found, best := false, []Cell(nil)
+	weight := func(cs []Cell) (w int) {
+		for _, u := range cs {
+			w += l.value[u]
+		}
+		return w
+	}
+	for _, step := range []int{1, -1} {
+		d, bal, budget = map[Cell]int{}, map[int]float64{}, 20000
+		if !can(c, step) {
 			continue
 		}
-		taken[piv] = true
-		keep = append(keep, piv)
-		for r := range work {
-			if r != piv && !taken[r] && work[r][col] != 0 {
-				f := work[r][col] / work[piv][col]
-				for j := col; j < cols; j++ {
-					work[r][j] -= f * work[piv][j]
-				}
+		set(c, step)
+		if !search(0) {
+			continue
+		}
+		var through []Cell
+		for u := range d {
+			if !l.unknown(u) {
+				through = append(through, u)
 			}
 		}
+		slices.Sort(through)
+		if !found || len(through) < len(best) || len(through) == len(best) && weight(through) < weight(best) {
+			found, best = true, through
+		}
+		if len(best) == 0 {
+			break
+		}
 	}
-	sort.Ints(keep)
-	outR, outB := make([][]float64, len(keep)), make([]float64, len(keep))
-	for i, r := range keep {
-		outR[i], outB[i] = rows[r], rhs[r]
-	}
-	return outR, outB
+	return found, best
 }

@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	_ "time/tzdata" // report periods are in UK time wherever the server runs
 
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
@@ -134,15 +135,30 @@ func Build(refs []Referral, c Context) (*pb.ActivityReport, *pb.OutcomeReport) {
 		}
 	}
 	l := NewLedger(c.Threshold)
-	act := activity(in, c, l)
-	out := outcomes(in, c, l)
-	// Baselines of a service are among its referrals.
+	per := trendPeriods(in, c.Filter.GetTrendInterval())
+	act := activity(in, c, l, per)
+	out := outcomes(in, c, l, per)
+	// Baselines of a service are among its referrals, and its pairs of a
+	// measure among its follow-ups of the instrument.
 	services := map[string]*pb.Count{}
 	for _, row := range act.ByService {
 		services[row.Key] = row.Count
 	}
 	for _, comp := range out.Completeness {
 		l.Rest(l.Of(services[comp.Service]), true, l.Of(comp.Baseline))
+		for _, m := range out.Measures {
+			for _, s := range m.ByService {
+				if m.Instrument == comp.Instrument && s.Service == comp.Service {
+					l.Rest(l.Of(comp.WithFollowUp), true, l.Of(s.Stats.N))
+				}
+			}
+		}
+	}
+	// The pairs of a period are among its referrals.
+	for _, m := range out.Measures {
+		for i, p := range m.Trend {
+			l.Rest(l.Of(act.Trend[i].Referrals), true, l.Of(p.N))
+		}
 	}
 	l.Protect()
 	if rt := act.ResponseTime; rt.Answered.Suppressed {
@@ -159,8 +175,75 @@ func Build(refs []Referral, c Context) (*pb.ActivityReport, *pb.OutcomeReport) {
 				g.Difference, g.T, g.Df, g.P = nil, nil, nil, nil
 			}
 		}
+		for _, s := range m.ByService {
+			s.Stats = withheld(s.Stats)
+		}
+		for _, p := range m.Trend {
+			if p.N.Suppressed {
+				p.ChangeMean = nil
+			}
+		}
 	}
 	return act, out
+}
+
+// london is UK time, in which a trend's months and quarters begin.
+var london = func() *time.Location {
+	l, err := time.LoadLocation("Europe/London")
+	if err != nil {
+		panic(err) // embedded by time/tzdata
+	}
+	return l
+}()
+
+// periods are a trend's periods: starts[i] to starts[i+1] is period i.
+type periods struct{ starts []time.Time }
+
+// trendPeriods are the months (or quarters) from that of the first referral
+// of in to that of the last; none when that is one period, since the
+// report's totals are then its only figures, and repeating them would
+// only tie more counts together.
+func trendPeriods(in []Referral, interval pb.TrendInterval) periods {
+	if len(in) == 0 {
+		return periods{}
+	}
+	months := 1
+	if interval == pb.TrendInterval_TREND_INTERVAL_QUARTER {
+		months = 3
+	}
+	first, last := in[0].R.CreateTime.AsTime(), in[0].R.CreateTime.AsTime()
+	for _, ref := range in {
+		t := ref.R.CreateTime.AsTime()
+		if t.Before(first) {
+			first = t
+		}
+		if t.After(last) {
+			last = t
+		}
+	}
+	f := first.In(london)
+	start := time.Date(f.Year(), (f.Month()-1)/time.Month(months)*time.Month(months)+1, 1, 0, 0, 0, 0, london)
+	var p periods
+	for t := start; !t.After(last); t = t.AddDate(0, months, 0) {
+		p.starts = append(p.starts, t)
+	}
+	if len(p.starts) < 2 {
+		return periods{}
+	}
+	p.starts = append(p.starts, p.starts[len(p.starts)-1].AddDate(0, months, 0))
+	return p
+}
+
+// len is the number of periods.
+func (p periods) len() int { return max(len(p.starts)-1, 0) }
+
+// index is the period holding t.
+func (p periods) index(t time.Time) int {
+	return sort.Search(p.len(), func(i int) bool { return p.starts[i+1].After(t) })
+}
+
+func (p periods) bounds(i int) (*timestamppb.Timestamp, *timestamppb.Timestamp) {
+	return timestamppb.New(p.starts[i]), timestamppb.New(p.starts[i+1])
 }
 
 // withheld leaves out the statistics of a group whose n is suppressed:
@@ -186,15 +269,20 @@ func Outcomes(refs []Referral, c Context) *pb.OutcomeReport {
 
 // activity builds the activity report of in, its counts made by l and
 // their relations recorded in it.
-func activity(in []Referral, c Context, l *Ledger) *pb.ActivityReport {
+func activity(in []Referral, c Context, l *Ledger, per periods) *pb.ActivityReport {
 	routes, needs, services, orgs := newEnumTally(), newEnumTally(), newTally(), newTally()
 	rejected, failed, cancelled := newEnumTally(), newEnumTally(), newEnumTally()
 	var n, accepted, started, completed, open, overdue, waitlisted int
 	var answer []float64
 	needed := 0
+	made, began := make([]int, per.len()), make([]int, per.len())
 	for _, ref := range in {
 		r := ref.R
 		n++
+		i := per.index(r.CreateTime.AsTime())
+		if i < len(made) {
+			made[i]++
+		}
 		needed += len(r.Needs)
 		routes.addEnum(r.Route, pb.Code(r.Route), pb.Label(r.Route))
 		for _, need := range r.Needs {
@@ -207,6 +295,9 @@ func activity(in []Referral, c Context, l *Ledger) *pb.ActivityReport {
 		}
 		if reachedStarted(r) {
 			started++
+			if i < len(began) {
+				began[i]++
+			}
 		}
 		reason := r.StateReason.GetCode()
 		switch r.State {
@@ -258,6 +349,19 @@ func activity(in []Referral, c Context, l *Ledger) *pb.ActivityReport {
 	}
 	l.Rest(N, true, l.Of(rep.ResponseTime.Answered))
 	rep.Funnel = funnel(l, total, accepted, started, completed, open, rejected, failed, cancelled)
+	// Each referral is made in one period.
+	var periodsMade, periodsBegan []*pb.Count
+	for i := range made {
+		p := &pb.TrendPeriod{Referrals: l.Count(made[i]), Started: l.Count(began[i])}
+		p.StartTime, p.EndTime = per.bounds(i)
+		l.Rest(l.Of(p.Referrals), true, l.Of(p.Started))
+		periodsMade, periodsBegan = append(periodsMade, p.Referrals), append(periodsBegan, p.Started)
+		rep.Trend = append(rep.Trend, p)
+	}
+	if len(rep.Trend) > 0 {
+		l.Sum(total, periodsMade...)
+		l.Sum(rep.Funnel.Started, periodsBegan...)
+	}
 	l.Rest(l.Of(rep.Funnel.Open), true, l.Of(rep.Overdue), l.Of(rep.Waitlisted))
 	if len(answer) >= c.Threshold {
 		rep.ResponseTime.Median = seconds(Percentile(answer, 50))
@@ -467,11 +571,13 @@ func (s *sample) change() []float64 {
 
 // outcomes builds the outcome report of in, its counts made by l and their
 // relations recorded in it.
-func outcomes(in []Referral, c Context, l *Ledger) *pb.OutcomeReport {
+func outcomes(in []Referral, c Context, l *Ledger, per periods) *pb.OutcomeReport {
 	rep := &pb.OutcomeReport{Filter: c.Filter, SuppressionThreshold: int32(c.Threshold), GenerateTime: timestamppb.New(c.Now)}
 	var pairs []*pb.Count
 	for _, m := range measures {
 		var all, female, male, under50, over50 sample
+		byService := map[string]*sample{}
+		byPeriod := make([]sample, per.len())
 		for _, ref := range in {
 			base, follow := pairOf(ref.Outcomes, m.instrument)
 			if base == nil || follow == nil {
@@ -483,6 +589,15 @@ func outcomes(in []Referral, c Context, l *Ledger) *pb.OutcomeReport {
 				continue
 			}
 			all.add(b, f)
+			svc := byService[ref.R.RecipientService]
+			if svc == nil {
+				svc = &sample{}
+				byService[ref.R.RecipientService] = svc
+			}
+			svc.add(b, f)
+			if i := per.index(ref.R.CreateTime.AsTime()); i < len(byPeriod) {
+				byPeriod[i].add(b, f)
+			}
 			switch ref.R.Person.GetSex() {
 			case pb.Sex_SEX_FEMALE:
 				female.add(b, f)
@@ -516,6 +631,10 @@ func outcomes(in []Referral, c Context, l *Ledger) *pb.OutcomeReport {
 			}
 			l.SumCells(rest, parts...)
 		}
+		mo.ByService = serviceOutcomes(l, mo.All, byService, m, &c)
+		if len(all.base) > 0 && per.len() > 0 {
+			mo.Trend = changeTrend(l, mo.All.N, byPeriod, per)
+		}
 		if len(all.base) >= c.Threshold {
 			mo.ChangeDistribution = histogram(l, all.change(), m.binWidth)
 			bins := make([]*pb.Count, len(mo.ChangeDistribution))
@@ -541,6 +660,52 @@ func outcomes(in []Referral, c Context, l *Ledger) *pb.OutcomeReport {
 		}
 	}
 	return rep
+}
+
+// serviceOutcomes are the pairs of each service, side by side. Every pair
+// has one service.
+func serviceOutcomes(l *Ledger, all *pb.PairedStats, by map[string]*sample, m measure, c *Context) []*pb.ServiceOutcome {
+	names := make([]string, 0, len(by))
+	for name := range by {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	var out []*pb.ServiceOutcome
+	parts := make([][]*pb.Count, 5)
+	for _, name := range names {
+		s := paired(l, *by[name], m, true)
+		out = append(out, &pb.ServiceOutcome{Service: name, Label: c.label(name), Stats: s})
+		for i, n := range []*pb.Count{s.N, s.Improved, s.Unchanged, s.Worse, s.Meaningful} {
+			parts[i] = append(parts[i], n)
+		}
+	}
+	for i, whole := range []*pb.Count{all.N, all.Improved, all.Unchanged, all.Worse, all.Meaningful} {
+		if whole != nil && len(out) > 0 {
+			l.Sum(whole, parts[i]...)
+		}
+	}
+	return out
+}
+
+// changeTrend is the pairs and mean change of each period. Every pair is
+// of a referral made in one period.
+func changeTrend(l *Ledger, all *pb.Count, by []sample, per periods) []*pb.ChangePeriod {
+	var out []*pb.ChangePeriod
+	var ns []*pb.Count
+	for i, s := range by {
+		p := &pb.ChangePeriod{N: l.Count(len(s.base))}
+		p.StartTime, p.EndTime = per.bounds(i)
+		if n := len(s.base); n >= l.k && n > 0 {
+			mean, _ := MeanSD(s.change())
+			p.ChangeMean = opt(mean)
+		}
+		out = append(out, p)
+		ns = append(ns, p.N)
+	}
+	if len(out) > 0 {
+		l.Sum(all, ns...)
+	}
+	return out
 }
 
 // ageAt is the person's age in whole years at time at: from the date of

@@ -23,6 +23,59 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+// How a trend splits a report's period.
+type TrendInterval int32
+
+const (
+	// By calendar month.
+	TrendInterval_TREND_INTERVAL_UNSPECIFIED TrendInterval = 0
+	// By calendar month.
+	TrendInterval_TREND_INTERVAL_MONTH TrendInterval = 1
+	// By calendar quarter (January to March, April to June, ...).
+	TrendInterval_TREND_INTERVAL_QUARTER TrendInterval = 2
+)
+
+// Enum value maps for TrendInterval.
+var (
+	TrendInterval_name = map[int32]string{
+		0: "TREND_INTERVAL_UNSPECIFIED",
+		1: "TREND_INTERVAL_MONTH",
+		2: "TREND_INTERVAL_QUARTER",
+	}
+	TrendInterval_value = map[string]int32{
+		"TREND_INTERVAL_UNSPECIFIED": 0,
+		"TREND_INTERVAL_MONTH":       1,
+		"TREND_INTERVAL_QUARTER":     2,
+	}
+)
+
+func (x TrendInterval) Enum() *TrendInterval {
+	p := new(TrendInterval)
+	*p = x
+	return p
+}
+
+func (x TrendInterval) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (TrendInterval) Descriptor() protoreflect.EnumDescriptor {
+	return file_exchange_v1_reports_proto_enumTypes[0].Descriptor()
+}
+
+func (TrendInterval) Type() protoreflect.EnumType {
+	return &file_exchange_v1_reports_proto_enumTypes[0]
+}
+
+func (x TrendInterval) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use TrendInterval.Descriptor instead.
+func (TrendInterval) EnumDescriptor() ([]byte, []int) {
+	return file_exchange_v1_reports_proto_rawDescGZIP(), []int{0}
+}
+
 // Why a count is not shown.
 type Suppression int32
 
@@ -61,11 +114,11 @@ func (x Suppression) String() string {
 }
 
 func (Suppression) Descriptor() protoreflect.EnumDescriptor {
-	return file_exchange_v1_reports_proto_enumTypes[0].Descriptor()
+	return file_exchange_v1_reports_proto_enumTypes[1].Descriptor()
 }
 
 func (Suppression) Type() protoreflect.EnumType {
-	return &file_exchange_v1_reports_proto_enumTypes[0]
+	return &file_exchange_v1_reports_proto_enumTypes[1]
 }
 
 func (x Suppression) Number() protoreflect.EnumNumber {
@@ -74,7 +127,7 @@ func (x Suppression) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use Suppression.Descriptor instead.
 func (Suppression) EnumDescriptor() ([]byte, []int) {
-	return file_exchange_v1_reports_proto_rawDescGZIP(), []int{0}
+	return file_exchange_v1_reports_proto_rawDescGZIP(), []int{1}
 }
 
 // Which referrals a report covers. Every field is optional; set fields are
@@ -93,7 +146,10 @@ type ReportFilter struct {
 	Route ReferralRoute `protobuf:"varint,5,opt,name=route,proto3,enum=exchange.v1.ReferralRoute" json:"route,omitempty"`
 	// Referrals made or received by this organisation,
 	// `organizations/{organization}`.
-	Organization  string `protobuf:"bytes,6,opt,name=organization,proto3" json:"organization,omitempty"`
+	Organization string `protobuf:"bytes,6,opt,name=organization,proto3" json:"organization,omitempty"`
+	// Not a narrowing: how the trends of both reports split the period, into
+	// calendar months (the default) or quarters, in UK time (Europe/London).
+	TrendInterval TrendInterval `protobuf:"varint,7,opt,name=trend_interval,json=trendInterval,proto3,enum=exchange.v1.TrendInterval" json:"trend_interval,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -168,6 +224,13 @@ func (x *ReportFilter) GetOrganization() string {
 		return x.Organization
 	}
 	return ""
+}
+
+func (x *ReportFilter) GetTrendInterval() TrendInterval {
+	if x != nil {
+		return x.TrendInterval
+	}
+	return TrendInterval_TREND_INTERVAL_UNSPECIFIED
 }
 
 // Request for ReportService.GetActivityReport.
@@ -420,7 +483,12 @@ type ActivityReport struct {
 	// Referrals ON_HOLD (waitlisted or paused) now.
 	Waitlisted *Count `protobuf:"bytes,12,opt,name=waitlisted,proto3" json:"waitlisted,omitempty"`
 	// The capacity status of each service in `by_service` over the period.
-	Capacity      []*CapacityHistory `protobuf:"bytes,13,rep,name=capacity,proto3" json:"capacity,omitempty"`
+	Capacity []*CapacityHistory `protobuf:"bytes,13,rep,name=capacity,proto3" json:"capacity,omitempty"`
+	// Referrals and uptake per month or quarter (filter.trend_interval), by
+	// the time each referral was made, from the period of the first referral
+	// counted to that of the last, empty periods included; none when they all
+	// fall in one period.
+	Trend         []*TrendPeriod `protobuf:"bytes,14,rep,name=trend,proto3" json:"trend,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -546,6 +614,87 @@ func (x *ActivityReport) GetCapacity() []*CapacityHistory {
 	return nil
 }
 
+func (x *ActivityReport) GetTrend() []*TrendPeriod {
+	if x != nil {
+		return x.Trend
+	}
+	return nil
+}
+
+// Referrals and uptake in one period of a trend.
+type TrendPeriod struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The period's start, included.
+	StartTime *timestamppb.Timestamp `protobuf:"bytes,1,opt,name=start_time,json=startTime,proto3" json:"start_time,omitempty"`
+	// Its end, excluded.
+	EndTime *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=end_time,json=endTime,proto3" json:"end_time,omitempty"`
+	// Referrals made in the period.
+	Referrals *Count `protobuf:"bytes,3,opt,name=referrals,proto3" json:"referrals,omitempty"`
+	// Of those, referrals where support started at some point (the uptake;
+	// its rate is started / referrals).
+	Started       *Count `protobuf:"bytes,4,opt,name=started,proto3" json:"started,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TrendPeriod) Reset() {
+	*x = TrendPeriod{}
+	mi := &file_exchange_v1_reports_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TrendPeriod) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TrendPeriod) ProtoMessage() {}
+
+func (x *TrendPeriod) ProtoReflect() protoreflect.Message {
+	mi := &file_exchange_v1_reports_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TrendPeriod.ProtoReflect.Descriptor instead.
+func (*TrendPeriod) Descriptor() ([]byte, []int) {
+	return file_exchange_v1_reports_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *TrendPeriod) GetStartTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.StartTime
+	}
+	return nil
+}
+
+func (x *TrendPeriod) GetEndTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.EndTime
+	}
+	return nil
+}
+
+func (x *TrendPeriod) GetReferrals() *Count {
+	if x != nil {
+		return x.Referrals
+	}
+	return nil
+}
+
+func (x *TrendPeriod) GetStarted() *Count {
+	if x != nil {
+		return x.Started
+	}
+	return nil
+}
+
 // How far referrals got. A referral counts at every stage it reached, so
 // referred >= accepted >= started >= completed.
 type Funnel struct {
@@ -572,7 +721,7 @@ type Funnel struct {
 
 func (x *Funnel) Reset() {
 	*x = Funnel{}
-	mi := &file_exchange_v1_reports_proto_msgTypes[6]
+	mi := &file_exchange_v1_reports_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -584,7 +733,7 @@ func (x *Funnel) String() string {
 func (*Funnel) ProtoMessage() {}
 
 func (x *Funnel) ProtoReflect() protoreflect.Message {
-	mi := &file_exchange_v1_reports_proto_msgTypes[6]
+	mi := &file_exchange_v1_reports_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -597,7 +746,7 @@ func (x *Funnel) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Funnel.ProtoReflect.Descriptor instead.
 func (*Funnel) Descriptor() ([]byte, []int) {
-	return file_exchange_v1_reports_proto_rawDescGZIP(), []int{6}
+	return file_exchange_v1_reports_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *Funnel) GetReferred() *Count {
@@ -674,7 +823,7 @@ type ResponseTimes struct {
 
 func (x *ResponseTimes) Reset() {
 	*x = ResponseTimes{}
-	mi := &file_exchange_v1_reports_proto_msgTypes[7]
+	mi := &file_exchange_v1_reports_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -686,7 +835,7 @@ func (x *ResponseTimes) String() string {
 func (*ResponseTimes) ProtoMessage() {}
 
 func (x *ResponseTimes) ProtoReflect() protoreflect.Message {
-	mi := &file_exchange_v1_reports_proto_msgTypes[7]
+	mi := &file_exchange_v1_reports_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -699,7 +848,7 @@ func (x *ResponseTimes) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResponseTimes.ProtoReflect.Descriptor instead.
 func (*ResponseTimes) Descriptor() ([]byte, []int) {
-	return file_exchange_v1_reports_proto_rawDescGZIP(), []int{7}
+	return file_exchange_v1_reports_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *ResponseTimes) GetAnswered() *Count {
@@ -739,7 +888,7 @@ type CapacityHistory struct {
 
 func (x *CapacityHistory) Reset() {
 	*x = CapacityHistory{}
-	mi := &file_exchange_v1_reports_proto_msgTypes[8]
+	mi := &file_exchange_v1_reports_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -751,7 +900,7 @@ func (x *CapacityHistory) String() string {
 func (*CapacityHistory) ProtoMessage() {}
 
 func (x *CapacityHistory) ProtoReflect() protoreflect.Message {
-	mi := &file_exchange_v1_reports_proto_msgTypes[8]
+	mi := &file_exchange_v1_reports_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -764,7 +913,7 @@ func (x *CapacityHistory) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CapacityHistory.ProtoReflect.Descriptor instead.
 func (*CapacityHistory) Descriptor() ([]byte, []int) {
-	return file_exchange_v1_reports_proto_rawDescGZIP(), []int{8}
+	return file_exchange_v1_reports_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *CapacityHistory) GetService() string {
@@ -803,7 +952,7 @@ type CapacityPeriod struct {
 
 func (x *CapacityPeriod) Reset() {
 	*x = CapacityPeriod{}
-	mi := &file_exchange_v1_reports_proto_msgTypes[9]
+	mi := &file_exchange_v1_reports_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -815,7 +964,7 @@ func (x *CapacityPeriod) String() string {
 func (*CapacityPeriod) ProtoMessage() {}
 
 func (x *CapacityPeriod) ProtoReflect() protoreflect.Message {
-	mi := &file_exchange_v1_reports_proto_msgTypes[9]
+	mi := &file_exchange_v1_reports_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -828,7 +977,7 @@ func (x *CapacityPeriod) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CapacityPeriod.ProtoReflect.Descriptor instead.
 func (*CapacityPeriod) Descriptor() ([]byte, []int) {
-	return file_exchange_v1_reports_proto_rawDescGZIP(), []int{9}
+	return file_exchange_v1_reports_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *CapacityPeriod) GetStatus() CapacityStatus {
@@ -872,7 +1021,7 @@ type OutcomeReport struct {
 
 func (x *OutcomeReport) Reset() {
 	*x = OutcomeReport{}
-	mi := &file_exchange_v1_reports_proto_msgTypes[10]
+	mi := &file_exchange_v1_reports_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -884,7 +1033,7 @@ func (x *OutcomeReport) String() string {
 func (*OutcomeReport) ProtoMessage() {}
 
 func (x *OutcomeReport) ProtoReflect() protoreflect.Message {
-	mi := &file_exchange_v1_reports_proto_msgTypes[10]
+	mi := &file_exchange_v1_reports_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -897,7 +1046,7 @@ func (x *OutcomeReport) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OutcomeReport.ProtoReflect.Descriptor instead.
 func (*OutcomeReport) Descriptor() ([]byte, []int) {
-	return file_exchange_v1_reports_proto_rawDescGZIP(), []int{10}
+	return file_exchange_v1_reports_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *OutcomeReport) GetFilter() *ReportFilter {
@@ -962,13 +1111,20 @@ type MeasureOutcome struct {
 	// The change in points usually cited as meaningful for the measure, where
 	// one is published (WEMWBS: 3 points); unset otherwise.
 	MeaningfulChange *float64 `protobuf:"fixed64,8,opt,name=meaningful_change,json=meaningfulChange,proto3,oneof" json:"meaningful_change,omitempty"`
-	unknownFields    protoimpl.UnknownFields
-	sizeCache        protoimpl.SizeCache
+	// The pairs of each service side by side, in service name order: every
+	// service with a pair. A service's statistics follow PairedStats' rule.
+	ByService []*ServiceOutcome `protobuf:"bytes,9,rep,name=by_service,json=byService,proto3" json:"by_service,omitempty"`
+	// The pairs and mean change per month or quarter (filter.trend_interval),
+	// by the time the referral was made, over the periods of the activity
+	// report's trend.
+	Trend         []*ChangePeriod `protobuf:"bytes,10,rep,name=trend,proto3" json:"trend,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *MeasureOutcome) Reset() {
 	*x = MeasureOutcome{}
-	mi := &file_exchange_v1_reports_proto_msgTypes[11]
+	mi := &file_exchange_v1_reports_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -980,7 +1136,7 @@ func (x *MeasureOutcome) String() string {
 func (*MeasureOutcome) ProtoMessage() {}
 
 func (x *MeasureOutcome) ProtoReflect() protoreflect.Message {
-	mi := &file_exchange_v1_reports_proto_msgTypes[11]
+	mi := &file_exchange_v1_reports_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -993,7 +1149,7 @@ func (x *MeasureOutcome) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MeasureOutcome.ProtoReflect.Descriptor instead.
 func (*MeasureOutcome) Descriptor() ([]byte, []int) {
-	return file_exchange_v1_reports_proto_rawDescGZIP(), []int{11}
+	return file_exchange_v1_reports_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *MeasureOutcome) GetMeasure() string {
@@ -1048,6 +1204,157 @@ func (x *MeasureOutcome) GetChangeDistribution() []*Bin {
 func (x *MeasureOutcome) GetMeaningfulChange() float64 {
 	if x != nil && x.MeaningfulChange != nil {
 		return *x.MeaningfulChange
+	}
+	return 0
+}
+
+func (x *MeasureOutcome) GetByService() []*ServiceOutcome {
+	if x != nil {
+		return x.ByService
+	}
+	return nil
+}
+
+func (x *MeasureOutcome) GetTrend() []*ChangePeriod {
+	if x != nil {
+		return x.Trend
+	}
+	return nil
+}
+
+// One service's pairs of a measure.
+type ServiceOutcome struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The service.
+	Service string `protobuf:"bytes,1,opt,name=service,proto3" json:"service,omitempty"`
+	// Its display name.
+	Label string `protobuf:"bytes,2,opt,name=label,proto3" json:"label,omitempty"`
+	// Its pairs' statistics.
+	Stats         *PairedStats `protobuf:"bytes,3,opt,name=stats,proto3" json:"stats,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ServiceOutcome) Reset() {
+	*x = ServiceOutcome{}
+	mi := &file_exchange_v1_reports_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ServiceOutcome) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ServiceOutcome) ProtoMessage() {}
+
+func (x *ServiceOutcome) ProtoReflect() protoreflect.Message {
+	mi := &file_exchange_v1_reports_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ServiceOutcome.ProtoReflect.Descriptor instead.
+func (*ServiceOutcome) Descriptor() ([]byte, []int) {
+	return file_exchange_v1_reports_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *ServiceOutcome) GetService() string {
+	if x != nil {
+		return x.Service
+	}
+	return ""
+}
+
+func (x *ServiceOutcome) GetLabel() string {
+	if x != nil {
+		return x.Label
+	}
+	return ""
+}
+
+func (x *ServiceOutcome) GetStats() *PairedStats {
+	if x != nil {
+		return x.Stats
+	}
+	return nil
+}
+
+// The change in one measure in one period of a trend.
+type ChangePeriod struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The period's start, included.
+	StartTime *timestamppb.Timestamp `protobuf:"bytes,1,opt,name=start_time,json=startTime,proto3" json:"start_time,omitempty"`
+	// Its end, excluded.
+	EndTime *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=end_time,json=endTime,proto3" json:"end_time,omitempty"`
+	// Pairs of referrals made in the period.
+	N *Count `protobuf:"bytes,3,opt,name=n,proto3" json:"n,omitempty"`
+	// Their mean change; unset when `n` is below the threshold or suppressed.
+	ChangeMean    *float64 `protobuf:"fixed64,4,opt,name=change_mean,json=changeMean,proto3,oneof" json:"change_mean,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ChangePeriod) Reset() {
+	*x = ChangePeriod{}
+	mi := &file_exchange_v1_reports_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ChangePeriod) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ChangePeriod) ProtoMessage() {}
+
+func (x *ChangePeriod) ProtoReflect() protoreflect.Message {
+	mi := &file_exchange_v1_reports_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ChangePeriod.ProtoReflect.Descriptor instead.
+func (*ChangePeriod) Descriptor() ([]byte, []int) {
+	return file_exchange_v1_reports_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *ChangePeriod) GetStartTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.StartTime
+	}
+	return nil
+}
+
+func (x *ChangePeriod) GetEndTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.EndTime
+	}
+	return nil
+}
+
+func (x *ChangePeriod) GetN() *Count {
+	if x != nil {
+		return x.N
+	}
+	return nil
+}
+
+func (x *ChangePeriod) GetChangeMean() float64 {
+	if x != nil && x.ChangeMean != nil {
+		return *x.ChangeMean
 	}
 	return 0
 }
@@ -1109,7 +1416,7 @@ type PairedStats struct {
 
 func (x *PairedStats) Reset() {
 	*x = PairedStats{}
-	mi := &file_exchange_v1_reports_proto_msgTypes[12]
+	mi := &file_exchange_v1_reports_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1121,7 +1428,7 @@ func (x *PairedStats) String() string {
 func (*PairedStats) ProtoMessage() {}
 
 func (x *PairedStats) ProtoReflect() protoreflect.Message {
-	mi := &file_exchange_v1_reports_proto_msgTypes[12]
+	mi := &file_exchange_v1_reports_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1134,7 +1441,7 @@ func (x *PairedStats) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PairedStats.ProtoReflect.Descriptor instead.
 func (*PairedStats) Descriptor() ([]byte, []int) {
-	return file_exchange_v1_reports_proto_rawDescGZIP(), []int{12}
+	return file_exchange_v1_reports_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *PairedStats) GetN() *Count {
@@ -1300,7 +1607,7 @@ type GroupComparison struct {
 
 func (x *GroupComparison) Reset() {
 	*x = GroupComparison{}
-	mi := &file_exchange_v1_reports_proto_msgTypes[13]
+	mi := &file_exchange_v1_reports_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1312,7 +1619,7 @@ func (x *GroupComparison) String() string {
 func (*GroupComparison) ProtoMessage() {}
 
 func (x *GroupComparison) ProtoReflect() protoreflect.Message {
-	mi := &file_exchange_v1_reports_proto_msgTypes[13]
+	mi := &file_exchange_v1_reports_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1325,7 +1632,7 @@ func (x *GroupComparison) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GroupComparison.ProtoReflect.Descriptor instead.
 func (*GroupComparison) Descriptor() ([]byte, []int) {
-	return file_exchange_v1_reports_proto_rawDescGZIP(), []int{13}
+	return file_exchange_v1_reports_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *GroupComparison) GetBy() string {
@@ -1407,7 +1714,7 @@ type Bin struct {
 
 func (x *Bin) Reset() {
 	*x = Bin{}
-	mi := &file_exchange_v1_reports_proto_msgTypes[14]
+	mi := &file_exchange_v1_reports_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1419,7 +1726,7 @@ func (x *Bin) String() string {
 func (*Bin) ProtoMessage() {}
 
 func (x *Bin) ProtoReflect() protoreflect.Message {
-	mi := &file_exchange_v1_reports_proto_msgTypes[14]
+	mi := &file_exchange_v1_reports_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1432,7 +1739,7 @@ func (x *Bin) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Bin.ProtoReflect.Descriptor instead.
 func (*Bin) Descriptor() ([]byte, []int) {
-	return file_exchange_v1_reports_proto_rawDescGZIP(), []int{14}
+	return file_exchange_v1_reports_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *Bin) GetLow() float64 {
@@ -1478,7 +1785,7 @@ type Completeness struct {
 
 func (x *Completeness) Reset() {
 	*x = Completeness{}
-	mi := &file_exchange_v1_reports_proto_msgTypes[15]
+	mi := &file_exchange_v1_reports_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1490,7 +1797,7 @@ func (x *Completeness) String() string {
 func (*Completeness) ProtoMessage() {}
 
 func (x *Completeness) ProtoReflect() protoreflect.Message {
-	mi := &file_exchange_v1_reports_proto_msgTypes[15]
+	mi := &file_exchange_v1_reports_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1503,7 +1810,7 @@ func (x *Completeness) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Completeness.ProtoReflect.Descriptor instead.
 func (*Completeness) Descriptor() ([]byte, []int) {
-	return file_exchange_v1_reports_proto_rawDescGZIP(), []int{15}
+	return file_exchange_v1_reports_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *Completeness) GetService() string {
@@ -1552,7 +1859,7 @@ var File_exchange_v1_reports_proto protoreflect.FileDescriptor
 
 const file_exchange_v1_reports_proto_rawDesc = "" +
 	"\n" +
-	"\x19exchange/v1/reports.proto\x12\vexchange.v1\x1a\x1aexchange/v1/capacity.proto\x1a\x1bexchange/v1/directory.proto\x1a\x1aexchange/v1/feedback.proto\x1a\x1aexchange/v1/referral.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xa3\x02\n" +
+	"\x19exchange/v1/reports.proto\x12\vexchange.v1\x1a\x1aexchange/v1/capacity.proto\x1a\x1bexchange/v1/directory.proto\x1a\x1aexchange/v1/feedback.proto\x1a\x1aexchange/v1/referral.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xe6\x02\n" +
 	"\fReportFilter\x129\n" +
 	"\n" +
 	"start_time\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\tstartTime\x125\n" +
@@ -1560,7 +1867,8 @@ const file_exchange_v1_reports_proto_rawDesc = "" +
 	"\aservice\x18\x03 \x01(\tR\aservice\x121\n" +
 	"\bcategory\x18\x04 \x01(\x0e2\x15.exchange.v1.CategoryR\bcategory\x120\n" +
 	"\x05route\x18\x05 \x01(\x0e2\x1a.exchange.v1.ReferralRouteR\x05route\x12\"\n" +
-	"\forganization\x18\x06 \x01(\tR\forganization\"M\n" +
+	"\forganization\x18\x06 \x01(\tR\forganization\x12A\n" +
+	"\x0etrend_interval\x18\a \x01(\x0e2\x1a.exchange.v1.TrendIntervalR\rtrendInterval\"M\n" +
 	"\x18GetActivityReportRequest\x121\n" +
 	"\x06filter\x18\x01 \x01(\v2\x19.exchange.v1.ReportFilterR\x06filter\"L\n" +
 	"\x17GetOutcomeReportRequest\x121\n" +
@@ -1574,7 +1882,7 @@ const file_exchange_v1_reports_proto_rawDesc = "" +
 	"\bCountRow\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05label\x18\x02 \x01(\tR\x05label\x12(\n" +
-	"\x05count\x18\x03 \x01(\v2\x12.exchange.v1.CountR\x05count\"\xcd\x05\n" +
+	"\x05count\x18\x03 \x01(\v2\x12.exchange.v1.CountR\x05count\"\xfd\x05\n" +
 	"\x0eActivityReport\x121\n" +
 	"\x06filter\x18\x01 \x01(\v2\x19.exchange.v1.ReportFilterR\x06filter\x123\n" +
 	"\x15suppression_threshold\x18\x02 \x01(\x05R\x14suppressionThreshold\x12?\n" +
@@ -1592,7 +1900,14 @@ const file_exchange_v1_reports_proto_rawDesc = "" +
 	"\n" +
 	"waitlisted\x18\f \x01(\v2\x12.exchange.v1.CountR\n" +
 	"waitlisted\x128\n" +
-	"\bcapacity\x18\r \x03(\v2\x1c.exchange.v1.CapacityHistoryR\bcapacity\"\x87\x03\n" +
+	"\bcapacity\x18\r \x03(\v2\x1c.exchange.v1.CapacityHistoryR\bcapacity\x12.\n" +
+	"\x05trend\x18\x0e \x03(\v2\x18.exchange.v1.TrendPeriodR\x05trend\"\xdf\x01\n" +
+	"\vTrendPeriod\x129\n" +
+	"\n" +
+	"start_time\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\tstartTime\x125\n" +
+	"\bend_time\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\aendTime\x120\n" +
+	"\treferrals\x18\x03 \x01(\v2\x12.exchange.v1.CountR\treferrals\x12,\n" +
+	"\astarted\x18\x04 \x01(\v2\x12.exchange.v1.CountR\astarted\"\x87\x03\n" +
 	"\x06Funnel\x12.\n" +
 	"\breferred\x18\x01 \x01(\v2\x12.exchange.v1.CountR\breferred\x12.\n" +
 	"\baccepted\x18\x02 \x01(\v2\x12.exchange.v1.CountR\baccepted\x12,\n" +
@@ -1620,7 +1935,7 @@ const file_exchange_v1_reports_proto_rawDesc = "" +
 	"\x15suppression_threshold\x18\x02 \x01(\x05R\x14suppressionThreshold\x12?\n" +
 	"\rgenerate_time\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\fgenerateTime\x127\n" +
 	"\bmeasures\x18\x04 \x03(\v2\x1b.exchange.v1.MeasureOutcomeR\bmeasures\x12=\n" +
-	"\fcompleteness\x18\x05 \x03(\v2\x19.exchange.v1.CompletenessR\fcompleteness\"\x9a\x03\n" +
+	"\fcompleteness\x18\x05 \x03(\v2\x19.exchange.v1.CompletenessR\fcompleteness\"\x87\x04\n" +
 	"\x0eMeasureOutcome\x12\x18\n" +
 	"\ameasure\x18\x01 \x01(\tR\ameasure\x12\x14\n" +
 	"\x05label\x18\x02 \x01(\tR\x05label\x127\n" +
@@ -1631,8 +1946,24 @@ const file_exchange_v1_reports_proto_rawDesc = "" +
 	"\x03all\x18\x05 \x01(\v2\x18.exchange.v1.PairedStatsR\x03all\x12>\n" +
 	"\vcomparisons\x18\x06 \x03(\v2\x1c.exchange.v1.GroupComparisonR\vcomparisons\x12A\n" +
 	"\x13change_distribution\x18\a \x03(\v2\x10.exchange.v1.BinR\x12changeDistribution\x120\n" +
-	"\x11meaningful_change\x18\b \x01(\x01H\x00R\x10meaningfulChange\x88\x01\x01B\x14\n" +
-	"\x12_meaningful_change\"\xb4\a\n" +
+	"\x11meaningful_change\x18\b \x01(\x01H\x00R\x10meaningfulChange\x88\x01\x01\x12:\n" +
+	"\n" +
+	"by_service\x18\t \x03(\v2\x1b.exchange.v1.ServiceOutcomeR\tbyService\x12/\n" +
+	"\x05trend\x18\n" +
+	" \x03(\v2\x19.exchange.v1.ChangePeriodR\x05trendB\x14\n" +
+	"\x12_meaningful_change\"p\n" +
+	"\x0eServiceOutcome\x12\x18\n" +
+	"\aservice\x18\x01 \x01(\tR\aservice\x12\x14\n" +
+	"\x05label\x18\x02 \x01(\tR\x05label\x12.\n" +
+	"\x05stats\x18\x03 \x01(\v2\x18.exchange.v1.PairedStatsR\x05stats\"\xd8\x01\n" +
+	"\fChangePeriod\x129\n" +
+	"\n" +
+	"start_time\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\tstartTime\x125\n" +
+	"\bend_time\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\aendTime\x12 \n" +
+	"\x01n\x18\x03 \x01(\v2\x12.exchange.v1.CountR\x01n\x12$\n" +
+	"\vchange_mean\x18\x04 \x01(\x01H\x00R\n" +
+	"changeMean\x88\x01\x01B\x0e\n" +
+	"\f_change_mean\"\xb4\a\n" +
 	"\vPairedStats\x12 \n" +
 	"\x01n\x18\x01 \x01(\v2\x12.exchange.v1.CountR\x01n\x12(\n" +
 	"\rbaseline_mean\x18\x02 \x01(\x01H\x00R\fbaselineMean\x88\x01\x01\x12$\n" +
@@ -1703,7 +2034,11 @@ const file_exchange_v1_reports_proto_rawDesc = "" +
 	"instrument\x12.\n" +
 	"\bbaseline\x18\x04 \x01(\v2\x12.exchange.v1.CountR\bbaseline\x128\n" +
 	"\x0ewith_follow_up\x18\x05 \x01(\v2\x12.exchange.v1.CountR\fwithFollowUp\x12>\n" +
-	"\x11without_follow_up\x18\x06 \x01(\v2\x12.exchange.v1.CountR\x0fwithoutFollowUp*[\n" +
+	"\x11without_follow_up\x18\x06 \x01(\v2\x12.exchange.v1.CountR\x0fwithoutFollowUp*e\n" +
+	"\rTrendInterval\x12\x1e\n" +
+	"\x1aTREND_INTERVAL_UNSPECIFIED\x10\x00\x12\x18\n" +
+	"\x14TREND_INTERVAL_MONTH\x10\x01\x12\x1a\n" +
+	"\x16TREND_INTERVAL_QUARTER\x10\x02*[\n" +
 	"\vSuppression\x12\x1b\n" +
 	"\x17SUPPRESSION_UNSPECIFIED\x10\x00\x12\x15\n" +
 	"\x11SUPPRESSION_SMALL\x10\x01\x12\x18\n" +
@@ -1724,98 +2059,114 @@ func file_exchange_v1_reports_proto_rawDescGZIP() []byte {
 	return file_exchange_v1_reports_proto_rawDescData
 }
 
-var file_exchange_v1_reports_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_exchange_v1_reports_proto_msgTypes = make([]protoimpl.MessageInfo, 16)
+var file_exchange_v1_reports_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
+var file_exchange_v1_reports_proto_msgTypes = make([]protoimpl.MessageInfo, 19)
 var file_exchange_v1_reports_proto_goTypes = []any{
-	(Suppression)(0),                 // 0: exchange.v1.Suppression
-	(*ReportFilter)(nil),             // 1: exchange.v1.ReportFilter
-	(*GetActivityReportRequest)(nil), // 2: exchange.v1.GetActivityReportRequest
-	(*GetOutcomeReportRequest)(nil),  // 3: exchange.v1.GetOutcomeReportRequest
-	(*Count)(nil),                    // 4: exchange.v1.Count
-	(*CountRow)(nil),                 // 5: exchange.v1.CountRow
-	(*ActivityReport)(nil),           // 6: exchange.v1.ActivityReport
-	(*Funnel)(nil),                   // 7: exchange.v1.Funnel
-	(*ResponseTimes)(nil),            // 8: exchange.v1.ResponseTimes
-	(*CapacityHistory)(nil),          // 9: exchange.v1.CapacityHistory
-	(*CapacityPeriod)(nil),           // 10: exchange.v1.CapacityPeriod
-	(*OutcomeReport)(nil),            // 11: exchange.v1.OutcomeReport
-	(*MeasureOutcome)(nil),           // 12: exchange.v1.MeasureOutcome
-	(*PairedStats)(nil),              // 13: exchange.v1.PairedStats
-	(*GroupComparison)(nil),          // 14: exchange.v1.GroupComparison
-	(*Bin)(nil),                      // 15: exchange.v1.Bin
-	(*Completeness)(nil),             // 16: exchange.v1.Completeness
-	(*timestamppb.Timestamp)(nil),    // 17: google.protobuf.Timestamp
-	(Category)(0),                    // 18: exchange.v1.Category
-	(ReferralRoute)(0),               // 19: exchange.v1.ReferralRoute
-	(*durationpb.Duration)(nil),      // 20: google.protobuf.Duration
-	(CapacityStatus)(0),              // 21: exchange.v1.CapacityStatus
-	(Instrument)(0),                  // 22: exchange.v1.Instrument
+	(TrendInterval)(0),               // 0: exchange.v1.TrendInterval
+	(Suppression)(0),                 // 1: exchange.v1.Suppression
+	(*ReportFilter)(nil),             // 2: exchange.v1.ReportFilter
+	(*GetActivityReportRequest)(nil), // 3: exchange.v1.GetActivityReportRequest
+	(*GetOutcomeReportRequest)(nil),  // 4: exchange.v1.GetOutcomeReportRequest
+	(*Count)(nil),                    // 5: exchange.v1.Count
+	(*CountRow)(nil),                 // 6: exchange.v1.CountRow
+	(*ActivityReport)(nil),           // 7: exchange.v1.ActivityReport
+	(*TrendPeriod)(nil),              // 8: exchange.v1.TrendPeriod
+	(*Funnel)(nil),                   // 9: exchange.v1.Funnel
+	(*ResponseTimes)(nil),            // 10: exchange.v1.ResponseTimes
+	(*CapacityHistory)(nil),          // 11: exchange.v1.CapacityHistory
+	(*CapacityPeriod)(nil),           // 12: exchange.v1.CapacityPeriod
+	(*OutcomeReport)(nil),            // 13: exchange.v1.OutcomeReport
+	(*MeasureOutcome)(nil),           // 14: exchange.v1.MeasureOutcome
+	(*ServiceOutcome)(nil),           // 15: exchange.v1.ServiceOutcome
+	(*ChangePeriod)(nil),             // 16: exchange.v1.ChangePeriod
+	(*PairedStats)(nil),              // 17: exchange.v1.PairedStats
+	(*GroupComparison)(nil),          // 18: exchange.v1.GroupComparison
+	(*Bin)(nil),                      // 19: exchange.v1.Bin
+	(*Completeness)(nil),             // 20: exchange.v1.Completeness
+	(*timestamppb.Timestamp)(nil),    // 21: google.protobuf.Timestamp
+	(Category)(0),                    // 22: exchange.v1.Category
+	(ReferralRoute)(0),               // 23: exchange.v1.ReferralRoute
+	(*durationpb.Duration)(nil),      // 24: google.protobuf.Duration
+	(CapacityStatus)(0),              // 25: exchange.v1.CapacityStatus
+	(Instrument)(0),                  // 26: exchange.v1.Instrument
 }
 var file_exchange_v1_reports_proto_depIdxs = []int32{
-	17, // 0: exchange.v1.ReportFilter.start_time:type_name -> google.protobuf.Timestamp
-	17, // 1: exchange.v1.ReportFilter.end_time:type_name -> google.protobuf.Timestamp
-	18, // 2: exchange.v1.ReportFilter.category:type_name -> exchange.v1.Category
-	19, // 3: exchange.v1.ReportFilter.route:type_name -> exchange.v1.ReferralRoute
-	1,  // 4: exchange.v1.GetActivityReportRequest.filter:type_name -> exchange.v1.ReportFilter
-	1,  // 5: exchange.v1.GetOutcomeReportRequest.filter:type_name -> exchange.v1.ReportFilter
-	0,  // 6: exchange.v1.Count.suppression:type_name -> exchange.v1.Suppression
-	4,  // 7: exchange.v1.CountRow.count:type_name -> exchange.v1.Count
-	1,  // 8: exchange.v1.ActivityReport.filter:type_name -> exchange.v1.ReportFilter
-	17, // 9: exchange.v1.ActivityReport.generate_time:type_name -> google.protobuf.Timestamp
-	4,  // 10: exchange.v1.ActivityReport.referrals:type_name -> exchange.v1.Count
-	5,  // 11: exchange.v1.ActivityReport.by_route:type_name -> exchange.v1.CountRow
-	5,  // 12: exchange.v1.ActivityReport.by_need:type_name -> exchange.v1.CountRow
-	5,  // 13: exchange.v1.ActivityReport.by_service:type_name -> exchange.v1.CountRow
-	5,  // 14: exchange.v1.ActivityReport.by_organization:type_name -> exchange.v1.CountRow
-	7,  // 15: exchange.v1.ActivityReport.funnel:type_name -> exchange.v1.Funnel
-	8,  // 16: exchange.v1.ActivityReport.response_time:type_name -> exchange.v1.ResponseTimes
-	4,  // 17: exchange.v1.ActivityReport.overdue:type_name -> exchange.v1.Count
-	4,  // 18: exchange.v1.ActivityReport.waitlisted:type_name -> exchange.v1.Count
-	9,  // 19: exchange.v1.ActivityReport.capacity:type_name -> exchange.v1.CapacityHistory
-	4,  // 20: exchange.v1.Funnel.referred:type_name -> exchange.v1.Count
-	4,  // 21: exchange.v1.Funnel.accepted:type_name -> exchange.v1.Count
-	4,  // 22: exchange.v1.Funnel.started:type_name -> exchange.v1.Count
-	4,  // 23: exchange.v1.Funnel.completed:type_name -> exchange.v1.Count
-	5,  // 24: exchange.v1.Funnel.rejected:type_name -> exchange.v1.CountRow
-	5,  // 25: exchange.v1.Funnel.failed:type_name -> exchange.v1.CountRow
-	5,  // 26: exchange.v1.Funnel.cancelled:type_name -> exchange.v1.CountRow
-	4,  // 27: exchange.v1.Funnel.open:type_name -> exchange.v1.Count
-	4,  // 28: exchange.v1.ResponseTimes.answered:type_name -> exchange.v1.Count
-	20, // 29: exchange.v1.ResponseTimes.median:type_name -> google.protobuf.Duration
-	20, // 30: exchange.v1.ResponseTimes.p90:type_name -> google.protobuf.Duration
-	10, // 31: exchange.v1.CapacityHistory.periods:type_name -> exchange.v1.CapacityPeriod
-	21, // 32: exchange.v1.CapacityPeriod.status:type_name -> exchange.v1.CapacityStatus
-	17, // 33: exchange.v1.CapacityPeriod.start_time:type_name -> google.protobuf.Timestamp
-	17, // 34: exchange.v1.CapacityPeriod.end_time:type_name -> google.protobuf.Timestamp
-	1,  // 35: exchange.v1.OutcomeReport.filter:type_name -> exchange.v1.ReportFilter
-	17, // 36: exchange.v1.OutcomeReport.generate_time:type_name -> google.protobuf.Timestamp
-	12, // 37: exchange.v1.OutcomeReport.measures:type_name -> exchange.v1.MeasureOutcome
-	16, // 38: exchange.v1.OutcomeReport.completeness:type_name -> exchange.v1.Completeness
-	22, // 39: exchange.v1.MeasureOutcome.instrument:type_name -> exchange.v1.Instrument
-	13, // 40: exchange.v1.MeasureOutcome.all:type_name -> exchange.v1.PairedStats
-	14, // 41: exchange.v1.MeasureOutcome.comparisons:type_name -> exchange.v1.GroupComparison
-	15, // 42: exchange.v1.MeasureOutcome.change_distribution:type_name -> exchange.v1.Bin
-	4,  // 43: exchange.v1.PairedStats.n:type_name -> exchange.v1.Count
-	4,  // 44: exchange.v1.PairedStats.improved:type_name -> exchange.v1.Count
-	4,  // 45: exchange.v1.PairedStats.unchanged:type_name -> exchange.v1.Count
-	4,  // 46: exchange.v1.PairedStats.worse:type_name -> exchange.v1.Count
-	4,  // 47: exchange.v1.PairedStats.meaningful:type_name -> exchange.v1.Count
-	13, // 48: exchange.v1.GroupComparison.a:type_name -> exchange.v1.PairedStats
-	13, // 49: exchange.v1.GroupComparison.b:type_name -> exchange.v1.PairedStats
-	4,  // 50: exchange.v1.Bin.count:type_name -> exchange.v1.Count
-	22, // 51: exchange.v1.Completeness.instrument:type_name -> exchange.v1.Instrument
-	4,  // 52: exchange.v1.Completeness.baseline:type_name -> exchange.v1.Count
-	4,  // 53: exchange.v1.Completeness.with_follow_up:type_name -> exchange.v1.Count
-	4,  // 54: exchange.v1.Completeness.without_follow_up:type_name -> exchange.v1.Count
-	2,  // 55: exchange.v1.ReportService.GetActivityReport:input_type -> exchange.v1.GetActivityReportRequest
-	3,  // 56: exchange.v1.ReportService.GetOutcomeReport:input_type -> exchange.v1.GetOutcomeReportRequest
-	6,  // 57: exchange.v1.ReportService.GetActivityReport:output_type -> exchange.v1.ActivityReport
-	11, // 58: exchange.v1.ReportService.GetOutcomeReport:output_type -> exchange.v1.OutcomeReport
-	57, // [57:59] is the sub-list for method output_type
-	55, // [55:57] is the sub-list for method input_type
-	55, // [55:55] is the sub-list for extension type_name
-	55, // [55:55] is the sub-list for extension extendee
-	0,  // [0:55] is the sub-list for field type_name
+	21, // 0: exchange.v1.ReportFilter.start_time:type_name -> google.protobuf.Timestamp
+	21, // 1: exchange.v1.ReportFilter.end_time:type_name -> google.protobuf.Timestamp
+	22, // 2: exchange.v1.ReportFilter.category:type_name -> exchange.v1.Category
+	23, // 3: exchange.v1.ReportFilter.route:type_name -> exchange.v1.ReferralRoute
+	0,  // 4: exchange.v1.ReportFilter.trend_interval:type_name -> exchange.v1.TrendInterval
+	2,  // 5: exchange.v1.GetActivityReportRequest.filter:type_name -> exchange.v1.ReportFilter
+	2,  // 6: exchange.v1.GetOutcomeReportRequest.filter:type_name -> exchange.v1.ReportFilter
+	1,  // 7: exchange.v1.Count.suppression:type_name -> exchange.v1.Suppression
+	5,  // 8: exchange.v1.CountRow.count:type_name -> exchange.v1.Count
+	2,  // 9: exchange.v1.ActivityReport.filter:type_name -> exchange.v1.ReportFilter
+	21, // 10: exchange.v1.ActivityReport.generate_time:type_name -> google.protobuf.Timestamp
+	5,  // 11: exchange.v1.ActivityReport.referrals:type_name -> exchange.v1.Count
+	6,  // 12: exchange.v1.ActivityReport.by_route:type_name -> exchange.v1.CountRow
+	6,  // 13: exchange.v1.ActivityReport.by_need:type_name -> exchange.v1.CountRow
+	6,  // 14: exchange.v1.ActivityReport.by_service:type_name -> exchange.v1.CountRow
+	6,  // 15: exchange.v1.ActivityReport.by_organization:type_name -> exchange.v1.CountRow
+	9,  // 16: exchange.v1.ActivityReport.funnel:type_name -> exchange.v1.Funnel
+	10, // 17: exchange.v1.ActivityReport.response_time:type_name -> exchange.v1.ResponseTimes
+	5,  // 18: exchange.v1.ActivityReport.overdue:type_name -> exchange.v1.Count
+	5,  // 19: exchange.v1.ActivityReport.waitlisted:type_name -> exchange.v1.Count
+	11, // 20: exchange.v1.ActivityReport.capacity:type_name -> exchange.v1.CapacityHistory
+	8,  // 21: exchange.v1.ActivityReport.trend:type_name -> exchange.v1.TrendPeriod
+	21, // 22: exchange.v1.TrendPeriod.start_time:type_name -> google.protobuf.Timestamp
+	21, // 23: exchange.v1.TrendPeriod.end_time:type_name -> google.protobuf.Timestamp
+	5,  // 24: exchange.v1.TrendPeriod.referrals:type_name -> exchange.v1.Count
+	5,  // 25: exchange.v1.TrendPeriod.started:type_name -> exchange.v1.Count
+	5,  // 26: exchange.v1.Funnel.referred:type_name -> exchange.v1.Count
+	5,  // 27: exchange.v1.Funnel.accepted:type_name -> exchange.v1.Count
+	5,  // 28: exchange.v1.Funnel.started:type_name -> exchange.v1.Count
+	5,  // 29: exchange.v1.Funnel.completed:type_name -> exchange.v1.Count
+	6,  // 30: exchange.v1.Funnel.rejected:type_name -> exchange.v1.CountRow
+	6,  // 31: exchange.v1.Funnel.failed:type_name -> exchange.v1.CountRow
+	6,  // 32: exchange.v1.Funnel.cancelled:type_name -> exchange.v1.CountRow
+	5,  // 33: exchange.v1.Funnel.open:type_name -> exchange.v1.Count
+	5,  // 34: exchange.v1.ResponseTimes.answered:type_name -> exchange.v1.Count
+	24, // 35: exchange.v1.ResponseTimes.median:type_name -> google.protobuf.Duration
+	24, // 36: exchange.v1.ResponseTimes.p90:type_name -> google.protobuf.Duration
+	12, // 37: exchange.v1.CapacityHistory.periods:type_name -> exchange.v1.CapacityPeriod
+	25, // 38: exchange.v1.CapacityPeriod.status:type_name -> exchange.v1.CapacityStatus
+	21, // 39: exchange.v1.CapacityPeriod.start_time:type_name -> google.protobuf.Timestamp
+	21, // 40: exchange.v1.CapacityPeriod.end_time:type_name -> google.protobuf.Timestamp
+	2,  // 41: exchange.v1.OutcomeReport.filter:type_name -> exchange.v1.ReportFilter
+	21, // 42: exchange.v1.OutcomeReport.generate_time:type_name -> google.protobuf.Timestamp
+	14, // 43: exchange.v1.OutcomeReport.measures:type_name -> exchange.v1.MeasureOutcome
+	20, // 44: exchange.v1.OutcomeReport.completeness:type_name -> exchange.v1.Completeness
+	26, // 45: exchange.v1.MeasureOutcome.instrument:type_name -> exchange.v1.Instrument
+	17, // 46: exchange.v1.MeasureOutcome.all:type_name -> exchange.v1.PairedStats
+	18, // 47: exchange.v1.MeasureOutcome.comparisons:type_name -> exchange.v1.GroupComparison
+	19, // 48: exchange.v1.MeasureOutcome.change_distribution:type_name -> exchange.v1.Bin
+	15, // 49: exchange.v1.MeasureOutcome.by_service:type_name -> exchange.v1.ServiceOutcome
+	16, // 50: exchange.v1.MeasureOutcome.trend:type_name -> exchange.v1.ChangePeriod
+	17, // 51: exchange.v1.ServiceOutcome.stats:type_name -> exchange.v1.PairedStats
+	21, // 52: exchange.v1.ChangePeriod.start_time:type_name -> google.protobuf.Timestamp
+	21, // 53: exchange.v1.ChangePeriod.end_time:type_name -> google.protobuf.Timestamp
+	5,  // 54: exchange.v1.ChangePeriod.n:type_name -> exchange.v1.Count
+	5,  // 55: exchange.v1.PairedStats.n:type_name -> exchange.v1.Count
+	5,  // 56: exchange.v1.PairedStats.improved:type_name -> exchange.v1.Count
+	5,  // 57: exchange.v1.PairedStats.unchanged:type_name -> exchange.v1.Count
+	5,  // 58: exchange.v1.PairedStats.worse:type_name -> exchange.v1.Count
+	5,  // 59: exchange.v1.PairedStats.meaningful:type_name -> exchange.v1.Count
+	17, // 60: exchange.v1.GroupComparison.a:type_name -> exchange.v1.PairedStats
+	17, // 61: exchange.v1.GroupComparison.b:type_name -> exchange.v1.PairedStats
+	5,  // 62: exchange.v1.Bin.count:type_name -> exchange.v1.Count
+	26, // 63: exchange.v1.Completeness.instrument:type_name -> exchange.v1.Instrument
+	5,  // 64: exchange.v1.Completeness.baseline:type_name -> exchange.v1.Count
+	5,  // 65: exchange.v1.Completeness.with_follow_up:type_name -> exchange.v1.Count
+	5,  // 66: exchange.v1.Completeness.without_follow_up:type_name -> exchange.v1.Count
+	3,  // 67: exchange.v1.ReportService.GetActivityReport:input_type -> exchange.v1.GetActivityReportRequest
+	4,  // 68: exchange.v1.ReportService.GetOutcomeReport:input_type -> exchange.v1.GetOutcomeReportRequest
+	7,  // 69: exchange.v1.ReportService.GetActivityReport:output_type -> exchange.v1.ActivityReport
+	13, // 70: exchange.v1.ReportService.GetOutcomeReport:output_type -> exchange.v1.OutcomeReport
+	69, // [69:71] is the sub-list for method output_type
+	67, // [67:69] is the sub-list for method input_type
+	67, // [67:67] is the sub-list for extension type_name
+	67, // [67:67] is the sub-list for extension extendee
+	0,  // [0:67] is the sub-list for field type_name
 }
 
 func init() { file_exchange_v1_reports_proto_init() }
@@ -1827,16 +2178,17 @@ func file_exchange_v1_reports_proto_init() {
 	file_exchange_v1_directory_proto_init()
 	file_exchange_v1_feedback_proto_init()
 	file_exchange_v1_referral_proto_init()
-	file_exchange_v1_reports_proto_msgTypes[11].OneofWrappers = []any{}
 	file_exchange_v1_reports_proto_msgTypes[12].OneofWrappers = []any{}
-	file_exchange_v1_reports_proto_msgTypes[13].OneofWrappers = []any{}
+	file_exchange_v1_reports_proto_msgTypes[14].OneofWrappers = []any{}
+	file_exchange_v1_reports_proto_msgTypes[15].OneofWrappers = []any{}
+	file_exchange_v1_reports_proto_msgTypes[16].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_exchange_v1_reports_proto_rawDesc), len(file_exchange_v1_reports_proto_rawDesc)),
-			NumEnums:      1,
-			NumMessages:   16,
+			NumEnums:      2,
+			NumMessages:   19,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
