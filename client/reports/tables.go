@@ -157,7 +157,7 @@ func Activity(r *pb.ActivityReport, p Precision) []Table {
 				per.StartTime.AsTime().Format(time.RFC3339), per.EndTime.AsTime().Format(time.RFC3339)})
 		}
 	}
-	trend := Table{Name: "trend", Title: "Referrals and uptake by " + intervalWord(r.Filter), Header: []string{"Period", "From", "To", "Referrals", "Started", "Uptake %"}}
+	trend := Table{Name: "trend", Title: "Referrals and uptake by " + IntervalWord(r.Filter), Header: []string{"Period", "From", "To", "Referrals", "Started", "Uptake %"}}
 	for _, p := range r.Trend {
 		trend.Rows = append(trend.Rows, []string{PeriodLabel(p.StartTime, p.EndTime), day(p.StartTime), day(p.EndTime),
 			f.count(p.Referrals), f.count(p.Started), f.share(p.Started, p.Referrals)})
@@ -170,8 +170,8 @@ func Activity(r *pb.ActivityReport, p Precision) []Table {
 		capacity})
 }
 
-// intervalWord names a filter's trend interval.
-func intervalWord(f *pb.ReportFilter) string {
+// IntervalWord names a filter's trend interval.
+func IntervalWord(f *pb.ReportFilter) string {
 	if f.GetTrendInterval() == pb.TrendInterval_TREND_INTERVAL_QUARTER {
 		return "quarter"
 	}
@@ -249,6 +249,10 @@ func Duration(d interface{ AsDuration() time.Duration }) string {
 	}
 	t := d.AsDuration()
 	switch {
+	case t < 30*time.Second:
+		return "under a minute"
+	case t < 90*time.Second:
+		return "1 minute"
 	case t < time.Hour:
 		return fmt.Sprintf("%d minutes", int(math.Round(t.Minutes())))
 	case t < 48*time.Hour:
@@ -304,7 +308,7 @@ func Outcomes(r *pb.OutcomeReport, p Precision) []Table {
 	bySvc := Table{Name: "by_service", Title: "Change by service, side by side",
 		Header: []string{"Measure", "Service", "Pairs", "Mean change", "95% CI low", "95% CI high", "Cohen's d", "Effect size",
 			"Improved", "Improved %", "Reached meaningful change", "Reached it %"}}
-	trend := Table{Name: "trend", Title: "Mean change by " + intervalWord(r.Filter) + " of referral", Header: []string{"Measure", "Period", "From", "To", "Pairs", "Mean change"}}
+	trend := Table{Name: "trend", Title: "Mean change by " + IntervalWord(r.Filter) + " of referral", Header: []string{"Measure", "Period", "From", "To", "Pairs", "Mean change"}}
 	for _, m := range r.Measures {
 		for _, s := range m.ByService {
 			st := s.Stats

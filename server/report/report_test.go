@@ -124,3 +124,55 @@ func TestLedgerProtects(t *testing.T) {
 		t.Errorf("funnel step: %v %v", n, accepted)
 	}
 }
+
+// TestTrendPeriods: periods are months or calendar quarters in UK time, from
+// the first referral's to the last's, with empty ones kept; one period is no
+// trend.
+func TestTrendPeriods(t *testing.T) {
+	at := func(s string, n int) []Referral {
+		when, err := time.Parse(time.RFC3339, s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out []Referral
+		for i := range n {
+			r := ref(i, 30, 35)
+			r.R.CreateTime = timestamppb.New(when)
+			out = append(out, r)
+		}
+		return out
+	}
+	// 23:30 UTC on 31 March 2026 is 00:30 on 1 April in British Summer Time.
+	refs := append(at("2026-01-15T10:00:00Z", 6), at("2026-03-31T23:30:00Z", 7)...)
+	c := Context{Threshold: 1, Now: day0.AddDate(1, 0, 0), Filter: &pb.ReportFilter{}}
+	type period struct {
+		start, end string
+		n          int64
+	}
+	for _, tc := range []struct {
+		interval pb.TrendInterval
+		want     []period
+	}{
+		{pb.TrendInterval_TREND_INTERVAL_UNSPECIFIED, []period{
+			{"2026-01-01T00:00:00Z", "2026-02-01T00:00:00Z", 6}, {"2026-02-01T00:00:00Z", "2026-03-01T00:00:00Z", 0},
+			{"2026-03-01T00:00:00Z", "2026-03-31T23:00:00Z", 0}, {"2026-03-31T23:00:00Z", "2026-04-30T23:00:00Z", 7}}},
+		{pb.TrendInterval_TREND_INTERVAL_QUARTER, []period{
+			{"2026-01-01T00:00:00Z", "2026-03-31T23:00:00Z", 6}, {"2026-03-31T23:00:00Z", "2026-06-30T23:00:00Z", 7}}},
+	} {
+		c.Filter.TrendInterval = tc.interval
+		a, o := Build(refs, c)
+		if len(a.Trend) != len(tc.want) || len(o.Measures[0].Trend) != len(tc.want) {
+			t.Fatalf("%v: %d periods, %d in outcomes, want %d", tc.interval, len(a.Trend), len(o.Measures[0].Trend), len(tc.want))
+		}
+		for i, w := range tc.want {
+			p, m := a.Trend[i], o.Measures[0].Trend[i]
+			got := period{p.StartTime.AsTime().Format(time.RFC3339), p.EndTime.AsTime().Format(time.RFC3339), p.Referrals.GetValue()}
+			if got != w || m.N.GetValue() != w.n || !m.StartTime.AsTime().Equal(p.StartTime.AsTime()) || (w.n > 0) != (m.ChangeMean != nil) {
+				t.Errorf("%v period %d: %v, outcomes %v; want %v", tc.interval, i, got, m, w)
+			}
+		}
+	}
+	if a, o := Build(at("2026-01-15T10:00:00Z", 6), c); a.Trend != nil || o.Measures[0].Trend != nil {
+		t.Errorf("one period: %v %v", a.Trend, o.Measures[0].Trend)
+	}
+}

@@ -27,8 +27,9 @@ import (
 // reportFilter reads the filter form (GET query).
 func reportFilter(q url.Values) (*pb.ReportFilter, map[string]string) {
 	f := &pb.ReportFilter{Service: q.Get("service"), Organization: q.Get("organization"),
-		Category: pb.Category(parseCode(pb.Category(0).Descriptor(), q.Get("category"))),
-		Route:    pb.ReferralRoute(parseCode(pb.ReferralRoute(0).Descriptor(), q.Get("route")))}
+		Category:      pb.Category(parseCode(pb.Category(0).Descriptor(), q.Get("category"))),
+		Route:         pb.ReferralRoute(parseCode(pb.ReferralRoute(0).Descriptor(), q.Get("route"))),
+		TrendInterval: pb.TrendInterval(parseCode(pb.TrendInterval(0).Descriptor(), q.Get("trend")))}
 	bad := map[string]string{}
 	for _, d := range []struct {
 		field string
@@ -65,11 +66,10 @@ type tick struct {
 }
 
 type forestRow struct {
-	Label, Text      string
-	Y, X, X1, X2     float64
-	Shown            bool
-	Why              string
-	Measure, Grouped string
+	Label, Text  string
+	Y, X, X1, X2 float64
+	Shown        bool
+	Why          string
 }
 
 type chart struct {
@@ -116,30 +116,64 @@ func (k reportPage) funnelChart(a *pb.ActivityReport) chart {
 	return ch
 }
 
+// forestItem is one row of a forest chart: a label and the mean change,
+// with its 95% confidence interval where there is one.
+type forestItem struct {
+	label        string
+	mean, lo, hi *float64
+}
+
 // forestChart draws, per measure and group, the mean change and its 95%
 // confidence interval against zero.
 func (k reportPage) forestChart(o *pb.OutcomeReport) chart {
-	ch := chart{ID: "change", Title: "Mean change from baseline to follow-up, with 95% confidence interval"}
-	type item struct {
-		measure, group string
-		s              *pb.PairedStats
-	}
-	var items []item
+	var items []forestItem
 	for _, m := range o.Measures {
 		if m.All.GetN().GetValue() == 0 && !m.All.GetN().GetSuppressed() {
 			continue
 		}
-		items = append(items, item{m.Measure, "All", m.All})
+		items = append(items, paired(m.Measure+": All", m.All))
 		for _, c := range m.Comparisons {
-			items = append(items, item{m.Measure, reports.GroupLabel(c.GroupA), c.A}, item{m.Measure, reports.GroupLabel(c.GroupB), c.B})
+			items = append(items, paired(m.Measure+": "+reports.GroupLabel(c.GroupA), c.A), paired(m.Measure+": "+reports.GroupLabel(c.GroupB), c.B))
 		}
 	}
+	return k.forest("change", "Mean change from baseline to follow-up, with 95% confidence interval", items)
+}
+
+// serviceChart draws each measure's mean change per service, side by side.
+func (k reportPage) serviceChart(o *pb.OutcomeReport) chart {
+	var items []forestItem
+	for _, m := range o.Measures {
+		for _, s := range m.ByService {
+			items = append(items, paired(m.Measure+": "+s.Label, s.Stats))
+		}
+	}
+	return k.forest("by-service", "Mean change by service, with 95% confidence interval", items)
+}
+
+// changeTrendChart draws each measure's mean change per period of referral.
+func (k reportPage) changeTrendChart(o *pb.OutcomeReport) chart {
+	var items []forestItem
+	for _, m := range o.Measures {
+		for _, p := range m.Trend {
+			items = append(items, forestItem{label: m.Measure + ": " + reports.PeriodLabel(p.StartTime, p.EndTime), mean: p.ChangeMean})
+		}
+	}
+	return k.forest("change-trend", "Mean change by "+reports.IntervalWord(o.Filter)+" of referral", items)
+}
+
+func paired(label string, s *pb.PairedStats) forestItem {
+	return forestItem{label: label, mean: s.ChangeMean, lo: s.ChangeCiLow, hi: s.ChangeCiHigh}
+}
+
+// forest draws rows of mean change, each with its interval, against zero.
+func (k reportPage) forest(id, title string, items []forestItem) chart {
+	ch := chart{ID: id, Title: title}
 	lo, hi := 0.0, 0.0
 	for _, it := range items {
-		if it.s.ChangeCiLow != nil && it.s.ChangeCiHigh != nil {
-			lo, hi = math.Min(lo, *it.s.ChangeCiLow), math.Max(hi, *it.s.ChangeCiHigh)
-		} else if it.s.ChangeMean != nil {
-			lo, hi = math.Min(lo, *it.s.ChangeMean), math.Max(hi, *it.s.ChangeMean)
+		if it.lo != nil && it.hi != nil {
+			lo, hi = math.Min(lo, *it.lo), math.Max(hi, *it.hi)
+		} else if it.mean != nil {
+			lo, hi = math.Min(lo, *it.mean), math.Max(hi, *it.mean)
 		}
 	}
 	step := niceStep(hi - lo)
@@ -155,14 +189,14 @@ func (k reportPage) forestChart(o *pb.OutcomeReport) chart {
 	ch.Zero = x(0)
 	desc := ""
 	for i, it := range items {
-		row := forestRow{Label: it.measure + ": " + it.group, Y: float64(i)*22 + 10, Measure: it.measure, Grouped: it.group}
-		if it.s.ChangeMean != nil {
-			row.Shown, row.X = true, x(*it.s.ChangeMean)
+		row := forestRow{Label: it.label, Y: float64(i)*22 + 10}
+		if it.mean != nil {
+			row.Shown, row.X = true, x(*it.mean)
 			row.X1, row.X2 = row.X, row.X
-			row.Text = fmt.Sprintf("%.2f", *it.s.ChangeMean)
-			if it.s.ChangeCiLow != nil && it.s.ChangeCiHigh != nil {
-				row.X1, row.X2 = x(*it.s.ChangeCiLow), x(*it.s.ChangeCiHigh)
-				row.Text += fmt.Sprintf(" (%.2f to %.2f)", *it.s.ChangeCiLow, *it.s.ChangeCiHigh)
+			row.Text = fmt.Sprintf("%.2f", *it.mean)
+			if it.lo != nil && it.hi != nil {
+				row.X1, row.X2 = x(*it.lo), x(*it.hi)
+				row.Text += fmt.Sprintf(" (%.2f to %.2f)", *it.lo, *it.hi)
 			}
 		} else {
 			row.Why = fmt.Sprintf("not shown: fewer than %d pairs", k.Threshold)
@@ -173,6 +207,38 @@ func (k reportPage) forestChart(o *pb.OutcomeReport) chart {
 	}
 	ch.Height = float64(len(items))*22 + 40
 	ch.Desc = desc
+	return ch
+}
+
+// trendChart draws the referrals of each period, the started part of each
+// bar darker.
+func (k reportPage) trendChart(a *pb.ActivityReport) chart {
+	ch := chart{ID: "trend", Title: "Referrals and uptake by " + reports.IntervalWord(a.Filter)}
+	most := 0.0
+	for _, p := range a.Trend {
+		if v, _, ok := k.shown(p.Referrals); ok {
+			most = math.Max(most, v)
+		}
+	}
+	plot := chartWidth - labelWidth - 190
+	desc := ""
+	for i, p := range a.Trend {
+		y := float64(i) * (barHeight + 8)
+		label := reports.PeriodLabel(p.StartTime, p.EndTime)
+		vr, tr, okr := k.shown(p.Referrals)
+		vs, ts, oks := k.shown(p.Started)
+		text := fmt.Sprintf("%s referred, %s started", brief(tr), brief(ts))
+		desc += fmt.Sprintf("%s: %s referred, %s started. ", label, tr, ts)
+		if !okr || most == 0 || vr == 0 {
+			ch.Bars = append(ch.Bars, bar{Label: label, Value: text, X: labelWidth, Y: y, H: barHeight})
+			continue
+		}
+		ch.Bars = append(ch.Bars, splitBar(label, text, labelWidth, y, plot*vr/most, vs/vr, oks,
+			ts+" started", "not started", "bar-light", "started not shown: small numbers")...)
+	}
+	ch.Height = float64(len(a.Trend)) * (barHeight + 8)
+	ch.Desc = desc
+	ch.Legend = []bar{{Label: "Started", Class: "bar"}, {Label: "Not started", Class: "bar-light"}, {Label: "Started not shown (small numbers)", Class: "bar-unknown"}}
 	return ch
 }
 
@@ -252,19 +318,24 @@ func (k reportPage) attritionChart(o *pb.OutcomeReport) chart {
 			ch.Bars = append(ch.Bars, bar{Label: label, Value: text, X: left, Y: y, H: barHeight})
 			continue
 		}
-		total := plot * vb / most
-		if okw && oko {
-			with := total * vw / vb
-			ch.Bars = append(ch.Bars, bar{Label: label, X: left, Y: y, W: with, H: barHeight, Class: "bar", Title: tw + " followed up"},
-				bar{Value: text, X: left + with, Y: y, W: total - with, H: barHeight, Class: "bar-missing", Title: to + " not followed up"})
-		} else {
-			ch.Bars = append(ch.Bars, bar{Label: label, Value: text, X: left, Y: y, W: total, H: barHeight, Class: "bar-unknown", Title: "split not shown: small numbers"})
-		}
+		ch.Bars = append(ch.Bars, splitBar(label, text, left, y, plot*vb/most, vw/vb, okw && oko,
+			tw+" followed up", to+" not followed up", "bar-missing", "split not shown: small numbers")...)
 	}
 	ch.Height = float64(len(o.Completeness)) * (barHeight + 8)
 	ch.Desc = desc
 	ch.Legend = []bar{{Label: "Followed up", Class: "bar"}, {Label: "Not followed up", Class: "bar-missing"}, {Label: "Split not shown (small numbers)", Class: "bar-unknown"}}
 	return ch
+}
+
+// splitBar is a bar of width total whose first share is drawn solid and
+// the rest in restClass, or, when the split is not shown, one grey bar.
+func splitBar(label, value string, x, y, total, share float64, shown bool, partTitle, restTitle, restClass, unknownTitle string) []bar {
+	if !shown {
+		return []bar{{Label: label, Value: value, X: x, Y: y, W: total, H: barHeight, Class: "bar-unknown", Title: unknownTitle}}
+	}
+	part := total * share
+	return []bar{{Label: label, X: x, Y: y, W: part, H: barHeight, Class: "bar", Title: partTitle},
+		{Value: value, X: x + part, Y: y, W: total - part, H: barHeight, Class: restClass, Title: restTitle}}
 }
 
 // brief writes "fewer than 5" as "<5" where space is short.
@@ -327,6 +398,9 @@ type reportPage struct {
 	Outcomes    []reports.Table
 	Funnel      chart
 	Change      chart
+	ByService   chart
+	ChangeTrend chart
+	Trend       chart
 	Histograms  []chart
 	Attrition   chart
 	Capacity    chart
@@ -379,6 +453,7 @@ func (w *Web) reports(rw http.ResponseWriter, r *http.Request, s *session) {
 			rp.Activity, rp.Outcomes = reports.Activity(act, reports.Rounded), reports.Outcomes(out, reports.Rounded)
 			rp.Funnel, rp.Change, rp.Histograms = rp.funnelChart(act), rp.forestChart(out), rp.histograms(out)
 			rp.Attrition, rp.Capacity = rp.attritionChart(out), capacityChart(act)
+			rp.Trend, rp.ByService, rp.ChangeTrend = rp.trendChart(act), rp.serviceChart(out), rp.changeTrendChart(out)
 			rp.HasOutcomes = len(rp.Change.Rows) > 0
 		}
 	}

@@ -11,6 +11,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -18,17 +19,22 @@ import (
 	"google.golang.org/protobuf/types/known/fieldmaskpb"
 
 	pb "github.com/social-prescribing/exchange/proto/exchange/v1"
+	"github.com/social-prescribing/exchange/server/api"
 	"github.com/social-prescribing/exchange/server/exchangetest"
 	"github.com/social-prescribing/exchange/server/web"
 )
 
 // startReports is an exchange with nine people referred by the link
-// workers to the walks, all with consent for evaluation: six women and
-// three men; all with a WEMWBS baseline and six with a follow-up. So the
-// men (3) and the missing follow-ups (3) are below the threshold of 5.
+// workers to the walks, all with consent for evaluation: six women, two
+// months ago, and three men, now; all with a WEMWBS baseline and six with a
+// follow-up. So the men (3), their month and the missing follow-ups (3) are
+// below the threshold of 5.
 func startReports(t *testing.T) *inbox {
 	t.Helper()
-	x := exchangetest.Start(t)
+	var clock atomic.Int64
+	now := time.Now()
+	clock.Store(time.Date(now.Year(), now.Month()-2, 1, 12, 0, 0, 0, time.UTC).UnixNano())
+	x := exchangetest.StartWith(t, api.Options{Now: func() time.Time { return time.Unix(0, clock.Load()) }})
 	x.Org("pcn", pb.OrganizationKind_ORGANIZATION_KIND_LINK_WORKER_SERVICE)
 	x.Org("walkers", pb.OrganizationKind_ORGANIZATION_KIND_VCSE_ORGANIZATION)
 	x.Org("icb", pb.OrganizationKind_ORGANIZATION_KIND_COMMISSIONER)
@@ -43,6 +49,7 @@ func startReports(t *testing.T) *inbox {
 		p.NhsNumber, p.Sex = nhs, pb.Sex_SEX_FEMALE
 		if i >= 6 {
 			p.Sex = pb.Sex_SEX_MALE
+			clock.Store(time.Now().UnixNano())
 		}
 		r, err := refs.CreateReferral(x.As("pcn"), &pb.CreateReferralRequest{RequestId: fmt.Sprint("rep-", i), Referral: &pb.Referral{
 			RecipientService: walks, Person: p, Consent: c.Name, Route: pb.ReferralRoute_REFERRAL_ROUTE_LINK_WORKER,
@@ -84,7 +91,7 @@ func TestReportPage(t *testing.T) {
 	if code != 200 {
 		t.Fatalf("GET /reports: %d\n%s", code, page)
 	}
-	for _, id := range []string{"chart-funnel", "chart-change", "chart-dist-WEMWBS", "chart-attrition", "chart-capacity"} {
+	for _, id := range []string{"chart-funnel", "chart-trend", "chart-change", "chart-by-service", "chart-change-trend", "chart-dist-WEMWBS", "chart-attrition", "chart-capacity"} {
 		i := strings.Index(page, `id="`+id+`"`)
 		if i < 0 {
 			t.Errorf("no %s", id)
@@ -94,6 +101,9 @@ func TestReportPage(t *testing.T) {
 		fig = fig[:strings.Index(fig, "</figure>")]
 		if !strings.Contains(fig, `role="img"`) || !strings.Contains(fig, "<title id=") || !strings.Contains(fig, "<desc id=") {
 			t.Errorf("%s lacks its title or text equivalent", id)
+		}
+		if !strings.Contains(fig, `<div class="scroll" tabindex="0" role="region" aria-label="`) {
+			t.Errorf("%s is not in a focusable, labelled scrolling region", id)
 		}
 	}
 	// The men's row: 3 pairs, shown as <5 with no statistics.
@@ -113,6 +123,19 @@ func TestReportPage(t *testing.T) {
 		!strings.Contains(csv, "\nService,Instrument,Baseline,With follow-up,Without follow-up,Attrition rate %\n") ||
 		!strings.Contains(csv, "walks,WEMWBS,9,suppressed,<5,") {
 		t.Errorf("completeness CSV: %d\n%s", code, csv)
+	}
+	// The trend by month: six women two months ago, three men now, and
+	// the month between them hidden, since 9 - 6 - 0 would give the 3 away.
+	code, csv = get(t, c, x.url+"/reports/activity/trend.csv")
+	if rows := strings.Split(csv, "\n"); code != 200 || !strings.Contains(csv, "\nPeriod,From,To,Referrals,Started,Uptake %\n") ||
+		len(rows) < 4 || !strings.Contains(csv, ",6,0,0.0\n") || !strings.Contains(csv, ",suppressed,0,\n") || !strings.Contains(csv, ",<5,0,\n") {
+		t.Errorf("trend CSV: %d\n%s", code, csv)
+	}
+	// The trend's interval is part of the filter, kept by the form and the
+	// CSV links.
+	if code, page := get(t, c, x.url+"/reports?trend=QUARTER"); code != 200 || !strings.Contains(page, `<option value="QUARTER" selected>`) ||
+		!strings.Contains(page, `/reports/activity/trend.csv?trend=QUARTER"`) {
+		t.Errorf("the quarterly page: %d", code)
 	}
 	if code, _ := get(t, c, x.url+"/reports/outcomes/nope.csv"); code != 404 {
 		t.Errorf("an unknown table: %d", code)
@@ -150,7 +173,7 @@ func TestBrowserReports(t *testing.T) {
 	// Text of every chart label and of every count column of every table.
 	const collect = `(() => {
 	  const out = [];
-	  document.querySelectorAll('figure.chart:not(#chart-change) svg text').forEach(t => out.push(t.textContent));
+	  document.querySelectorAll('figure.chart:not(.forest) svg text').forEach(t => out.push(t.textContent));
 	  const counts = ['Referrals', 'Pairs', 'Improved', 'Unchanged', 'Worse', 'Baseline', 'With follow-up', 'Without follow-up'];
 	  document.querySelectorAll('details.table').forEach(d => d.open = true);
 	  document.querySelectorAll('table').forEach(tb => {
@@ -199,8 +222,8 @@ func TestBrowserReports(t *testing.T) {
 	save("reports.png", shot)
 
 	// On a phone, 390 px wide: the page never scrolls sideways; a wide
-	// table scrolls in its own region, which the keyboard can reach and a
-	// screen reader names.
+	// table or chart (its labels kept legible) scrolls in its own region,
+	// which the keyboard can reach and a screen reader names.
 	var pageWidth int
 	var regions []map[string]string
 	var text string
@@ -210,7 +233,7 @@ func TestBrowserReports(t *testing.T) {
 		chromedp.WaitVisible("#chart-funnel svg", chromedp.ByQuery),
 		chromedp.Evaluate(`document.querySelectorAll('details.table').forEach(d => d.open = true)`, nil),
 		chromedp.Evaluate(`document.documentElement.scrollWidth`, &pageWidth),
-		chromedp.Evaluate(`[...document.querySelectorAll('table')].filter(tb => tb.scrollWidth > 390).map(tb => {
+		chromedp.Evaluate(`[...document.querySelectorAll('table, figure.chart svg')].filter(tb => tb.getBoundingClientRect().width > 390).map(tb => {
 		  const r = tb.closest('.scroll');
 		  return r ? {tabindex: r.getAttribute('tabindex') || '', role: r.getAttribute('role') || '', label: r.getAttribute('aria-label') || '', overflow: getComputedStyle(r).overflowX} : {};
 		})`, &regions),

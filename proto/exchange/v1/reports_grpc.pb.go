@@ -56,12 +56,15 @@ const (
 //     suppressed count or a group of 1 to threshold minus one that is not
 //     shown (accepted but never started, of another sex, without a
 //     follow-up), is suppressed too, with reason SUPPRESSION_PROTECTS; it may
-//     be of any size, zero included. The statistics of a group whose count is
-//     suppressed are left out, since they give the count away.
+//     be of any size, zero included. A count of 1 to threshold minus one is
+//     SUPPRESSION_PROTECTS rather than SMALL where the label itself would give
+//     it away. The statistics of a group whose count is suppressed are left
+//     out, since they give the count away.
 //   - The rule holds across every table of both reports of one filter (they
 //     are protected together) and every linear relation between their figures:
-//     totals and their splits, the funnel's steps, a group against the whole,
-//     and the pairs of a measure against their counts. No suppressed count is
+//     totals and their splits, the funnel's steps, the periods of a trend, the
+//     services side by side, a group against the whole, and the pairs of a
+//     measure against their counts. No suppressed count is
 //     determined by what is shown, and no such group either.
 //
 // Reports hold no personal data: no names, NHS numbers, dates of birth or
@@ -138,12 +141,15 @@ func (c *reportServiceClient) GetOutcomeReport(ctx context.Context, in *GetOutco
 //     suppressed count or a group of 1 to threshold minus one that is not
 //     shown (accepted but never started, of another sex, without a
 //     follow-up), is suppressed too, with reason SUPPRESSION_PROTECTS; it may
-//     be of any size, zero included. The statistics of a group whose count is
-//     suppressed are left out, since they give the count away.
+//     be of any size, zero included. A count of 1 to threshold minus one is
+//     SUPPRESSION_PROTECTS rather than SMALL where the label itself would give
+//     it away. The statistics of a group whose count is suppressed are left
+//     out, since they give the count away.
 //   - The rule holds across every table of both reports of one filter (they
 //     are protected together) and every linear relation between their figures:
-//     totals and their splits, the funnel's steps, a group against the whole,
-//     and the pairs of a measure against their counts. No suppressed count is
+//     totals and their splits, the funnel's steps, the periods of a trend, the
+//     services side by side, a group against the whole, and the pairs of a
+//     measure against their counts. No suppressed count is
 //     determined by what is shown, and no such group either.
 //
 // Reports hold no personal data: no names, NHS numbers, dates of birth or
