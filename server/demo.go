@@ -63,7 +63,7 @@ var demoOrgs = []demoOrg{
 // organisations are created a year back, then history synthetic referrals
 // are written over that year (demoHistory), then two referrals wait in the
 // groups' inboxes today.
-func ensureDemo(ctx context.Context, srv *api.Server, dataDir string, history int, clock *demoClock) error {
+func ensureDemo(ctx context.Context, srv *api.Server, dataDir string, history int) error {
 	path := filepath.Join(dataDir, "demo-credentials.json")
 	if b, err := os.ReadFile(path); err == nil {
 		fmt.Printf("Demo organisations exist; their API keys are in %s:\n%s", path, b)
@@ -71,10 +71,10 @@ func ensureDemo(ctx context.Context, srv *api.Server, dataDir string, history in
 	}
 	svcs := srv.Services()
 	dir, capa, keys := svcs.Directory, svcs.Capacity, svcs.APIKeys
-	op := api.WithCaller(ctx, api.Caller{Org: "organizations/operator", Operator: true})
 	start := time.Now().AddDate(-1, 0, 0)
-	clock.set(start.Add(-24 * time.Hour))
-	defer clock.set(time.Time{})
+	// The organisations exist from a day before the history starts.
+	before := api.WithTime(ctx, start.Add(-24*time.Hour))
+	op := api.WithCaller(before, api.Caller{Org: "organizations/operator", Operator: true})
 	var creds []demoCredential
 	for _, d := range demoOrgs {
 		o, err := dir.CreateOrganization(op, &pb.CreateOrganizationRequest{OrganizationId: d.id, Organization: d.org, RequestId: "demo-org-" + d.id})
@@ -85,7 +85,7 @@ func ensureDemo(ctx context.Context, srv *api.Server, dataDir string, history in
 		if err != nil {
 			return err
 		}
-		as := api.WithCaller(ctx, api.Caller{Org: o.Name, Kind: o.Kind})
+		as := api.WithCaller(before, api.Caller{Org: o.Name, Kind: o.Kind})
 		for id, s := range d.services {
 			if _, err := dir.CreateService(as, &pb.CreateServiceRequest{Parent: o.Name, ServiceId: id, Service: s, RequestId: "demo-svc-" + id}); err != nil {
 				return err
@@ -102,11 +102,10 @@ func ensureDemo(ctx context.Context, srv *api.Server, dataDir string, history in
 	}
 	if history > 0 {
 		fmt.Printf("Writing %d synthetic referrals over the past year for the reports...\n", history)
-		if err := demoHistory(ctx, svcs, clock, history, start); err != nil {
+		if err := demoHistory(ctx, svcs, history, start); err != nil {
 			return err
 		}
 	}
-	clock.set(time.Time{})
 	if err := demoReferrals(ctx, svcs); err != nil {
 		return err
 	}

@@ -6,7 +6,7 @@ import (
 	"math"
 	"math/rand/v2"
 	"sort"
-	"sync/atomic"
+	"sync"
 	"time"
 
 	pb "github.com/social-prescribing/exchange/proto/exchange/v1"
@@ -14,30 +14,12 @@ import (
 	"github.com/social-prescribing/exchange/server/validate"
 )
 
-// demoClock is the exchange's clock: the real time, except while the demo
-// writes its synthetic history, when it is set back to each step's time.
-type demoClock struct{ at atomic.Pointer[time.Time] }
-
-func (c *demoClock) now() time.Time {
-	if t := c.at.Load(); t != nil {
-		return *t
-	}
-	return time.Now()
-}
-
-// set moves the clock to t; the zero time gives back the real clock.
-func (c *demoClock) set(t time.Time) {
-	if t.IsZero() {
-		c.at.Store(nil)
-		return
-	}
-	c.at.Store(&t)
-}
-
-// demoNHSNumber is the n-th NHS number of the 999 range reserved for
-// testing, with a valid check digit.
+// demoNHSNumber is an NHS number of the 999 range reserved for testing,
+// with a valid check digit, distinct for each n below 500,000: the number
+// of stem 2n, or of 2n+1 where no check digit makes 2n valid (two stems in a
+// row never both lack one, since the last digit's weight is 2).
 func demoNHSNumber(n int) string {
-	for ; ; n++ {
+	for n *= 2; ; n++ {
 		for d := 0; d < 10; d++ {
 			s := fmt.Sprintf("999%06d%d", n%1000000, d)
 			if _, ok := validate.NHSNumber(s); ok {
@@ -47,24 +29,23 @@ func demoNHSNumber(n int) string {
 	}
 }
 
-// step is one thing that happens in the synthetic history, at a time.
+// step is one thing that happens in a person's synthetic journey, at a
+// time.
 type step struct {
-	at  time.Time
-	seq int // keeps a person's steps in order when their times tie
-	do  func(ctx context.Context) error
+	at time.Time
+	do func(at time.Time) error
 }
 
-// demoHistory writes n synthetic people's journeys through the exchange,
-// spread over the year before the demo's start and all closed by it, so a
+// demoHistory writes synthetic people's journeys through the exchange,
+// spread over the year before the demo's start and all ended by it, so a
 // newcomer's reports have something to show: consent (most with
 // evaluation), a referral from the practice to the link workers (or straight
 // from the link workers to a group), answers, onward referrals to the
 // groups, waiting, starting, completing or failing, and wellbeing and
-// loneliness scores at the start and, for some, at the end. The clock is set
-// to each step's time, so the exchange stores the history as if it had
-// happened; steps the exchange refuses (a group at capacity) end that
-// person's journey, as they would.
-func demoHistory(ctx context.Context, svcs api.Services, clock *demoClock, n int, start time.Time) error {
+// loneliness scores at the start and, for some, at the end, until n
+// referrals are made. Each step is a call at its own time (api.WithTime), so
+// the exchange stores the history as if it had happened (runHistory).
+func demoHistory(ctx context.Context, svcs api.Services, n int, start time.Time) error {
 	rng := rand.New(rand.NewPCG(2026, 11))
 	gp := api.WithCaller(ctx, api.Caller{Org: "organizations/riverside-practice", Kind: pb.OrganizationKind_ORGANIZATION_KIND_GP_PRACTICE})
 	lw := api.WithCaller(ctx, api.Caller{Org: "organizations/riverside-pcn", Kind: pb.OrganizationKind_ORGANIZATION_KIND_LINK_WORKER_SERVICE})
@@ -73,11 +54,10 @@ func demoHistory(ctx context.Context, svcs api.Services, clock *demoClock, n int
 		"organizations/community-money-advice/services/debt-advice": api.WithCaller(ctx, api.Caller{Org: "organizations/community-money-advice"}),
 	}
 	const linkWorkers = "organizations/riverside-pcn/services/link-workers"
-	var steps []step
-	seq := 0
-	add := func(at time.Time, do func(ctx context.Context) error) {
-		seq++
-		steps = append(steps, step{at, seq, do})
+	var journeys [][]step
+	add := func(at time.Time, do func(at time.Time) error) {
+		j := &journeys[len(journeys)-1]
+		*j = append(*j, step{at, do})
 	}
 	hours := func(lo, hi float64) time.Duration {
 		return time.Duration((lo + rng.Float64()*(hi-lo)) * float64(time.Hour))
@@ -85,8 +65,8 @@ func demoHistory(ctx context.Context, svcs api.Services, clock *demoClock, n int
 	normal := func(mean, sd, lo, hi float64) int32 {
 		return int32(math.Max(lo, math.Min(hi, math.Round(mean+sd*rng.NormFloat64()))))
 	}
-	for i := range n {
-		i := i
+	for i, made := 0, 0; made < n; i++ {
+		journeys = append(journeys, nil)
 		t0 := start.Add(hours(0, 270*24))
 		sex := []pb.Sex{pb.Sex_SEX_FEMALE, pb.Sex_SEX_MALE}[rng.IntN(2)]
 		person := &pb.Person{NhsNumber: demoNHSNumber(100 + i), GivenName: "Demo", FamilyName: fmt.Sprintf("Person %d", i+1),
@@ -106,8 +86,14 @@ func demoHistory(ctx context.Context, svcs api.Services, clock *demoClock, n int
 		}
 		var consent, first, onward string
 		group := groups[service]
-		add(t0, func(context.Context) error {
-			c, err := svcs.Consents.CreateConsent(recorder, &pb.CreateConsentRequest{RequestId: fmt.Sprint("demo-history-consent-", i), Consent: &pb.Consent{
+		// The link worker closes its own referral once the onward one ends.
+		closeFirst := func(t time.Time) {
+			if viaGP {
+				add(t.Add(hours(24, 72)), move(lw, svcs, &first, "complete", 0))
+			}
+		}
+		add(t0, func(at time.Time) error {
+			c, err := svcs.Consents.CreateConsent(api.WithTime(recorder, at), &pb.CreateConsentRequest{RequestId: fmt.Sprint("demo-history-consent-", i), Consent: &pb.Consent{
 				NhsNumber: person.NhsNumber, Method: pb.ConsentMethod_CONSENT_METHOD_VERBAL, Purposes: purposes,
 				RecipientScope: pb.ConsentRecipientScope_CONSENT_RECIPIENT_SCOPE_REFERRAL_CHAIN}})
 			if err == nil {
@@ -117,8 +103,9 @@ func demoHistory(ctx context.Context, svcs api.Services, clock *demoClock, n int
 		})
 		t := t0
 		if viaGP {
-			add(t, func(context.Context) error {
-				r, err := svcs.Referrals.CreateReferral(gp, &pb.CreateReferralRequest{RequestId: fmt.Sprint("demo-history-gp-", i), Referral: &pb.Referral{
+			made++
+			add(t, func(at time.Time) error {
+				r, err := svcs.Referrals.CreateReferral(api.WithTime(gp, at), &pb.CreateReferralRequest{RequestId: fmt.Sprint("demo-history-gp-", i), Referral: &pb.Referral{
 					RecipientService: linkWorkers, Person: person, Consent: consent, Route: pb.ReferralRoute_REFERRAL_ROUTE_PRIMARY_CARE,
 					Needs: []pb.Category{pb.Category_CATEGORY_SOCIAL_ISOLATION, pb.Category_CATEGORY_MENTAL_WELLBEING}, SupportLevel: pb.SupportLevel_SUPPORT_LEVEL_INTENSIVE}})
 				if err == nil {
@@ -141,8 +128,9 @@ func demoHistory(ctx context.Context, svcs api.Services, clock *demoClock, n int
 			route = []pb.ReferralRoute{pb.ReferralRoute_REFERRAL_ROUTE_SELF, pb.ReferralRoute_REFERRAL_ROUTE_SOCIAL_CARE,
 				pb.ReferralRoute_REFERRAL_ROUTE_COMMUNITY_HEALTH, pb.ReferralRoute_REFERRAL_ROUTE_DROP_IN}[rng.IntN(4)]
 		}
-		add(t, func(context.Context) error {
-			r, err := svcs.Referrals.CreateReferral(lw, &pb.CreateReferralRequest{RequestId: fmt.Sprint("demo-history-onward-", i), Referral: &pb.Referral{
+		made++
+		add(t, func(at time.Time) error {
+			r, err := svcs.Referrals.CreateReferral(api.WithTime(lw, at), &pb.CreateReferralRequest{RequestId: fmt.Sprint("demo-history-onward-", i), Referral: &pb.Referral{
 				RecipientService: service, Person: person, Consent: consent, Route: route, ParentReferral: first,
 				Needs: needs, SupportLevel: pb.SupportLevel_SUPPORT_LEVEL_INTENSIVE}})
 			if err == nil {
@@ -154,9 +142,11 @@ func demoHistory(ctx context.Context, svcs api.Services, clock *demoClock, n int
 		switch x := rng.Float64(); {
 		case x < 0.08:
 			add(t, move(group, svcs, &onward, "reject", pb.StateReasonCode_STATE_REASON_CODE_NOT_ELIGIBLE))
+			closeFirst(t)
 			continue
 		case x < 0.12:
 			add(t, move(lw, svcs, &onward, "cancel", pb.StateReasonCode_STATE_REASON_CODE_NEEDS_CHANGED))
+			closeFirst(t)
 			continue
 		}
 		add(t, move(group, svcs, &onward, "accept", 0))
@@ -186,6 +176,7 @@ func demoHistory(ctx context.Context, svcs api.Services, clock *demoClock, n int
 		if rng.Float64() < 0.2 {
 			add(t, move(group, svcs, &onward, "fail", []pb.StateReasonCode{pb.StateReasonCode_STATE_REASON_CODE_DID_NOT_ATTEND,
 				pb.StateReasonCode_STATE_REASON_CODE_UNABLE_TO_CONTACT}[rng.IntN(2)]))
+			closeFirst(t)
 			continue
 		}
 		// About half are measured again at the end: the attrition the
@@ -205,32 +196,64 @@ func demoHistory(ctx context.Context, svcs api.Services, clock *demoClock, n int
 			}
 		}
 		add(t, move(group, svcs, &onward, "complete", 0))
-		if viaGP {
-			add(t.Add(hours(24, 72)), move(lw, svcs, &first, "complete", 0))
-		}
+		closeFirst(t)
 	}
-	sort.Slice(steps, func(a, b int) bool {
-		if !steps[a].at.Equal(steps[b].at) {
-			return steps[a].at.Before(steps[b].at)
-		}
-		return steps[a].seq < steps[b].seq
-	})
-	defer clock.set(time.Time{})
-	for _, s := range steps {
-		clock.set(s.at)
-		// A refused step (a group at capacity, a move a refused step made
-		// impossible) ends that journey there, as it would in life.
-		_ = s.do(ctx)
-	}
-	return nil
+	return runHistory(ctx, journeys)
 }
 
+// runHistory takes every step of every journey in time order, each after
+// the step before it in its journey, with up to demoInFlight steps running
+// at once so that the store commits them together (a commit waits for the
+// disk). The steps running at once span a few hours of the history,
+// so a group's capacity fills and empties about as it would have. A refused
+// step (a group at capacity, a move a refused step made impossible) leaves
+// the rest of its journey to go on without it: the steps on a referral
+// never made do nothing, as in life.
+func runHistory(ctx context.Context, journeys [][]step) error {
+	type place struct{ journey, step int }
+	var order []place
+	for j, steps := range journeys {
+		for i := range steps {
+			order = append(order, place{j, i})
+		}
+	}
+	sort.SliceStable(order, func(a, b int) bool {
+		return journeys[order[a].journey][order[a].step].at.Before(journeys[order[b].journey][order[b].step].at)
+	})
+	// done[j] is closed when journey j's latest step taken is done.
+	done := make([]chan struct{}, len(journeys))
+	slots := make(chan struct{}, demoInFlight)
+	var wg sync.WaitGroup
+	for _, o := range order {
+		if ctx.Err() != nil {
+			break
+		}
+		prev, finished := done[o.journey], make(chan struct{})
+		done[o.journey] = finished
+		slots <- struct{}{}
+		wg.Add(1)
+		go func(s step) {
+			defer func() { <-slots; close(finished); wg.Done() }()
+			if prev != nil {
+				<-prev
+			}
+			_ = s.do(s.at)
+		}(journeys[o.journey][o.step])
+	}
+	wg.Wait()
+	return ctx.Err()
+}
+
+// demoInFlight is how many steps of the history run at once.
+const demoInFlight = 512
+
 // move returns a step applying a state method to *name (when it exists).
-func move(as context.Context, svcs api.Services, name *string, method string, reason pb.StateReasonCode) func(context.Context) error {
-	return func(context.Context) error {
+func move(as context.Context, svcs api.Services, name *string, method string, reason pb.StateReasonCode) func(time.Time) error {
+	return func(at time.Time) error {
 		if *name == "" {
 			return nil
 		}
+		as := api.WithTime(as, at)
 		why := &pb.StateReason{Code: reason}
 		var err error
 		switch method {
@@ -252,11 +275,12 @@ func move(as context.Context, svcs api.Services, name *string, method string, re
 }
 
 // outcome returns a step recording a score on *name.
-func outcome(as context.Context, svcs api.Services, name *string, in pb.Instrument, tp pb.Timepoint, total int32, requestID string) func(context.Context) error {
-	return func(context.Context) error {
+func outcome(as context.Context, svcs api.Services, name *string, in pb.Instrument, tp pb.Timepoint, total int32, requestID string) func(time.Time) error {
+	return func(at time.Time) error {
 		if *name == "" {
 			return nil
 		}
+		as := api.WithTime(as, at)
 		_, err := svcs.Feedback.CreateFeedback(as, &pb.CreateFeedbackRequest{Parent: *name, RequestId: requestID, Feedback: &pb.Feedback{
 			Content: &pb.Feedback_Outcome{Outcome: &pb.OutcomeMeasure{Instrument: in, Timepoint: tp, Total: total}}}})
 		return err

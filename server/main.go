@@ -187,17 +187,14 @@ func run(st settings) error {
 	if err := ensureOperator(ctx, store, st.dataDir); err != nil {
 		return err
 	}
-	// The demo's synthetic history is written with the clock set back; at
-	// every other time the clock is the real one.
-	var clock demoClock
-	srv := api.New(store, api.Options{AutoRejectAfter: st.autoReject, ReportMinCount: st.reportMinCount, Now: clock.now, Limits: st.limits})
+	srv := api.New(store, api.Options{AutoRejectAfter: st.autoReject, ReportMinCount: st.reportMinCount, Limits: st.limits})
 	if st.demo {
-		if err := ensureDemo(ctx, srv, st.dataDir, st.demoReferrals, &clock); err != nil {
+		if err := ensureDemo(ctx, srv, st.dataDir, st.demoReferrals); err != nil {
 			return fmt.Errorf("demo: %w", err)
 		}
 	}
 
-	m.Watch(metrics.Sources{Store: store, Size: store.Size, Watchers: srv.Watchers, Now: clock.now})
+	m.Watch(metrics.Sources{Store: store, Size: store.Size, Watchers: srv.Watchers, Now: time.Now})
 	tracing, stopTracing, err := setupTracing(ctx)
 	if err != nil {
 		return err

@@ -180,7 +180,7 @@ const IdempotencyWindow = 7 * 24 * time.Hour
 // Each batch is audited as one entry with resource `retention`, the first
 // also for the answers deleted. It returns how many referrals it cleared.
 func (s *Server) SweepRetention(ctx context.Context, period time.Duration) (int, error) {
-	dropped, err := storage.DeleteExpiredAnswers(ctx, s.core.store, s.core.clock().Add(-IdempotencyWindow), storage.AnswerSweepPiece)
+	dropped, err := storage.DeleteExpiredAnswers(ctx, s.core.store, s.core.clock(ctx).Add(-IdempotencyWindow), storage.AnswerSweepPiece)
 	if err != nil {
 		return 0, err
 	}
@@ -189,7 +189,7 @@ func (s *Server) SweepRetention(ctx context.Context, period time.Duration) (int,
 		n := 0
 		err := s.core.store.Update(ctx, func(tx storage.WriteTx) error {
 			n = 0
-			now := s.core.clock()
+			now := s.core.clock(ctx)
 			if period > 0 {
 				closed, err := tx.ClosedReferralsBefore(now.Add(-period), retentionBatch)
 				if err != nil {

@@ -75,7 +75,7 @@ func (s *Server) UnaryAudit(ctx context.Context, req any, info *grpc.UnaryServer
 	if err == nil {
 		out, _ = resp.(proto.Message)
 	}
-	if aerr := s.core.appendAudit(ctx, auditEntry(n, s.core.clock(), in, out, err)); aerr != nil {
+	if aerr := s.core.appendAudit(ctx, auditEntry(n, s.core.clock(ctx), in, out, err)); aerr != nil {
 		return nil, aerr
 	}
 	return resp, err
@@ -93,7 +93,7 @@ func (s *Server) StreamAudit(srv any, ss grpc.ServerStream, info *grpc.StreamSer
 	if n.written && err == nil {
 		return nil
 	}
-	if aerr := s.core.appendAudit(ss.Context(), auditEntry(n, s.core.clock(), nil, nil, err)); aerr != nil {
+	if aerr := s.core.appendAudit(ss.Context(), auditEntry(n, s.core.clock(ctx), nil, nil, err)); aerr != nil {
 		return aerr
 	}
 	return err
@@ -105,7 +105,7 @@ func (c *core) auditStart(ctx context.Context) error {
 	if n == nil || !n.audited {
 		return nil
 	}
-	if err := c.appendAudit(ctx, auditEntry(n, c.clock(), nil, nil, nil)); err != nil {
+	if err := c.appendAudit(ctx, auditEntry(n, c.clock(ctx), nil, nil, nil)); err != nil {
 		return err
 	}
 	n.written = true

@@ -72,7 +72,7 @@ func (s *consents) CreateConsent(ctx context.Context, req *pb.CreateConsentReque
 	if caller.Operator || caller.Kind == pb.OrganizationKind_ORGANIZATION_KIND_COMMISSIONER {
 		return nil, notAllowed("consents", "consent is recorded by the organisations that support the person")
 	}
-	now := s.clock()
+	now := s.clock(ctx)
 	var v validate.Violations
 	validate.NewConsent(&v, "consent", req.Consent, now)
 	validate.RequestID(&v, "request_id", req.RequestId, false)

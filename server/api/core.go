@@ -60,7 +60,21 @@ type core struct {
 	keys keyCache
 }
 
-func (c *core) clock() time.Time { return c.now().UTC() }
+func (c *core) clock(ctx context.Context) time.Time {
+	if t, ok := ctx.Value(timeKey{}).(time.Time); ok {
+		return t.UTC()
+	}
+	return c.now().UTC()
+}
+
+type timeKey struct{}
+
+// WithTime returns ctx for a call that happens at t instead of now, for
+// in-process callers only (the wire cannot set it): the demo's synthetic
+// history, whose people's journeys run side by side, each at its own time.
+func WithTime(ctx context.Context, t time.Time) context.Context {
+	return context.WithValue(ctx, timeKey{}, t)
+}
 
 // Caller is the authenticated organisation of a call.
 type Caller struct {
@@ -187,7 +201,7 @@ func (c *core) mutate(ctx context.Context, method, requestID string, req proto.M
 		hash = h.Sum(nil)
 	}
 	err := c.store.Update(ctx, func(tx storage.WriteTx) error {
-		now := c.clock()
+		now := c.clock(ctx)
 		if requestID != "" {
 			rec, err := tx.GetIdempotency(caller.Org, requestID)
 			switch {
@@ -240,7 +254,7 @@ func (c *core) mutate(ctx context.Context, method, requestID string, req proto.M
 
 // view runs a read transaction and maps store errors.
 func (c *core) view(ctx context.Context, fn func(tx storage.ReadTx, now time.Time) error) error {
-	return storeError(ctx, c.store.View(ctx, func(tx storage.ReadTx) error { return fn(tx, c.clock()) }))
+	return storeError(ctx, c.store.View(ctx, func(tx storage.ReadTx) error { return fn(tx, c.clock(ctx)) }))
 }
 
 // event appends an event caused by the caller.
@@ -322,10 +336,12 @@ type Services struct {
 	Consents  pb.ConsentServiceServer
 	Referrals pb.ReferralServiceServer
 	Feedback  pb.FeedbackServiceServer
+	Reports   pb.ReportServiceServer
 }
 
 // Services returns the service implementations.
 func (s *Server) Services() Services {
 	return Services{Directory: &directory{core: s.core}, Capacity: &capacity{core: s.core}, APIKeys: &apiKeys{core: s.core},
-		Consents: &consents{core: s.core}, Referrals: &referrals{core: s.core}, Feedback: &feedback{core: s.core}}
+		Consents: &consents{core: s.core}, Referrals: &referrals{core: s.core}, Feedback: &feedback{core: s.core},
+		Reports: &reports{core: s.core}}
 }

@@ -20,7 +20,7 @@ type feedback struct {
 }
 
 func (s *feedback) CreateFeedback(ctx context.Context, req *pb.CreateFeedbackRequest) (*pb.Feedback, error) {
-	now := s.clock()
+	now := s.clock(ctx)
 	var v validate.Violations
 	validate.Feedback(&v, "feedback", req.Feedback, now)
 	validate.RequestID(&v, "request_id", req.RequestId, false)

@@ -92,7 +92,7 @@ func (s *referrals) CreateReferral(ctx context.Context, req *pb.CreateReferralRe
 	if caller.Operator {
 		return nil, notAllowed("referrals", "the operator is never a party to a referral")
 	}
-	now := s.clock()
+	now := s.clock(ctx)
 	var v validate.Violations
 	validate.NewReferral(&v, "referral", req.Referral, now)
 	validate.RequestID(&v, "request_id", req.RequestId, true)
@@ -478,7 +478,7 @@ const sweepBatch = 500
 func (s *Server) SweepOverdue(ctx context.Context) (notified, rejected int, err error) {
 	err = s.core.store.Update(ctx, func(tx storage.WriteTx) error {
 		notified, rejected = 0, 0
-		now := s.core.clock()
+		now := s.core.clock(ctx)
 		if s.core.autoReject > 0 {
 			late, err := tx.UnansweredReferrals(now.Add(-s.core.autoReject), sweepBatch)
 			if err != nil {
