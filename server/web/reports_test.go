@@ -225,6 +225,7 @@ func TestBrowserReports(t *testing.T) {
 	// table or chart (its labels kept legible) scrolls in its own region,
 	// which the keyboard can reach and a screen reader names.
 	var pageWidth int
+	var smallest float64 // the shortest chart label's height, in CSS pixels
 	var regions []map[string]string
 	var text string
 	err = chromedp.Run(ctx,
@@ -238,6 +239,7 @@ func TestBrowserReports(t *testing.T) {
 		  return r ? {tabindex: r.getAttribute('tabindex') || '', role: r.getAttribute('role') || '', label: r.getAttribute('aria-label') || '', overflow: getComputedStyle(r).overflowX} : {};
 		})`, &regions),
 		chromedp.Evaluate(`document.body.innerText`, &text),
+		chromedp.Evaluate(`Math.min(...[...document.querySelectorAll('figure.chart svg text')].filter(t => t.textContent.trim()).map(t => t.getBoundingClientRect().height))`, &smallest),
 		chromedp.FullScreenshot(&shot, 100),
 	)
 	if err != nil {
@@ -246,6 +248,11 @@ func TestBrowserReports(t *testing.T) {
 	save("reports-390.png", shot)
 	if pageWidth > 390 {
 		t.Errorf("at 390 px the page is %d px wide: it scrolls sideways", pageWidth)
+	}
+	// An 11 px label drawn at 600 px of a 640-wide chart is about 12 px
+	// tall; squeezed into the phone's width it would be about 7.
+	if smallest < 10 {
+		t.Errorf("at 390 px the smallest chart label is %.1f px tall: not legible", smallest)
 	}
 	if len(regions) == 0 {
 		t.Error("no table is wider than the phone: the check of scrolling regions checked nothing")
@@ -257,7 +264,8 @@ func TestBrowserReports(t *testing.T) {
 	}
 	// What a commissioner reads: the rule, why a count is hidden, the size
 	// of an effect in words.
-	for _, w := range []string{"suppressed", "fewer than 5", "Effect size"} {
+	for _, w := range []string{"suppressed", "fewer than 5", "Effect size", "d 95% CI low", "Improved %", "Attrition rate %",
+		"Reached it %", "Referrals and uptake by month", "Uptake %", "Change by service, side by side", "Mean change by month of referral"} {
 		if !strings.Contains(text, w) {
 			t.Errorf("the report page lacks %q", w)
 		}
