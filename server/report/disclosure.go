@@ -39,6 +39,9 @@ type Ledger struct {
 	cells  map[*pb.Count]Cell
 	rels   [][]term // each sums to zero
 	of     [][]int  // of[c]: the relations c is in (Protect fills it)
+	// zero marks the counts the relations alone make 0 (the pairs that
+	// fell, where no bin lies below 0): hiding one protects nothing.
+	zero []bool
 	// headline counts are hidden to protect another only when nothing else
 	// will do: the referrals counted, the pairs of a measure.
 	headline map[Cell]bool
@@ -130,6 +133,7 @@ func (l *Ledger) Of(c *pb.Count) Cell { return l.cell(c) }
 
 func (l *Ledger) hide(c Cell, withGroup bool) {
 	switch {
+	case l.zero != nil && l.zero[c]:
 	case l.value[c] > 0 && l.value[c] < l.k:
 		l.hidden[c] = pb.Suppression_SUPPRESSION_SMALL
 	case withGroup || l.hidden[c] == 0:
@@ -137,9 +141,9 @@ func (l *Ledger) hide(c Cell, withGroup bool) {
 	}
 }
 
-// Protect hides the small counts and then, one at a time, the smallest
-// shown count that shares a relation with a given-away cell, until none is
-// given away; it writes the result into the counts.
+// Protect hides the small counts and then, for each given-away cell in
+// turn, the shown counts its complement names, until none is given away;
+// it writes the result into the counts.
 func (l *Ledger) Protect() {
 	for c := range l.value {
 		if l.count[c] != nil && l.value[c] > 0 && l.value[c] < l.k {
@@ -150,6 +154,12 @@ func (l *Ledger) Protect() {
 	for i, r := range l.rels {
 		for _, t := range r {
 			l.of[t.c] = append(l.of[t.c], i)
+		}
+	}
+	l.zero = l.structuralZeros()
+	for c := range l.value {
+		if l.zero[c] {
+			l.hidden[c] = 0 // what every reader knows is no secret
 		}
 	}
 	// Hiding a count only widens what the others may be, so a cell once
@@ -164,9 +174,12 @@ func (l *Ledger) Protect() {
 		if !ok {
 			// Everything beside c is hidden and the labels give it away
 			// (three counts of 1 to 4 that make 3 are each 1): the "fewer
-			// than k" label goes, from c or the counts beside it.
-			if !l.relabel(c) {
-				break
+			// than k" label goes, from c or the counts beside it, or else
+			// from every count linked to it. Once none is left to take,
+			// no bound but zero remains and the search goes on to the
+			// other cells rather than stop.
+			if !l.relabel(c) && !l.relabelAll(l.component(c)) {
+				safe[c] = true
 			}
 			continue
 		}
@@ -200,6 +213,51 @@ func (l *Ledger) relabel(c Cell) bool {
 	return changed
 }
 
+// structuralZeros finds the cells every reader knows are 0 from the
+// relations alone: the total of a sum of nothing, the parts of such a
+// total (counts are never negative), a total whose parts all are.
+func (l *Ledger) structuralZeros() []bool {
+	zero := make([]bool, len(l.value))
+	for changed := true; changed; {
+		changed = false
+		for _, r := range l.rels {
+			total, all := Cell(-1), true
+			for _, t := range r {
+				if t.coef < 0 {
+					total = t.c
+				} else if !zero[t.c] {
+					all = false
+				}
+			}
+			switch {
+			case total < 0:
+			case zero[total]:
+				for _, t := range r {
+					if t.coef > 0 && !zero[t.c] {
+						zero[t.c], changed = true, true
+					}
+				}
+			case all:
+				zero[total], changed = true, true
+			}
+		}
+	}
+	return zero
+}
+
+// relabelAll shows every small count of cs as suppressed to protect, and
+// reports whether any changed.
+func (l *Ledger) relabelAll(cs []Cell) bool {
+	changed := false
+	for _, u := range cs {
+		if l.hidden[u] == pb.Suppression_SUPPRESSION_SMALL {
+			l.hidden[u] = pb.Suppression_SUPPRESSION_PROTECTS
+			changed = true
+		}
+	}
+	return changed
+}
+
 // unknown: what a reader of the report does not see.
 func (l *Ledger) unknown(c Cell) bool { return l.count[c] == nil || l.hidden[c] != 0 }
 
@@ -215,10 +273,12 @@ func (l *Ledger) sensitive(c Cell) bool {
 	return l.small[c] && l.value[c] > 0 && l.value[c] < l.k
 }
 
-// complement picks the count to hide next for a given-away cell c: of the
-// shown counts in a relation with c (or, when there are none, with another
-// unknown of its component), the smallest whose hiding protects c, or the
-// smallest when none does alone.
+// complement picks the counts to hide next for a given-away cell c: the
+// shown counts a move of c must pass through (the fewest and smallest,
+// headlines last), or else, of the shown counts in a relation with c (or
+// with another unknown of its component), the smallest whose hiding alone
+// protects c, or the smallest. It reports false when no shown count is
+// linked to c at all.
 func (l *Ledger) complement(c Cell) ([]Cell, bool) {
 	// A move of whole steps that changes c, through shown counts where it
 	// must: hiding them leaves c undetermined.
@@ -234,7 +294,7 @@ func (l *Ledger) complement(c Cell) ([]Cell, bool) {
 		for _, u := range scope {
 			for _, r := range l.of[u] {
 				for _, t := range l.rels[r] {
-					if l.count[t.c] != nil && l.hidden[t.c] == 0 && !seen[t.c] {
+					if l.count[t.c] != nil && l.hidden[t.c] == 0 && !l.zero[t.c] && !seen[t.c] {
 						seen[t.c] = true
 						cands = append(cands, t.c)
 					}
@@ -304,8 +364,8 @@ func (l *Ledger) givenAway(safe []bool) (Cell, bool) {
 
 // movable looks for a move of the unknowns by whole steps that keeps every
 // relation and bound and changes c by one: two solutions that differ in c,
-// so c is not determined. It is a quick proof for most cells; when it
-// finds none (within a budget), linear programming decides.
+// so c is not determined. When it finds none within its budget, c is
+// treated as given away (Protect).
 func (l *Ledger) movable(c Cell) bool {
 	ok, _ := l.move(c, 0)
 	return ok
@@ -327,7 +387,7 @@ func (l *Ledger) move(c Cell, reach int) (bool, []Cell) {
 	can := func(u Cell, step int) bool {
 		lo, hi := bound(u)
 		v := l.value[u] + step
-		return (l.unknown(u) || reach == 1 && !l.headline[u] || reach == 2) && d[u] == 0 && v >= lo && v <= hi
+		return !l.zero[u] && (l.unknown(u) || reach == 1 && !l.headline[u] || reach == 2) && d[u] == 0 && v >= lo && v <= hi
 	}
 	// Unknowns first, then shown counts, smallest first, headlines last.
 	rank := func(u Cell) int {

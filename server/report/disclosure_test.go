@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"strings"
 	"testing"
 	"time"
 
@@ -28,15 +29,19 @@ func TestNothingSuppressedIsDetermined(t *testing.T) {
 	}
 	for seed := range seeds {
 		rng := rand.New(rand.NewPCG(uint64(seed), 26))
-		refs := randomReferrals(rng, 5+rng.IntN(60))
-		c := Context{Threshold: 5, Now: day0.AddDate(1, 0, 0)}
+		// Mostly the default threshold; a third of the time 3 or 10, and
+		// from a single referral up, where a search that gives up first
+		// went wrong.
+		k := []int{5, 5, 5, 5, 3, 10}[rng.IntN(6)]
+		refs := randomReferrals(rng, 1+rng.IntN(65))
+		c := Context{Threshold: k, Now: day0.AddDate(1, 0, 0)}
 		a, o := Build(refs, c)
 		c.Threshold = 1
 		ta, to := Build(refs, c)
-		w := newWitness(5)
+		w := newWitness(k)
 		w.reports(a, o, ta, to)
 		if msg := w.check(); msg != "" {
-			t.Errorf("seed %d (%d referrals): %s", seed, len(refs), msg)
+			t.Errorf("seed %d (%d referrals, threshold %d): %s", seed, len(refs), k, msg)
 		}
 		if w.hidden == 0 && seed < 3 {
 			t.Logf("seed %d hid nothing", seed)
@@ -180,6 +185,16 @@ func (w *witness) reports(a *pb.ActivityReport, o *pb.OutcomeReport, ta *pb.Acti
 			}
 		}
 	}
+	// An organisation's referrals are its services'.
+	for i, org := range a.ByOrganization {
+		var of []int
+		for _, svc := range a.ByService {
+			if strings.HasPrefix(svc.Key, org.Key+"/services/") {
+				of = append(of, services[svc.Key])
+			}
+		}
+		w.sum(w.fig(org.Count, ta.ByOrganization[i].Count), of...)
+	}
 	needs := w.rows(a.ByNeed, ta.ByNeed)
 	for _, c := range needs {
 		w.rest(n, c)
@@ -232,6 +247,36 @@ func (w *witness) reports(a *pb.ActivityReport, o *pb.OutcomeReport, ta *pb.Acti
 		}
 		if len(bins) > 0 {
 			w.sum(all[0], bins...)
+			// Below 0 the pairs that fell; from 0 the unchanged and, with
+			// a width over 1, those that rose by less.
+			fell, rose := all[3], all[1]
+			if !m.HigherIsBetter {
+				fell, rose = all[1], all[3]
+			}
+			var below, above []int
+			zero := -1
+			for j, b := range m.ChangeDistribution {
+				switch {
+				case b.High <= 0:
+					below = append(below, bins[j])
+				case b.Low == 0:
+					zero = bins[j]
+				default:
+					above = append(above, bins[j])
+				}
+			}
+			w.sum(fell, below...)
+			switch width := m.ChangeDistribution[0].High - m.ChangeDistribution[0].Low; {
+			case zero < 0:
+				w.sum(rose, above...)
+			case width <= 1:
+				w.sum(zero, all[2])
+				w.sum(rose, above...)
+			default:
+				little := w.rest(zero, all[2])
+				w.small[little] = false // not a group the reports name
+				w.sum(rose, append(above, little)...)
+			}
 		}
 		if m.All.Meaningful != nil {
 			w.rest(all[1], w.fig(m.All.Meaningful, tm.All.Meaningful))

@@ -337,6 +337,17 @@ func activity(in []Referral, c Context, l *Ledger, per periods) *pb.ActivityRepo
 	for _, rows := range [][]*pb.CountRow{rep.ByRoute, rep.ByService, rep.ByOrganization} {
 		l.Sum(total, counts(rows)...)
 	}
+	// A service's name starts with its organisation's: an organisation's
+	// referrals are those of its services.
+	for _, org := range rep.ByOrganization {
+		var of []*pb.Count
+		for _, svc := range rep.ByService {
+			if strings.HasPrefix(svc.Key, org.Key+"/services/") {
+				of = append(of, svc.Count)
+			}
+		}
+		l.Sum(org.Count, of...)
+	}
 	// A referral has one need or more: each need is among the referrals,
 	// and the needs together at least as many.
 	var needCells []Cell
@@ -430,7 +441,8 @@ func reachedStarted(r *pb.Referral) bool {
 }
 
 // capacityHistory is the service's capacity status over the report period.
-// A service starts ACCEPTING; each CAPACITY_CHANGED event sets the status.
+// A service starts ACCEPTING; each CAPACITY_CHANGED event, in sequence
+// order, sets the status.
 func (c *Context) capacityHistory(service string) *pb.CapacityHistory {
 	capName := service + "/capacity"
 	from, to := c.ServiceCreated[service], c.Now
@@ -454,11 +466,19 @@ func (c *Context) capacityHistory(service string) *pb.CapacityHistory {
 			status = e.CapacityStatus
 			continue
 		}
+		// Events count in sequence order; one timed before the one it
+		// follows (another server's clock, the demo's history) takes
+		// effect at that one's time, so no period runs backwards.
+		if at.Before(since) {
+			at = since
+		}
 		if !at.Before(to) {
 			break
 		}
 		if e.CapacityStatus != status {
-			h.Periods = append(h.Periods, period(status, since, at))
+			if at.After(since) {
+				h.Periods = append(h.Periods, period(status, since, at))
+			}
 			status, since = e.CapacityStatus, at
 		}
 	}
@@ -642,6 +662,7 @@ func outcomes(in []Referral, c Context, l *Ledger, per periods) *pb.OutcomeRepor
 				bins[i] = b.Count
 			}
 			l.Sum(mo.All.N, bins...)
+			binRelations(l, mo.All, mo.ChangeDistribution, m.higherIsBetter, m.binWidth)
 		}
 		rep.Measures = append(rep.Measures, mo)
 		pairs = append(pairs, mo.All.N)
@@ -765,6 +786,41 @@ func compare(l *Ledger, by, a, b string, sa, sb sample, m measure) *pb.GroupComp
 		g.Df = proto.Int32(int32(r.DF))
 	}
 	return g
+}
+
+// binRelations ties the bins of a distribution to the pairs that rose,
+// fell and stayed. Bin edges are multiples of the width, 0 among them, so
+// the bins below 0 hold exactly the pairs whose score fell, and the bin
+// from 0 the unchanged with those that rose by less than a width: none when
+// the width is 1 or less, since scores are whole numbers.
+func binRelations(l *Ledger, s *pb.PairedStats, bins []*pb.Bin, higherIsBetter bool, width float64) {
+	fell, rose := s.Worse, s.Improved
+	if !higherIsBetter {
+		fell, rose = s.Improved, s.Worse
+	}
+	var below, above []Cell
+	var zero *pb.Count
+	for _, b := range bins {
+		switch {
+		case b.High <= 0:
+			below = append(below, l.Of(b.Count))
+		case b.Low == 0:
+			zero = b.Count
+		default:
+			above = append(above, l.Of(b.Count))
+		}
+	}
+	l.SumCells(l.Of(fell), below...)
+	switch {
+	case zero == nil:
+		l.SumCells(l.Of(rose), above...)
+	case width <= 1:
+		l.Sum(zero, s.Unchanged)
+		l.SumCells(l.Of(rose), above...)
+	default:
+		little := l.Rest(l.Of(zero), false, l.Of(s.Unchanged))
+		l.SumCells(l.Of(rose), append(above, little)...)
+	}
 }
 
 // histogram bins changes by width, from the bin of the smallest to that of

@@ -1,6 +1,8 @@
 package report
 
 import (
+	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -82,6 +84,21 @@ func TestCapacityHistory(t *testing.T) {
 		if p.Status != w.s || !p.StartTime.AsTime().Equal(day0.AddDate(0, 0, w.from)) || !p.EndTime.AsTime().Equal(day0.AddDate(0, 0, w.to)) {
 			t.Errorf("period %d: %v, want %v", i, p, w)
 		}
+	}
+	// An event timed before the one it follows counts from that one's
+	// time: no period runs backwards.
+	c.CapacityEvents = []*pb.Event{ev(10, pb.CapacityStatus_CAPACITY_STATUS_NO_CAPACITY), ev(8, pb.CapacityStatus_CAPACITY_STATUS_PAUSED),
+		ev(15, pb.CapacityStatus_CAPACITY_STATUS_ACCEPTING)}
+	h = Activity([]Referral{r}, c).Capacity[0]
+	var got []string
+	for _, p := range h.Periods {
+		if p.EndTime.AsTime().Before(p.StartTime.AsTime()) {
+			t.Errorf("a period runs backwards: %v", p)
+		}
+		got = append(got, fmt.Sprintf("%s %s-%s", pb.Code(p.Status), p.StartTime.AsTime().Format("02"), p.EndTime.AsTime().Format("02")))
+	}
+	if strings.Join(got, ", ") != "ACCEPTING 10-15, PAUSED 15-20, ACCEPTING 20-04" {
+		t.Errorf("out-of-order events: %s", strings.Join(got, ", "))
 	}
 }
 

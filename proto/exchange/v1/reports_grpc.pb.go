@@ -63,8 +63,10 @@ const (
 //   - The rule holds across every table of both reports of one filter (they
 //     are protected together) and every linear relation between their figures:
 //     totals and their splits, the funnel's steps, the periods of a trend, the
-//     services side by side, a group against the whole, and the pairs of a
-//     measure against their counts. No suppressed count is
+//     services side by side, an organisation against its services, a group
+//     against the whole, the pairs of a measure against their counts, and the
+//     bins of a distribution of change against the pairs that rose, fell and
+//     stayed. No suppressed count is
 //     determined by what is shown, and no such group either.
 //
 // Reports hold no personal data: no names, NHS numbers, dates of birth or
@@ -148,8 +150,10 @@ func (c *reportServiceClient) GetOutcomeReport(ctx context.Context, in *GetOutco
 //   - The rule holds across every table of both reports of one filter (they
 //     are protected together) and every linear relation between their figures:
 //     totals and their splits, the funnel's steps, the periods of a trend, the
-//     services side by side, a group against the whole, and the pairs of a
-//     measure against their counts. No suppressed count is
+//     services side by side, an organisation against its services, a group
+//     against the whole, the pairs of a measure against their counts, and the
+//     bins of a distribution of change against the pairs that rose, fell and
+//     stayed. No suppressed count is
 //     determined by what is shown, and no such group either.
 //
 // Reports hold no personal data: no names, NHS numbers, dates of birth or
