@@ -157,7 +157,7 @@ func demoHistory(ctx context.Context, svcs api.Services, n int, start time.Time)
 			instrument = pb.Instrument_INSTRUMENT_SWEMWBS
 		}
 		// A wellbeing score and the loneliness score, in a fixed order so
-		// the history is the same on every machine.
+		// the people and their scores are the same on every run.
 		type score struct {
 			in    pb.Instrument
 			total int32
@@ -204,8 +204,11 @@ func demoHistory(ctx context.Context, svcs api.Services, n int, start time.Time)
 // runHistory takes every step of every journey in time order, each after
 // the step before it in its journey, with up to demoInFlight steps running
 // at once so that the store commits them together (a commit waits for the
-// disk). The steps running at once span a few hours of the history,
-// so a group's capacity fills and empties about as it would have. A refused
+// disk). The steps running at once span at most demoWindow of the history,
+// so a group's capacity fills and empties about as it would have; which of
+// two steps that close commits first is left to the store, so the history's
+// people and scores are the same on every run, the steps a group at
+// capacity refuses not quite. A refused
 // step (a group at capacity, a move a refused step made impossible) leaves
 // the rest of its journey to go on without it: the steps on a referral
 // never made do nothing, as in life.
@@ -220,17 +223,36 @@ func runHistory(ctx context.Context, journeys [][]step) error {
 	sort.SliceStable(order, func(a, b int) bool {
 		return journeys[order[a].journey][order[a].step].at.Before(journeys[order[b].journey][order[b].step].at)
 	})
-	// done[j] is closed when journey j's latest step taken is done.
+	// done[j] is closed when journey j's latest step taken is done; taken
+	// holds the steps taken and not yet seen done, oldest first.
+	type running struct {
+		at       time.Time
+		finished chan struct{}
+	}
 	done := make([]chan struct{}, len(journeys))
+	var taken []running
 	slots := make(chan struct{}, demoInFlight)
 	var wg sync.WaitGroup
+	defer wg.Wait()
 	for _, o := range order {
-		if ctx.Err() != nil {
-			break
+		s := journeys[o.journey][o.step]
+		// A step waits for every step more than demoWindow older.
+		for len(taken) > 0 && taken[0].at.Before(s.at.Add(-demoWindow)) {
+			select {
+			case <-taken[0].finished:
+				taken = taken[1:]
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		}
+		select {
+		case slots <- struct{}{}:
+		case <-ctx.Done():
+			return ctx.Err()
 		}
 		prev, finished := done[o.journey], make(chan struct{})
 		done[o.journey] = finished
-		slots <- struct{}{}
+		taken = append(taken, running{s.at, finished})
 		wg.Add(1)
 		go func(s step) {
 			defer func() { <-slots; close(finished); wg.Done() }()
@@ -238,14 +260,17 @@ func runHistory(ctx context.Context, journeys [][]step) error {
 				<-prev
 			}
 			_ = s.do(s.at)
-		}(journeys[o.journey][o.step])
+		}(s)
 	}
-	wg.Wait()
 	return ctx.Err()
 }
 
-// demoInFlight is how many steps of the history run at once.
-const demoInFlight = 512
+// At most demoInFlight steps of the history run at once, all within
+// demoWindow of history time of each other.
+const (
+	demoInFlight = 512
+	demoWindow   = 24 * time.Hour
+)
 
 // move returns a step applying a state method to *name (when it exists).
 func move(as context.Context, svcs api.Services, name *string, method string, reason pb.StateReasonCode) func(time.Time) error {

@@ -25,9 +25,9 @@ func TestDemoNHSNumbersDistinct(t *testing.T) {
 }
 
 // TestDemoHistory: the synthetic history, its journeys run side by side,
-// is stored as if it had happened over the past year: referrals in most
-// months, each person's steps in order (answered before started, scores
-// paired), and every journey closed or refused by today.
+// is stored as if it had happened over the past year: referrals in each of
+// its months, started ones among the accepted, pairs of scores, every
+// journey ended by today, and capacity periods that run forwards.
 func TestDemoHistory(t *testing.T) {
 	dir := t.TempDir()
 	store, err := bolt.Open(filepath.Join(dir, "exchange.db"), bolt.Options{})
@@ -56,6 +56,13 @@ func TestDemoHistory(t *testing.T) {
 	f := a.Funnel
 	if f.Started.GetValue() == 0 || f.Completed.GetValue() == 0 || f.Started.GetValue() > f.Accepted.GetValue() || f.Open.GetValue() != 0 || f.Open.GetSuppressed() {
 		t.Errorf("funnel: %v", f)
+	}
+	for _, h := range a.Capacity {
+		for _, p := range h.Periods {
+			if p.EndTime.AsTime().Before(p.StartTime.AsTime()) {
+				t.Errorf("%s: a capacity period runs backwards: %v", h.Service, p)
+			}
+		}
 	}
 	o, err := srv.Services().Reports.GetOutcomeReport(icb, &pb.GetOutcomeReportRequest{})
 	if err != nil {

@@ -17,6 +17,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	_ "time/tzdata" // periods in UK time on a host without a zone database
 
 	"google.golang.org/protobuf/types/known/durationpb"
 
@@ -159,7 +160,7 @@ func Activity(r *pb.ActivityReport, p Precision) []Table {
 	}
 	trend := Table{Name: "trend", Title: "Referrals and uptake by " + IntervalWord(r.Filter), Header: []string{"Period", "From", "To", "Referrals", "Started", "Uptake %"}}
 	for _, p := range r.Trend {
-		trend.Rows = append(trend.Rows, []string{PeriodLabel(p.StartTime, p.EndTime), day(p.StartTime), day(p.EndTime),
+		trend.Rows = append(trend.Rows, []string{PeriodLabel(p.StartTime, p.EndTime), day(p.StartTime), lastDay(p.EndTime),
 			f.count(p.Referrals), f.count(p.Started), f.share(p.Started, p.Referrals)})
 	}
 	return about("Activity", r.Filter, r.GenerateTime, r.SuppressionThreshold, []Table{summary, funnel, trend,
@@ -178,9 +179,14 @@ func IntervalWord(f *pb.ReportFilter) string {
 	return "month"
 }
 
-// day is a period's bound as a date in UK time.
+// day is a period's first day, in UK time.
 func day(t interface{ AsTime() time.Time }) string {
 	return t.AsTime().In(london).Format(time.DateOnly)
+}
+
+// lastDay is the last day of a period that ends (excluded) at t.
+func lastDay(t interface{ AsTime() time.Time }) string {
+	return t.AsTime().In(london).AddDate(0, 0, -1).Format(time.DateOnly)
 }
 
 var london = func() *time.Location {
@@ -320,7 +326,7 @@ func Outcomes(r *pb.OutcomeReport, p Precision) []Table {
 				f.num(st.CohensD), size, f.count(st.GetImproved()), f.share(st.GetImproved(), st.GetN()), f.countIf(st.Meaningful), f.share(st.Meaningful, st.GetN())})
 		}
 		for _, p := range m.Trend {
-			trend.Rows = append(trend.Rows, []string{m.Measure, PeriodLabel(p.StartTime, p.EndTime), day(p.StartTime), day(p.EndTime), f.count(p.N), f.num(p.ChangeMean)})
+			trend.Rows = append(trend.Rows, []string{m.Measure, PeriodLabel(p.StartTime, p.EndTime), day(p.StartTime), lastDay(p.EndTime), f.count(p.N), f.num(p.ChangeMean)})
 		}
 	}
 	comp := Table{Name: "completeness", Title: "Baselines with and without a follow-up",

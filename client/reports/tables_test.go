@@ -80,7 +80,7 @@ func TestTrendTables(t *testing.T) {
 			Referrals: &pb.Count{Value: 40}, Started: &pb.Count{Value: 10}}}}
 	trend, ok := reports.Find(reports.Activity(a, reports.Rounded), "trend")
 	if !ok || trend.Title != "Referrals and uptake by quarter" || len(trend.Rows) != 1 ||
-		strings.Join(trend.Rows[0], "|") != "April to June 2026|2026-04-01|2026-07-01|40|10|25.0" {
+		strings.Join(trend.Rows[0], "|") != "April to June 2026|2026-04-01|2026-06-30|40|10|25.0" {
 		t.Errorf("activity trend: %+v", trend)
 	}
 	mean := 2.5

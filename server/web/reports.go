@@ -120,6 +120,7 @@ func (k reportPage) funnelChart(a *pb.ActivityReport) chart {
 // with its 95% confidence interval where there is one.
 type forestItem struct {
 	label        string
+	n            *pb.Count
 	mean, lo, hi *float64
 }
 
@@ -155,14 +156,14 @@ func (k reportPage) changeTrendChart(o *pb.OutcomeReport) chart {
 	var items []forestItem
 	for _, m := range o.Measures {
 		for _, p := range m.Trend {
-			items = append(items, forestItem{label: m.Measure + ": " + reports.PeriodLabel(p.StartTime, p.EndTime), mean: p.ChangeMean})
+			items = append(items, forestItem{label: m.Measure + ": " + reports.PeriodLabel(p.StartTime, p.EndTime), n: p.N, mean: p.ChangeMean})
 		}
 	}
 	return k.forest("change-trend", "Mean change by "+reports.IntervalWord(o.Filter)+" of referral", items)
 }
 
 func paired(label string, s *pb.PairedStats) forestItem {
-	return forestItem{label: label, mean: s.ChangeMean, lo: s.ChangeCiLow, hi: s.ChangeCiHigh}
+	return forestItem{label: label, n: s.N, mean: s.ChangeMean, lo: s.ChangeCiLow, hi: s.ChangeCiHigh}
 }
 
 // forest draws rows of mean change, each with its interval, against zero.
@@ -199,7 +200,7 @@ func (k reportPage) forest(id, title string, items []forestItem) chart {
 				row.Text += fmt.Sprintf(" (%.2f to %.2f)", *it.lo, *it.hi)
 			}
 		} else {
-			row.Why = fmt.Sprintf("not shown: fewer than %d pairs", k.Threshold)
+			row.Why = k.withheld(it.n)
 			row.Text = row.Why
 		}
 		desc += row.Label + ": " + row.Text + ". "
@@ -208,6 +209,18 @@ func (k reportPage) forest(id, title string, items []forestItem) chart {
 	ch.Height = float64(len(items))*22 + 40
 	ch.Desc = desc
 	return ch
+}
+
+// withheld says why a group's mean change is not drawn: a hidden count is
+// "fewer than k" only when it truly is.
+func (k reportPage) withheld(n *pb.Count) string {
+	switch {
+	case n.GetSuppressed() && n.GetSuppression() != pb.Suppression_SUPPRESSION_SMALL:
+		return "not shown: suppressed to protect a small count"
+	case !n.GetSuppressed() && n.GetValue() == 0:
+		return "no pairs"
+	}
+	return fmt.Sprintf("not shown: fewer than %d pairs", k.Threshold)
 }
 
 // trendChart draws the referrals of each period, the started part of each
