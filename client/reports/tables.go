@@ -186,7 +186,7 @@ func day(t interface{ AsTime() time.Time }) string {
 
 // lastDay is the last day of a period that ends (excluded) at t.
 func lastDay(t interface{ AsTime() time.Time }) string {
-	return t.AsTime().In(london).AddDate(0, 0, -1).Format(time.DateOnly)
+	return t.AsTime().Add(-time.Nanosecond).In(london).Format(time.DateOnly)
 }
 
 var london = func() *time.Location {
@@ -200,7 +200,7 @@ var london = func() *time.Location {
 // PeriodLabel names a trend period: "April 2026", or "April to June 2026"
 // for a quarter.
 func PeriodLabel(from, to interface{ AsTime() time.Time }) string {
-	a, b := from.AsTime().In(london), to.AsTime().In(london).AddDate(0, 0, -1)
+	a, b := from.AsTime().In(london), to.AsTime().Add(-time.Nanosecond).In(london)
 	if a.Month() == b.Month() && a.Year() == b.Year() {
 		return a.Format("January 2006")
 	}

@@ -135,7 +135,7 @@ func Build(refs []Referral, c Context) (*pb.ActivityReport, *pb.OutcomeReport) {
 		}
 	}
 	l := NewLedger(c.Threshold)
-	per := trendPeriods(in, c.Filter.GetTrendInterval())
+	per := trendPeriods(in, c.Filter)
 	act := activity(in, c, l, per)
 	out := outcomes(in, c, l, per)
 	// Baselines of a service are among its referrals, and its pairs of a
@@ -200,15 +200,16 @@ var london = func() *time.Location {
 type periods struct{ starts []time.Time }
 
 // trendPeriods are the months (or quarters) from that of the first referral
-// of in to that of the last; none when that is one period, since the
+// of in to that of the last, the first starting no earlier and the last
+// ending no later than the filter; none when that is one period, since the
 // report's totals are then its only figures, and repeating them would
 // only tie more counts together.
-func trendPeriods(in []Referral, interval pb.TrendInterval) periods {
+func trendPeriods(in []Referral, f *pb.ReportFilter) periods {
 	if len(in) == 0 {
 		return periods{}
 	}
 	months := 1
-	if interval == pb.TrendInterval_TREND_INTERVAL_QUARTER {
+	if f.GetTrendInterval() == pb.TrendInterval_TREND_INTERVAL_QUARTER {
 		months = 3
 	}
 	first, last := in[0].R.CreateTime.AsTime(), in[0].R.CreateTime.AsTime()
@@ -221,8 +222,8 @@ func trendPeriods(in []Referral, interval pb.TrendInterval) periods {
 			last = t
 		}
 	}
-	f := first.In(london)
-	start := time.Date(f.Year(), (f.Month()-1)/time.Month(months)*time.Month(months)+1, 1, 0, 0, 0, 0, london)
+	uk := first.In(london)
+	start := time.Date(uk.Year(), (uk.Month()-1)/time.Month(months)*time.Month(months)+1, 1, 0, 0, 0, 0, london)
 	var p periods
 	for t := start; !t.After(last); t = t.AddDate(0, months, 0) {
 		p.starts = append(p.starts, t)
@@ -231,6 +232,12 @@ func trendPeriods(in []Referral, interval pb.TrendInterval) periods {
 		return periods{}
 	}
 	p.starts = append(p.starts, p.starts[len(p.starts)-1].AddDate(0, months, 0))
+	if from := f.GetStartTime(); from != nil && from.AsTime().After(p.starts[0]) {
+		p.starts[0] = from.AsTime()
+	}
+	if to := f.GetEndTime(); to != nil && to.AsTime().Before(p.starts[len(p.starts)-1]) {
+		p.starts[len(p.starts)-1] = to.AsTime()
+	}
 	return p
 }
 

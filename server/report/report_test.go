@@ -189,6 +189,13 @@ func TestTrendPeriods(t *testing.T) {
 			}
 		}
 	}
+	// A filter that cuts a period bounds it: from 10 January to 15 April.
+	c.Filter = &pb.ReportFilter{TrendInterval: pb.TrendInterval_TREND_INTERVAL_QUARTER,
+		StartTime: timestamppb.New(time.Date(2026, 1, 10, 0, 0, 0, 0, time.UTC)), EndTime: timestamppb.New(time.Date(2026, 4, 15, 0, 0, 0, 0, time.UTC))}
+	if a, _ := Build(refs, c); len(a.Trend) != 2 || !a.Trend[0].StartTime.AsTime().Equal(c.Filter.StartTime.AsTime()) ||
+		!a.Trend[1].EndTime.AsTime().Equal(c.Filter.EndTime.AsTime()) || !a.Trend[0].EndTime.AsTime().Equal(a.Trend[1].StartTime.AsTime()) {
+		t.Errorf("periods cut by the filter: %v", a.Trend)
+	}
 	if a, o := Build(at("2026-01-15T10:00:00Z", 6), c); a.Trend != nil || o.Measures[0].Trend != nil {
 		t.Errorf("one period: %v %v", a.Trend, o.Measures[0].Trend)
 	}

@@ -624,9 +624,11 @@ func (x *ActivityReport) GetTrend() []*TrendPeriod {
 // Referrals and uptake in one period of a trend.
 type TrendPeriod struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// The period's start, included.
+	// The period's start, included: the first of a month or quarter in UK
+	// time, or the filter's start_time where that is later.
 	StartTime *timestamppb.Timestamp `protobuf:"bytes,1,opt,name=start_time,json=startTime,proto3" json:"start_time,omitempty"`
-	// Its end, excluded.
+	// Its end, excluded: the first of the next month or quarter, or the
+	// filter's end_time where that is earlier.
 	EndTime *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=end_time,json=endTime,proto3" json:"end_time,omitempty"`
 	// Referrals made in the period.
 	Referrals *Count `protobuf:"bytes,3,opt,name=referrals,proto3" json:"referrals,omitempty"`
@@ -1289,9 +1291,11 @@ func (x *ServiceOutcome) GetStats() *PairedStats {
 // The change in one measure in one period of a trend.
 type ChangePeriod struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// The period's start, included.
+	// The period's start, included: the first of a month or quarter in UK
+	// time, or the filter's start_time where that is later.
 	StartTime *timestamppb.Timestamp `protobuf:"bytes,1,opt,name=start_time,json=startTime,proto3" json:"start_time,omitempty"`
-	// Its end, excluded.
+	// Its end, excluded: the first of the next month or quarter, or the
+	// filter's end_time where that is earlier.
 	EndTime *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=end_time,json=endTime,proto3" json:"end_time,omitempty"`
 	// Pairs of referrals made in the period.
 	N *Count `protobuf:"bytes,3,opt,name=n,proto3" json:"n,omitempty"`
