@@ -235,6 +235,9 @@ func runHistory(ctx context.Context, journeys [][]step) error {
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	for _, o := range order {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
 		s := journeys[o.journey][o.step]
 		// A step waits for every step more than demoWindow older.
 		for len(taken) > 0 && taken[0].at.Before(s.at.Add(-demoWindow)) {

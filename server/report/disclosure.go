@@ -39,8 +39,10 @@ type Ledger struct {
 	cells  map[*pb.Count]Cell
 	rels   [][]term // each sums to zero
 	of     [][]int  // of[c]: the relations c is in (Protect fills it)
-	// zero marks the counts the relations alone make 0 (the pairs that
-	// fell, where no bin lies below 0): hiding one protects nothing.
+	// zero marks the counts every reader can tell are 0: those the
+	// relations alone make 0 (the pairs that fell, where no bin lies below
+	// 0), and those Protect finds pinned there. Hiding one protects
+	// nothing.
 	zero []bool
 	// headline counts are hidden to protect another only when nothing else
 	// will do: the referrals counted, the pairs of a measure.
@@ -176,10 +178,19 @@ func (l *Ledger) Protect() {
 			// (three counts of 1 to 4 that make 3 are each 1): the "fewer
 			// than k" label goes, from c or the counts beside it, or else
 			// from every count linked to it. Once none is left to take,
-			// no bound but zero remains and the search goes on to the
-			// other cells rather than stop.
+			// every relation of c's component holds only unknowns bounded
+			// by 0 alone: doubling every value is another solution, so a
+			// c above 0 is not determined, and the search goes on to the
+			// other cells rather than stop. A c of 0 may be pinned there,
+			// and hiding more cannot help: it is shown, as zeros are, and
+			// what that changes is judged again.
 			if !l.relabel(c) && !l.relabelAll(l.component(c)) {
-				safe[c] = true
+				if l.value[c] > 0 {
+					safe[c] = true
+				} else {
+					l.zero[c], l.hidden[c] = true, 0
+					clear(safe)
+				}
 			}
 			continue
 		}

@@ -268,6 +268,7 @@ func (w *witness) reports(a *pb.ActivityReport, o *pb.OutcomeReport, ta *pb.Acti
 			w.sum(fell, below...)
 			switch width := m.ChangeDistribution[0].High - m.ChangeDistribution[0].Low; {
 			case zero < 0:
+				w.sum(all[2])
 				w.sum(rose, above...)
 			case width <= 1:
 				w.sum(zero, all[2])

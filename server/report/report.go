@@ -820,6 +820,8 @@ func binRelations(l *Ledger, s *pb.PairedStats, bins []*pb.Bin, higherIsBetter b
 	l.SumCells(l.Of(fell), below...)
 	switch {
 	case zero == nil:
+		// No bin from 0: no pair stayed the same.
+		l.SumCells(l.Of(s.Unchanged))
 		l.SumCells(l.Of(rose), above...)
 	case width <= 1:
 		l.Sum(zero, s.Unchanged)

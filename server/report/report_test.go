@@ -200,3 +200,25 @@ func TestTrendPeriods(t *testing.T) {
 		t.Errorf("one period: %v %v", a.Trend, o.Measures[0].Trend)
 	}
 }
+
+// TestNobodyUnchanged: when no bin of the distribution starts at 0, every
+// reader knows nobody stayed the same; hiding those zeros protected
+// nothing and once hid the whole report.
+func TestNobodyUnchanged(t *testing.T) {
+	var refs []Referral
+	for i := range 12 {
+		r := ref(i, 30, 36)
+		if i >= 2 {
+			r.R.Person.Sex = pb.Sex_SEX_MALE
+		}
+		refs = append(refs, r)
+	}
+	a, o := Build(refs, Context{Threshold: 5, Now: day0.AddDate(1, 0, 0), Filter: &pb.ReportFilter{}})
+	m := o.Measures[0]
+	if a.Referrals.Suppressed || m.All.N.Suppressed || m.All.Unchanged.Suppressed || len(m.ChangeDistribution) == 0 {
+		t.Errorf("referrals %v, pairs %v, unchanged %v, %d bins", a.Referrals, m.All.N, m.All.Unchanged, len(m.ChangeDistribution))
+	}
+	if women := m.Comparisons[0].A; !women.N.Suppressed || women.N.Suppression != pb.Suppression_SUPPRESSION_SMALL {
+		t.Errorf("the 2 women: %v", women.N)
+	}
+}
