@@ -172,21 +172,6 @@ func run(st settings) error {
 	if err != nil {
 		return err
 	}
-	// The addresses are taken first, so that one in use is reported before
-	// anything is written (the demo's organisations and keys included).
-	gl, err := net.Listen("tcp", st.grpcAddr)
-	if err != nil {
-		return fmt.Errorf("listen %s: %w", st.grpcAddr, err)
-	}
-	defer gl.Close()
-	hl, err := net.Listen("tcp", st.httpAddr)
-	if err != nil {
-		return fmt.Errorf("listen %s: %w", st.httpAddr, err)
-	}
-	defer hl.Close()
-	if creds.http != nil {
-		hl = tls.NewListener(hl, creds.http)
-	}
 	m := metrics.New()
 	// A failed fsync stops the store for good (storage.ErrStopped): the
 	// exchange then stops serving and exits non-zero, so that its
@@ -243,6 +228,17 @@ func run(st settings) error {
 	inproc := newInProcess(srv, unary, stream, tracing)
 	m.InitializeMetrics(g)
 
+	gl, err := net.Listen("tcp", st.grpcAddr)
+	if err != nil {
+		return fmt.Errorf("listen %s: %w", st.grpcAddr, err)
+	}
+	hl, err := net.Listen("tcp", st.httpAddr)
+	if err != nil {
+		return fmt.Errorf("listen %s: %w", st.httpAddr, err)
+	}
+	if creds.http != nil {
+		hl = tls.NewListener(hl, creds.http)
+	}
 	if err := serveDebug(ctx, st); err != nil {
 		return err
 	}

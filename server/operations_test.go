@@ -8,7 +8,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -491,28 +490,5 @@ func TestLoadCommand(t *testing.T) {
 	}
 	if regexp.MustCompile(`errors [1-9]`).Match(out) {
 		t.Errorf("calls failed under load:\n%s", out)
-	}
-}
-
-// TestAddressInUse: an address already taken is reported before anything
-// is written, so --demo prints no keys and creates nothing.
-func TestAddressInUse(t *testing.T) {
-	bin, _ := binaries(t)
-	taken, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer taken.Close()
-	dir := t.TempDir()
-	cmd := exec.Command(bin, "--demo", "--demo-referrals", "20", "--data-dir", dir, "--grpc-addr", freeAddr(t), "--http-addr", taken.Addr().String())
-	b, err := cmd.CombinedOutput()
-	if err == nil || !strings.Contains(string(b), "listen "+taken.Addr().String()) || strings.Contains(string(b), "api_key") {
-		t.Errorf("with the HTTP address taken: %v\n%s", err, b)
-	}
-	if _, err := os.Stat(filepath.Join(dir, "demo-credentials.json")); !os.IsNotExist(err) {
-		t.Errorf("the demo's keys were written: %v", err)
-	}
-	if _, err := os.Stat(filepath.Join(dir, "exchange.db")); !os.IsNotExist(err) {
-		t.Errorf("the store was created: %v", err)
 	}
 }
