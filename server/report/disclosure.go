@@ -47,6 +47,11 @@ type Ledger struct {
 	// headline counts are hidden to protect another only when nothing else
 	// will do: the referrals counted, the pairs of a measure.
 	headline map[Cell]bool
+	// work bounds the steps of every search of one Protect together: past
+	// it no move is found, so each cell left is protected by hiding the
+	// counts around it until its component is hidden whole, which is
+	// slower to read but quick to reach.
+	work int
 }
 
 type term struct {
@@ -159,6 +164,7 @@ func (l *Ledger) Protect() {
 		}
 	}
 	l.zero = l.structuralZeros()
+	l.work = protectWork
 	for c := range l.value {
 		if l.zero[c] {
 			l.hidden[c] = 0 // what every reader knows is no secret
@@ -204,6 +210,10 @@ func (l *Ledger) Protect() {
 		}
 	}
 }
+
+// protectWork is the steps all of one Protect's searches may take: about
+// a second's work.
+const protectWork = 300_000
 
 // relabel shows c, or else the small counts in its relations, as
 // suppressed to protect, not as small, and reports whether any changed.
@@ -446,10 +456,11 @@ func (l *Ledger) move(c Cell, reach int) (bool, []Cell) {
 		if len(bal) == 0 {
 			return true
 		}
-		if depth == 64 || budget <= 0 {
+		if depth == 64 || budget <= 0 || l.work <= 0 {
 			return false
 		}
 		budget--
+		l.work--
 		// The unbalanced relation with the fewest ways to balance it.
 		// (Ties go to the first relation, so that a report is suppressed
 		// the same way every time: two differently suppressed copies of
