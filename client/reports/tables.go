@@ -181,18 +181,20 @@ func IntervalWord(f *pb.ReportFilter) string {
 
 // day is a period's first day, in UK time.
 func day(t interface{ AsTime() time.Time }) string {
-	return t.AsTime().In(london).Format(time.DateOnly)
+	return t.AsTime().In(London).Format(time.DateOnly)
 }
 
 // lastDay is the last day of a period that ends (excluded) at t.
 func lastDay(t interface{ AsTime() time.Time }) string {
-	return t.AsTime().Add(-time.Nanosecond).In(london).Format(time.DateOnly)
+	return t.AsTime().Add(-time.Nanosecond).In(London).Format(time.DateOnly)
 }
 
-var london = func() *time.Location {
+// London is UK time, in which the exchange's pages and tables give dates
+// and a trend's periods begin.
+var London = func() *time.Location {
 	l, err := time.LoadLocation("Europe/London")
 	if err != nil {
-		return time.UTC
+		panic(err) // embedded by time/tzdata
 	}
 	return l
 }()
@@ -200,7 +202,7 @@ var london = func() *time.Location {
 // PeriodLabel names a trend period: "April 2026", or "April to June 2026"
 // for a quarter.
 func PeriodLabel(from, to interface{ AsTime() time.Time }) string {
-	a, b := from.AsTime().In(london), to.AsTime().Add(-time.Nanosecond).In(london)
+	a, b := from.AsTime().In(London), to.AsTime().Add(-time.Nanosecond).In(London)
 	if a.Month() == b.Month() && a.Year() == b.Year() {
 		return a.Format("January 2006")
 	}

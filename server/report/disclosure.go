@@ -18,9 +18,7 @@ import (
 // number of at least 0, a SMALL count from 1 to the threshold minus one.
 // A cell is safe once a second solution of those relations and bounds is
 // found that differs from the true one in it by a whole step (movable): a
-// proof, found in microseconds by a short search, where solving a linear
-// programme per cell took seconds on small reports. A cell without such a
-// move is treated as given away, which may hide more than an exact
+// proof a short search finds. A cell without such a move is treated as given away, which may hide more than an exact
 // solver would, never less; the disclosure test judges the result with
 // linear programming over real values (lp_test.go).
 

@@ -83,13 +83,7 @@ func num(v any) float64 {
 	return 0
 }
 
-var london = func() *time.Location {
-	l, err := time.LoadLocation("Europe/London")
-	if err != nil {
-		return time.UTC
-	}
-	return l
-}()
+var london = reports.London
 
 // problem is an error from the exchange put in words for the page: a
 // message and, per form field, what is wrong with it.
