@@ -211,9 +211,9 @@ func PeriodLabel(from, to interface{ AsTime() time.Time }) string {
 
 // SuppressionRule is the rule every report follows, in words.
 func SuppressionRule(threshold int32) string {
-	return fmt.Sprintf("Counts from 1 to %d are shown as <%d, and the statistics of fewer than %d pairs are left out; "+
+	return fmt.Sprintf("Counts from 1 to %d are shown as <%d, and the statistics of fewer than %d pairs, or of a group in which fewer than %d changed by other than its most common change, are left out; "+
 		"a count shown as suppressed, of any size, is hidden so that a small one cannot be worked out from the others "+
-		"(complementary suppression, across every table of both reports of the filter).", threshold-1, threshold, threshold)
+		"(complementary suppression, across every table of both reports of the filter).", threshold-1, threshold, threshold, threshold)
 }
 
 // about gives each table the report's header block.

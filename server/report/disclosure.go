@@ -122,6 +122,18 @@ func (l *Ledger) Rest(total Cell, sensitive bool, parts ...Cell) Cell {
 	return rest
 }
 
+// Among records that part is among total and, where the two are equal,
+// that they are: a service's pairs of a measure are its follow-ups of the
+// instrument but where a follow-up lacks the measure's score, so a reader
+// may take them as equal.
+func (l *Ledger) Among(total, part Cell) {
+	if l.value[total] == l.value[part] {
+		l.SumCells(total, part)
+		return
+	}
+	l.Rest(total, true, part)
+}
+
 // Total is a group not shown that is the sum of parts (a sum across rows).
 func (l *Ledger) Total(parts ...Cell) Cell {
 	n := 0
@@ -348,19 +360,25 @@ func (l *Ledger) complement(c Cell) ([]Cell, bool) {
 
 // component is the unknowns linked to c through relations.
 func (l *Ledger) component(c Cell) []Cell {
-	seen := map[Cell]bool{c: true}
+	seen := make([]bool, len(l.value))
+	done := make([]bool, len(l.rels))
+	seen[c] = true
 	out := []Cell{c}
 	for i := 0; i < len(out); i++ {
 		for _, r := range l.of[out[i]] {
+			if done[r] {
+				continue
+			}
+			done[r] = true
 			for _, t := range l.rels[r] {
-				if l.unknown(t.c) && !seen[t.c] {
+				if !seen[t.c] && l.unknown(t.c) {
 					seen[t.c] = true
 					out = append(out, t.c)
 				}
 			}
 		}
 	}
-	sort.Slice(out, func(i, j int) bool { return out[i] < out[j] })
+	slices.Sort(out)
 	return out
 }
 
@@ -400,8 +418,17 @@ func (l *Ledger) move(c Cell, reach int) (bool, []Cell) {
 		}
 		return 0, math.MaxInt
 	}
-	d := map[Cell]int{}
-	bal := map[int]float64{}
+	// d is the move so far, moved the cells it names; bal is each
+	// relation's imbalance, open the relations not balanced (slices, not
+	// maps: this is where a Protect spends its time).
+	d := make([]int, len(l.value))
+	var moved []Cell
+	bal := make([]float64, len(l.rels))
+	openAt := make([]int, len(l.rels))
+	for r := range openAt {
+		openAt[r] = -1
+	}
+	var open []int
 	budget := 20000
 	can := func(u Cell, step int) bool {
 		lo, hi := bound(u)
@@ -418,32 +445,43 @@ func (l *Ledger) move(c Cell, reach int) (bool, []Cell) {
 		}
 		return 1
 	}
-	set := func(u Cell, step int) {
-		d[u] = step
+	shift := func(u Cell, step int) {
 		for _, r := range l.of[u] {
 			for _, t := range l.rels[r] {
 				if t.c == u {
 					bal[r] += t.coef * float64(step)
 				}
 			}
-			if math.Abs(bal[r]) < 1e-9 {
-				delete(bal, r)
+			switch balanced := math.Abs(bal[r]) < 1e-9; {
+			case balanced && openAt[r] >= 0:
+				bal[r] = 0
+				i, last := openAt[r], open[len(open)-1]
+				open[i], openAt[last] = last, i
+				open, openAt[r] = open[:len(open)-1], -1
+			case !balanced && openAt[r] < 0:
+				openAt[r] = len(open)
+				open = append(open, r)
 			}
 		}
 	}
+	set := func(u Cell, step int) {
+		d[u] = step
+		moved = append(moved, u)
+		shift(u, step)
+	}
 	unset := func(u Cell) {
-		step := d[u]
-		for _, r := range l.of[u] {
-			for _, t := range l.rels[r] {
-				if t.c == u {
-					bal[r] -= t.coef * float64(step)
-				}
-			}
-			if math.Abs(bal[r]) < 1e-9 {
-				delete(bal, r)
-			}
+		shift(u, -d[u])
+		d[u] = 0
+		moved = moved[:len(moved)-1]
+	}
+	reset := func() {
+		for _, u := range moved {
+			d[u] = 0
 		}
-		delete(d, u)
+		for _, r := range open {
+			bal[r], openAt[r] = 0, -1
+		}
+		moved, open, budget = moved[:0], open[:0], 20000
 	}
 	type option struct {
 		u    Cell
@@ -451,7 +489,7 @@ func (l *Ledger) move(c Cell, reach int) (bool, []Cell) {
 	}
 	var search func(depth int) bool
 	search = func(depth int) bool {
-		if len(bal) == 0 {
+		if len(open) == 0 {
 			return true
 		}
 		if depth == 64 || budget <= 0 || l.work <= 0 {
@@ -465,7 +503,8 @@ func (l *Ledger) move(c Cell, reach int) (bool, []Cell) {
 		// one report would give away together what neither does.)
 		var best []option
 		first, bestR := true, 0
-		for r, b := range bal {
+		for _, r := range open {
+			b := bal[r]
 			var opts []option
 			for _, t := range l.rels[r] {
 				step := -b / t.coef
@@ -513,7 +552,7 @@ func (l *Ledger) move(c Cell, reach int) (bool, []Cell) {
 		return w
 	}
 	for _, step := range []int{1, -1} {
-		d, bal, budget = map[Cell]int{}, map[int]float64{}, 20000
+		reset()
 		if !can(c, step) {
 			continue
 		}
@@ -522,7 +561,7 @@ func (l *Ledger) move(c Cell, reach int) (bool, []Cell) {
 			continue
 		}
 		var through []Cell
-		for u := range d {
+		for _, u := range moved {
 			if !l.unknown(u) {
 				through = append(through, u)
 			}

@@ -235,15 +235,26 @@ func (w *witness) reports(a *pb.ActivityReport, o *pb.OutcomeReport, ta *pb.Acti
 		w.rest(services[c.Service], base)
 		with[c.Instrument] = append(with[c.Instrument], fw)
 	}
+	sameInstrument := map[pb.Instrument][]int{}
 	for i, m := range o.Measures {
 		tm := to.Measures[i]
 		all := w.paired(m.All, tm.All)
-		if len(m.ChangeDistribution) != len(tm.ChangeDistribution) && len(m.ChangeDistribution) > 0 {
-			w.bad = append(w.bad, "a distribution lost a bin")
-		}
+		// Each bin shown holds whole bins of the unprotected report's
+		// (its ends are merged), and is shown only if all are.
 		var bins []int
-		for j, b := range m.ChangeDistribution {
-			bins = append(bins, w.fig(b.Count, tm.ChangeDistribution[j].Count))
+		for _, b := range m.ChangeDistribution {
+			truth := &pb.Count{}
+			for _, tb := range tm.ChangeDistribution {
+				if tb.Low >= b.Low && tb.High <= b.High {
+					truth.Value += tb.Count.Value
+				} else if tb.Low < b.High && tb.High > b.Low {
+					w.bad = append(w.bad, "a bin cut another")
+				}
+			}
+			if b.Count.Suppressed {
+				w.bad = append(w.bad, "a distribution shown with a bin hidden")
+			}
+			bins = append(bins, w.fig(b.Count, truth))
 		}
 		if len(bins) > 0 {
 			w.sum(all[0], bins...)
@@ -266,7 +277,7 @@ func (w *witness) reports(a *pb.ActivityReport, o *pb.OutcomeReport, ta *pb.Acti
 				}
 			}
 			w.sum(fell, below...)
-			switch width := m.ChangeDistribution[0].High - m.ChangeDistribution[0].Low; {
+			switch width := tm.ChangeDistribution[0].High - tm.ChangeDistribution[0].Low; {
 			case zero < 0:
 				w.sum(all[2])
 				w.sum(rose, above...)
@@ -282,8 +293,10 @@ func (w *witness) reports(a *pb.ActivityReport, o *pb.OutcomeReport, ta *pb.Acti
 		if m.All.Meaningful != nil {
 			w.rest(all[1], w.fig(m.All.Meaningful, tm.All.Meaningful))
 		}
+		groups := []int{all[0]}
 		for j, g := range m.Comparisons {
 			ga, gb := w.paired(g.A, tm.Comparisons[j].A), w.paired(g.B, tm.Comparisons[j].B)
+			groups = append(groups, ga[0], gb[0])
 			var rests []int
 			for d := range ga {
 				rests = append(rests, w.rest(all[d], ga[d], gb[d]))
@@ -304,7 +317,7 @@ func (w *witness) reports(a *pb.ActivityReport, o *pb.OutcomeReport, ta *pb.Acti
 				parts[d] = append(parts[d], c)
 			}
 			if fw, ok := followed[sv.Service+" "+m.Instrument.String()]; ok {
-				w.rest(fw, cells[0])
+				w.among(fw, cells[0])
 			} else {
 				w.bad = append(w.bad, "a service with pairs has no completeness row")
 			}
@@ -333,6 +346,16 @@ func (w *witness) reports(a *pb.ActivityReport, o *pb.OutcomeReport, ta *pb.Acti
 		if len(ns) > 0 {
 			w.sum(all[0], ns...)
 		}
+		// The items of one instrument (ONS4's four) score the same pairs.
+		groups = append(groups, ns...)
+		if prev, ok := sameInstrument[m.Instrument]; ok && len(prev) == len(groups) {
+			for j := range groups {
+				if w.value[prev[j]] == w.value[groups[j]] {
+					w.sum(prev[j], groups[j])
+				}
+			}
+		}
+		sameInstrument[m.Instrument] = groups
 		if cells := with[m.Instrument]; len(cells) > 0 {
 			v := 0
 			for _, c := range cells {
@@ -343,6 +366,17 @@ func (w *witness) reports(a *pb.ActivityReport, o *pb.OutcomeReport, ta *pb.Acti
 			w.sum(total, cells...)
 			w.rest(total, all[0])
 		}
+	}
+}
+
+// among writes down that part is among total: equal to it where it is
+// (a service's pairs are its follow-ups, but for a follow-up without its
+// score), so the equality is known.
+func (w *witness) among(total, part int) {
+	if w.value[total] == w.value[part] {
+		w.sum(total, part)
+	} else {
+		w.rest(total, part)
 	}
 }
 

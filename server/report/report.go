@@ -149,7 +149,7 @@ func Build(refs []Referral, c Context) (*pb.ActivityReport, *pb.OutcomeReport) {
 		for _, m := range out.Measures {
 			for _, s := range m.ByService {
 				if m.Instrument == comp.Instrument && s.Service == comp.Service {
-					l.Rest(l.Of(comp.WithFollowUp), true, l.Of(s.Stats.N))
+					l.Among(l.Of(comp.WithFollowUp), l.Of(s.Stats.N))
 				}
 			}
 		}
@@ -160,18 +160,41 @@ func Build(refs []Referral, c Context) (*pb.ActivityReport, *pb.OutcomeReport) {
 			l.Rest(l.Of(act.Trend[i].Referrals), true, l.Of(p.N))
 		}
 	}
+	// The items of one instrument (ONS4's four) score the same pairs, so
+	// their groups are the same size.
+	prev := map[pb.Instrument][]*pb.Count{}
+	for _, m := range out.Measures {
+		groups := []*pb.Count{m.All.N}
+		for _, g := range m.Comparisons {
+			groups = append(groups, g.A.N, g.B.N)
+		}
+		for _, p := range m.Trend {
+			groups = append(groups, p.N)
+		}
+		if before, ok := prev[m.Instrument]; ok && len(before) == len(groups) {
+			for i := range groups {
+				if before[i].Value == groups[i].Value {
+					l.Sum(before[i], groups[i])
+				}
+			}
+		}
+		prev[m.Instrument] = groups
+	}
 	l.Protect()
 	if rt := act.ResponseTime; rt.Answered.Suppressed {
 		rt.Median, rt.P90 = nil, nil
 	}
 	for _, m := range out.Measures {
 		m.All = withheld(m.All)
-		if m.All.N.Suppressed {
-			m.ChangeDistribution = nil
+		for _, b := range m.ChangeDistribution {
+			if b.Count.Suppressed {
+				m.ChangeDistribution = nil // shown whole or not at all (the contract)
+				break
+			}
 		}
 		for _, g := range m.Comparisons {
 			g.A, g.B = withheld(g.A), withheld(g.B)
-			if g.A.N.Suppressed || g.B.N.Suppressed {
+			if g.A.ChangeMean == nil || g.B.ChangeMean == nil {
 				g.Difference, g.T, g.Df, g.P = nil, nil, nil, nil
 			}
 		}
@@ -663,7 +686,7 @@ func outcomes(in []Referral, c Context, l *Ledger, per periods) *pb.OutcomeRepor
 			mo.Trend = changeTrend(l, mo.All.N, byPeriod, per)
 		}
 		if len(all.base) >= c.Threshold {
-			mo.ChangeDistribution = histogram(l, all.change(), m.binWidth)
+			mo.ChangeDistribution = histogram(l, all.change(), m.binWidth, c.Threshold)
 			bins := make([]*pb.Count, len(mo.ChangeDistribution))
 			for i, b := range mo.ChangeDistribution {
 				bins[i] = b.Count
@@ -723,7 +746,7 @@ func changeTrend(l *Ledger, all *pb.Count, by []sample, per periods) []*pb.Chang
 	for i, s := range by {
 		p := &pb.ChangePeriod{N: l.Count(len(s.base))}
 		p.StartTime, p.EndTime = per.bounds(i)
-		if n := len(s.base); n >= l.k && n > 0 {
+		if spread(s.change(), l.k) {
 			mean, _ := MeanSD(s.change())
 			p.ChangeMean = opt(mean)
 		}
@@ -773,7 +796,7 @@ func paired(l *Ledger, s sample, m measure, meaningful bool) *pb.PairedStats {
 		st.Meaningful = count(Meaningful(s.base, s.follow, m.higherIsBetter, m.meaningful))
 		l.Rest(l.Of(st.Improved), true, l.Of(st.Meaningful))
 	}
-	if n < l.k || n == 0 {
+	if !spread(s.change(), l.k) {
 		return st
 	}
 	st.BaselineMean, st.BaselineSd = opt(p.BaselineMean), opt(p.BaselineSD)
@@ -785,9 +808,28 @@ func paired(l *Ledger, s sample, m measure, meaningful bool) *pb.PairedStats {
 	return st
 }
 
+// spread reports whether the statistics of a group's changes may be shown:
+// at least k of them differ from its most common change (with no
+// suppression, k of 1 or less, any). Means and
+// SDs of whole-number changes almost all alike give the few others away:
+// their number (the counts that rose, stayed and fell, even hidden) and
+// their size.
+func spread(change []float64, k int) bool {
+	if k <= 1 || len(change) < k {
+		return len(change) > 0 && len(change) >= k
+	}
+	most := map[float64]int{}
+	top := 0
+	for _, d := range change {
+		most[d]++
+		top = max(top, most[d])
+	}
+	return len(change)-top >= k
+}
+
 func compare(l *Ledger, by, a, b string, sa, sb sample, m measure) *pb.GroupComparison {
 	g := &pb.GroupComparison{By: by, GroupA: a, GroupB: b, A: paired(l, sa, m, false), B: paired(l, sb, m, false)}
-	if len(sa.base) >= l.k && len(sb.base) >= l.k && len(sa.base) > 0 && len(sb.base) > 0 {
+	if g.A.ChangeMean != nil && g.B.ChangeMean != nil {
 		r := PooledTest(sa.change(), sb.change())
 		g.Difference, g.T, g.P = opt(r.Difference), opt(r.T), opt(r.P)
 		g.Df = proto.Int32(int32(r.DF))
@@ -833,18 +875,35 @@ func binRelations(l *Ledger, s *pb.PairedStats, bins []*pb.Bin, higherIsBetter b
 }
 
 // histogram bins changes by width, from the bin of the smallest to that of
-// the largest.
-func histogram(l *Ledger, change []float64, width float64) []*pb.Bin {
+// the largest, merging an end bin of fewer than k pairs into the next on
+// its side of 0 (the bins below 0, or those from width up), so that the
+// tails, where the few are, need not be hidden.
+func histogram(l *Ledger, change []float64, width float64, k int) []*pb.Bin {
 	lo, hi := slices.Min(change), slices.Max(change)
 	first, last := math.Floor(lo/width), math.Floor(hi/width)
 	counts := make([]int, int(last-first)+1)
 	for _, d := range change {
 		counts[int(math.Floor(d/width)-first)]++
 	}
-	bins := make([]*pb.Bin, len(counts))
+	type bin struct{ low, high float64 }
+	edges := make([]bin, len(counts))
 	for i := range counts {
 		low := (first + float64(i)) * width
-		bins[i] = &pb.Bin{Low: low, High: low + width, Count: l.Count(counts[i])}
+		edges[i] = bin{low, low + width}
+	}
+	for len(counts) > 1 && counts[0] < k && edges[1].high <= 0 {
+		counts[1] += counts[0]
+		edges[1].low = edges[0].low
+		counts, edges = counts[1:], edges[1:]
+	}
+	for n := len(counts); n > 1 && counts[n-1] < k && edges[n-2].low >= width; n = len(counts) {
+		counts[n-2] += counts[n-1]
+		edges[n-2].high = edges[n-1].high
+		counts, edges = counts[:n-1], edges[:n-1]
+	}
+	bins := make([]*pb.Bin, len(counts))
+	for i := range counts {
+		bins[i] = &pb.Bin{Low: edges[i].low, High: edges[i].high, Count: l.Count(counts[i])}
 	}
 	return bins
 }

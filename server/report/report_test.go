@@ -32,9 +32,10 @@ func ref(n int, base, follow int32) Referral {
 }
 
 func TestOutcomeEdgeCases(t *testing.T) {
-	c := Context{Threshold: 2, Now: day0.AddDate(0, 3, 0)}
-	// Zero variance of change: the SD is 0 and t, p, d and the interval are
-	// left out, as scipy leaves them undefined.
+	c := Context{Threshold: 1, Now: day0.AddDate(0, 3, 0)}
+	// Zero variance of change (shown only without suppression: all alike):
+	// the SD is 0 and t, p, d and the interval are left out, as scipy
+	// leaves them undefined.
 	m := Outcomes([]Referral{ref(0, 30, 33), ref(1, 40, 43), ref(2, 50, 0)}, c).Measures[0]
 	a := m.All
 	if a.N.GetValue() != 2 || a.GetChangeMean() != 3 || a.ChangeSd == nil || a.GetChangeSd() != 0 || a.T != nil || a.P != nil ||
@@ -220,5 +221,75 @@ func TestNobodyUnchanged(t *testing.T) {
 	}
 	if women := m.Comparisons[0].A; !women.N.Suppressed || women.N.Suppression != pb.Suppression_SUPPRESSION_SMALL {
 		t.Errorf("the 2 women: %v", women.N)
+	}
+}
+
+// The means and SDs of a group almost all alike give its few others away,
+// so they are shown only where at least the threshold of pairs differ from
+// the most common change.
+func TestAlikeGroupsShowNoStatistics(t *testing.T) {
+	c := Context{Threshold: 5, Now: day0.AddDate(0, 3, 0)}
+	group := func(changes ...int32) *pb.MeasureOutcome {
+		var refs []Referral
+		for i, d := range changes {
+			refs = append(refs, ref(i, 30, 30+d))
+		}
+		return Outcomes(refs, c).Measures[0]
+	}
+	for _, tc := range []struct {
+		name    string
+		changes []int32
+		shown   bool
+	}{
+		// Mean 0.2 and SD 0.447 of five: only four unchanged and one up
+		// by a point have them.
+		{"four alike and one", []int32{0, 0, 0, 0, 1}, false},
+		{"49 alike and one", append(make([]int32, 49), 1), false},
+		{"six alike and four", []int32{3, 3, 3, 3, 3, 3, 1, 2, 4, 5}, false},
+		{"five differ from the most common", []int32{3, 3, 3, 3, 3, 1, 2, 4, 5, 6}, true},
+	} {
+		m := group(tc.changes...)
+		if got := m.All.ChangeMean != nil; got != tc.shown || (m.All.BaselineMean != nil) != tc.shown || (m.All.ChangeSd != nil) != tc.shown {
+			t.Errorf("%s: mean shown %v, want %v: %v", tc.name, got, tc.shown, m.All)
+		}
+		if m.All.N.Suppressed || m.All.N.Value != int64(len(tc.changes)) {
+			t.Errorf("%s: n %v", tc.name, m.All.N)
+		}
+		for _, p := range m.Trend {
+			if p.ChangeMean != nil && !tc.shown {
+				t.Errorf("%s: a period's mean %v", tc.name, *p.ChangeMean)
+			}
+		}
+	}
+}
+
+// The ends of a distribution of change are merged until each holds at
+// least the threshold, on its side of 0; a distribution with a bin still
+// hidden is left out whole.
+func TestDistributionEnds(t *testing.T) {
+	c := Context{Threshold: 5, Now: day0.AddDate(0, 3, 0)}
+	build := func(changes ...int32) []*pb.Bin {
+		var refs []Referral
+		for i, d := range changes {
+			refs = append(refs, ref(i, 35, 35+d))
+		}
+		return Outcomes(refs, c).Measures[0].ChangeDistribution
+	}
+	// WEMWBS bins are 5 wide: -12 and -7 join -3 below 0, 0 to 4 stays,
+	// 5 to 9 has six, 23 joins 17 and 12 (nobody unchanged: one would
+	// be hidden, and the bin from 0 with it).
+	var changes []int32
+	changes = append(changes, -12, -7, -3, -2, -1, 1, 2, 3, 4, 4)
+	changes = append(changes, 5, 6, 7, 8, 9, 9, 12, 17, 23, 14, 13)
+	got := ""
+	for _, b := range build(changes...) {
+		got += fmt.Sprintf("[%g,%g):%d ", b.Low, b.High, b.Count.GetValue())
+	}
+	if want := "[-15,0):5 [0,5):5 [5,10):6 [10,25):5 "; got != want {
+		t.Errorf("bins %s, want %s", got, want)
+	}
+	// Three below 0 cannot be merged into 0 to 4: hidden, so no chart.
+	if d := build(-3, -2, -1, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 9, 8); d != nil {
+		t.Errorf("a distribution with a hidden bin: %v", d)
 	}
 }

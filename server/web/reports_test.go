@@ -62,7 +62,9 @@ func startReports(t *testing.T) *inbox {
 		}
 		scores := map[pb.Timepoint]int32{pb.Timepoint_TIMEPOINT_BASELINE: 40}
 		if i%3 != 2 {
-			scores[pb.Timepoint_TIMEPOINT_FOLLOW_UP] = int32(42 + i)
+			// Up by 5 to 10, each by its own amount: one bin of the
+			// distribution (5 to 15, its end merged) and statistics shown.
+			scores[pb.Timepoint_TIMEPOINT_FOLLOW_UP] = int32(45 + i - i/3)
 		}
 		for tp, total := range scores {
 			if _, err := fb.CreateFeedback(x.As("walkers"), &pb.CreateFeedbackRequest{Parent: r.Name, Feedback: &pb.Feedback{
@@ -116,12 +118,13 @@ func TestReportPage(t *testing.T) {
 		}
 	}
 
-	// CSV downloads, with the filter: the 7 with a follow-up protect the 2
-	// without (9 - 7), so they show as suppressed, not as fewer than 5.
+	// CSV downloads, with the filter: the 3 without a follow-up are
+	// protected by hiding the 9 baselines, since the 6 with one are the
+	// pairs shown elsewhere.
 	code, csv := get(t, c, x.url+"/reports/outcomes/completeness.csv?from=2020-01-01")
 	if code != 200 || !strings.HasPrefix(csv, "Report,Outcomes\nFilter,none\nPeriod,2020-01-01T00:00:00Z to now\n") ||
 		!strings.Contains(csv, "\nService,Instrument,Baseline,With follow-up,Without follow-up,Attrition rate %\n") ||
-		!strings.Contains(csv, "walks,WEMWBS,9,suppressed,<5,") {
+		!strings.Contains(csv, "walks,WEMWBS,suppressed,6,<5,") {
 		t.Errorf("completeness CSV: %d\n%s", code, csv)
 	}
 	// The trend by month: six women two months ago, three men now, and

@@ -1108,7 +1108,11 @@ type MeasureOutcome struct {
 	All *PairedStats `protobuf:"bytes,5,opt,name=all,proto3" json:"all,omitempty"`
 	// Female against male, and under 50 against 50 and over.
 	Comparisons []*GroupComparison `protobuf:"bytes,6,rep,name=comparisons,proto3" json:"comparisons,omitempty"`
-	// How many pairs changed by how much.
+	// How many pairs changed by how much: bins of the measure's width, except
+	// at the ends, where a bin of fewer pairs than the threshold is merged
+	// with the next one on the same side of 0. Empty when any bin would be
+	// suppressed, since with the mean change a hidden bin of whole-number
+	// changes could be worked out.
 	ChangeDistribution []*Bin `protobuf:"bytes,7,rep,name=change_distribution,json=changeDistribution,proto3" json:"change_distribution,omitempty"`
 	// The change in points usually cited as meaningful for the measure, where
 	// one is published (WEMWBS: 3 points); unset otherwise.
@@ -1299,7 +1303,7 @@ type ChangePeriod struct {
 	EndTime *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=end_time,json=endTime,proto3" json:"end_time,omitempty"`
 	// Pairs of referrals made in the period.
 	N *Count `protobuf:"bytes,3,opt,name=n,proto3" json:"n,omitempty"`
-	// Their mean change; unset when `n` is below the threshold or suppressed.
+	// Their mean change; unset when PairedStats would leave it unset.
 	ChangeMean    *float64 `protobuf:"fixed64,4,opt,name=change_mean,json=changeMean,proto3,oneof" json:"change_mean,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1363,10 +1367,15 @@ func (x *ChangePeriod) GetChangeMean() float64 {
 	return 0
 }
 
-// Statistics of the pairs of baseline and follow-up scores. Every value is
-// unset when `n` is below the threshold, and those that are undefined are
-// unset too, as scipy has them: the SDs with n = 1; the confidence interval,
-// t, p and Cohen's d when the SD of change is zero.
+// Statistics of the pairs of baseline and follow-up scores. Every value but
+// the counts is unset when `n` is below the threshold or suppressed, and
+// when fewer pairs than the threshold changed by other than the group's
+// most common change: the means and SDs of so alike a group would give
+// its hidden counts away (five pairs, four unchanged and one up by a
+// point, have mean 0.2 and SD 0.447, and no other five whole-number
+// changes do). Those that are undefined are unset too, as scipy has them:
+// the SDs with n = 1; the confidence interval, t, p and Cohen's d when the
+// SD of change is zero.
 type PairedStats struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Pairs.
@@ -1583,8 +1592,8 @@ func (x *PairedStats) GetMeaningful() *Count {
 
 // Two groups' change compared: each group's statistics and the two-sample
 // t test of the difference in mean change, with pooled variance (as
-// scipy.stats.ttest_ind). The test is unset when either group is below the
-// threshold, or undefined (no variance in either group).
+// scipy.stats.ttest_ind). The test is unset when either group's statistics
+// are (PairedStats), or undefined (no variance in either group).
 type GroupComparison struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// What splits the groups: "sex" or "age".
