@@ -28,8 +28,8 @@ trap cleanup EXIT
 
 ETCD_VERSION=${ETCD_VERSION:-v3.6.5}
 echo "== building (etcd $ETCD_VERSION in a scratch module: go install refuses its replace directives)"
-go build -o "$work/exchange" ./server
-go build -o "$work/loadtest" ./server/loadtest
+go build -tags bench -o "$work/exchange" ./server
+go build -o "$work/loadtest" ./tools/loadtest
 mkdir -p "$work/etcd-build"
 ( cd "$work/etcd-build" &&
   printf 'module etcdbuild\n\ngo 1.26\n' > go.mod &&

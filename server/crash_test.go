@@ -18,7 +18,7 @@ import (
 
 	pb "github.com/social-prescribing/exchange/proto/exchange/v1"
 	"github.com/social-prescribing/exchange/server/exchangetest"
-	"github.com/social-prescribing/exchange/server/lifecycle"
+	"github.com/social-prescribing/exchange/server/rules/lifecycle"
 	"github.com/social-prescribing/exchange/server/storage/bolt"
 )
 

@@ -7,17 +7,12 @@ import (
 	"net"
 	"net/http"
 	"net/http/pprof"
-	"path/filepath"
 	"time"
-
-	bolt "go.etcd.io/bbolt"
-	"google.golang.org/grpc"
-
-	"github.com/social-prescribing/exchange/server/loadtest/anchor"
 )
 
-// serveDebug starts the benchmark anchors (--bench-addr) and the profiler
-// (--pprof-addr) when asked, on loopback only; both stop with ctx.
+// serveDebug starts the benchmark anchors (--bench-addr, in a build with
+// the bench tag) and the profiler (--pprof-addr) when asked, on loopback
+// only; both stop with ctx.
 func serveDebug(ctx context.Context, st settings) error {
 	for _, a := range []struct{ flag, addr string }{{"--bench-addr", st.benchAddr}, {"--pprof-addr", st.pprofAddr}} {
 		if a.addr != "" && !isLoopback(a.addr) {
@@ -25,21 +20,9 @@ func serveDebug(ctx context.Context, st settings) error {
 		}
 	}
 	if st.benchAddr != "" {
-		db, err := bolt.Open(filepath.Join(st.dataDir, "bench.db"), 0o600, &bolt.Options{Timeout: 5 * time.Second})
-		if err != nil {
-			return fmt.Errorf("--bench-addr: %w", err)
-		}
-		g := grpc.NewServer(grpc.MaxRecvMsgSize(st.maxMessage))
-		if err := anchor.Register(g, db); err != nil {
+		if err := serveAnchors(ctx, st); err != nil {
 			return err
 		}
-		l, err := net.Listen("tcp", st.benchAddr)
-		if err != nil {
-			return fmt.Errorf("--bench-addr: %w", err)
-		}
-		go g.Serve(l)
-		go func() { <-ctx.Done(); g.Stop(); db.Close() }()
-		slog.Warn("serving benchmark anchors: for measurement only", "addr", l.Addr().String())
 	}
 	if st.pprofAddr != "" {
 		mux := http.NewServeMux()
@@ -58,3 +41,7 @@ func serveDebug(ctx context.Context, st settings) error {
 	}
 	return nil
 }
+
+// serveAnchors serves the benchmark anchors; set only in a build with the
+// bench tag (anchors.go).
+var serveAnchors func(ctx context.Context, st settings) error

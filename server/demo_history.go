@@ -11,7 +11,7 @@ import (
 
 	pb "github.com/social-prescribing/exchange/proto/exchange/v1"
 	"github.com/social-prescribing/exchange/server/api"
-	"github.com/social-prescribing/exchange/server/validate"
+	"github.com/social-prescribing/exchange/server/rules/validate"
 )
 
 // demoNHSNumber is an NHS number of the 999 range reserved for testing,

@@ -27,12 +27,12 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/reflection"
 
+	"github.com/social-prescribing/exchange/gateway"
+	"github.com/social-prescribing/exchange/gateway/web"
 	"github.com/social-prescribing/exchange/server/api"
-	"github.com/social-prescribing/exchange/server/gateway"
 	"github.com/social-prescribing/exchange/server/metrics"
 	"github.com/social-prescribing/exchange/server/storage"
 	"github.com/social-prescribing/exchange/server/storage/bolt"
-	"github.com/social-prescribing/exchange/server/web"
 )
 
 // envName is the environment variable of a flag: --tls-cert is
@@ -111,7 +111,9 @@ func main() {
 	fs.IntVar(&st.limits.Streams, "max-streams", 8, "event watches and backups one organisation may have open at once; 0 does not limit")
 	fs.StringVar(&st.logFormat, "log-format", "text", "log lines as text (key=value) or json, on stderr")
 	fs.StringVar(&st.logLevel, "log-level", "info", "least severe log lines written: debug, info (one line per call), warn or error")
-	fs.StringVar(&st.benchAddr, "bench-addr", "", "benchmarks only: serve the anchors the exchange is measured against (a bare gRPC echo and a plain fsynced bbolt write, server/loadtest/anchor) on this loopback address")
+	if serveAnchors != nil {
+		fs.StringVar(&st.benchAddr, "bench-addr", "", "benchmarks only: serve the anchors the exchange is measured against (a bare gRPC echo and a plain fsynced bbolt write, tools/loadtest/anchor) on this loopback address")
+	}
 	fs.StringVar(&st.pprofAddr, "pprof-addr", "", "profiling only: serve net/http/pprof on this loopback address")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "Usage: server [flags]\n       server healthcheck [flags]\n\nRuns the social prescribing referral exchange.\n\nFlags:\n")

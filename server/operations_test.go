@@ -430,14 +430,20 @@ func TestFlagsFromEnvironment(t *testing.T) {
 	}
 }
 
-// TestLoadCommand runs the load command, briefly, against the built
-// exchange with its anchors, so that scripts/bench.sh keeps working: every
-// target it measures is in its table, with no errors.
+// TestLoadCommand runs the load command, briefly, against the exchange
+// built for measurement (the bench tag) with its anchors, so that
+// scripts/bench.sh keeps working: every target it measures is in its
+// table, with no errors. The exchange-server binary has no anchors.
 func TestLoadCommand(t *testing.T) {
-	bin, _ := binaries(t)
-	loadtest := filepath.Join(t.TempDir(), "loadtest")
-	if b, err := exec.Command("go", "build", "-o", loadtest, "./loadtest").CombinedOutput(); err != nil {
-		t.Fatalf("go build ./loadtest: %v\n%s", err, b)
+	prod, _ := binaries(t)
+	if out, err := exec.Command(prod, "--bench-addr", "127.0.0.1:0").CombinedOutput(); err == nil || !strings.Contains(string(out), "flag provided but not defined: -bench-addr") {
+		t.Errorf("exchange-server takes --bench-addr: %v\n%s", err, out)
+	}
+	bin, loadtest := filepath.Join(t.TempDir(), "exchange-bench"), filepath.Join(t.TempDir(), "loadtest")
+	for pkg, out := range map[string][]string{".": {"-tags", "bench", "-o", bin}, "../tools/loadtest": {"-o", loadtest}} {
+		if b, err := exec.Command("go", append(append([]string{"build"}, out...), pkg)...).CombinedOutput(); err != nil {
+			t.Fatalf("go build %s: %v\n%s", pkg, err, b)
+		}
 	}
 	dir := t.TempDir()
 	bench := freeAddr(t)

@@ -24,7 +24,7 @@ import (
 	pb "github.com/social-prescribing/exchange/proto/exchange/v1"
 	"github.com/social-prescribing/exchange/server/api"
 	"github.com/social-prescribing/exchange/server/exchangetest"
-	"github.com/social-prescribing/exchange/server/policy"
+	"github.com/social-prescribing/exchange/server/rules/policy"
 	"github.com/social-prescribing/exchange/server/storage"
 	"github.com/social-prescribing/exchange/server/storage/bolt"
 )

@@ -10,7 +10,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	pb "github.com/social-prescribing/exchange/proto/exchange/v1"
-	"github.com/social-prescribing/exchange/server/loadtest/workload"
+	"github.com/social-prescribing/exchange/tools/loadtest/workload"
 )
 
 func marshal(t *testing.T, m proto.Message) []byte {

@@ -16,9 +16,9 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	pb "github.com/social-prescribing/exchange/proto/exchange/v1"
-	"github.com/social-prescribing/exchange/server/policy"
+	"github.com/social-prescribing/exchange/server/rules/policy"
+	"github.com/social-prescribing/exchange/server/rules/validate"
 	"github.com/social-prescribing/exchange/server/storage"
-	"github.com/social-prescribing/exchange/server/validate"
 )
 
 // The audit log records every call of a method policy.Audited names:

@@ -18,15 +18,14 @@ import (
 	"google.golang.org/grpc/peer"
 
 	pb "github.com/social-prescribing/exchange/proto/exchange/v1"
-	"github.com/social-prescribing/exchange/server/names"
+	"github.com/social-prescribing/exchange/server/rules/names"
 	"github.com/social-prescribing/exchange/server/storage"
 )
 
-// An API key is "sprx_<organization id>_<key id>_<secret>": the first parts
+// An API key is pb.APIKeyPrefix + "<organization id>_<key id>_<secret>": the first parts
 // name the stored key, organizations/{org}/apiKeys/{id}; only a SHA-256 hash
 // of the secret is stored. The secret has 160 random bits, so a fast hash is
 // enough (no password stretching needed).
-const keyPrefix = "sprx_"
 
 // NewAPIKey makes a key for org and returns the record to store and the
 // secret to show once.
@@ -40,24 +39,12 @@ func NewAPIKey(org, displayName string, now time.Time) (*storage.APIKey, string)
 	return &storage.APIKey{
 		Name: org + "/apiKeys/" + id, Organization: org, DisplayName: displayName,
 		Hash: h[:], CreateTime: now,
-	}, keyPrefix + orgID + "_" + id + "_" + secretPart
-}
-
-// ParseAPIKey splits a key into the organisation it belongs to
-// (organizations/{org}), the stored key's name and the secret, or reports
-// that it is not in the form of a key.
-func ParseAPIKey(token string) (org, name, secret string, ok bool) {
-	parts := strings.Split(strings.TrimPrefix(token, keyPrefix), "_")
-	if !strings.HasPrefix(token, keyPrefix) || len(parts) != 3 {
-		return "", "", "", false
-	}
-	org = "organizations/" + parts[0]
-	return org, org + "/apiKeys/" + parts[1], parts[2], true
+	}, pb.APIKeyPrefix + orgID + "_" + id + "_" + secretPart
 }
 
 // authenticate resolves a bearer token to its caller.
 func authenticate(tx storage.ReadTx, token string) (Caller, error) {
-	_, name, secret, ok := ParseAPIKey(token)
+	_, name, secret, ok := pb.ParseAPIKey(token)
 	if !ok {
 		return Caller{}, errBadKey
 	}

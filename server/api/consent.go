@@ -11,10 +11,10 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	pb "github.com/social-prescribing/exchange/proto/exchange/v1"
-	"github.com/social-prescribing/exchange/server/names"
-	"github.com/social-prescribing/exchange/server/policy"
+	"github.com/social-prescribing/exchange/server/rules/names"
+	"github.com/social-prescribing/exchange/server/rules/policy"
+	"github.com/social-prescribing/exchange/server/rules/validate"
 	"github.com/social-prescribing/exchange/server/storage"
-	"github.com/social-prescribing/exchange/server/validate"
 )
 
 type consents struct {

@@ -25,9 +25,9 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	pb "github.com/social-prescribing/exchange/proto/exchange/v1"
-	"github.com/social-prescribing/exchange/server/policy"
+	"github.com/social-prescribing/exchange/server/rules/policy"
+	"github.com/social-prescribing/exchange/server/rules/validate"
 	"github.com/social-prescribing/exchange/server/storage"
-	"github.com/social-prescribing/exchange/server/validate"
 )
 
 // Options configure the services.
@@ -298,7 +298,6 @@ func tsOrNil(t time.Time) *timestamppb.Timestamp {
 }
 
 // Reason is the ErrorInfo reason of r: its name without ERROR_REASON_.
-func Reason(r pb.ErrorReason) string { return strings.TrimPrefix(r.String(), "ERROR_REASON_") }
 
 func errorsIs(err, target error) bool { return errors.Is(err, target) }
 

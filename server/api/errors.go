@@ -13,17 +13,14 @@ import (
 	"google.golang.org/protobuf/protoadapt"
 
 	pb "github.com/social-prescribing/exchange/proto/exchange/v1"
+	"github.com/social-prescribing/exchange/server/rules/validate"
 	"github.com/social-prescribing/exchange/server/storage"
-	"github.com/social-prescribing/exchange/server/validate"
 )
-
-// ErrorDomain is the ErrorInfo domain of every error the exchange returns.
-const ErrorDomain = "exchange.socialprescribing.uk"
 
 // apiError builds a status with an ErrorInfo detail carrying the reason,
 // and any further details (BadRequest, RetryInfo).
 func apiError(code codes.Code, reason pb.ErrorReason, msg string, meta map[string]string, extra ...protoadapt.MessageV1) error {
-	info := &errdetails.ErrorInfo{Reason: Reason(reason), Domain: ErrorDomain, Metadata: meta}
+	info := &errdetails.ErrorInfo{Reason: pb.Code(reason), Domain: pb.ErrorDomain, Metadata: meta}
 	st, err := status.New(code, msg).WithDetails(append([]protoadapt.MessageV1{info}, extra...)...)
 	if err != nil {
 		return status.Error(codes.Internal, "building error details")

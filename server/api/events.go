@@ -6,8 +6,8 @@ import (
 	"time"
 
 	pb "github.com/social-prescribing/exchange/proto/exchange/v1"
+	"github.com/social-prescribing/exchange/server/rules/validate"
 	"github.com/social-prescribing/exchange/server/storage"
-	"github.com/social-prescribing/exchange/server/validate"
 )
 
 // MaxWait is the longest ListEvents waits for an event.

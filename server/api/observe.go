@@ -109,11 +109,3 @@ func (s *Server) logCall(ctx context.Context, n *callNote, start time.Time, err 
 	}
 	log.LogAttrs(ctx, level, "call", attrs...)
 }
-
-// LogMalformed logs a request the gateway or the web pages refused before
-// it became a call, because field (of its address or form) is not UTF-8: as
-// the caller's fault, as the call log logs one, never the value itself.
-func LogMalformed(ctx context.Context, httpMethod, field string) {
-	slog.InfoContext(ctx, "refused", "http_method", httpMethod, "code", "INVALID_ARGUMENT",
-		"reason", "MALFORMED_REQUEST", "field", field)
-}

@@ -11,11 +11,11 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	pb "github.com/social-prescribing/exchange/proto/exchange/v1"
-	"github.com/social-prescribing/exchange/server/lifecycle"
-	"github.com/social-prescribing/exchange/server/names"
-	"github.com/social-prescribing/exchange/server/policy"
+	"github.com/social-prescribing/exchange/server/rules/lifecycle"
+	"github.com/social-prescribing/exchange/server/rules/names"
+	"github.com/social-prescribing/exchange/server/rules/policy"
+	"github.com/social-prescribing/exchange/server/rules/validate"
 	"github.com/social-prescribing/exchange/server/storage"
-	"github.com/social-prescribing/exchange/server/validate"
 )
 
 // SnomedReferralToSocialPrescribing is the SNOMED CT concept of every referral.

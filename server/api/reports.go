@@ -7,11 +7,11 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	pb "github.com/social-prescribing/exchange/proto/exchange/v1"
-	"github.com/social-prescribing/exchange/server/names"
-	"github.com/social-prescribing/exchange/server/policy"
-	"github.com/social-prescribing/exchange/server/report"
+	"github.com/social-prescribing/exchange/server/rules/names"
+	"github.com/social-prescribing/exchange/server/rules/policy"
+	"github.com/social-prescribing/exchange/server/rules/report"
+	"github.com/social-prescribing/exchange/server/rules/validate"
 	"github.com/social-prescribing/exchange/server/storage"
-	"github.com/social-prescribing/exchange/server/validate"
 )
 
 // DefaultReportMinCount is the default suppression threshold of reports.

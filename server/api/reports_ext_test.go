@@ -109,11 +109,11 @@ func wemwbs(r *pb.OutcomeReport) *pb.MeasureOutcome {
 }
 
 // TestOutcomeReportAgreesWithScipy runs the 12 WEMWBS pairs of
-// report/testdata/expected.json through the exchange (consent, referral,
+// rules/report/testdata/expected.json through the exchange (consent, referral,
 // baseline and follow-up over gRPC) and checks the commissioner's outcome
 // report against scipy's values for them, to 6 significant figures.
 func TestOutcomeReportAgreesWithScipy(t *testing.T) {
-	b, err := os.ReadFile("../report/testdata/expected.json")
+	b, err := os.ReadFile("../rules/report/testdata/expected.json")
 	if err != nil {
 		t.Fatal(err)
 	}

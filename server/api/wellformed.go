@@ -12,7 +12,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	pb "github.com/social-prescribing/exchange/proto/exchange/v1"
-	"github.com/social-prescribing/exchange/server/validate"
+	"github.com/social-prescribing/exchange/server/rules/validate"
 )
 
 // A request the exchange cannot read (bytes that are not its message,

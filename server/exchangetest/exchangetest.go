@@ -24,8 +24,8 @@ import (
 
 	pb "github.com/social-prescribing/exchange/proto/exchange/v1"
 	"github.com/social-prescribing/exchange/server/api"
-	"github.com/social-prescribing/exchange/server/loadtest/workload"
 	"github.com/social-prescribing/exchange/server/storage/bolt"
+	"github.com/social-prescribing/exchange/tools/loadtest/workload"
 )
 
 // Exchange is a real server on a loopback listener over a bbolt file.

@@ -19,7 +19,7 @@ import (
 	"google.golang.org/protobuf/reflect/protoreflect"
 
 	pb "github.com/social-prescribing/exchange/proto/exchange/v1"
-	"github.com/social-prescribing/exchange/server/names"
+	"github.com/social-prescribing/exchange/server/rules/names"
 	"github.com/social-prescribing/exchange/server/storage"
 )
 

@@ -15,9 +15,9 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	pb "github.com/social-prescribing/exchange/proto/exchange/v1"
-	"github.com/social-prescribing/exchange/server/loadtest/workload"
 	"github.com/social-prescribing/exchange/server/storage"
 	"github.com/social-prescribing/exchange/server/storage/bolt"
+	"github.com/social-prescribing/exchange/tools/loadtest/workload"
 )
 
 // The store's benchmarks: the writes and reads every referral costs, on a

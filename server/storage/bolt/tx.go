@@ -13,7 +13,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	pb "github.com/social-prescribing/exchange/proto/exchange/v1"
-	"github.com/social-prescribing/exchange/server/lifecycle"
+	"github.com/social-prescribing/exchange/server/rules/lifecycle"
 	"github.com/social-prescribing/exchange/server/storage"
 )
 

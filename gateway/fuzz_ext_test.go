@@ -8,10 +8,10 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/social-prescribing/exchange/gateway"
 	pb "github.com/social-prescribing/exchange/proto/exchange/v1"
 	"github.com/social-prescribing/exchange/server/api"
 	"github.com/social-prescribing/exchange/server/exchangetest"
-	"github.com/social-prescribing/exchange/server/gateway"
 )
 
 // FuzzGatewayJSON sends any body to the REST API's write routes, as any

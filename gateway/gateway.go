@@ -21,6 +21,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"reflect"
 	"strconv"
@@ -35,8 +36,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	pb "github.com/social-prescribing/exchange/proto/exchange/v1"
-	"github.com/social-prescribing/exchange/server/api"
-	"github.com/social-prescribing/exchange/server/validate"
+	"github.com/social-prescribing/exchange/server/rules/validate"
 )
 
 // DefaultMaxBodyBytes is the largest request body accepted unless
@@ -184,7 +184,7 @@ func hasErrorInfo(st *status.Status) bool {
 }
 
 func withReason(st *status.Status, reason pb.ErrorReason, meta map[string]string) *status.Status {
-	info := &errdetails.ErrorInfo{Reason: api.Reason(reason), Domain: api.ErrorDomain, Metadata: meta}
+	info := &errdetails.ErrorInfo{Reason: pb.Code(reason), Domain: pb.ErrorDomain, Metadata: meta}
 	if s, err := st.WithDetails(info); err == nil {
 		return s
 	}
@@ -237,7 +237,7 @@ func limitBody(next http.Handler, max int64) http.Handler {
 		if field, bad := validate.BadURL(r.URL); bad {
 			// The caller's fault, logged as the call log logs one (never
 			// the address itself).
-			api.LogMalformed(r.Context(), r.Method, field)
+			LogMalformed(r.Context(), r.Method, field)
 			WriteError(w, http.StatusBadRequest, badURL(field))
 			return
 		}
@@ -273,4 +273,13 @@ func badURL(field string) *status.Status {
 		return s
 	}
 	return st
+}
+
+// LogMalformed logs a request the gateway or the web pages refused before
+// it became a call, because field (of its address or form) is not UTF-8: as
+// the caller's fault, as the server's call log logs one, never the value
+// itself.
+func LogMalformed(ctx context.Context, httpMethod, field string) {
+	slog.InfoContext(ctx, "refused", "http_method", httpMethod, "code", "INVALID_ARGUMENT",
+		"reason", "MALFORMED_REQUEST", "field", field)
 }

@@ -9,7 +9,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	pb "github.com/social-prescribing/exchange/proto/exchange/v1"
-	"github.com/social-prescribing/exchange/server/lifecycle"
+	"github.com/social-prescribing/exchange/server/rules/lifecycle"
 )
 
 // TestEveryTriple walks every (state, action, side) triple and checks the
@@ -109,7 +109,7 @@ func TestReasonsRequiredWhereGravitySaysSo(t *testing.T) {
 // transition table documented on ReferralState, so the contract and the
 // code cannot drift apart silently.
 func TestTableMatchesContract(t *testing.T) {
-	src, err := os.ReadFile("../../proto/exchange/v1/referral.proto")
+	src, err := os.ReadFile("../../../proto/exchange/v1/referral.proto")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -7,7 +7,7 @@ scipy says. The Go test (stats_test.go) reads the datasets from it and checks
 its own results to 6 significant figures. Run it again after changing a
 dataset:
 
-    python3 server/report/testdata/expected.py
+    python3 server/rules/report/testdata/expected.py
 """
 import json
 import math

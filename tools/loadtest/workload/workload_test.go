@@ -6,7 +6,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	pb "github.com/social-prescribing/exchange/proto/exchange/v1"
-	"github.com/social-prescribing/exchange/server/validate"
+	"github.com/social-prescribing/exchange/server/rules/validate"
 )
 
 // TestReferralIsRealistic: about 1.5 KB as a request, and valid.

@@ -13,10 +13,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/social-prescribing/exchange/gateway"
 	pb "github.com/social-prescribing/exchange/proto/exchange/v1"
 	"github.com/social-prescribing/exchange/server/api"
 	"github.com/social-prescribing/exchange/server/exchangetest"
-	"github.com/social-prescribing/exchange/server/gateway"
 )
 
 // restExchange is the exchange with the REST gateway in front of it.

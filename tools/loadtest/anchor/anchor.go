@@ -1,6 +1,6 @@
 // Package anchor is what the exchange's speed is measured against, served
-// by the same server binary with --bench-addr (benchmarks only): a bare
-// gRPC server, with no interceptors, offering
+// by the server built for measurement (go build -tags bench, --bench-addr;
+// never exchange-server): a bare gRPC server, with no interceptors, offering
 //
 //   - Echo, which returns its request: the gRPC ceiling;
 //   - Write, which stores its request with one plain fsynced bbolt Update

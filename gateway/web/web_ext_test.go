@@ -10,9 +10,9 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/social-prescribing/exchange/gateway/web"
 	pb "github.com/social-prescribing/exchange/proto/exchange/v1"
 	"github.com/social-prescribing/exchange/server/exchangetest"
-	"github.com/social-prescribing/exchange/server/web"
 )
 
 // inbox is an exchange with a referral from the link workers "pcn" to the

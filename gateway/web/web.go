@@ -22,9 +22,9 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/metadata"
 
+	"github.com/social-prescribing/exchange/gateway"
 	pb "github.com/social-prescribing/exchange/proto/exchange/v1"
-	"github.com/social-prescribing/exchange/server/api"
-	"github.com/social-prescribing/exchange/server/validate"
+	"github.com/social-prescribing/exchange/server/rules/validate"
 )
 
 //go:embed templates/*.html style.css
@@ -139,7 +139,7 @@ func securityHeaders(next http.Handler) http.Handler {
 		h.Set("Referrer-Policy", "same-origin")
 		h.Set("Cache-Control", "no-store")
 		if field, bad := validate.BadURL(r.URL); bad {
-			api.LogMalformed(r.Context(), r.Method, field)
+			gateway.LogMalformed(r.Context(), r.Method, field)
 			http.Error(rw, "This address is not one the exchange gave. Go back and follow a link.", http.StatusBadRequest)
 			return
 		}
@@ -197,7 +197,7 @@ func (w *Web) signedIn(h handler) http.HandlerFunc {
 			// The exchange refuses strings that are not UTF-8; say so here,
 			// whatever connection the pages call it on.
 			if field, bad := validate.BadValues(r.PostForm); bad {
-				api.LogMalformed(r.Context(), r.Method, field)
+				gateway.LogMalformed(r.Context(), r.Method, field)
 				http.Error(rw, "Some of what was typed could not be read. Go back, check it and try again.", http.StatusBadRequest)
 				return
 			}
@@ -264,7 +264,7 @@ func (w *Web) signIn(rw http.ResponseWriter, r *http.Request) {
 		w.signInPage(rw, r, http.StatusForbidden, "This sign-in form has expired. Type your key again and sign in.")
 		return
 	}
-	org, _, _, ok := api.ParseAPIKey(key)
+	org, _, _, ok := pb.ParseAPIKey(key)
 	if !ok {
 		fail("That is not an exchange API key. It starts with sprx_ and was given to you when your organisation joined.")
 		return

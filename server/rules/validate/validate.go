@@ -18,7 +18,7 @@ import (
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/protobuf/reflect/protoreflect"
 
-	"github.com/social-prescribing/exchange/server/names"
+	"github.com/social-prescribing/exchange/server/rules/names"
 )
 
 // Violations collects field violations.

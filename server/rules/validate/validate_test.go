@@ -8,8 +8,8 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	pb "github.com/social-prescribing/exchange/proto/exchange/v1"
-	"github.com/social-prescribing/exchange/server/loadtest/workload"
-	"github.com/social-prescribing/exchange/server/validate"
+	"github.com/social-prescribing/exchange/server/rules/validate"
+	"github.com/social-prescribing/exchange/tools/loadtest/workload"
 )
 
 func TestNHSNumber(t *testing.T) {
@@ -92,7 +92,7 @@ func FuzzNewReferral(f *testing.F) {
 }
 
 // BenchmarkNewReferral checks the realistic referral the load command
-// sends (server/loadtest/workload), as every CreateReferral does.
+// sends (tools/loadtest/workload), as every CreateReferral does.
 func BenchmarkNewReferral(b *testing.B) {
 	now := time.Now()
 	r := workload.Referral(1, "organizations/lw-demo/services/link-workers", "consents/0123456789abcdef")

@@ -17,10 +17,10 @@ import (
 	"google.golang.org/protobuf/types/known/fieldmaskpb"
 
 	"github.com/social-prescribing/exchange/client/reports"
+	"github.com/social-prescribing/exchange/gateway"
 	pb "github.com/social-prescribing/exchange/proto/exchange/v1"
-	"github.com/social-prescribing/exchange/server/gateway"
-	"github.com/social-prescribing/exchange/server/lifecycle"
-	"github.com/social-prescribing/exchange/server/validate"
+	"github.com/social-prescribing/exchange/server/rules/lifecycle"
+	"github.com/social-prescribing/exchange/server/rules/validate"
 )
 
 const pageSize = 20

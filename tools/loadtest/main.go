@@ -1,10 +1,11 @@
 // Command loadtest measures a running exchange the way a Primary Care
 // Network's GP systems load it: CreateReferral with a realistic referral
-// (about 1.5 KB of protobuf, server/loadtest/workload) from 1, 16 and 64
+// (about 1.5 KB of protobuf, tools/loadtest/workload) from 1, 16 and 64
 // concurrent clients, over gRPC and over REST, each client on its own
 // connection, and reports throughput and p50/p99 latency. In the same run
 // it measures the anchors: the gRPC ceiling and the durable-write floor
-// served by the same binary (--bench-addr), bbolt's own group commit with
+// served by the exchange built for measurement (go build -tags bench,
+// --bench-addr), bbolt's own group commit with
 // no gRPC, and, given etcd's benchmark tool, a single-node etcd put with
 // the same value size and concurrency. Then it compares a lone client's
 // CreateReferral with a lone client's durable-write floor in alternate
@@ -20,8 +21,8 @@
 // Start the exchange with --rate-limit 0 (one organisation sends
 // everything) and --bench-addr; scripts/bench.sh does all of it:
 //
-//	go run ./server --data-dir /tmp/x --rate-limit 0 --bench-addr 127.0.0.1:50061 &
-//	go run ./server/loadtest --data-dir /tmp/x --bench-addr 127.0.0.1:50061
+//	go run -tags bench ./server --data-dir /tmp/x --rate-limit 0 --bench-addr 127.0.0.1:50061 &
+//	go run ./tools/loadtest --data-dir /tmp/x --bench-addr 127.0.0.1:50061
 package main
 
 import (
@@ -60,8 +61,8 @@ import (
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	pb "github.com/social-prescribing/exchange/proto/exchange/v1"
-	"github.com/social-prescribing/exchange/server/loadtest/anchor"
-	"github.com/social-prescribing/exchange/server/loadtest/workload"
+	"github.com/social-prescribing/exchange/tools/loadtest/anchor"
+	"github.com/social-prescribing/exchange/tools/loadtest/workload"
 )
 
 type options struct {

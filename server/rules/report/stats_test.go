@@ -137,6 +137,6 @@ func TestExpectedIsScipys(t *testing.T) {
 	ja, _ := json.Marshal(a)
 	jb, _ := json.Marshal(b)
 	if !bytes.Equal(ja, jb) {
-		t.Errorf("testdata/expected.json is not what scipy computes now: run python3 server/report/testdata/expected.py and commit it")
+		t.Errorf("testdata/expected.json is not what scipy computes now: run python3 server/rules/report/testdata/expected.py and commit it")
 	}
 }

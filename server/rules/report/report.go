@@ -15,8 +15,8 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	pb "github.com/social-prescribing/exchange/proto/exchange/v1"
-	"github.com/social-prescribing/exchange/server/lifecycle"
-	"github.com/social-prescribing/exchange/server/validate"
+	"github.com/social-prescribing/exchange/server/rules/lifecycle"
+	"github.com/social-prescribing/exchange/server/rules/validate"
 )
 
 // Referral is one referral a report may count: the caller may count it and

@@ -18,10 +18,10 @@ import (
 	"github.com/chromedp/chromedp"
 	"google.golang.org/protobuf/types/known/fieldmaskpb"
 
+	"github.com/social-prescribing/exchange/gateway/web"
 	pb "github.com/social-prescribing/exchange/proto/exchange/v1"
 	"github.com/social-prescribing/exchange/server/api"
 	"github.com/social-prescribing/exchange/server/exchangetest"
-	"github.com/social-prescribing/exchange/server/web"
 )
 
 // startReports is an exchange with nine people referred by the link

@@ -5,7 +5,7 @@ import (
 	"time"
 
 	pb "github.com/social-prescribing/exchange/proto/exchange/v1"
-	"github.com/social-prescribing/exchange/server/names"
+	"github.com/social-prescribing/exchange/server/rules/names"
 )
 
 // Contact checks an organisation or service contact.
