@@ -29,6 +29,7 @@ import (
 
 	"github.com/social-prescribing/exchange/gateway"
 	"github.com/social-prescribing/exchange/gateway/web"
+	"github.com/social-prescribing/exchange/internal/buildinfo"
 	"github.com/social-prescribing/exchange/server/api"
 	"github.com/social-prescribing/exchange/server/metrics"
 	"github.com/social-prescribing/exchange/server/storage"
@@ -123,7 +124,12 @@ func main() {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(2)
 	}
+	version := fs.Bool("version", false, "print the build (module version and commit) and exit")
 	fs.Parse(os.Args[1:])
+	if *version {
+		fmt.Println(buildinfo.String("exchange-server"))
+		return
+	}
 	log, err := newLogger(os.Stderr, st.logFormat, st.logLevel)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)

@@ -498,3 +498,26 @@ func TestLoadCommand(t *testing.T) {
 		t.Errorf("calls failed under load:\n%s", out)
 	}
 }
+
+// TestVersion: both binaries say which build they are, with the commit
+// they were built from.
+func TestVersion(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the binaries")
+	}
+	head, err := exec.Command("git", "rev-parse", "HEAD").Output()
+	if err != nil {
+		t.Skipf("no git checkout to build from: %v", err)
+	}
+	dir := t.TempDir()
+	for pkg, name := range map[string]string{".": "exchange-server", "../client/exchangectl": "exchangectl"} {
+		bin := filepath.Join(dir, name)
+		if b, err := exec.Command("go", "build", "-buildvcs=true", "-o", bin, pkg).CombinedOutput(); err != nil {
+			t.Fatalf("go build %s: %v\n%s", pkg, err, b)
+		}
+		out, err := exec.Command(bin, "--version").CombinedOutput()
+		if want := "(commit " + strings.TrimSpace(string(head)); err != nil || !strings.HasPrefix(string(out), name+" v") || !strings.Contains(string(out), want) {
+			t.Errorf("%s --version: %v %q, want its name, version and %q", name, err, out, want)
+		}
+	}
+}

@@ -14,11 +14,13 @@ import (
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
+	"go.yaml.in/yaml/v3"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
-	"go.yaml.in/yaml/v3"
+
+	"github.com/social-prescribing/exchange/internal/buildinfo"
 
 	"github.com/social-prescribing/exchange/client"
 	pb "github.com/social-prescribing/exchange/proto/exchange/v1"
@@ -86,6 +88,8 @@ func (a *app) root() *cobra.Command {
   exchangectl referral accept 01JD2X4TFQ3M5 -o json`,
 	}
 	root.CompletionOptions.DisableDefaultCmd = true
+	root.Version = buildinfo.String("exchangectl")
+	root.SetVersionTemplate("{{.Version}}\n")
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
 	f := root.PersistentFlags()
 	f.StringVar(&a.addr, "addr", "", "exchange gRPC address host:port (env EXCHANGE_ADDR; default "+defaultAddr+")")
