@@ -276,7 +276,7 @@ func (w *Web) showReferral(rw http.ResponseWriter, r *http.Request, s *session, 
 		}
 		v.CanDecline = allowed(ref, lifecycle.Reject)
 		v.CanWaitlist = allowed(ref, lifecycle.Hold)
-		v.CanReport = ref.State != pb.ReferralState_REFERRAL_STATE_ENTERED_IN_ERROR
+		v.CanReport = lifecycle.Counts(ref.State)
 	}
 	for c := range pb.StateReasonCode_name {
 		switch rc := pb.StateReasonCode(c); rc {

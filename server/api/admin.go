@@ -156,10 +156,7 @@ func clearReferral(ctx context.Context, tx storage.WriteTx, now time.Time, r *pb
 		if err != nil {
 			return false, 0, err
 		}
-		from := r.State
-		r.State = pb.ReferralState_REFERRAL_STATE_CANCELLED
-		r.StateReason = &pb.StateReason{Code: pb.StateReasonCode_STATE_REASON_CODE_ERASED}
-		return true, notes, saveMove(ctx, tx, now, r, policy.Parties(r, anc), from)
+		return true, notes, exchangeMove(ctx, tx, now, r, policy.Parties(r, anc), lifecycle.Erased)
 	}
 	r.UpdateTime = timestamppb.New(now)
 	stampReferral(r)

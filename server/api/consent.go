@@ -11,6 +11,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	pb "github.com/social-prescribing/exchange/proto/exchange/v1"
+	"github.com/social-prescribing/exchange/server/rules/lifecycle"
 	"github.com/social-prescribing/exchange/server/rules/names"
 	"github.com/social-prescribing/exchange/server/rules/policy"
 	"github.com/social-prescribing/exchange/server/rules/validate"
@@ -177,10 +178,7 @@ func (s *consents) WithdrawConsent(ctx context.Context, req *pb.WithdrawConsentR
 		}
 		// The exchange's own move: open referrals relying on it are cancelled.
 		for _, l := range refs {
-			from := l.r.State
-			l.r.State = pb.ReferralState_REFERRAL_STATE_CANCELLED
-			l.r.StateReason = &pb.StateReason{Code: pb.StateReasonCode_STATE_REASON_CODE_CONSENT_WITHDRAWN, Text: "the person withdrew consent"}
-			if err := saveMove(ctx, tx, now, l.r, l.parties, from); err != nil {
+			if err := exchangeMove(ctx, tx, now, l.r, l.parties, lifecycle.ConsentWithdrawn); err != nil {
 				return nil, err
 			}
 		}

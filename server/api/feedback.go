@@ -9,6 +9,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	pb "github.com/social-prescribing/exchange/proto/exchange/v1"
+	"github.com/social-prescribing/exchange/server/rules/lifecycle"
 	"github.com/social-prescribing/exchange/server/rules/policy"
 	"github.com/social-prescribing/exchange/server/rules/validate"
 	"github.com/social-prescribing/exchange/server/storage"
@@ -38,7 +39,7 @@ func (s *feedback) CreateFeedback(ctx context.Context, req *pb.CreateFeedbackReq
 		if !policy.CanPostFeedback(l.rel, req.Feedback) {
 			return nil, notAllowed(req.Parent, "notes come from either side of the referral; uptake and outcomes from the receiver")
 		}
-		if l.r.State == pb.ReferralState_REFERRAL_STATE_ENTERED_IN_ERROR {
+		if !lifecycle.Counts(l.r.State) {
 			return nil, apiError(codes.FailedPrecondition, pb.ErrorReason_ERROR_REASON_REFERRAL_CLOSED,
 				"the referral was entered in error", map[string]string{"resource": req.Parent})
 		}

@@ -3,6 +3,7 @@ package api
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"time"
 
@@ -417,6 +418,20 @@ func (s *referrals) transition(ctx context.Context, action lifecycle.Action, nam
 	return resp, err
 }
 
+// exchangeMove makes one of the exchange's own moves (lifecycle's Exchange
+// side: a deadline, a withdrawn consent, an erasure) and stores it. Its
+// callers pick only referrals the move applies to, so a refusal is the
+// exchange's fault.
+func exchangeMove(ctx context.Context, tx storage.WriteTx, now time.Time, r *pb.Referral, parties []string, a lifecycle.Action) error {
+	move, err := lifecycle.Apply(r.State, r.HeldFrom, a, lifecycle.Exchange)
+	if err != nil {
+		return fmt.Errorf("%v of %s from %v: %w", a, r.Name, r.State, err)
+	}
+	from := r.State
+	r.State, r.StateReason = move.To, proto.CloneOf(lifecycle.Reasons[a])
+	return saveMove(ctx, tx, now, r, parties, from)
+}
+
 // saveMove stores a referral that moved from state from, with its capacity
 // counts and its event.
 func saveMove(ctx context.Context, tx storage.WriteTx, now time.Time, r *pb.Referral, parties []string, from pb.ReferralState) error {
@@ -489,10 +504,7 @@ func (s *Server) SweepOverdue(ctx context.Context) (notified, rejected int, err 
 				if err != nil {
 					return err
 				}
-				r.State = pb.ReferralState_REFERRAL_STATE_REJECTED
-				r.StateReason = &pb.StateReason{Code: pb.StateReasonCode_STATE_REASON_CODE_NO_RESPONSE,
-					Text: "no reply by the deadline; the referrer may refer elsewhere"}
-				if err := saveMove(ctx, tx, now, r, policy.Parties(r, anc), pb.ReferralState_REFERRAL_STATE_REQUESTED); err != nil {
+				if err := exchangeMove(ctx, tx, now, r, policy.Parties(r, anc), lifecycle.NoResponse); err != nil {
 					return err
 				}
 				rejected++

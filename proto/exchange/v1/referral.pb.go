@@ -219,13 +219,17 @@ func (SupportLevel) EnumDescriptor() ([]byte, []int) {
 // | ON_HOLD     | FailReferral            | receiver | FAILED           | required |
 // | ON_HOLD     | CancelReferral          | referrer | CANCELLED        | required |
 // | any but ENTERED_IN_ERROR | MarkReferralEnteredInError | referrer | ENTERED_IN_ERROR | optional |
+// | REQUESTED   | (no response)           | exchange | REJECTED         | set: NO_RESPONSE |
+// | any open    | (consent withdrawn)     | exchange | CANCELLED        | set: CONSENT_WITHDRAWN |
+// | any open    | (person erased)         | exchange | CANCELLED        | set: ERASED |
 //
-// The exchange itself also moves referrals: withdrawing the consent moves open
-// referrals (REQUESTED, ACCEPTED, IN_PROGRESS, ON_HOLD) to CANCELLED with
-// reason CONSENT_WITHDRAWN; and, when the operator switches it on (server flag
+// The exchange itself moves referrals in the last three rows, through the
+// same table: withdrawing the consent moves open referrals (REQUESTED,
+// ACCEPTED, IN_PROGRESS, ON_HOLD) to CANCELLED; AdminService.ErasePerson
+// cancels them too; and, when the operator switches it on (server flag
 // --auto-reject-after, off by default), a REQUESTED referral left unanswered
-// past its reply-by deadline plus that grace period is REJECTED with reason
-// NO_RESPONSE.
+// past its reply-by deadline plus that grace period is REJECTED. No move
+// leads back to REQUESTED.
 //
 // Any other move fails with FAILED_PRECONDITION, reason INVALID_TRANSITION; a
 // move by the wrong side fails with PERMISSION_DENIED, reason WRONG_SIDE.

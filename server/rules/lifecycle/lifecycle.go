@@ -1,12 +1,15 @@
 // Package lifecycle is the referral state machine: the one table that says
 // which side may move a referral from which state to which, and whether the
-// move needs a reason. The comment on ReferralState in referral.proto shows
-// the same table to API users; TestTableMatchesContract keeps them together.
+// move needs a reason, the exchange's own moves among them; and what the
+// states mean (open, active, overdue, counted). The comment on
+// ReferralState in referral.proto shows the same table to API users;
+// TestTableMatchesContract keeps them together.
 package lifecycle
 
 import (
 	"errors"
 	"fmt"
+	"time"
 
 	"google.golang.org/protobuf/types/known/timestamppb"
 
@@ -27,10 +30,23 @@ const (
 	Fail
 	Cancel
 	MarkEnteredInError
+	// The exchange's own moves, side Exchange; no RPC.
+
+	// NoResponse rejects a referral left unanswered past its reply-by
+	// and the operator's grace (--auto-reject-after).
+	NoResponse
+	// ConsentWithdrawn cancels an open referral whose consent was
+	// withdrawn.
+	ConsentWithdrawn
+	// Erased cancels an open referral whose person was erased.
+	Erased
 )
 
-// Actions lists every action, for table-driven tests.
+// Actions lists every state method, for table-driven tests.
 var Actions = []Action{Accept, Reject, Start, Hold, Resume, Complete, Fail, Cancel, MarkEnteredInError}
+
+// ExchangeActions lists the exchange's own moves.
+var ExchangeActions = []Action{NoResponse, ConsentWithdrawn, Erased}
 
 // String returns the RPC name of the action.
 func (a Action) String() string {
@@ -53,6 +69,12 @@ func (a Action) String() string {
 		return "CancelReferral"
 	case MarkEnteredInError:
 		return "MarkReferralEnteredInError"
+	case NoResponse:
+		return "(no response)"
+	case ConsentWithdrawn:
+		return "(consent withdrawn)"
+	case Erased:
+		return "(person erased)"
 	}
 	return fmt.Sprintf("Action(%d)", int(a))
 }
@@ -65,12 +87,18 @@ const (
 	Referrer Side = iota + 1
 	// Receiver owns the recipient service.
 	Receiver
+	// Exchange is the exchange itself, moving a referral for a reason of
+	// its own: a deadline, a withdrawn consent, an erasure.
+	Exchange
 )
 
-// String returns "referrer" or "receiver".
+// String returns "referrer", "receiver" or "exchange".
 func (s Side) String() string {
-	if s == Referrer {
+	switch s {
+	case Referrer:
 		return "referrer"
+	case Exchange:
+		return "exchange"
 	}
 	return "receiver"
 }
@@ -85,7 +113,16 @@ const (
 	ReasonRequired
 	// ReasonOptional: a reason may be given and is kept.
 	ReasonOptional
+	// ReasonSet: the exchange sets the reason of its own move (Reasons).
+	ReasonSet
 )
+
+// Reasons are the reasons of the exchange's own moves.
+var Reasons = map[Action]*pb.StateReason{
+	NoResponse:       {Code: pb.StateReasonCode_STATE_REASON_CODE_NO_RESPONSE, Text: "no reply by the deadline; the referrer may refer elsewhere"},
+	ConsentWithdrawn: {Code: pb.StateReasonCode_STATE_REASON_CODE_CONSENT_WITHDRAWN, Text: "the person withdrew consent"},
+	Erased:           {Code: pb.StateReasonCode_STATE_REASON_CODE_ERASED},
+}
 
 type (
 	state = pb.ReferralState
@@ -141,6 +178,15 @@ var Table = []Rule{
 	{completed, MarkEnteredInError, Referrer, enteredInError, ReasonOptional},
 	{failed, MarkEnteredInError, Referrer, enteredInError, ReasonOptional},
 	{cancelled, MarkEnteredInError, Referrer, enteredInError, ReasonOptional},
+	{requested, NoResponse, Exchange, rejected, ReasonSet},
+	{requested, ConsentWithdrawn, Exchange, cancelled, ReasonSet},
+	{accepted, ConsentWithdrawn, Exchange, cancelled, ReasonSet},
+	{inProgress, ConsentWithdrawn, Exchange, cancelled, ReasonSet},
+	{onHold, ConsentWithdrawn, Exchange, cancelled, ReasonSet},
+	{requested, Erased, Exchange, cancelled, ReasonSet},
+	{accepted, Erased, Exchange, cancelled, ReasonSet},
+	{inProgress, Erased, Exchange, cancelled, ReasonSet},
+	{onHold, Erased, Exchange, cancelled, ReasonSet},
 }
 
 // ErrInvalidTransition: the action is not allowed from this state by anyone.
@@ -197,6 +243,18 @@ func Active(s state) bool { return s == requested || s == accepted || s == inPro
 
 // Waitlisted reports whether a referral in state s counts as waitlisted.
 func Waitlisted(s state) bool { return s == onHold }
+
+// Counts reports whether a referral in state s happened: it is counted in
+// reports and takes feedback. One ENTERED_IN_ERROR never should have existed.
+func Counts(s state) bool { return s != enteredInError }
+
+// Overdue reports whether r is overdue at now: still REQUESTED past its
+// reply-by deadline. Nothing moves back to REQUESTED
+// (TestNothingReturnsToRequested), so once answered a referral is never
+// overdue again, which the store's deadline indexes rely on.
+func Overdue(r *pb.Referral, now time.Time) bool {
+	return r.GetState() == requested && r.GetReplyBy() != nil && now.After(r.GetReplyBy().AsTime())
+}
 
 // Mark records, the first time only, the milestones r reached with a move
 // by side at time at: the receiver's first answer (response_time), the

@@ -5,6 +5,7 @@ import (
 	"os"
 	"strings"
 	"testing"
+	"time"
 
 	"google.golang.org/protobuf/types/known/timestamppb"
 
@@ -80,6 +81,78 @@ func TestEveryTriple(t *testing.T) {
 	}
 }
 
+// TestExchangeMoves: the exchange's own moves are its alone, from the states
+// the contract names, each with the reason it sets.
+func TestExchangeMoves(t *testing.T) {
+	open := []pb.ReferralState{pb.ReferralState_REFERRAL_STATE_REQUESTED, pb.ReferralState_REFERRAL_STATE_ACCEPTED,
+		pb.ReferralState_REFERRAL_STATE_IN_PROGRESS, pb.ReferralState_REFERRAL_STATE_ON_HOLD}
+	for _, a := range lifecycle.ExchangeActions {
+		if lifecycle.Reasons[a].GetCode() == 0 {
+			t.Errorf("%v sets no reason", a)
+		}
+		for v := range pb.ReferralState_name {
+			from := pb.ReferralState(v)
+			if from == 0 {
+				continue
+			}
+			want := lifecycle.Open(from) && (a != lifecycle.NoResponse || from == open[0])
+			move, err := lifecycle.Apply(from, 0, a, lifecycle.Exchange)
+			if (err == nil) != want {
+				t.Errorf("%v from %v by the exchange: %v, want allowed %v", a, from, err, want)
+			}
+			if want && (!lifecycle.Counts(move.To) || lifecycle.Open(move.To) || move.Reason != lifecycle.ReasonSet) {
+				t.Errorf("%v from %v: %+v, want a closed state with the reason set", a, from, move)
+			}
+			for _, side := range []lifecycle.Side{lifecycle.Referrer, lifecycle.Receiver} {
+				if _, err := lifecycle.Apply(from, 0, a, side); err == nil {
+					t.Errorf("%v from %v allowed to the %v", a, from, side)
+				}
+			}
+		}
+	}
+}
+
+// TestNothingReturnsToRequested: no move leads to REQUESTED, so an answered
+// referral is never again overdue or unanswered (the store's deadline
+// indexes drop it for good).
+func TestNothingReturnsToRequested(t *testing.T) {
+	for _, r := range lifecycle.Table {
+		if r.To == pb.ReferralState_REFERRAL_STATE_REQUESTED {
+			t.Errorf("%v from %v returns to REQUESTED", r.Action, r.From)
+		}
+	}
+	for _, held := range []pb.ReferralState{pb.ReferralState_REFERRAL_STATE_REQUESTED, pb.ReferralState_REFERRAL_STATE_ACCEPTED, pb.ReferralState_REFERRAL_STATE_IN_PROGRESS} {
+		if m, _ := lifecycle.Apply(pb.ReferralState_REFERRAL_STATE_ON_HOLD, held, lifecycle.Resume, lifecycle.Receiver); m.To == pb.ReferralState_REFERRAL_STATE_REQUESTED {
+			t.Errorf("resume held from %v returns to REQUESTED", held)
+		}
+	}
+}
+
+func TestOverdueAndCounts(t *testing.T) {
+	due := timestamppb.New(time.Date(2026, 12, 1, 12, 0, 0, 0, time.UTC))
+	at := due.AsTime()
+	for _, tc := range []struct {
+		r    *pb.Referral
+		now  time.Time
+		want bool
+	}{
+		{&pb.Referral{State: pb.ReferralState_REFERRAL_STATE_REQUESTED, ReplyBy: due}, at.Add(time.Second), true},
+		{&pb.Referral{State: pb.ReferralState_REFERRAL_STATE_REQUESTED, ReplyBy: due}, at, false},
+		{&pb.Referral{State: pb.ReferralState_REFERRAL_STATE_REQUESTED}, at.Add(time.Hour), false},
+		{&pb.Referral{State: pb.ReferralState_REFERRAL_STATE_ACCEPTED, ReplyBy: due}, at.Add(time.Hour), false},
+		{nil, at, false},
+	} {
+		if got := lifecycle.Overdue(tc.r, tc.now); got != tc.want {
+			t.Errorf("Overdue(%v, %v) = %v", tc.r, tc.now, got)
+		}
+	}
+	for v := range pb.ReferralState_name {
+		if s := pb.ReferralState(v); lifecycle.Counts(s) == (s == pb.ReferralState_REFERRAL_STATE_ENTERED_IN_ERROR) {
+			t.Errorf("Counts(%v) = %v", s, lifecycle.Counts(s))
+		}
+	}
+}
+
 func TestResumeReturnsToWhereItWasHeld(t *testing.T) {
 	for held, want := range map[pb.ReferralState]pb.ReferralState{
 		pb.ReferralState_REFERRAL_STATE_REQUESTED:   pb.ReferralState_REFERRAL_STATE_ACCEPTED,
@@ -98,7 +171,7 @@ func TestReasonsRequiredWhereGravitySaysSo(t *testing.T) {
 		switch r.To {
 		case pb.ReferralState_REFERRAL_STATE_REJECTED, pb.ReferralState_REFERRAL_STATE_CANCELLED,
 			pb.ReferralState_REFERRAL_STATE_ON_HOLD, pb.ReferralState_REFERRAL_STATE_FAILED:
-			if r.Reason != lifecycle.ReasonRequired {
+			if r.Reason != lifecycle.ReasonRequired && (r.Side != lifecycle.Exchange || r.Reason != lifecycle.ReasonSet) {
 				t.Errorf("%v -> %v by %v needs a required reason", r.From, r.To, r.Action)
 			}
 		}
@@ -119,6 +192,14 @@ func TestTableMatchesContract(t *testing.T) {
 		if r.Action == lifecycle.MarkEnteredInError {
 			if !strings.Contains(doc, "| any but ENTERED_IN_ERROR | MarkReferralEnteredInError | referrer | ENTERED_IN_ERROR |") {
 				t.Error("contract lacks the MarkReferralEnteredInError row")
+			}
+			continue
+		}
+		if r.Side == lifecycle.Exchange && r.Action != lifecycle.NoResponse {
+			reason := strings.TrimPrefix(lifecycle.Reasons[r.Action].Code.String(), "STATE_REASON_CODE_")
+			row := "| any open    | " + pad(r.Action.String(), 23) + " | exchange | " + pad(strings.TrimPrefix(r.To.String(), "REFERRAL_STATE_"), 16) + " | set: " + reason + " |"
+			if !strings.Contains(doc, row) {
+				t.Errorf("contract lacks the row %q", row)
 			}
 			continue
 		}

@@ -151,7 +151,7 @@ func Redact(r *pb.Referral, rel Relation, c *pb.Consent, now time.Time) *pb.Refe
 	if rel != Receiver {
 		out.PossibleDuplicateOf = "" // it names a referral only the receiver may see
 	}
-	out.Overdue = r.State == pb.ReferralState_REFERRAL_STATE_REQUESTED && r.ReplyBy != nil && now.After(r.ReplyBy.AsTime())
+	out.Overdue = lifecycle.Overdue(r, now)
 	return out
 }
 

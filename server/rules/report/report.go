@@ -130,7 +130,7 @@ func (c *Context) label(name string) string {
 func Build(refs []Referral, c Context) (*pb.ActivityReport, *pb.OutcomeReport) {
 	var in []Referral
 	for _, ref := range refs {
-		if Matches(ref.R, c.Filter) && ref.R.State != pb.ReferralState_REFERRAL_STATE_ENTERED_IN_ERROR {
+		if Matches(ref.R, c.Filter) && lifecycle.Counts(ref.R.State) {
 			in = append(in, ref)
 		}
 	}
@@ -343,7 +343,7 @@ func activity(in []Referral, c Context, l *Ledger, per periods) *pb.ActivityRepo
 		if lifecycle.Open(r.State) {
 			open++
 		}
-		if r.State == pb.ReferralState_REFERRAL_STATE_REQUESTED && r.ReplyBy != nil && r.ReplyBy.AsTime().Before(c.Now) {
+		if lifecycle.Overdue(r, c.Now) {
 			overdue++
 		}
 		if r.State == pb.ReferralState_REFERRAL_STATE_ON_HOLD {

@@ -454,7 +454,7 @@ func (t *tx) ListReferrals(q storage.ReferralQuery, after string, limit int, kee
 			(q.Recipient != "" && r.Recipient != q.Recipient) ||
 			(q.Referrer != "" && r.Referrer != q.Referrer) ||
 			(q.Parent != "" && r.ParentReferral != q.Parent) ||
-			(!q.DueBefore.IsZero() && (r.State != pb.ReferralState_REFERRAL_STATE_REQUESTED || !r.ReplyBy.AsTime().Before(q.DueBefore))) ||
+			(!q.DueBefore.IsZero() && !lifecycle.Overdue(r, q.DueBefore)) ||
 			(keep != nil && !keep(r)) {
 			return false, nil
 		}
