@@ -65,6 +65,9 @@ func TestAuditedCoversEveryRPC(t *testing.T) {
 			s := f.Services().Get(i)
 			for j := range s.Methods().Len() {
 				m := fmt.Sprintf("/%s/%s", s.FullName(), s.Methods().Get(j).Name())
+				if _, ok := policy.MethodPolicy(s.Methods().Get(j)); !ok {
+					t.Errorf("%s has no (exchange.v1.method) option in the contract", m)
+				}
 				if _, ok := policy.Audited[m]; !ok {
 					t.Errorf("%s is missing from policy.Audited", m)
 				}

@@ -544,7 +544,7 @@ var File_exchange_v1_admin_proto protoreflect.FileDescriptor
 
 const file_exchange_v1_admin_proto_rawDesc = "" +
 	"\n" +
-	"\x17exchange/v1/admin.proto\x12\vexchange.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xe9\x02\n" +
+	"\x17exchange/v1/admin.proto\x12\vexchange.v1\x1a\x19exchange/v1/options.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xe9\x02\n" +
 	"\n" +
 	"AuditEvent\x12\x1a\n" +
 	"\bsequence\x18\x01 \x01(\x03R\bsequence\x129\n" +
@@ -590,11 +590,11 @@ const file_exchange_v1_admin_proto_rawDesc = "" +
 	"\vBackupChunk\x12\x12\n" +
 	"\x04data\x18\x01 \x01(\fR\x04data\x12\x1f\n" +
 	"\vtotal_bytes\x18\x02 \x01(\x03R\n" +
-	"totalBytes2\x80\x02\n" +
-	"\fAdminService\x12\\\n" +
-	"\x0fListAuditEvents\x12#.exchange.v1.ListAuditEventsRequest\x1a$.exchange.v1.ListAuditEventsResponse\x12P\n" +
-	"\vErasePerson\x12\x1f.exchange.v1.ErasePersonRequest\x1a .exchange.v1.ErasePersonResponse\x12@\n" +
-	"\x06Backup\x12\x1a.exchange.v1.BackupRequest\x1a\x18.exchange.v1.BackupChunk0\x01BEZCgithub.com/social-prescribing/exchange/proto/exchange/v1;exchangev1b\x06proto3"
+	"totalBytes2\x9e\x02\n" +
+	"\fAdminService\x12f\n" +
+	"\x0fListAuditEvents\x12#.exchange.v1.ListAuditEventsRequest\x1a$.exchange.v1.ListAuditEventsResponse\"\b\xea\xe0\x18\x04\b\x01\x10\x01\x12Z\n" +
+	"\vErasePerson\x12\x1f.exchange.v1.ErasePersonRequest\x1a .exchange.v1.ErasePersonResponse\"\b\xea\xe0\x18\x04\b\x01\x10\x01\x12J\n" +
+	"\x06Backup\x12\x1a.exchange.v1.BackupRequest\x1a\x18.exchange.v1.BackupChunk\"\b\xea\xe0\x18\x04\b\x01\x10\x010\x01BEZCgithub.com/social-prescribing/exchange/proto/exchange/v1;exchangev1b\x06proto3"
 
 var (
 	file_exchange_v1_admin_proto_rawDescOnce sync.Once
@@ -642,6 +642,7 @@ func file_exchange_v1_admin_proto_init() {
 	if File_exchange_v1_admin_proto != nil {
 		return
 	}
+	file_exchange_v1_options_proto_init()
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{

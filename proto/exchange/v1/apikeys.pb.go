@@ -398,7 +398,7 @@ var File_exchange_v1_apikeys_proto protoreflect.FileDescriptor
 
 const file_exchange_v1_apikeys_proto_rawDesc = "" +
 	"\n" +
-	"\x19exchange/v1/apikeys.proto\x12\vexchange.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xb9\x01\n" +
+	"\x19exchange/v1/apikeys.proto\x12\vexchange.v1\x1a\x19exchange/v1/options.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xb9\x01\n" +
 	"\x06ApiKey\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12!\n" +
 	"\fdisplay_name\x18\x02 \x01(\tR\vdisplayName\x12;\n" +
@@ -425,11 +425,11 @@ const file_exchange_v1_apikeys_proto_rawDesc = "" +
 	"\x13RevokeApiKeyRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1d\n" +
 	"\n" +
-	"request_id\x18\x02 \x01(\tR\trequestId2\xfd\x01\n" +
-	"\rApiKeyService\x12S\n" +
-	"\fCreateApiKey\x12 .exchange.v1.CreateApiKeyRequest\x1a!.exchange.v1.CreateApiKeyResponse\x12P\n" +
-	"\vListApiKeys\x12\x1f.exchange.v1.ListApiKeysRequest\x1a .exchange.v1.ListApiKeysResponse\x12E\n" +
-	"\fRevokeApiKey\x12 .exchange.v1.RevokeApiKeyRequest\x1a\x13.exchange.v1.ApiKeyBEZCgithub.com/social-prescribing/exchange/proto/exchange/v1;exchangev1b\x06proto3"
+	"request_id\x18\x02 \x01(\tR\trequestId2\x9b\x02\n" +
+	"\rApiKeyService\x12]\n" +
+	"\fCreateApiKey\x12 .exchange.v1.CreateApiKeyRequest\x1a!.exchange.v1.CreateApiKeyResponse\"\b\xea\xe0\x18\x04\b\x01\x10\x03\x12Z\n" +
+	"\vListApiKeys\x12\x1f.exchange.v1.ListApiKeysRequest\x1a .exchange.v1.ListApiKeysResponse\"\b\xea\xe0\x18\x04\b\x01\x10\x03\x12O\n" +
+	"\fRevokeApiKey\x12 .exchange.v1.RevokeApiKeyRequest\x1a\x13.exchange.v1.ApiKey\"\b\xea\xe0\x18\x04\b\x01\x10\x03BEZCgithub.com/social-prescribing/exchange/proto/exchange/v1;exchangev1b\x06proto3"
 
 var (
 	file_exchange_v1_apikeys_proto_rawDescOnce sync.Once
@@ -477,6 +477,7 @@ func file_exchange_v1_apikeys_proto_init() {
 	if File_exchange_v1_apikeys_proto != nil {
 		return
 	}
+	file_exchange_v1_options_proto_init()
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{

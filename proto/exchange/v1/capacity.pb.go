@@ -346,7 +346,7 @@ var File_exchange_v1_capacity_proto protoreflect.FileDescriptor
 
 const file_exchange_v1_capacity_proto_rawDesc = "" +
 	"\n" +
-	"\x1aexchange/v1/capacity.proto\x12\vexchange.v1\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x84\x03\n" +
+	"\x1aexchange/v1/capacity.proto\x12\vexchange.v1\x1a\x19exchange/v1/options.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x84\x03\n" +
 	"\bCapacity\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x123\n" +
 	"\x06status\x18\x02 \x01(\x0e2\x1b.exchange.v1.CapacityStatusR\x06status\x120\n" +
@@ -372,10 +372,10 @@ const file_exchange_v1_capacity_proto_rawDesc = "" +
 	"\x18CAPACITY_STATUS_WAITLIST\x10\x02\x12\x1f\n" +
 	"\x1bCAPACITY_STATUS_NO_CAPACITY\x10\x03\x122\n" +
 	".CAPACITY_STATUS_ADDITIONAL_ASSESSMENT_REQUIRED\x10\x04\x12\x1a\n" +
-	"\x16CAPACITY_STATUS_PAUSED\x10\x052\xa5\x01\n" +
-	"\x0fCapacityService\x12E\n" +
-	"\vGetCapacity\x12\x1f.exchange.v1.GetCapacityRequest\x1a\x15.exchange.v1.Capacity\x12K\n" +
-	"\x0eUpdateCapacity\x12\".exchange.v1.UpdateCapacityRequest\x1a\x15.exchange.v1.CapacityBEZCgithub.com/social-prescribing/exchange/proto/exchange/v1;exchangev1b\x06proto3"
+	"\x16CAPACITY_STATUS_PAUSED\x10\x052\xb3\x01\n" +
+	"\x0fCapacityService\x12K\n" +
+	"\vGetCapacity\x12\x1f.exchange.v1.GetCapacityRequest\x1a\x15.exchange.v1.Capacity\"\x04\xea\xe0\x18\x00\x12S\n" +
+	"\x0eUpdateCapacity\x12\".exchange.v1.UpdateCapacityRequest\x1a\x15.exchange.v1.Capacity\"\x06\xea\xe0\x18\x02\x10\x02BEZCgithub.com/social-prescribing/exchange/proto/exchange/v1;exchangev1b\x06proto3"
 
 var (
 	file_exchange_v1_capacity_proto_rawDescOnce sync.Once
@@ -420,6 +420,7 @@ func file_exchange_v1_capacity_proto_init() {
 	if File_exchange_v1_capacity_proto != nil {
 		return
 	}
+	file_exchange_v1_options_proto_init()
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{

@@ -707,7 +707,7 @@ var File_exchange_v1_consent_proto protoreflect.FileDescriptor
 
 const file_exchange_v1_consent_proto_rawDesc = "" +
 	"\n" +
-	"\x19exchange/v1/consent.proto\x12\vexchange.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x95\x05\n" +
+	"\x19exchange/v1/consent.proto\x12\vexchange.v1\x1a\x19exchange/v1/options.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x95\x05\n" +
 	"\aConsent\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1d\n" +
 	"\n" +
@@ -769,13 +769,13 @@ const file_exchange_v1_consent_proto_rawDesc = "" +
 	"\x14CONSENT_STATE_ACTIVE\x10\x01\x12\x1b\n" +
 	"\x17CONSENT_STATE_WITHDRAWN\x10\x02\x12\x19\n" +
 	"\x15CONSENT_STATE_EXPIRED\x10\x03\x12\x19\n" +
-	"\x15CONSENT_STATE_PENDING\x10\x042\xc1\x02\n" +
-	"\x0eConsentService\x12H\n" +
-	"\rCreateConsent\x12!.exchange.v1.CreateConsentRequest\x1a\x14.exchange.v1.Consent\x12B\n" +
+	"\x15CONSENT_STATE_PENDING\x10\x042\xe1\x02\n" +
+	"\x0eConsentService\x12P\n" +
+	"\rCreateConsent\x12!.exchange.v1.CreateConsentRequest\x1a\x14.exchange.v1.Consent\"\x06\xea\xe0\x18\x02\b\x01\x12J\n" +
 	"\n" +
-	"GetConsent\x12\x1e.exchange.v1.GetConsentRequest\x1a\x14.exchange.v1.Consent\x12S\n" +
-	"\fListConsents\x12 .exchange.v1.ListConsentsRequest\x1a!.exchange.v1.ListConsentsResponse\x12L\n" +
-	"\x0fWithdrawConsent\x12#.exchange.v1.WithdrawConsentRequest\x1a\x14.exchange.v1.ConsentBEZCgithub.com/social-prescribing/exchange/proto/exchange/v1;exchangev1b\x06proto3"
+	"GetConsent\x12\x1e.exchange.v1.GetConsentRequest\x1a\x14.exchange.v1.Consent\"\x06\xea\xe0\x18\x02\b\x01\x12[\n" +
+	"\fListConsents\x12 .exchange.v1.ListConsentsRequest\x1a!.exchange.v1.ListConsentsResponse\"\x06\xea\xe0\x18\x02\b\x01\x12T\n" +
+	"\x0fWithdrawConsent\x12#.exchange.v1.WithdrawConsentRequest\x1a\x14.exchange.v1.Consent\"\x06\xea\xe0\x18\x02\b\x01BEZCgithub.com/social-prescribing/exchange/proto/exchange/v1;exchangev1b\x06proto3"
 
 var (
 	file_exchange_v1_consent_proto_rawDescOnce sync.Once
@@ -835,6 +835,7 @@ func file_exchange_v1_consent_proto_init() {
 	if File_exchange_v1_consent_proto != nil {
 		return
 	}
+	file_exchange_v1_options_proto_init()
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{

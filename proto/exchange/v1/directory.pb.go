@@ -1540,7 +1540,7 @@ var File_exchange_v1_directory_proto protoreflect.FileDescriptor
 
 const file_exchange_v1_directory_proto_rawDesc = "" +
 	"\n" +
-	"\x1bexchange/v1/directory.proto\x12\vexchange.v1\x1a\x1aexchange/v1/capacity.proto\x1a\x1egoogle/protobuf/duration.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x90\x01\n" +
+	"\x1bexchange/v1/directory.proto\x12\vexchange.v1\x1a\x1aexchange/v1/capacity.proto\x1a\x19exchange/v1/options.proto\x1a\x1egoogle/protobuf/duration.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x90\x01\n" +
 	"\aContact\x12\x14\n" +
 	"\x05email\x18\x01 \x01(\tR\x05email\x12\x14\n" +
 	"\x05phone\x18\x02 \x01(\tR\x05phone\x12\x18\n" +
@@ -1677,18 +1677,18 @@ const file_exchange_v1_directory_proto_rawDesc = "" +
 	"\x17DELIVERY_MODE_IN_PERSON\x10\x01\x12\x18\n" +
 	"\x14DELIVERY_MODE_ONLINE\x10\x02\x12\x1b\n" +
 	"\x17DELIVERY_MODE_TELEPHONE\x10\x03\x12\x1c\n" +
-	"\x18DELIVERY_MODE_HOME_VISIT\x10\x042\x83\x06\n" +
-	"\x10DirectoryService\x12W\n" +
-	"\x12CreateOrganization\x12&.exchange.v1.CreateOrganizationRequest\x1a\x19.exchange.v1.Organization\x12Q\n" +
-	"\x0fGetOrganization\x12#.exchange.v1.GetOrganizationRequest\x1a\x19.exchange.v1.Organization\x12b\n" +
-	"\x11ListOrganizations\x12%.exchange.v1.ListOrganizationsRequest\x1a&.exchange.v1.ListOrganizationsResponse\x12W\n" +
-	"\x12UpdateOrganization\x12&.exchange.v1.UpdateOrganizationRequest\x1a\x19.exchange.v1.Organization\x12H\n" +
-	"\rCreateService\x12!.exchange.v1.CreateServiceRequest\x1a\x14.exchange.v1.Service\x12B\n" +
+	"\x18DELIVERY_MODE_HOME_VISIT\x10\x042\xc1\x06\n" +
+	"\x10DirectoryService\x12_\n" +
+	"\x12CreateOrganization\x12&.exchange.v1.CreateOrganizationRequest\x1a\x19.exchange.v1.Organization\"\x06\xea\xe0\x18\x02\x10\x01\x12W\n" +
+	"\x0fGetOrganization\x12#.exchange.v1.GetOrganizationRequest\x1a\x19.exchange.v1.Organization\"\x04\xea\xe0\x18\x00\x12h\n" +
+	"\x11ListOrganizations\x12%.exchange.v1.ListOrganizationsRequest\x1a&.exchange.v1.ListOrganizationsResponse\"\x04\xea\xe0\x18\x00\x12_\n" +
+	"\x12UpdateOrganization\x12&.exchange.v1.UpdateOrganizationRequest\x1a\x19.exchange.v1.Organization\"\x06\xea\xe0\x18\x02\x10\x03\x12P\n" +
+	"\rCreateService\x12!.exchange.v1.CreateServiceRequest\x1a\x14.exchange.v1.Service\"\x06\xea\xe0\x18\x02\x10\x03\x12H\n" +
 	"\n" +
-	"GetService\x12\x1e.exchange.v1.GetServiceRequest\x1a\x14.exchange.v1.Service\x12S\n" +
-	"\fListServices\x12 .exchange.v1.ListServicesRequest\x1a!.exchange.v1.ListServicesResponse\x12H\n" +
-	"\rUpdateService\x12!.exchange.v1.UpdateServiceRequest\x1a\x14.exchange.v1.Service\x12Y\n" +
-	"\x0eSearchServices\x12\".exchange.v1.SearchServicesRequest\x1a#.exchange.v1.SearchServicesResponseBEZCgithub.com/social-prescribing/exchange/proto/exchange/v1;exchangev1b\x06proto3"
+	"GetService\x12\x1e.exchange.v1.GetServiceRequest\x1a\x14.exchange.v1.Service\"\x04\xea\xe0\x18\x00\x12Y\n" +
+	"\fListServices\x12 .exchange.v1.ListServicesRequest\x1a!.exchange.v1.ListServicesResponse\"\x04\xea\xe0\x18\x00\x12P\n" +
+	"\rUpdateService\x12!.exchange.v1.UpdateServiceRequest\x1a\x14.exchange.v1.Service\"\x06\xea\xe0\x18\x02\x10\x03\x12_\n" +
+	"\x0eSearchServices\x12\".exchange.v1.SearchServicesRequest\x1a#.exchange.v1.SearchServicesResponse\"\x04\xea\xe0\x18\x00BEZCgithub.com/social-prescribing/exchange/proto/exchange/v1;exchangev1b\x06proto3"
 
 var (
 	file_exchange_v1_directory_proto_rawDescOnce sync.Once
@@ -1785,6 +1785,7 @@ func file_exchange_v1_directory_proto_init() {
 		return
 	}
 	file_exchange_v1_capacity_proto_init()
+	file_exchange_v1_options_proto_init()
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{

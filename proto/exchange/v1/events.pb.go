@@ -434,7 +434,7 @@ var File_exchange_v1_events_proto protoreflect.FileDescriptor
 
 const file_exchange_v1_events_proto_rawDesc = "" +
 	"\n" +
-	"\x18exchange/v1/events.proto\x12\vexchange.v1\x1a\x1aexchange/v1/capacity.proto\x1a\x1aexchange/v1/referral.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xb4\x02\n" +
+	"\x18exchange/v1/events.proto\x12\vexchange.v1\x1a\x1aexchange/v1/capacity.proto\x1a\x19exchange/v1/options.proto\x1a\x1aexchange/v1/referral.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xb4\x02\n" +
 	"\x05Event\x12\x1a\n" +
 	"\bsequence\x18\x01 \x01(\x03R\bsequence\x129\n" +
 	"\n" +
@@ -465,11 +465,11 @@ const file_exchange_v1_events_proto_rawDesc = "" +
 	"\x1cEVENT_TYPE_CONSENT_WITHDRAWN\x10\x06\x12\x1f\n" +
 	"\x1bEVENT_TYPE_CAPACITY_CHANGED\x10\a\x12#\n" +
 	"\x1fEVENT_TYPE_ORGANIZATION_CHANGED\x10\b\x12\x1e\n" +
-	"\x1aEVENT_TYPE_SERVICE_CHANGED\x10\t2\xb1\x01\n" +
-	"\fEventService\x12R\n" +
-	"\vWatchEvents\x12\x1f.exchange.v1.WatchEventsRequest\x1a .exchange.v1.WatchEventsResponse0\x01\x12M\n" +
+	"\x1aEVENT_TYPE_SERVICE_CHANGED\x10\t2\xbd\x01\n" +
+	"\fEventService\x12X\n" +
+	"\vWatchEvents\x12\x1f.exchange.v1.WatchEventsRequest\x1a .exchange.v1.WatchEventsResponse\"\x04\xea\xe0\x18\x000\x01\x12S\n" +
 	"\n" +
-	"ListEvents\x12\x1e.exchange.v1.ListEventsRequest\x1a\x1f.exchange.v1.ListEventsResponseBEZCgithub.com/social-prescribing/exchange/proto/exchange/v1;exchangev1b\x06proto3"
+	"ListEvents\x12\x1e.exchange.v1.ListEventsRequest\x1a\x1f.exchange.v1.ListEventsResponse\"\x04\xea\xe0\x18\x00BEZCgithub.com/social-prescribing/exchange/proto/exchange/v1;exchangev1b\x06proto3"
 
 var (
 	file_exchange_v1_events_proto_rawDescOnce sync.Once
@@ -522,6 +522,7 @@ func file_exchange_v1_events_proto_init() {
 		return
 	}
 	file_exchange_v1_capacity_proto_init()
+	file_exchange_v1_options_proto_init()
 	file_exchange_v1_referral_proto_init()
 	type x struct{}
 	out := protoimpl.TypeBuilder{

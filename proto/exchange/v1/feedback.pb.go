@@ -807,7 +807,7 @@ var File_exchange_v1_feedback_proto protoreflect.FileDescriptor
 
 const file_exchange_v1_feedback_proto_rawDesc = "" +
 	"\n" +
-	"\x1aexchange/v1/feedback.proto\x12\vexchange.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x1a\n" +
+	"\x1aexchange/v1/feedback.proto\x12\vexchange.v1\x1a\x19exchange/v1/options.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x1a\n" +
 	"\x04Note\x12\x12\n" +
 	"\x04text\x18\x01 \x01(\tR\x04text\"\xa3\x01\n" +
 	"\x06Uptake\x121\n" +
@@ -872,10 +872,10 @@ const file_exchange_v1_feedback_proto_rawDesc = "" +
 	"\x15TIMEPOINT_UNSPECIFIED\x10\x00\x12\x16\n" +
 	"\x12TIMEPOINT_BASELINE\x10\x01\x12\x17\n" +
 	"\x13TIMEPOINT_FOLLOW_UP\x10\x02\x12\x12\n" +
-	"\x0eTIMEPOINT_EXIT\x10\x032\xb3\x01\n" +
-	"\x0fFeedbackService\x12K\n" +
-	"\x0eCreateFeedback\x12\".exchange.v1.CreateFeedbackRequest\x1a\x15.exchange.v1.Feedback\x12S\n" +
-	"\fListFeedback\x12 .exchange.v1.ListFeedbackRequest\x1a!.exchange.v1.ListFeedbackResponseBEZCgithub.com/social-prescribing/exchange/proto/exchange/v1;exchangev1b\x06proto3"
+	"\x0eTIMEPOINT_EXIT\x10\x032\xc3\x01\n" +
+	"\x0fFeedbackService\x12S\n" +
+	"\x0eCreateFeedback\x12\".exchange.v1.CreateFeedbackRequest\x1a\x15.exchange.v1.Feedback\"\x06\xea\xe0\x18\x02\b\x01\x12[\n" +
+	"\fListFeedback\x12 .exchange.v1.ListFeedbackRequest\x1a!.exchange.v1.ListFeedbackResponse\"\x06\xea\xe0\x18\x02\b\x01BEZCgithub.com/social-prescribing/exchange/proto/exchange/v1;exchangev1b\x06proto3"
 
 var (
 	file_exchange_v1_feedback_proto_rawDescOnce sync.Once
@@ -934,6 +934,7 @@ func file_exchange_v1_feedback_proto_init() {
 	if File_exchange_v1_feedback_proto != nil {
 		return
 	}
+	file_exchange_v1_options_proto_init()
 	file_exchange_v1_feedback_proto_msgTypes[2].OneofWrappers = []any{}
 	file_exchange_v1_feedback_proto_msgTypes[3].OneofWrappers = []any{
 		(*Feedback_Note)(nil),

@@ -1991,7 +1991,7 @@ var File_exchange_v1_referral_proto protoreflect.FileDescriptor
 
 const file_exchange_v1_referral_proto_rawDesc = "" +
 	"\n" +
-	"\x1aexchange/v1/referral.proto\x12\vexchange.v1\x1a\x1bexchange/v1/directory.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"S\n" +
+	"\x1aexchange/v1/referral.proto\x12\vexchange.v1\x1a\x1bexchange/v1/directory.proto\x1a\x19exchange/v1/options.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"S\n" +
 	"\vStateReason\x120\n" +
 	"\x04code\x18\x01 \x01(\x0e2\x1c.exchange.v1.StateReasonCodeR\x04code\x12\x12\n" +
 	"\x04text\x18\x02 \x01(\tR\x04text\"\x89\x04\n" +
@@ -2180,20 +2180,20 @@ const file_exchange_v1_referral_proto_rawDesc = "" +
 	"\fReferralView\x12\x1d\n" +
 	"\x19REFERRAL_VIEW_UNSPECIFIED\x10\x00\x12\x16\n" +
 	"\x12REFERRAL_VIEW_FULL\x10\x01\x12 \n" +
-	"\x1cREFERRAL_VIEW_WITHOUT_PERSON\x10\x022\xc4\a\n" +
-	"\x0fReferralService\x12K\n" +
-	"\x0eCreateReferral\x12\".exchange.v1.CreateReferralRequest\x1a\x15.exchange.v1.Referral\x12E\n" +
-	"\vGetReferral\x12\x1f.exchange.v1.GetReferralRequest\x1a\x15.exchange.v1.Referral\x12V\n" +
-	"\rListReferrals\x12!.exchange.v1.ListReferralsRequest\x1a\".exchange.v1.ListReferralsResponse\x12K\n" +
-	"\x0eAcceptReferral\x12\".exchange.v1.AcceptReferralRequest\x1a\x15.exchange.v1.Referral\x12K\n" +
-	"\x0eRejectReferral\x12\".exchange.v1.RejectReferralRequest\x1a\x15.exchange.v1.Referral\x12I\n" +
-	"\rStartReferral\x12!.exchange.v1.StartReferralRequest\x1a\x15.exchange.v1.Referral\x12G\n" +
-	"\fHoldReferral\x12 .exchange.v1.HoldReferralRequest\x1a\x15.exchange.v1.Referral\x12K\n" +
-	"\x0eResumeReferral\x12\".exchange.v1.ResumeReferralRequest\x1a\x15.exchange.v1.Referral\x12O\n" +
-	"\x10CompleteReferral\x12$.exchange.v1.CompleteReferralRequest\x1a\x15.exchange.v1.Referral\x12G\n" +
-	"\fFailReferral\x12 .exchange.v1.FailReferralRequest\x1a\x15.exchange.v1.Referral\x12K\n" +
-	"\x0eCancelReferral\x12\".exchange.v1.CancelReferralRequest\x1a\x15.exchange.v1.Referral\x12c\n" +
-	"\x1aMarkReferralEnteredInError\x12..exchange.v1.MarkReferralEnteredInErrorRequest\x1a\x15.exchange.v1.ReferralBEZCgithub.com/social-prescribing/exchange/proto/exchange/v1;exchangev1b\x06proto3"
+	"\x1cREFERRAL_VIEW_WITHOUT_PERSON\x10\x022\xa4\b\n" +
+	"\x0fReferralService\x12S\n" +
+	"\x0eCreateReferral\x12\".exchange.v1.CreateReferralRequest\x1a\x15.exchange.v1.Referral\"\x06\xea\xe0\x18\x02\b\x01\x12M\n" +
+	"\vGetReferral\x12\x1f.exchange.v1.GetReferralRequest\x1a\x15.exchange.v1.Referral\"\x06\xea\xe0\x18\x02\b\x01\x12^\n" +
+	"\rListReferrals\x12!.exchange.v1.ListReferralsRequest\x1a\".exchange.v1.ListReferralsResponse\"\x06\xea\xe0\x18\x02\b\x01\x12S\n" +
+	"\x0eAcceptReferral\x12\".exchange.v1.AcceptReferralRequest\x1a\x15.exchange.v1.Referral\"\x06\xea\xe0\x18\x02\b\x01\x12S\n" +
+	"\x0eRejectReferral\x12\".exchange.v1.RejectReferralRequest\x1a\x15.exchange.v1.Referral\"\x06\xea\xe0\x18\x02\b\x01\x12Q\n" +
+	"\rStartReferral\x12!.exchange.v1.StartReferralRequest\x1a\x15.exchange.v1.Referral\"\x06\xea\xe0\x18\x02\b\x01\x12O\n" +
+	"\fHoldReferral\x12 .exchange.v1.HoldReferralRequest\x1a\x15.exchange.v1.Referral\"\x06\xea\xe0\x18\x02\b\x01\x12S\n" +
+	"\x0eResumeReferral\x12\".exchange.v1.ResumeReferralRequest\x1a\x15.exchange.v1.Referral\"\x06\xea\xe0\x18\x02\b\x01\x12W\n" +
+	"\x10CompleteReferral\x12$.exchange.v1.CompleteReferralRequest\x1a\x15.exchange.v1.Referral\"\x06\xea\xe0\x18\x02\b\x01\x12O\n" +
+	"\fFailReferral\x12 .exchange.v1.FailReferralRequest\x1a\x15.exchange.v1.Referral\"\x06\xea\xe0\x18\x02\b\x01\x12S\n" +
+	"\x0eCancelReferral\x12\".exchange.v1.CancelReferralRequest\x1a\x15.exchange.v1.Referral\"\x06\xea\xe0\x18\x02\b\x01\x12k\n" +
+	"\x1aMarkReferralEnteredInError\x12..exchange.v1.MarkReferralEnteredInErrorRequest\x1a\x15.exchange.v1.Referral\"\x06\xea\xe0\x18\x02\b\x01BEZCgithub.com/social-prescribing/exchange/proto/exchange/v1;exchangev1b\x06proto3"
 
 var (
 	file_exchange_v1_referral_proto_rawDescOnce sync.Once
@@ -2300,6 +2300,7 @@ func file_exchange_v1_referral_proto_init() {
 		return
 	}
 	file_exchange_v1_directory_proto_init()
+	file_exchange_v1_options_proto_init()
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{

@@ -1872,7 +1872,7 @@ var File_exchange_v1_reports_proto protoreflect.FileDescriptor
 
 const file_exchange_v1_reports_proto_rawDesc = "" +
 	"\n" +
-	"\x19exchange/v1/reports.proto\x12\vexchange.v1\x1a\x1aexchange/v1/capacity.proto\x1a\x1bexchange/v1/directory.proto\x1a\x1aexchange/v1/feedback.proto\x1a\x1aexchange/v1/referral.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xe6\x02\n" +
+	"\x19exchange/v1/reports.proto\x12\vexchange.v1\x1a\x1aexchange/v1/capacity.proto\x1a\x1bexchange/v1/directory.proto\x1a\x1aexchange/v1/feedback.proto\x1a\x19exchange/v1/options.proto\x1a\x1aexchange/v1/referral.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xe6\x02\n" +
 	"\fReportFilter\x129\n" +
 	"\n" +
 	"start_time\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\tstartTime\x125\n" +
@@ -2055,10 +2055,10 @@ const file_exchange_v1_reports_proto_rawDesc = "" +
 	"\vSuppression\x12\x1b\n" +
 	"\x17SUPPRESSION_UNSPECIFIED\x10\x00\x12\x15\n" +
 	"\x11SUPPRESSION_SMALL\x10\x01\x12\x18\n" +
-	"\x14SUPPRESSION_PROTECTS\x10\x022\xbe\x01\n" +
-	"\rReportService\x12W\n" +
-	"\x11GetActivityReport\x12%.exchange.v1.GetActivityReportRequest\x1a\x1b.exchange.v1.ActivityReport\x12T\n" +
-	"\x10GetOutcomeReport\x12$.exchange.v1.GetOutcomeReportRequest\x1a\x1a.exchange.v1.OutcomeReportBEZCgithub.com/social-prescribing/exchange/proto/exchange/v1;exchangev1b\x06proto3"
+	"\x14SUPPRESSION_PROTECTS\x10\x022\xce\x01\n" +
+	"\rReportService\x12_\n" +
+	"\x11GetActivityReport\x12%.exchange.v1.GetActivityReportRequest\x1a\x1b.exchange.v1.ActivityReport\"\x06\xea\xe0\x18\x02\b\x01\x12\\\n" +
+	"\x10GetOutcomeReport\x12$.exchange.v1.GetOutcomeReportRequest\x1a\x1a.exchange.v1.OutcomeReport\"\x06\xea\xe0\x18\x02\b\x01BEZCgithub.com/social-prescribing/exchange/proto/exchange/v1;exchangev1b\x06proto3"
 
 var (
 	file_exchange_v1_reports_proto_rawDescOnce sync.Once
@@ -2190,6 +2190,7 @@ func file_exchange_v1_reports_proto_init() {
 	file_exchange_v1_capacity_proto_init()
 	file_exchange_v1_directory_proto_init()
 	file_exchange_v1_feedback_proto_init()
+	file_exchange_v1_options_proto_init()
 	file_exchange_v1_referral_proto_init()
 	file_exchange_v1_reports_proto_msgTypes[12].OneofWrappers = []any{}
 	file_exchange_v1_reports_proto_msgTypes[14].OneofWrappers = []any{}

@@ -11,6 +11,9 @@ import (
 	"time"
 
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
+	"google.golang.org/protobuf/reflect/protoregistry"
+	"google.golang.org/protobuf/types/descriptorpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	pb "github.com/social-prescribing/exchange/proto/exchange/v1"
@@ -252,13 +255,14 @@ func AutoSwitch(c *pb.Capacity) bool {
 // Steward is who may change an organisation's directory entries and keys.
 type Steward int
 
+// The stewards, as the contract's Steward enum numbers them.
 const (
 	// OperatorOnly: the operator of the exchange.
-	OperatorOnly Steward = iota + 1
+	OperatorOnly = Steward(pb.Steward_STEWARD_OPERATOR_ONLY)
 	// OwnerOnly: the organisation itself; the operator may not speak for it.
-	OwnerOnly
+	OwnerOnly = Steward(pb.Steward_STEWARD_OWNER_ONLY)
 	// OwnerOrOperator: the organisation itself or the operator.
-	OwnerOrOperator
+	OwnerOrOperator = Steward(pb.Steward_STEWARD_OWNER_OR_OPERATOR)
 )
 
 func (s Steward) String() string {
@@ -268,21 +272,10 @@ func (s Steward) String() string {
 }
 
 // Stewards says, for each method that changes the directory or the keys,
-// who may call it on an organisation's resources. A method missing here is
-// refused.
-var Stewards = map[string]Steward{
-	"CreateOrganization": OperatorOnly,
-	"UpdateOrganization": OwnerOrOperator,
-	"CreateService":      OwnerOrOperator,
-	"UpdateService":      OwnerOrOperator,
-	"UpdateCapacity":     OwnerOnly,
-	"CreateApiKey":       OwnerOrOperator,
-	"ListApiKeys":        OwnerOrOperator,
-	"RevokeApiKey":       OwnerOrOperator,
-	"ListAuditEvents":    OperatorOnly,
-	"ErasePerson":        OperatorOnly,
-	"Backup":             OperatorOnly,
-}
+// and the operator's, who may call it on an organisation's resources, by
+// the method's short name: the steward of its MethodPolicy in the contract
+// (options.proto). A method missing here is refused.
+var Stewards = map[string]Steward{}
 
 // MayManage reports whether caller (the operator or not) may call method on
 // resources of the organisation owner.
@@ -318,52 +311,39 @@ func CountsInReports(c *pb.Consent) bool {
 		slices.Contains(c.Purposes, pb.ConsentPurpose_CONSENT_PURPOSE_EVALUATION)
 }
 
-// Audited says, for every RPC of the contract, whether its calls touch
-// personal data (or the keys and records that guard it) and so go in the
-// audit log, successful or refused. The directory, capacity and event feed
-// hold no personal data. TestAuditedCoversEveryRPC fails when an RPC is
-// missing, so each new RPC needs a decision here.
-var Audited = map[string]bool{
-	"/exchange.v1.DirectoryService/CreateOrganization": false,
-	"/exchange.v1.DirectoryService/GetOrganization":    false,
-	"/exchange.v1.DirectoryService/ListOrganizations":  false,
-	"/exchange.v1.DirectoryService/UpdateOrganization": false,
-	"/exchange.v1.DirectoryService/CreateService":      false,
-	"/exchange.v1.DirectoryService/GetService":         false,
-	"/exchange.v1.DirectoryService/ListServices":       false,
-	"/exchange.v1.DirectoryService/UpdateService":      false,
-	"/exchange.v1.DirectoryService/SearchServices":     false,
-	"/exchange.v1.CapacityService/GetCapacity":         false,
-	"/exchange.v1.CapacityService/UpdateCapacity":      false,
-	"/exchange.v1.EventService/WatchEvents":            false,
-	"/exchange.v1.EventService/ListEvents":             false,
+// Audited says, for every RPC of the contract by its full name, whether its
+// calls go in the audit log: the audited of its MethodPolicy in the contract
+// (options.proto), which every RPC carries (TestEveryRPCHasItsPolicy).
+var Audited = map[string]bool{}
 
-	"/exchange.v1.ConsentService/CreateConsent":               true,
-	"/exchange.v1.ConsentService/GetConsent":                  true,
-	"/exchange.v1.ConsentService/ListConsents":                true,
-	"/exchange.v1.ConsentService/WithdrawConsent":             true,
-	"/exchange.v1.ReferralService/CreateReferral":             true,
-	"/exchange.v1.ReferralService/GetReferral":                true,
-	"/exchange.v1.ReferralService/ListReferrals":              true,
-	"/exchange.v1.ReferralService/AcceptReferral":             true,
-	"/exchange.v1.ReferralService/RejectReferral":             true,
-	"/exchange.v1.ReferralService/StartReferral":              true,
-	"/exchange.v1.ReferralService/HoldReferral":               true,
-	"/exchange.v1.ReferralService/ResumeReferral":             true,
-	"/exchange.v1.ReferralService/CompleteReferral":           true,
-	"/exchange.v1.ReferralService/FailReferral":               true,
-	"/exchange.v1.ReferralService/CancelReferral":             true,
-	"/exchange.v1.ReferralService/MarkReferralEnteredInError": true,
-	"/exchange.v1.FeedbackService/CreateFeedback":             true,
-	"/exchange.v1.FeedbackService/ListFeedback":               true,
-	"/exchange.v1.ReportService/GetActivityReport":            true,
-	"/exchange.v1.ReportService/GetOutcomeReport":             true,
-	"/exchange.v1.ApiKeyService/CreateApiKey":                 true,
-	"/exchange.v1.ApiKeyService/ListApiKeys":                  true,
-	"/exchange.v1.ApiKeyService/RevokeApiKey":                 true,
-	"/exchange.v1.AdminService/ListAuditEvents":               true,
-	"/exchange.v1.AdminService/ErasePerson":                   true,
-	"/exchange.v1.AdminService/Backup":                        true,
+func init() {
+	protoregistry.GlobalFiles.RangeFilesByPackage("exchange.v1", func(f protoreflect.FileDescriptor) bool {
+		for i := range f.Services().Len() {
+			svc := f.Services().Get(i)
+			for j := range svc.Methods().Len() {
+				m := svc.Methods().Get(j)
+				p, ok := MethodPolicy(m)
+				if !ok {
+					continue
+				}
+				Audited["/"+string(svc.FullName())+"/"+string(m.Name())] = p.GetAudited()
+				if p.GetSteward() != pb.Steward_STEWARD_UNSPECIFIED {
+					Stewards[string(m.Name())] = Steward(p.GetSteward())
+				}
+			}
+		}
+		return true
+	})
+}
+
+// MethodPolicy is the policy the contract gives method m, and whether it
+// gives one.
+func MethodPolicy(m protoreflect.MethodDescriptor) (*pb.MethodPolicy, bool) {
+	opts, ok := m.Options().(*descriptorpb.MethodOptions)
+	if !ok || opts == nil || !proto.HasExtension(opts, pb.E_Method) {
+		return nil, false
+	}
+	return proto.GetExtension(opts, pb.E_Method).(*pb.MethodPolicy), true
 }
 
 // ClearPerson clears a referral's personal fields, as erasure and the

@@ -1,6 +1,9 @@
 package policy
 
 import (
+	"maps"
+	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -305,5 +308,36 @@ func TestReportRules(t *testing.T) {
 		if InOwnReports(org, r) != want {
 			t.Errorf("InOwnReports(%q) != %v", org, want)
 		}
+	}
+}
+
+// TestMethodPolicies: the contract's method options say, for each RPC,
+// what the interceptors and the directory's checks do with its calls.
+func TestMethodPolicies(t *testing.T) {
+	unaudited := []string{
+		"DirectoryService/CreateOrganization", "DirectoryService/GetOrganization", "DirectoryService/ListOrganizations",
+		"DirectoryService/UpdateOrganization", "DirectoryService/CreateService", "DirectoryService/GetService",
+		"DirectoryService/ListServices", "DirectoryService/UpdateService", "DirectoryService/SearchServices",
+		"CapacityService/GetCapacity", "CapacityService/UpdateCapacity", "EventService/WatchEvents", "EventService/ListEvents",
+	}
+	n := 0
+	for method, audited := range Audited {
+		n++
+		short := strings.TrimPrefix(method, "/exchange.v1.")
+		if want := !slices.Contains(unaudited, short); audited != want {
+			t.Errorf("%s audited %v, want %v", method, audited, want)
+		}
+	}
+	if n != 39 {
+		t.Errorf("%d RPCs have a policy; the contract has 39", n)
+	}
+	want := map[string]Steward{
+		"CreateOrganization": OperatorOnly, "UpdateOrganization": OwnerOrOperator, "CreateService": OwnerOrOperator,
+		"UpdateService": OwnerOrOperator, "UpdateCapacity": OwnerOnly, "CreateApiKey": OwnerOrOperator,
+		"ListApiKeys": OwnerOrOperator, "RevokeApiKey": OwnerOrOperator, "ListAuditEvents": OperatorOnly,
+		"ErasePerson": OperatorOnly, "Backup": OperatorOnly,
+	}
+	if !maps.Equal(Stewards, want) {
+		t.Errorf("stewards %v, want %v", Stewards, want)
 	}
 }
