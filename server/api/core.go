@@ -13,10 +13,8 @@ import (
 	"encoding/base64"
 	"encoding/hex"
 	"errors"
-	"fmt"
 	"log/slog"
 	"slices"
-	"strings"
 	"sync/atomic"
 	"time"
 
@@ -297,30 +295,7 @@ func tsOrNil(t time.Time) *timestamppb.Timestamp {
 	return timestamppb.New(t)
 }
 
-// Reason is the ErrorInfo reason of r: its name without ERROR_REASON_.
-
 func errorsIs(err, target error) bool { return errors.Is(err, target) }
-
-// parseFilter parses an AIP-160 subset: `field = value` terms joined by AND,
-// values optionally in double quotes. Only the allowed fields are accepted.
-func parseFilter(filter string, allowed ...string) (map[string]string, error) {
-	out := map[string]string{}
-	for _, term := range strings.Split(filter, " AND ") {
-		field, value, ok := strings.Cut(term, "=")
-		field, value = strings.TrimSpace(field), strings.Trim(strings.TrimSpace(value), `"`)
-		if !ok || field == "" || value == "" {
-			return nil, fmt.Errorf("%q is not of the form field = value", strings.TrimSpace(term))
-		}
-		if !slices.Contains(allowed, field) {
-			return nil, fmt.Errorf("cannot filter on %q; fields: %s", field, strings.Join(allowed, ", "))
-		}
-		if _, dup := out[field]; dup {
-			return nil, fmt.Errorf("%q appears twice", field)
-		}
-		out[field] = value
-	}
-	return out, nil
-}
 
 // WithCaller returns ctx acting as caller, for in-process use such as
 // seeding demo data through the same services and rules as remote calls.

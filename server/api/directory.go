@@ -14,6 +14,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	pb "github.com/social-prescribing/exchange/proto/exchange/v1"
+	"github.com/social-prescribing/exchange/server/rules/filter"
 	"github.com/social-prescribing/exchange/server/rules/names"
 	"github.com/social-prescribing/exchange/server/rules/policy"
 	"github.com/social-prescribing/exchange/server/rules/validate"
@@ -113,21 +114,17 @@ func (d *directory) ListOrganizations(ctx context.Context, req *pb.ListOrganizat
 	size := validate.PageSize(&v, "page_size", req.PageSize, 50)
 	after := parsePageToken(&v, "page_token", req.PageToken, req.Filter)
 	kind := pb.OrganizationKind_ORGANIZATION_KIND_UNSPECIFIED
-	if req.Filter != "" {
-		terms, err := parseFilter(req.Filter, "kind")
-		if err != nil {
-			v.Add("filter", "%v", err)
-		} else if n, ok := pb.OrganizationKind_value["ORGANIZATION_KIND_"+terms["kind"]]; ok && n != 0 {
-			kind = pb.OrganizationKind(n)
-		} else {
-			v.Add("filter", "kind must be one of GP_PRACTICE, LINK_WORKER_SERVICE, VCSE_ORGANIZATION, ...")
-		}
+	terms, err := filter.Parse(req.Filter, filter.Field{Name: "kind", Check: filter.Enum(kind.Descriptor())})
+	if err != nil {
+		v.Add("filter", "%v", err)
+	} else if k, ok := terms["kind"]; ok {
+		kind = pb.OrganizationKind(pb.OrganizationKind_value["ORGANIZATION_KIND_"+k])
 	}
 	if err := invalid(v); err != nil {
 		return nil, err
 	}
 	resp := &pb.ListOrganizationsResponse{}
-	err := d.view(ctx, func(tx storage.ReadTx, _ time.Time) error {
+	err = d.view(ctx, func(tx storage.ReadTx, _ time.Time) error {
 		p, err := tx.ListOrganizations(after, size)
 		for _, o := range p.Items {
 			if kind == 0 || o.Kind == kind {

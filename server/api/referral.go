@@ -12,6 +12,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	pb "github.com/social-prescribing/exchange/proto/exchange/v1"
+	"github.com/social-prescribing/exchange/server/rules/filter"
 	"github.com/social-prescribing/exchange/server/rules/lifecycle"
 	"github.com/social-prescribing/exchange/server/rules/names"
 	"github.com/social-prescribing/exchange/server/rules/policy"
@@ -232,6 +233,31 @@ func (s *referrals) GetReferral(ctx context.Context, req *pb.GetReferralRequest)
 	return out, err
 }
 
+// referralFilter is what ListReferrals may be filtered on (the contract's
+// ListReferralsRequest.filter).
+var referralFilter = []filter.Field{
+	{Name: "state", Check: filter.Enum(pb.ReferralState(0).Descriptor())},
+	{Name: "recipient", Check: func(v string) error {
+		if _, ok := names.Organization(v); !ok && names.OrgOfService(v) == "" {
+			return errors.New("must be an organisation or service name")
+		}
+		return nil
+	}},
+	{Name: "referrer", Check: func(v string) error {
+		if _, ok := names.Organization(v); !ok {
+			return errors.New("must be an organisation name")
+		}
+		return nil
+	}},
+	{Name: "parent", Check: func(v string) error {
+		if _, ok := names.Referral(v); !ok {
+			return errors.New("must be a referral name")
+		}
+		return nil
+	}},
+	{Name: "overdue", Check: filter.Bool},
+}
+
 func (s *referrals) ListReferrals(ctx context.Context, req *pb.ListReferralsRequest) (*pb.ListReferralsResponse, error) {
 	org := CallerFrom(ctx).Org
 	var v validate.Violations
@@ -242,46 +268,21 @@ func (s *referrals) ListReferrals(ctx context.Context, req *pb.ListReferralsRequ
 	q := storage.ReferralQuery{Party: org}
 	var recipientService string
 	overdue := false
-	if req.Filter != "" {
-		terms, err := parseFilter(req.Filter, "state", "recipient", "referrer", "parent", "overdue")
-		if err != nil {
-			v.Add("filter", "%v", err)
-		}
-		if st, ok := terms["state"]; ok {
-			n := pb.ReferralState_value["REFERRAL_STATE_"+st]
-			if n == 0 {
-				v.Add("filter", "state must be a ReferralState such as REQUESTED")
-			}
-			q.State = pb.ReferralState(n)
-		}
-		if rc, ok := terms["recipient"]; ok {
-			if o := names.OrgOfService(rc); o != "" {
-				recipientService, rc = rc, o
-			}
-			if _, ok := names.Organization(rc); !ok {
-				v.Add("filter", "recipient must be an organisation or service name")
-			}
-			q.Recipient = rc
-		}
-		if rf, ok := terms["referrer"]; ok {
-			if _, ok := names.Organization(rf); !ok {
-				v.Add("filter", "referrer must be an organisation name")
-			}
-			q.Referrer = rf
-		}
-		if p, ok := terms["parent"]; ok {
-			if _, ok := names.Referral(p); !ok {
-				v.Add("filter", "parent must be a referral name")
-			}
-			q.Parent = p
-		}
-		if ov, ok := terms["overdue"]; ok {
-			if ov != "true" && ov != "false" {
-				v.Add("filter", "overdue must be true or false")
-			}
-			overdue = ov == "true"
-		}
+	terms, err := filter.Parse(req.Filter, referralFilter...)
+	if err != nil {
+		v.Add("filter", "%v", err)
 	}
+	if st, ok := terms["state"]; ok {
+		q.State = pb.ReferralState(pb.ReferralState_value["REFERRAL_STATE_"+st])
+	}
+	if rc, ok := terms["recipient"]; ok {
+		if o := names.OrgOfService(rc); o != "" {
+			recipientService, rc = rc, o
+		}
+		q.Recipient = rc
+	}
+	q.Referrer, q.Parent = terms["referrer"], terms["parent"]
+	overdue = terms["overdue"] == "true"
 	if overdue && q.Recipient != org {
 		v.Add("filter", "overdue = true lists the caller's own inbox: add recipient = %q", org)
 	}
@@ -289,7 +290,7 @@ func (s *referrals) ListReferrals(ctx context.Context, req *pb.ListReferralsRequ
 		return nil, err
 	}
 	resp := &pb.ListReferralsResponse{}
-	err := s.view(ctx, func(tx storage.ReadTx, now time.Time) error {
+	err = s.view(ctx, func(tx storage.ReadTx, now time.Time) error {
 		if q.Parent != "" {
 			// A parent the caller may not see is as one that does not
 			// exist, whatever else the filter says.

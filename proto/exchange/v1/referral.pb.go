@@ -1244,8 +1244,9 @@ type ListReferralsRequest struct {
 	// The `next_page_token` of the previous page, or empty for the first. Send
 	// the same filter as for the first page.
 	PageToken string `protobuf:"bytes,2,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
-	// Optional filter (AIP-160 subset): terms joined with AND, each
-	// `field = value`. Fields:
+	// Optional filter (AIP-160 subset): terms joined with AND (upper case),
+	// each `field = value`, each field at most once; a value is a bare word
+	// or a double-quoted string (`\"` and `\\` escape). Fields:
 	//
 	// - `state = REQUESTED` (any ReferralState without its prefix);
 	// - `recipient = "organizations/x"` or a service name: referrals received;
