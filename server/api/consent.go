@@ -23,15 +23,15 @@ type consents struct {
 	pb.UnimplementedConsentServiceServer
 }
 
-// consentAudience returns who may see a consent: the organisation that
-// recorded it and the parties of the open referrals relying on it.
+// consentAudience returns who may see a consent (policy.ConsentAudience)
+// and the open referrals relying on it.
 func consentAudience(tx storage.ReadTx, c *pb.Consent) ([]string, []*loaded, error) {
-	aud := []string{c.RecordedBy}
 	open, err := tx.OpenReferralsByConsent(c.Name)
 	if err != nil {
 		return nil, nil, err
 	}
 	var refs []*loaded
+	var parties [][]string
 	for _, name := range open {
 		r, err := tx.GetReferral(name)
 		if err != nil {
@@ -41,12 +41,11 @@ func consentAudience(tx storage.ReadTx, c *pb.Consent) ([]string, []*loaded, err
 		if err != nil {
 			return nil, nil, err
 		}
-		parties := policy.Parties(r, anc)
-		aud = append(aud, parties...)
-		refs = append(refs, &loaded{r: r, parties: parties, consent: c})
+		p := policy.Parties(r, anc)
+		parties = append(parties, p)
+		refs = append(refs, &loaded{r: r, parties: p, consent: c})
 	}
-	slices.Sort(aud)
-	return slices.Compact(aud), refs, nil
+	return policy.ConsentAudience(c, parties...), refs, nil
 }
 
 func readConsent(ctx context.Context, tx storage.ReadTx, name string, now time.Time) (*pb.Consent, []*loaded, error) {
@@ -70,8 +69,8 @@ func readConsent(ctx context.Context, tx storage.ReadTx, name string, now time.T
 
 func (s *consents) CreateConsent(ctx context.Context, req *pb.CreateConsentRequest) (*pb.Consent, error) {
 	caller := CallerFrom(ctx)
-	if caller.Operator || caller.Kind == pb.OrganizationKind_ORGANIZATION_KIND_COMMISSIONER {
-		return nil, notAllowed("consents", "consent is recorded by the organisations that support the person")
+	if ok, why := policy.MayStart("CreateConsent", caller.Kind, caller.Operator); !ok {
+		return nil, notAllowed("consents", why)
 	}
 	now := s.clock(ctx)
 	var v validate.Violations

@@ -91,8 +91,8 @@ func consentRequired(msg, consent string, state pb.ConsentState) error {
 
 func (s *referrals) CreateReferral(ctx context.Context, req *pb.CreateReferralRequest) (*pb.Referral, error) {
 	caller := CallerFrom(ctx)
-	if caller.Operator {
-		return nil, notAllowed("referrals", "the operator is never a party to a referral")
+	if ok, why := policy.MayStart("CreateReferral", caller.Kind, caller.Operator); !ok {
+		return nil, notAllowed("referrals", why)
 	}
 	now := s.clock(ctx)
 	var v validate.Violations
@@ -118,7 +118,7 @@ func (s *referrals) CreateReferral(ctx context.Context, req *pb.CreateReferralRe
 			if err != nil {
 				return nil, err
 			}
-			if p.rel != policy.Receiver {
+			if !policy.MayReferOn(p.rel) {
 				return nil, notAllowed(in.ParentReferral, "only the receiver of a referral may refer on from it")
 			}
 			if !lifecycle.Open(p.r.State) {
@@ -130,13 +130,13 @@ func (s *referrals) CreateReferral(ctx context.Context, req *pb.CreateReferralRe
 			}
 			parent = p.r
 		}
-		// Consent: the caller must have recorded it, or be referring on from a
-		// referral that relies on it; it must cover this person and recipient.
+		// Consent: one the caller may rely on (policy.MayRelyOn), covering
+		// this person and recipient.
 		c, err := tx.GetConsent(in.Consent)
 		if err != nil && !errors.Is(err, storage.ErrNotFound) {
 			return nil, err
 		}
-		if c == nil || (c.RecordedBy != caller.Org && (parent == nil || parent.Consent != c.Name)) {
+		if !policy.MayRelyOn(c, caller.Org, parent) {
 			return nil, consentRequired("no consent "+in.Consent+" that the caller may rely on", in.Consent, 0)
 		}
 		state := policy.ConsentState(c, now)

@@ -51,6 +51,60 @@ func (r Relation) Side() (lifecycle.Side, bool) {
 	return 0, false
 }
 
+// Starts says, for each act a caller starts on its own account, who may
+// not: the operator, who is never a party to a person's care, and the
+// kinds of organisation listed, with why. An act missing here is not
+// refused by it.
+var Starts = map[string]Start{
+	"CreateReferral": {Why: "the operator is never a party to a referral"},
+	"CreateConsent": {NotKinds: []pb.OrganizationKind{pb.OrganizationKind_ORGANIZATION_KIND_COMMISSIONER},
+		Why: "consent is recorded by the organisations that support the person"},
+}
+
+// Start is who may not start an act: the operator always, and NotKinds.
+type Start struct {
+	NotKinds []pb.OrganizationKind
+	Why      string
+}
+
+// MayStart reports whether a caller of kind (the operator or not) may start
+// method, and if not, why.
+func MayStart(method string, kind pb.OrganizationKind, operator bool) (bool, string) {
+	st, ok := Starts[method]
+	if !ok {
+		return true, ""
+	}
+	if operator || slices.Contains(st.NotKinds, kind) {
+		return false, st.Why
+	}
+	return true, ""
+}
+
+// MayReferOn reports whether an organisation of relation rel to a referral
+// may refer the person on from it: its receiver alone, who now supports
+// them.
+func MayReferOn(rel Relation) bool { return rel == Receiver }
+
+// MayRelyOn reports whether org may make a referral relying on consent c:
+// it recorded c, or it refers on from parent, a referral relying on c.
+// Whether c allows the referral (its person, purpose, recipients, state)
+// is Allows and CoversRecipient.
+func MayRelyOn(c *pb.Consent, org string, parent *pb.Referral) bool {
+	return c != nil && (c.RecordedBy == org || parent != nil && parent.Consent == c.Name)
+}
+
+// ConsentAudience is who may see consent c: the organisation that recorded
+// it and the parties of the open referrals relying on it (parties, each
+// from Parties), sorted, once each.
+func ConsentAudience(c *pb.Consent, parties ...[]string) []string {
+	aud := []string{c.RecordedBy}
+	for _, p := range parties {
+		aud = append(aud, p...)
+	}
+	slices.Sort(aud)
+	return slices.Compact(aud)
+}
+
 // Relate returns how org relates to r; ancestors are r's parent, its
 // parent, and so on.
 func Relate(org string, r *pb.Referral, ancestors []*pb.Referral) Relation {

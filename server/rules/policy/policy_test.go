@@ -341,3 +341,53 @@ func TestMethodPolicies(t *testing.T) {
 		t.Errorf("stewards %v, want %v", Stewards, want)
 	}
 }
+
+// TestWhoMayStart: every kind of organisation may refer and record consent
+// on its own account, but for commissioners, who record no consent; the
+// operator neither.
+func TestWhoMayStart(t *testing.T) {
+	for v := range pb.OrganizationKind_name {
+		kind := pb.OrganizationKind(v)
+		for _, operator := range []bool{false, true} {
+			for method, want := range map[string]bool{
+				"CreateReferral": !operator,
+				"CreateConsent":  !operator && kind != pb.OrganizationKind_ORGANIZATION_KIND_COMMISSIONER,
+				"GetReferral":    true,
+			} {
+				ok, why := MayStart(method, kind, operator)
+				if ok != want || ok != (why == "") {
+					t.Errorf("MayStart(%s, %v, operator %v) = %v %q, want %v", method, kind, operator, ok, why, want)
+				}
+			}
+		}
+	}
+}
+
+func TestReferOnAndRelyOn(t *testing.T) {
+	for rel, want := range map[Relation]bool{None: false, Referrer: false, Receiver: true, Upstream: false} {
+		if MayReferOn(rel) != want {
+			t.Errorf("MayReferOn(%v) = %v", rel, !want)
+		}
+	}
+	c := &pb.Consent{Name: "consents/c", RecordedBy: "organizations/gp"}
+	for _, tc := range []struct {
+		c      *pb.Consent
+		org    string
+		parent *pb.Referral
+		want   bool
+	}{
+		{c, "organizations/gp", nil, true},
+		{c, "organizations/lw", nil, false},
+		{c, "organizations/lw", &pb.Referral{Consent: "consents/c"}, true},
+		{c, "organizations/lw", &pb.Referral{Consent: "consents/other"}, false},
+		{nil, "organizations/gp", nil, false},
+	} {
+		if got := MayRelyOn(tc.c, tc.org, tc.parent); got != tc.want {
+			t.Errorf("MayRelyOn(%v, %s, %v) = %v", tc.c, tc.org, tc.parent, got)
+		}
+	}
+	if got := ConsentAudience(c, []string{"organizations/lw", "organizations/gp"}, []string{"organizations/walks"}); !slices.Equal(got,
+		[]string{"organizations/gp", "organizations/lw", "organizations/walks"}) {
+		t.Errorf("ConsentAudience = %v", got)
+	}
+}
