@@ -78,8 +78,11 @@ func (j *jsonStyle) NewDecoder(r io.Reader) runtime.Decoder {
 		}
 		m, ok := v.(proto.Message)
 		if !ok {
-			// A message field named as the body (body: "referral"): v
-			// points to the field.
+			// A message field named as the body (body: "referral"): the
+			// generated handler passes the field's address (a
+			// **pb.Referral), the Decoder's documented argument, which
+			// JSONPb's own decoder also takes apart by reflection
+			// (decodeNonProtoField).
 			if f := reflect.ValueOf(v); f.Kind() == reflect.Pointer && f.Elem().Kind() == reflect.Pointer && f.Elem().Type().Implements(protoMessage) {
 				if f.Elem().IsNil() {
 					f.Elem().Set(reflect.New(f.Elem().Type().Elem()))
