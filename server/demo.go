@@ -21,6 +21,9 @@ type demoCredential struct {
 	DisplayName  string `json:"display_name"`
 	Kind         string `json:"kind"`
 	APIKey       string `json:"api_key"`
+	// WaitingReferral is the referral the demo leaves in a group's inbox,
+	// for the walk-throughs to find on any run.
+	WaitingReferral string `json:"waiting_referral,omitempty"`
 }
 
 type demoOrg struct {
@@ -106,8 +109,12 @@ func ensureDemo(ctx context.Context, srv *api.Server, dataDir string, history in
 			return err
 		}
 	}
-	if err := demoReferrals(ctx, svcs); err != nil {
+	waiting, err := demoReferrals(ctx, svcs)
+	if err != nil {
 		return err
+	}
+	for i := range creds {
+		creds[i].WaitingReferral = waiting[creds[i].Organization]
 	}
 	b, err := json.MarshalIndent(creds, "", "  ")
 	if err != nil {
@@ -124,7 +131,8 @@ func ensureDemo(ctx context.Context, srv *api.Server, dataDir string, history in
 // groups' inboxes, for fictional people with NHS numbers from the 999
 // range reserved for testing: one new referral to the walking group, one on
 // the money advice waiting list.
-func demoReferrals(ctx context.Context, svcs api.Services) error {
+func demoReferrals(ctx context.Context, svcs api.Services) (waiting map[string]string, err error) {
+	waiting = map[string]string{}
 	const pcn = "organizations/riverside-pcn"
 	as := api.WithCaller(ctx, api.Caller{Org: pcn, Kind: pb.OrganizationKind_ORGANIZATION_KIND_LINK_WORKER_SERVICE})
 	for i, d := range []struct {
@@ -145,13 +153,15 @@ func demoReferrals(ctx context.Context, svcs api.Services) error {
 			Purposes:       []pb.ConsentPurpose{pb.ConsentPurpose_CONSENT_PURPOSE_DIRECT_CARE, pb.ConsentPurpose_CONSENT_PURPOSE_FEEDBACK_TO_REFERRER},
 			RecipientScope: pb.ConsentRecipientScope_CONSENT_RECIPIENT_SCOPE_REFERRAL_CHAIN}})
 		if err != nil {
-			return err
+			return nil, err
 		}
-		if _, err := svcs.Referrals.CreateReferral(as, &pb.CreateReferralRequest{RequestId: fmt.Sprint("demo-referral-", i), Referral: &pb.Referral{
+		r, err := svcs.Referrals.CreateReferral(as, &pb.CreateReferralRequest{RequestId: fmt.Sprint("demo-referral-", i), Referral: &pb.Referral{
 			RecipientService: d.service, Person: d.person, Consent: c.Name, Route: pb.ReferralRoute_REFERRAL_ROUTE_LINK_WORKER,
-			Needs: d.needs, Reason: d.reason, SupportLevel: pb.SupportLevel_SUPPORT_LEVEL_INTENSIVE}}); err != nil {
-			return err
+			Needs: d.needs, Reason: d.reason, SupportLevel: pb.SupportLevel_SUPPORT_LEVEL_INTENSIVE}})
+		if err != nil {
+			return nil, err
 		}
+		waiting[r.Recipient] = r.Name
 	}
-	return nil
+	return waiting, nil
 }

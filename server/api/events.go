@@ -28,11 +28,29 @@ func audienceOf(ctx context.Context) string {
 	return c.Org
 }
 
+// FromNow, as a request's after, starts a read of the feed at its newest
+// event: only what happens from then on.
+const FromNow = -1
+
+// start is where a read of the feed begins: after, or for FromNow the
+// newest event's sequence number.
+func (s *events) start(ctx context.Context, after int64) (int64, error) {
+	if after != FromNow {
+		return after, nil
+	}
+	err := s.view(ctx, func(tx storage.ReadTx, _ time.Time) error {
+		var err error
+		after, err = tx.LastSequence()
+		return err
+	})
+	return after, err
+}
+
 func (s *events) ListEvents(ctx context.Context, req *pb.ListEventsRequest) (*pb.ListEventsResponse, error) {
 	var v validate.Violations
 	size := validate.PageSize(&v, "page_size", req.PageSize, 100)
-	if req.After < 0 {
-		v.Add("after", "must not be negative")
+	if req.After < FromNow {
+		v.Add("after", "must be a sequence number, or -1 to start from now")
 	}
 	var wait time.Duration
 	if req.Wait != nil {
@@ -47,7 +65,11 @@ func (s *events) ListEvents(ctx context.Context, req *pb.ListEventsRequest) (*pb
 	}
 	org := audienceOf(ctx)
 	deadline := time.Now().Add(wait)
-	after := req.After
+	after, err := s.start(ctx, req.After)
+	if err != nil {
+		return nil, err
+	}
+	from := after
 	for {
 		resp := &pb.ListEventsResponse{}
 		err := s.view(ctx, func(tx storage.ReadTx, _ time.Time) error {
@@ -55,6 +77,9 @@ func (s *events) ListEvents(ctx context.Context, req *pb.ListEventsRequest) (*pb
 			resp.Events, resp.LastSequence, err = tx.ListEvents(org, after, size)
 			return err
 		})
+		if err == nil {
+			resp.LastSequence = max(resp.LastSequence, from)
+		}
 		if err != nil || len(resp.Events) > 0 || time.Now().After(deadline) {
 			return resp, err
 		}
@@ -63,7 +88,6 @@ func (s *events) ListEvents(ctx context.Context, req *pb.ListEventsRequest) (*pb
 		err = s.store.WaitEvents(wctx, after)
 		cancel()
 		if errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil {
-			resp.LastSequence = max(resp.LastSequence, req.After)
 			return resp, nil
 		}
 		if err != nil {
@@ -74,13 +98,16 @@ func (s *events) ListEvents(ctx context.Context, req *pb.ListEventsRequest) (*pb
 
 func (s *events) WatchEvents(req *pb.WatchEventsRequest, stream pb.EventService_WatchEventsServer) error {
 	ctx := stream.Context()
-	if req.After < 0 {
-		return invalidField("after", "must not be negative")
+	if req.After < FromNow {
+		return invalidField("after", "must be a sequence number, or -1 to start from now")
 	}
 	s.watchers.Add(1)
 	defer s.watchers.Add(-1)
 	org := audienceOf(ctx)
-	after := req.After
+	after, err := s.start(ctx, req.After)
+	if err != nil {
+		return err
+	}
 	for {
 		var page []*pb.Event
 		var last int64

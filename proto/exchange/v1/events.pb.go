@@ -216,8 +216,9 @@ func (x *Event) GetCapacityStatus() CapacityStatus {
 // Request for EventService.WatchEvents.
 type WatchEventsRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// Start after this sequence number: 0 for the whole feed, or the last
-	// sequence number already processed.
+	// Start after this sequence number: 0 for the whole feed, the last
+	// sequence number already processed, or -1 to start from now (only
+	// events committed after the call began).
 	After         int64 `protobuf:"varint,1,opt,name=after,proto3" json:"after,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -309,8 +310,10 @@ func (x *WatchEventsResponse) GetEvent() *Event {
 // Request for EventService.ListEvents.
 type ListEventsRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// Return events after this sequence number: 0 for the whole feed, or the
-	// `last_sequence` of the previous response. Over REST:
+	// Return events after this sequence number: 0 for the whole feed, the
+	// `last_sequence` of the previous response, or -1 to start from now: no
+	// event yet (with `wait`, the next one), and `last_sequence` is the
+	// newest sequence number, to pass as `after` next. Over REST:
 	// `GET /v1/events?after=N&wait=30s`.
 	After int64 `protobuf:"varint,1,opt,name=after,proto3" json:"after,omitempty"`
 	// At most this many events are returned: 1-1000, 100 when 0.
