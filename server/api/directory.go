@@ -21,7 +21,8 @@ import (
 	"github.com/social-prescribing/exchange/server/storage"
 )
 
-// DefaultReplyWithin is the reply deadline of a service that sets none.
+// DefaultReplyWithin is the reply deadline of a service that sets none:
+// five days, weekends included (the contract, Service.default_reply_within).
 const DefaultReplyWithin = 120 * time.Hour
 
 type directory struct {

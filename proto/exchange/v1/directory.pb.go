@@ -893,7 +893,7 @@ type Service struct {
 	Contact *Contact `protobuf:"bytes,7,opt,name=contact,proto3" json:"contact,omitempty"`
 	// How long the service has to reply to a new referral (accept, reject or
 	// waitlist it) before the referral counts as overdue. 1 hour to 90 days;
-	// 5 working days (120 hours) when not set.
+	// 120 hours (five days, weekends included) when not set.
 	DefaultReplyWithin *durationpb.Duration `protobuf:"bytes,8,opt,name=default_reply_within,json=defaultReplyWithin,proto3" json:"default_reply_within,omitempty"`
 	// Open Referral HSDS id of the service, if it was imported from a directory.
 	// At most 100 characters.
