@@ -8,6 +8,8 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -298,7 +300,15 @@ func TestOpenAPIAndDocs(t *testing.T) {
 	docs.ServeHTTP(rec, httptest.NewRequest("GET", "/docs", nil))
 	page := rec.Body.String()
 	n := 0
+	param := regexp.MustCompile(`\{([^}]*)\}`)
+	resources := []string{"organization", "service", "capacity", "consent", "referral", "apiKey"}
 	for path, methods := range doc.Paths {
+		// Path parameters are named for the resource they take.
+		for _, m := range param.FindAllStringSubmatch(path, -1) {
+			if !slices.Contains(resources, m[1]) {
+				t.Errorf("%s: path parameter {%s} is not named for its resource", path, m[1])
+			}
+		}
 		for method, op := range methods {
 			n++
 			if !strings.Contains(page, `id="`+op.OperationID+`"`) || !strings.Contains(page, "<code>"+path+"</code>") {
