@@ -464,3 +464,26 @@ func TestBackupAndRestore(t *testing.T) {
 	}
 	t.Logf("backup of %s while writing: %d organisations before, %d restored, %d after", strings.TrimSpace(string(out)), before, got, after)
 }
+
+// TestPortInUse: an address already taken is reported before anything is
+// created: no store, no operator key, no demo organisations or keys printed.
+func TestPortInUse(t *testing.T) {
+	taken, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer taken.Close()
+	for _, args := range [][]string{
+		{"--grpc-addr", taken.Addr().String(), "--http-addr", freeAddr(t)},
+		{"--grpc-addr", freeAddr(t), "--http-addr", taken.Addr().String()},
+	} {
+		dir := t.TempDir()
+		out, _ := runToExit(t, dir, append(args, "--demo")...)
+		if !strings.Contains(out, taken.Addr().String()) || !strings.Contains(out, "address already in use") || strings.Contains(out, "sprx_") {
+			t.Errorf("%v: %s", args, out)
+		}
+		if entries, _ := os.ReadDir(filepath.Join(dir, "data")); len(entries) > 0 {
+			t.Errorf("%v: the data directory holds %v", args, entries)
+		}
+	}
+}

@@ -176,6 +176,20 @@ func run(st settings) error {
 	if err := st.checkListeners(); err != nil {
 		return err
 	}
+	// An address in use is reported now, before the store opens: the demo
+	// then creates nothing and prints no keys for an exchange that will
+	// not start. (Listening for good this early would take connections
+	// the server cannot yet answer.)
+	for _, a := range []struct{ flag, addr string }{{"--grpc-addr", st.grpcAddr}, {"--http-addr", st.httpAddr}, {"--pprof-addr", st.pprofAddr}, {"--bench-addr", st.benchAddr}} {
+		if a.addr == "" {
+			continue
+		}
+		l, err := net.Listen("tcp", a.addr)
+		if err != nil {
+			return fmt.Errorf("%s %s: %w", a.flag, a.addr, err)
+		}
+		l.Close()
+	}
 	creds, err := st.tls.load()
 	if err != nil {
 		return err
