@@ -23,9 +23,11 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"net/url"
 	"reflect"
 	"strconv"
 	"time"
+	"unicode/utf8"
 
 	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
@@ -36,7 +38,6 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	pb "github.com/social-prescribing/exchange/proto/exchange/v1"
-	"github.com/social-prescribing/exchange/server/rules/validate"
 )
 
 // DefaultMaxBodyBytes is the largest request body accepted unless
@@ -237,7 +238,7 @@ func limitBody(next http.Handler, max int64) http.Handler {
 		WriteError(w, http.StatusRequestEntityTooLarge, st)
 	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if field, bad := validate.BadURL(r.URL); bad {
+		if field, bad := BadURL(r.URL); bad {
 			// The caller's fault, logged as the call log logs one (never
 			// the address itself).
 			LogMalformed(r.Context(), r.Method, field)
@@ -285,4 +286,37 @@ func badURL(field string) *status.Status {
 func LogMalformed(ctx context.Context, httpMethod, field string) {
 	slog.InfoContext(ctx, "refused", "http_method", httpMethod, "code", "INVALID_ARGUMENT",
 		"reason", "MALFORMED_REQUEST", "field", field)
+}
+
+// BadURL returns where a request's address is not valid UTF-8 once
+// unescaped ("path", or the name of a query parameter), and whether it is
+// anywhere. The gateway and the web pages refuse such a request as the
+// caller's fault before it becomes a message (the server checks
+// messages: validate.BadUTF8).
+func BadURL(u *url.URL) (string, bool) {
+	if !utf8.ValidString(u.Path) {
+		return "path", true
+	}
+	q, err := url.ParseQuery(u.RawQuery)
+	if err != nil {
+		return "query", true
+	}
+	return BadValues(q)
+}
+
+// BadValues returns the name of the first of a query's or a form's values
+// that is not valid UTF-8 ("query" for a name that is not), and whether
+// there is one.
+func BadValues(q url.Values) (string, bool) {
+	for k, vs := range q {
+		if !utf8.ValidString(k) {
+			return "query", true
+		}
+		for _, v := range vs {
+			if !utf8.ValidString(v) {
+				return k, true
+			}
+		}
+	}
+	return "", false
 }

@@ -19,8 +19,6 @@ import (
 	"github.com/social-prescribing/exchange/client/reports"
 	"github.com/social-prescribing/exchange/gateway"
 	pb "github.com/social-prescribing/exchange/proto/exchange/v1"
-	"github.com/social-prescribing/exchange/server/rules/lifecycle"
-	"github.com/social-prescribing/exchange/server/rules/validate"
 )
 
 const pageSize = 20
@@ -229,12 +227,9 @@ type instrumentOption struct {
 	Hint  string
 }
 
-// allowed reports whether the receiving side may take action now, by the
-// same transition table the exchange enforces.
-func allowed(r *pb.Referral, a lifecycle.Action) bool {
-	_, err := lifecycle.Apply(r.State, r.HeldFrom, a, lifecycle.Receiver)
-	return err == nil
-}
+// allowed reports whether the caller may do a with r now, as the
+// exchange says in r.actions: the pages copy no rule.
+func allowed(r *pb.Referral, a pb.ReferralAction) bool { return slices.Contains(r.Actions, a) }
 
 func (w *Web) referral(rw http.ResponseWriter, r *http.Request, s *session) {
 	w.showReferral(rw, r, s, http.StatusOK, "", nil, nil)
@@ -257,26 +252,27 @@ func (w *Web) showReferral(rw http.ResponseWriter, r *http.Request, s *session, 
 	if l, err := w.fb.ListFeedback(s.call(r), &pb.ListFeedbackRequest{Parent: name, PageSize: 100}); err == nil {
 		v.Feedback = l.Feedback
 	}
-	receiver := ref.Recipient == s.org
-	if receiver {
+	// The pages are the receiving side's: a referrer's moves (cancel)
+	// are not offered here.
+	if ref.Recipient == s.org {
 		for _, a := range []struct {
-			a       lifecycle.Action
+			a       pb.ReferralAction
 			name    string
 			label   string
 			primary bool
 		}{
-			{lifecycle.Accept, "accept", "Accept", true},
-			{lifecycle.Start, "start", "Mark as started", true},
-			{lifecycle.Resume, "resume", "Take off hold", false},
-			{lifecycle.Complete, "complete", "Mark as finished", false},
+			{pb.ReferralAction_REFERRAL_ACTION_ACCEPT, "accept", "Accept", true},
+			{pb.ReferralAction_REFERRAL_ACTION_START, "start", "Mark as started", true},
+			{pb.ReferralAction_REFERRAL_ACTION_RESUME, "resume", "Take off hold", false},
+			{pb.ReferralAction_REFERRAL_ACTION_COMPLETE, "complete", "Mark as finished", false},
 		} {
 			if allowed(ref, a.a) {
 				v.Actions = append(v.Actions, action{Name: a.name, Label: a.label, Primary: a.primary})
 			}
 		}
-		v.CanDecline = allowed(ref, lifecycle.Reject)
-		v.CanWaitlist = allowed(ref, lifecycle.Hold)
-		v.CanReport = lifecycle.Counts(ref.State)
+		v.CanDecline = allowed(ref, pb.ReferralAction_REFERRAL_ACTION_REJECT)
+		v.CanWaitlist = allowed(ref, pb.ReferralAction_REFERRAL_ACTION_HOLD)
+		v.CanReport = allowed(ref, pb.ReferralAction_REFERRAL_ACTION_POST_UPTAKE_OR_OUTCOME)
 	}
 	for c := range pb.StateReasonCode_name {
 		switch rc := pb.StateReasonCode(c); rc {
@@ -294,7 +290,7 @@ func (w *Web) showReferral(rw http.ResponseWriter, r *http.Request, s *session, 
 	sortEnums(v.Uptakes)
 	for i := range pb.Instrument_name {
 		if i != 0 {
-			v.Instruments = append(v.Instruments, instrumentOption{pb.Instrument(i), validate.InstrumentHint(pb.Instrument(i))})
+			v.Instruments = append(v.Instruments, instrumentOption{pb.Instrument(i), pb.Instrument(i).Hint()})
 		}
 	}
 	slices.SortFunc(v.Instruments, func(a, b instrumentOption) int { return int(a.Value - b.Value) })

@@ -24,7 +24,6 @@ import (
 
 	"github.com/social-prescribing/exchange/gateway"
 	pb "github.com/social-prescribing/exchange/proto/exchange/v1"
-	"github.com/social-prescribing/exchange/server/rules/validate"
 )
 
 //go:embed templates/*.html style.css
@@ -138,7 +137,7 @@ func securityHeaders(next http.Handler) http.Handler {
 		// Origin with their forms, which sameSite checks.
 		h.Set("Referrer-Policy", "same-origin")
 		h.Set("Cache-Control", "no-store")
-		if field, bad := validate.BadURL(r.URL); bad {
+		if field, bad := gateway.BadURL(r.URL); bad {
 			gateway.LogMalformed(r.Context(), r.Method, field)
 			http.Error(rw, "This address is not one the exchange gave. Go back and follow a link.", http.StatusBadRequest)
 			return
@@ -196,7 +195,7 @@ func (w *Web) signedIn(h handler) http.HandlerFunc {
 			}
 			// The exchange refuses strings that are not UTF-8; say so here,
 			// whatever connection the pages call it on.
-			if field, bad := validate.BadValues(r.PostForm); bad {
+			if field, bad := gateway.BadValues(r.PostForm); bad {
 				gateway.LogMalformed(r.Context(), r.Method, field)
 				http.Error(rw, "Some of what was typed could not be read. Go back, check it and try again.", http.StatusBadRequest)
 				return

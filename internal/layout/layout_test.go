@@ -30,7 +30,7 @@ var layers = []struct {
 	{"server/metrics", []string{"proto/", "server/rules/", "server/storage"}, "metrics read the store"},
 	{"server/exchangetest", []string{"proto/", "server/", "tools/loadtest/workload"}, "a test rig: a real exchange"},
 	{"server", []string{"proto/", "server/", "gateway", "internal/"}, "the daemon wires everything but the tools"},
-	{"gateway", []string{"proto/", "gateway", "client/reports", "server/rules/"}, "the HTTP face: the contract and the rules, over gRPC"},
+	{"gateway", []string{"proto/", "gateway", "client/reports"}, "the HTTP face knows the contract alone, over gRPC"},
 	{"client", []string{"proto/", "client", "internal/"}, "the client knows only the contract"},
 	{"tools/", []string{"proto/", "tools/"}, "measurement, outside the product"},
 }

@@ -297,7 +297,7 @@ func TestLongNamesAreTheCallersFault(t *testing.T) {
 // gives it.
 func etagAsIfUnflagged(r *pb.Referral) string {
 	c := proto.Clone(r).(*pb.Referral)
-	c.Etag, c.View, c.Overdue, c.PossibleDuplicateOf, c.Person, c.Reason = "", 0, false, "", nil, ""
+	c.Etag, c.View, c.Overdue, c.Actions, c.PossibleDuplicateOf, c.Person, c.Reason = "", 0, false, nil, "", nil, ""
 	b, _ := proto.MarshalOptions{Deterministic: true}.Marshal(c)
 	h := sha256.Sum256(b)
 	return fmt.Sprintf("%x", h[:8])

@@ -198,7 +198,7 @@ func (s *referrals) CreateReferral(ctx context.Context, req *pb.CreateReferralRe
 		}
 		r.PossibleDuplicateOf = unseen
 		r.SnomedCode = SnomedReferralToSocialPrescribing
-		r.View, r.Overdue = 0, false
+		r.View, r.Overdue, r.Actions = 0, false, nil
 		r.CreateTime, r.UpdateTime, r.StateTime = timestamppb.New(now), timestamppb.New(now), timestamppb.New(now)
 		stampReferral(r)
 		anc, err := ancestors(tx, r)

@@ -596,6 +596,95 @@ func (ReferralView) EnumDescriptor() ([]byte, []int) {
 	return file_exchange_v1_referral_proto_rawDescGZIP(), []int{6}
 }
 
+// Something a caller may do with a referral (Referral.actions).
+type ReferralAction int32
+
+const (
+	// Not set. Never sent.
+	ReferralAction_REFERRAL_ACTION_UNSPECIFIED ReferralAction = 0
+	// AcceptReferral.
+	ReferralAction_REFERRAL_ACTION_ACCEPT ReferralAction = 1
+	// RejectReferral.
+	ReferralAction_REFERRAL_ACTION_REJECT ReferralAction = 2
+	// StartReferral.
+	ReferralAction_REFERRAL_ACTION_START ReferralAction = 3
+	// HoldReferral.
+	ReferralAction_REFERRAL_ACTION_HOLD ReferralAction = 4
+	// ResumeReferral.
+	ReferralAction_REFERRAL_ACTION_RESUME ReferralAction = 5
+	// CompleteReferral.
+	ReferralAction_REFERRAL_ACTION_COMPLETE ReferralAction = 6
+	// FailReferral.
+	ReferralAction_REFERRAL_ACTION_FAIL ReferralAction = 7
+	// CancelReferral.
+	ReferralAction_REFERRAL_ACTION_CANCEL ReferralAction = 8
+	// MarkReferralEnteredInError.
+	ReferralAction_REFERRAL_ACTION_MARK_ENTERED_IN_ERROR ReferralAction = 9
+	// CreateFeedback with a note.
+	ReferralAction_REFERRAL_ACTION_POST_NOTE ReferralAction = 10
+	// CreateFeedback with uptake or an outcome measure.
+	ReferralAction_REFERRAL_ACTION_POST_UPTAKE_OR_OUTCOME ReferralAction = 11
+)
+
+// Enum value maps for ReferralAction.
+var (
+	ReferralAction_name = map[int32]string{
+		0:  "REFERRAL_ACTION_UNSPECIFIED",
+		1:  "REFERRAL_ACTION_ACCEPT",
+		2:  "REFERRAL_ACTION_REJECT",
+		3:  "REFERRAL_ACTION_START",
+		4:  "REFERRAL_ACTION_HOLD",
+		5:  "REFERRAL_ACTION_RESUME",
+		6:  "REFERRAL_ACTION_COMPLETE",
+		7:  "REFERRAL_ACTION_FAIL",
+		8:  "REFERRAL_ACTION_CANCEL",
+		9:  "REFERRAL_ACTION_MARK_ENTERED_IN_ERROR",
+		10: "REFERRAL_ACTION_POST_NOTE",
+		11: "REFERRAL_ACTION_POST_UPTAKE_OR_OUTCOME",
+	}
+	ReferralAction_value = map[string]int32{
+		"REFERRAL_ACTION_UNSPECIFIED":            0,
+		"REFERRAL_ACTION_ACCEPT":                 1,
+		"REFERRAL_ACTION_REJECT":                 2,
+		"REFERRAL_ACTION_START":                  3,
+		"REFERRAL_ACTION_HOLD":                   4,
+		"REFERRAL_ACTION_RESUME":                 5,
+		"REFERRAL_ACTION_COMPLETE":               6,
+		"REFERRAL_ACTION_FAIL":                   7,
+		"REFERRAL_ACTION_CANCEL":                 8,
+		"REFERRAL_ACTION_MARK_ENTERED_IN_ERROR":  9,
+		"REFERRAL_ACTION_POST_NOTE":              10,
+		"REFERRAL_ACTION_POST_UPTAKE_OR_OUTCOME": 11,
+	}
+)
+
+func (x ReferralAction) Enum() *ReferralAction {
+	p := new(ReferralAction)
+	*p = x
+	return p
+}
+
+func (x ReferralAction) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (ReferralAction) Descriptor() protoreflect.EnumDescriptor {
+	return file_exchange_v1_referral_proto_enumTypes[7].Descriptor()
+}
+
+func (ReferralAction) Type() protoreflect.EnumType {
+	return &file_exchange_v1_referral_proto_enumTypes[7]
+}
+
+func (x ReferralAction) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use ReferralAction.Descriptor instead.
+func (ReferralAction) EnumDescriptor() ([]byte, []int) {
+	return file_exchange_v1_referral_proto_rawDescGZIP(), []int{7}
+}
+
 // Why a referral is in its state.
 type StateReason struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -906,8 +995,15 @@ type Referral struct {
 	// party to both), which may reject this one with the DUPLICATE reason;
 	// empty for everyone else. Output only.
 	PossibleDuplicateOf string `protobuf:"bytes,27,opt,name=possible_duplicate_of,json=possibleDuplicateOf,proto3" json:"possible_duplicate_of,omitempty"`
-	unknownFields       protoimpl.UnknownFields
-	sizeCache           protoimpl.SizeCache
+	// What the caller may do with the referral now: the state methods its
+	// side may call from the referral's state (the transition table on
+	// ReferralState), and the feedback it may post (FeedbackService). Output
+	// only; computed at read for each caller, so a form can offer exactly
+	// these and a client need not copy the rules. Empty for a caller that is
+	// neither side.
+	Actions       []ReferralAction `protobuf:"varint,28,rep,packed,name=actions,proto3,enum=exchange.v1.ReferralAction" json:"actions,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Referral) Reset() {
@@ -1127,6 +1223,13 @@ func (x *Referral) GetPossibleDuplicateOf() string {
 		return x.PossibleDuplicateOf
 	}
 	return ""
+}
+
+func (x *Referral) GetActions() []ReferralAction {
+	if x != nil {
+		return x.Actions
+	}
+	return nil
 }
 
 // Request for ReferralService.CreateReferral.
@@ -2014,7 +2117,8 @@ const file_exchange_v1_referral_proto_rawDesc = "" +
 	"\blanguage\x18\v \x01(\tR\blanguage\x12-\n" +
 	"\x12interpreter_needed\x18\f \x01(\bR\x11interpreterNeeded\x12/\n" +
 	"\x13accessibility_needs\x18\r \x01(\tR\x12accessibilityNeeds\x12\x19\n" +
-	"\bage_band\x18\x0e \x01(\tR\aageBand\"\xe6\t\n" +
+	"\bage_band\x18\x0e \x01(\tR\aageBand\"\x9d\n" +
+	"\n" +
 	"\bReferral\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1a\n" +
 	"\breferrer\x18\x02 \x01(\tR\breferrer\x12+\n" +
@@ -2050,7 +2154,8 @@ const file_exchange_v1_referral_proto_rawDesc = "" +
 	"start_time\x18\x19 \x01(\v2\x1a.google.protobuf.TimestampR\tstartTime\x129\n" +
 	"\n" +
 	"erase_time\x18\x1a \x01(\v2\x1a.google.protobuf.TimestampR\teraseTime\x122\n" +
-	"\x15possible_duplicate_of\x18\x1b \x01(\tR\x13possibleDuplicateOf\"i\n" +
+	"\x15possible_duplicate_of\x18\x1b \x01(\tR\x13possibleDuplicateOf\x125\n" +
+	"\aactions\x18\x1c \x03(\x0e2\x1b.exchange.v1.ReferralActionR\aactions\"i\n" +
 	"\x15CreateReferralRequest\x121\n" +
 	"\breferral\x18\x01 \x01(\v2\x15.exchange.v1.ReferralR\breferral\x12\x1d\n" +
 	"\n" +
@@ -2181,7 +2286,21 @@ const file_exchange_v1_referral_proto_rawDesc = "" +
 	"\fReferralView\x12\x1d\n" +
 	"\x19REFERRAL_VIEW_UNSPECIFIED\x10\x00\x12\x16\n" +
 	"\x12REFERRAL_VIEW_FULL\x10\x01\x12 \n" +
-	"\x1cREFERRAL_VIEW_WITHOUT_PERSON\x10\x022\xa4\b\n" +
+	"\x1cREFERRAL_VIEW_WITHOUT_PERSON\x10\x02*\x84\x03\n" +
+	"\x0eReferralAction\x12\x1f\n" +
+	"\x1bREFERRAL_ACTION_UNSPECIFIED\x10\x00\x12\x1a\n" +
+	"\x16REFERRAL_ACTION_ACCEPT\x10\x01\x12\x1a\n" +
+	"\x16REFERRAL_ACTION_REJECT\x10\x02\x12\x19\n" +
+	"\x15REFERRAL_ACTION_START\x10\x03\x12\x18\n" +
+	"\x14REFERRAL_ACTION_HOLD\x10\x04\x12\x1a\n" +
+	"\x16REFERRAL_ACTION_RESUME\x10\x05\x12\x1c\n" +
+	"\x18REFERRAL_ACTION_COMPLETE\x10\x06\x12\x18\n" +
+	"\x14REFERRAL_ACTION_FAIL\x10\a\x12\x1a\n" +
+	"\x16REFERRAL_ACTION_CANCEL\x10\b\x12)\n" +
+	"%REFERRAL_ACTION_MARK_ENTERED_IN_ERROR\x10\t\x12\x1d\n" +
+	"\x19REFERRAL_ACTION_POST_NOTE\x10\n" +
+	"\x12*\n" +
+	"&REFERRAL_ACTION_POST_UPTAKE_OR_OUTCOME\x10\v2\xa4\b\n" +
 	"\x0fReferralService\x12S\n" +
 	"\x0eCreateReferral\x12\".exchange.v1.CreateReferralRequest\x1a\x15.exchange.v1.Referral\"\x06\xea\xe0\x18\x02\b\x01\x12M\n" +
 	"\vGetReferral\x12\x1f.exchange.v1.GetReferralRequest\x1a\x15.exchange.v1.Referral\"\x06\xea\xe0\x18\x02\b\x01\x12^\n" +
@@ -2208,7 +2327,7 @@ func file_exchange_v1_referral_proto_rawDescGZIP() []byte {
 	return file_exchange_v1_referral_proto_rawDescData
 }
 
-var file_exchange_v1_referral_proto_enumTypes = make([]protoimpl.EnumInfo, 7)
+var file_exchange_v1_referral_proto_enumTypes = make([]protoimpl.EnumInfo, 8)
 var file_exchange_v1_referral_proto_msgTypes = make([]protoimpl.MessageInfo, 16)
 var file_exchange_v1_referral_proto_goTypes = []any{
 	(ReferralRoute)(0),                        // 0: exchange.v1.ReferralRoute
@@ -2218,81 +2337,83 @@ var file_exchange_v1_referral_proto_goTypes = []any{
 	(Sex)(0),                                  // 4: exchange.v1.Sex
 	(ContactMethod)(0),                        // 5: exchange.v1.ContactMethod
 	(ReferralView)(0),                         // 6: exchange.v1.ReferralView
-	(*StateReason)(nil),                       // 7: exchange.v1.StateReason
-	(*Person)(nil),                            // 8: exchange.v1.Person
-	(*Referral)(nil),                          // 9: exchange.v1.Referral
-	(*CreateReferralRequest)(nil),             // 10: exchange.v1.CreateReferralRequest
-	(*GetReferralRequest)(nil),                // 11: exchange.v1.GetReferralRequest
-	(*ListReferralsRequest)(nil),              // 12: exchange.v1.ListReferralsRequest
-	(*ListReferralsResponse)(nil),             // 13: exchange.v1.ListReferralsResponse
-	(*AcceptReferralRequest)(nil),             // 14: exchange.v1.AcceptReferralRequest
-	(*RejectReferralRequest)(nil),             // 15: exchange.v1.RejectReferralRequest
-	(*StartReferralRequest)(nil),              // 16: exchange.v1.StartReferralRequest
-	(*HoldReferralRequest)(nil),               // 17: exchange.v1.HoldReferralRequest
-	(*ResumeReferralRequest)(nil),             // 18: exchange.v1.ResumeReferralRequest
-	(*CompleteReferralRequest)(nil),           // 19: exchange.v1.CompleteReferralRequest
-	(*FailReferralRequest)(nil),               // 20: exchange.v1.FailReferralRequest
-	(*CancelReferralRequest)(nil),             // 21: exchange.v1.CancelReferralRequest
-	(*MarkReferralEnteredInErrorRequest)(nil), // 22: exchange.v1.MarkReferralEnteredInErrorRequest
-	(Category)(0),                             // 23: exchange.v1.Category
-	(*timestamppb.Timestamp)(nil),             // 24: google.protobuf.Timestamp
+	(ReferralAction)(0),                       // 7: exchange.v1.ReferralAction
+	(*StateReason)(nil),                       // 8: exchange.v1.StateReason
+	(*Person)(nil),                            // 9: exchange.v1.Person
+	(*Referral)(nil),                          // 10: exchange.v1.Referral
+	(*CreateReferralRequest)(nil),             // 11: exchange.v1.CreateReferralRequest
+	(*GetReferralRequest)(nil),                // 12: exchange.v1.GetReferralRequest
+	(*ListReferralsRequest)(nil),              // 13: exchange.v1.ListReferralsRequest
+	(*ListReferralsResponse)(nil),             // 14: exchange.v1.ListReferralsResponse
+	(*AcceptReferralRequest)(nil),             // 15: exchange.v1.AcceptReferralRequest
+	(*RejectReferralRequest)(nil),             // 16: exchange.v1.RejectReferralRequest
+	(*StartReferralRequest)(nil),              // 17: exchange.v1.StartReferralRequest
+	(*HoldReferralRequest)(nil),               // 18: exchange.v1.HoldReferralRequest
+	(*ResumeReferralRequest)(nil),             // 19: exchange.v1.ResumeReferralRequest
+	(*CompleteReferralRequest)(nil),           // 20: exchange.v1.CompleteReferralRequest
+	(*FailReferralRequest)(nil),               // 21: exchange.v1.FailReferralRequest
+	(*CancelReferralRequest)(nil),             // 22: exchange.v1.CancelReferralRequest
+	(*MarkReferralEnteredInErrorRequest)(nil), // 23: exchange.v1.MarkReferralEnteredInErrorRequest
+	(Category)(0),                             // 24: exchange.v1.Category
+	(*timestamppb.Timestamp)(nil),             // 25: google.protobuf.Timestamp
 }
 var file_exchange_v1_referral_proto_depIdxs = []int32{
 	3,  // 0: exchange.v1.StateReason.code:type_name -> exchange.v1.StateReasonCode
 	4,  // 1: exchange.v1.Person.sex:type_name -> exchange.v1.Sex
 	5,  // 2: exchange.v1.Person.preferred_contact_method:type_name -> exchange.v1.ContactMethod
-	8,  // 3: exchange.v1.Referral.person:type_name -> exchange.v1.Person
+	9,  // 3: exchange.v1.Referral.person:type_name -> exchange.v1.Person
 	0,  // 4: exchange.v1.Referral.route:type_name -> exchange.v1.ReferralRoute
-	23, // 5: exchange.v1.Referral.needs:type_name -> exchange.v1.Category
+	24, // 5: exchange.v1.Referral.needs:type_name -> exchange.v1.Category
 	1,  // 6: exchange.v1.Referral.support_level:type_name -> exchange.v1.SupportLevel
 	2,  // 7: exchange.v1.Referral.state:type_name -> exchange.v1.ReferralState
-	7,  // 8: exchange.v1.Referral.state_reason:type_name -> exchange.v1.StateReason
+	8,  // 8: exchange.v1.Referral.state_reason:type_name -> exchange.v1.StateReason
 	2,  // 9: exchange.v1.Referral.held_from:type_name -> exchange.v1.ReferralState
-	24, // 10: exchange.v1.Referral.reply_by:type_name -> google.protobuf.Timestamp
+	25, // 10: exchange.v1.Referral.reply_by:type_name -> google.protobuf.Timestamp
 	6,  // 11: exchange.v1.Referral.view:type_name -> exchange.v1.ReferralView
-	24, // 12: exchange.v1.Referral.create_time:type_name -> google.protobuf.Timestamp
-	24, // 13: exchange.v1.Referral.update_time:type_name -> google.protobuf.Timestamp
-	24, // 14: exchange.v1.Referral.state_time:type_name -> google.protobuf.Timestamp
-	24, // 15: exchange.v1.Referral.response_time:type_name -> google.protobuf.Timestamp
-	24, // 16: exchange.v1.Referral.accept_time:type_name -> google.protobuf.Timestamp
-	24, // 17: exchange.v1.Referral.start_time:type_name -> google.protobuf.Timestamp
-	24, // 18: exchange.v1.Referral.erase_time:type_name -> google.protobuf.Timestamp
-	9,  // 19: exchange.v1.CreateReferralRequest.referral:type_name -> exchange.v1.Referral
-	9,  // 20: exchange.v1.ListReferralsResponse.referrals:type_name -> exchange.v1.Referral
-	7,  // 21: exchange.v1.RejectReferralRequest.reason:type_name -> exchange.v1.StateReason
-	7,  // 22: exchange.v1.HoldReferralRequest.reason:type_name -> exchange.v1.StateReason
-	7,  // 23: exchange.v1.FailReferralRequest.reason:type_name -> exchange.v1.StateReason
-	7,  // 24: exchange.v1.CancelReferralRequest.reason:type_name -> exchange.v1.StateReason
-	7,  // 25: exchange.v1.MarkReferralEnteredInErrorRequest.reason:type_name -> exchange.v1.StateReason
-	10, // 26: exchange.v1.ReferralService.CreateReferral:input_type -> exchange.v1.CreateReferralRequest
-	11, // 27: exchange.v1.ReferralService.GetReferral:input_type -> exchange.v1.GetReferralRequest
-	12, // 28: exchange.v1.ReferralService.ListReferrals:input_type -> exchange.v1.ListReferralsRequest
-	14, // 29: exchange.v1.ReferralService.AcceptReferral:input_type -> exchange.v1.AcceptReferralRequest
-	15, // 30: exchange.v1.ReferralService.RejectReferral:input_type -> exchange.v1.RejectReferralRequest
-	16, // 31: exchange.v1.ReferralService.StartReferral:input_type -> exchange.v1.StartReferralRequest
-	17, // 32: exchange.v1.ReferralService.HoldReferral:input_type -> exchange.v1.HoldReferralRequest
-	18, // 33: exchange.v1.ReferralService.ResumeReferral:input_type -> exchange.v1.ResumeReferralRequest
-	19, // 34: exchange.v1.ReferralService.CompleteReferral:input_type -> exchange.v1.CompleteReferralRequest
-	20, // 35: exchange.v1.ReferralService.FailReferral:input_type -> exchange.v1.FailReferralRequest
-	21, // 36: exchange.v1.ReferralService.CancelReferral:input_type -> exchange.v1.CancelReferralRequest
-	22, // 37: exchange.v1.ReferralService.MarkReferralEnteredInError:input_type -> exchange.v1.MarkReferralEnteredInErrorRequest
-	9,  // 38: exchange.v1.ReferralService.CreateReferral:output_type -> exchange.v1.Referral
-	9,  // 39: exchange.v1.ReferralService.GetReferral:output_type -> exchange.v1.Referral
-	13, // 40: exchange.v1.ReferralService.ListReferrals:output_type -> exchange.v1.ListReferralsResponse
-	9,  // 41: exchange.v1.ReferralService.AcceptReferral:output_type -> exchange.v1.Referral
-	9,  // 42: exchange.v1.ReferralService.RejectReferral:output_type -> exchange.v1.Referral
-	9,  // 43: exchange.v1.ReferralService.StartReferral:output_type -> exchange.v1.Referral
-	9,  // 44: exchange.v1.ReferralService.HoldReferral:output_type -> exchange.v1.Referral
-	9,  // 45: exchange.v1.ReferralService.ResumeReferral:output_type -> exchange.v1.Referral
-	9,  // 46: exchange.v1.ReferralService.CompleteReferral:output_type -> exchange.v1.Referral
-	9,  // 47: exchange.v1.ReferralService.FailReferral:output_type -> exchange.v1.Referral
-	9,  // 48: exchange.v1.ReferralService.CancelReferral:output_type -> exchange.v1.Referral
-	9,  // 49: exchange.v1.ReferralService.MarkReferralEnteredInError:output_type -> exchange.v1.Referral
-	38, // [38:50] is the sub-list for method output_type
-	26, // [26:38] is the sub-list for method input_type
-	26, // [26:26] is the sub-list for extension type_name
-	26, // [26:26] is the sub-list for extension extendee
-	0,  // [0:26] is the sub-list for field type_name
+	25, // 12: exchange.v1.Referral.create_time:type_name -> google.protobuf.Timestamp
+	25, // 13: exchange.v1.Referral.update_time:type_name -> google.protobuf.Timestamp
+	25, // 14: exchange.v1.Referral.state_time:type_name -> google.protobuf.Timestamp
+	25, // 15: exchange.v1.Referral.response_time:type_name -> google.protobuf.Timestamp
+	25, // 16: exchange.v1.Referral.accept_time:type_name -> google.protobuf.Timestamp
+	25, // 17: exchange.v1.Referral.start_time:type_name -> google.protobuf.Timestamp
+	25, // 18: exchange.v1.Referral.erase_time:type_name -> google.protobuf.Timestamp
+	7,  // 19: exchange.v1.Referral.actions:type_name -> exchange.v1.ReferralAction
+	10, // 20: exchange.v1.CreateReferralRequest.referral:type_name -> exchange.v1.Referral
+	10, // 21: exchange.v1.ListReferralsResponse.referrals:type_name -> exchange.v1.Referral
+	8,  // 22: exchange.v1.RejectReferralRequest.reason:type_name -> exchange.v1.StateReason
+	8,  // 23: exchange.v1.HoldReferralRequest.reason:type_name -> exchange.v1.StateReason
+	8,  // 24: exchange.v1.FailReferralRequest.reason:type_name -> exchange.v1.StateReason
+	8,  // 25: exchange.v1.CancelReferralRequest.reason:type_name -> exchange.v1.StateReason
+	8,  // 26: exchange.v1.MarkReferralEnteredInErrorRequest.reason:type_name -> exchange.v1.StateReason
+	11, // 27: exchange.v1.ReferralService.CreateReferral:input_type -> exchange.v1.CreateReferralRequest
+	12, // 28: exchange.v1.ReferralService.GetReferral:input_type -> exchange.v1.GetReferralRequest
+	13, // 29: exchange.v1.ReferralService.ListReferrals:input_type -> exchange.v1.ListReferralsRequest
+	15, // 30: exchange.v1.ReferralService.AcceptReferral:input_type -> exchange.v1.AcceptReferralRequest
+	16, // 31: exchange.v1.ReferralService.RejectReferral:input_type -> exchange.v1.RejectReferralRequest
+	17, // 32: exchange.v1.ReferralService.StartReferral:input_type -> exchange.v1.StartReferralRequest
+	18, // 33: exchange.v1.ReferralService.HoldReferral:input_type -> exchange.v1.HoldReferralRequest
+	19, // 34: exchange.v1.ReferralService.ResumeReferral:input_type -> exchange.v1.ResumeReferralRequest
+	20, // 35: exchange.v1.ReferralService.CompleteReferral:input_type -> exchange.v1.CompleteReferralRequest
+	21, // 36: exchange.v1.ReferralService.FailReferral:input_type -> exchange.v1.FailReferralRequest
+	22, // 37: exchange.v1.ReferralService.CancelReferral:input_type -> exchange.v1.CancelReferralRequest
+	23, // 38: exchange.v1.ReferralService.MarkReferralEnteredInError:input_type -> exchange.v1.MarkReferralEnteredInErrorRequest
+	10, // 39: exchange.v1.ReferralService.CreateReferral:output_type -> exchange.v1.Referral
+	10, // 40: exchange.v1.ReferralService.GetReferral:output_type -> exchange.v1.Referral
+	14, // 41: exchange.v1.ReferralService.ListReferrals:output_type -> exchange.v1.ListReferralsResponse
+	10, // 42: exchange.v1.ReferralService.AcceptReferral:output_type -> exchange.v1.Referral
+	10, // 43: exchange.v1.ReferralService.RejectReferral:output_type -> exchange.v1.Referral
+	10, // 44: exchange.v1.ReferralService.StartReferral:output_type -> exchange.v1.Referral
+	10, // 45: exchange.v1.ReferralService.HoldReferral:output_type -> exchange.v1.Referral
+	10, // 46: exchange.v1.ReferralService.ResumeReferral:output_type -> exchange.v1.Referral
+	10, // 47: exchange.v1.ReferralService.CompleteReferral:output_type -> exchange.v1.Referral
+	10, // 48: exchange.v1.ReferralService.FailReferral:output_type -> exchange.v1.Referral
+	10, // 49: exchange.v1.ReferralService.CancelReferral:output_type -> exchange.v1.Referral
+	10, // 50: exchange.v1.ReferralService.MarkReferralEnteredInError:output_type -> exchange.v1.Referral
+	39, // [39:51] is the sub-list for method output_type
+	27, // [27:39] is the sub-list for method input_type
+	27, // [27:27] is the sub-list for extension type_name
+	27, // [27:27] is the sub-list for extension extendee
+	0,  // [0:27] is the sub-list for field type_name
 }
 
 func init() { file_exchange_v1_referral_proto_init() }
@@ -2307,7 +2428,7 @@ func file_exchange_v1_referral_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_exchange_v1_referral_proto_rawDesc), len(file_exchange_v1_referral_proto_rawDesc)),
-			NumEnums:      7,
+			NumEnums:      8,
 			NumMessages:   16,
 			NumExtensions: 0,
 			NumServices:   1,

@@ -45,6 +45,15 @@ const (
 // Actions lists every state method, for table-driven tests.
 var Actions = []Action{Accept, Reject, Start, Hold, Resume, Complete, Fail, Cancel, MarkEnteredInError}
 
+// ActionOf is a state method as the contract's ReferralAction names it
+// (Referral.actions); UNSPECIFIED for the exchange's own moves.
+func ActionOf(a Action) pb.ReferralAction {
+	if a < Accept || a > MarkEnteredInError {
+		return pb.ReferralAction_REFERRAL_ACTION_UNSPECIFIED
+	}
+	return pb.ReferralAction(a) // numbered alike (TestActionOf)
+}
+
 // ExchangeActions lists the exchange's own moves.
 var ExchangeActions = []Action{NoResponse, ConsentWithdrawn, Erased}
 

@@ -243,3 +243,23 @@ func TestMark(t *testing.T) {
 		t.Errorf("milestones: answered %v, accepted %v, started %v", r.ResponseTime, r.AcceptTime, r.StartTime)
 	}
 }
+
+// TestActionOf: each state method is the contract's ReferralAction of its
+// name (AcceptReferral is ACCEPT), and the exchange's own moves none.
+func TestActionOf(t *testing.T) {
+	for _, a := range lifecycle.Actions {
+		code := strings.TrimPrefix(lifecycle.ActionOf(a).String(), "REFERRAL_ACTION_")
+		name := strings.TrimSuffix(a.String(), "Referral")
+		if a == lifecycle.MarkEnteredInError {
+			name = "MarkEnteredInError"
+		}
+		if strings.ReplaceAll(code, "_", "") != strings.ToUpper(name) {
+			t.Errorf("%v is %v", a, lifecycle.ActionOf(a))
+		}
+	}
+	for _, a := range lifecycle.ExchangeActions {
+		if lifecycle.ActionOf(a) != pb.ReferralAction_REFERRAL_ACTION_UNSPECIFIED {
+			t.Errorf("%v is %v", a, lifecycle.ActionOf(a))
+		}
+	}
+}

@@ -209,8 +209,41 @@ func Redact(r *pb.Referral, rel Relation, c *pb.Consent, now time.Time) *pb.Refe
 		out.PossibleDuplicateOf = "" // it names a referral only the receiver may see
 	}
 	out.Overdue = lifecycle.Overdue(r, now)
+	out.Actions = Actions(r, rel)
 	return out
 }
+
+// Actions is what an organisation of relation rel may do with r now: the
+// state methods its side may call from r's state (lifecycle's table) and
+// the feedback it may post (CanPostFeedback, on a referral that
+// TakesFeedback).
+func Actions(r *pb.Referral, rel Relation) []pb.ReferralAction {
+	side, ok := rel.Side()
+	if !ok {
+		return nil
+	}
+	var out []pb.ReferralAction
+	for _, a := range lifecycle.Actions {
+		if _, err := lifecycle.Apply(r.State, r.HeldFrom, a, side); err == nil {
+			out = append(out, lifecycle.ActionOf(a))
+		}
+	}
+	if TakesFeedback(r) {
+		if CanPostFeedback(rel, &pb.Feedback{Content: &pb.Feedback_Note{}}) {
+			out = append(out, pb.ReferralAction_REFERRAL_ACTION_POST_NOTE)
+		}
+		if CanPostFeedback(rel, &pb.Feedback{Content: &pb.Feedback_Uptake{}}) {
+			out = append(out, pb.ReferralAction_REFERRAL_ACTION_POST_UPTAKE_OR_OUTCOME)
+		}
+	}
+	return out
+}
+
+// TakesFeedback reports whether r may be given feedback at all: it
+// happened (lifecycle.Counts), and its personal details were not cleared,
+// since a note would bring back what was cleared. CreateFeedback refuses
+// the two with their own reasons.
+func TakesFeedback(r *pb.Referral) bool { return lifecycle.Counts(r.State) && r.EraseTime == nil }
 
 // Withhold sets r's view and clears what the view does not show: below
 // FULL, the person and the reason.

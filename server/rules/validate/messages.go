@@ -201,47 +201,30 @@ func NewConsent(v *Violations, field string, c *pb.Consent, now time.Time) {
 	}
 }
 
-// instrument describes the valid scores of an outcome instrument.
-type instrument struct {
-	items              int
-	itemMin, itemMax   int32
-	totalMin, totalMax int32 // 0,0: no total
-	vas                bool
-}
-
-// Instruments is the table of outcome instruments and their ranges.
-var Instruments = map[pb.Instrument]instrument{
-	pb.Instrument_INSTRUMENT_WEMWBS:  {14, 1, 5, 14, 70, false},
-	pb.Instrument_INSTRUMENT_SWEMWBS: {7, 1, 5, 7, 35, false},
-	pb.Instrument_INSTRUMENT_ONS4:    {4, 0, 10, 0, 0, false},
-	pb.Instrument_INSTRUMENT_EQ5D5L:  {5, 1, 5, 0, 0, true},
-	pb.Instrument_INSTRUMENT_UCLA3:   {3, 1, 3, 3, 9, false},
-}
-
 // Outcome checks an outcome measure against its instrument's ranges and
 // fills in the total from the items.
 func Outcome(v *Violations, field string, o *pb.OutcomeMeasure, now time.Time) {
 	Enum(v, field+".instrument", o.Instrument, true)
 	Enum(v, field+".timepoint", o.Timepoint, true)
-	in, ok := Instruments[o.Instrument]
+	in, ok := pb.Scales[o.Instrument]
 	if !ok {
 		return
 	}
 	name := o.Instrument.String()[len("INSTRUMENT_"):]
-	hasTotal := in.totalMax > 0
+	hasTotal := in.TotalMax > 0
 	switch {
 	case len(o.ItemScores) == 0 && hasTotal:
-		if o.Total < in.totalMin || o.Total > in.totalMax {
-			v.Add(field+".total", "%s total must be between %d and %d (or give the %d item scores)", name, in.totalMin, in.totalMax, in.items)
+		if o.Total < in.TotalMin || o.Total > in.TotalMax {
+			v.Add(field+".total", "%s total must be between %d and %d (or give the %d item scores)", name, in.TotalMin, in.TotalMax, in.Items)
 		}
-	case len(o.ItemScores) != in.items:
-		v.Add(field+".item_scores", "%s needs exactly %d item scores", name, in.items)
+	case len(o.ItemScores) != in.Items:
+		v.Add(field+".item_scores", "%s needs exactly %d item scores", name, in.Items)
 	default:
 		var sum int32
 		bad := false
 		for i, s := range o.ItemScores {
-			if s < in.itemMin || s > in.itemMax {
-				v.Add(fmt.Sprintf("%s.item_scores[%d]", field, i), "%s items are scored %d-%d", name, in.itemMin, in.itemMax)
+			if s < in.ItemMin || s > in.ItemMax {
+				v.Add(fmt.Sprintf("%s.item_scores[%d]", field, i), "%s items are scored %d-%d", name, in.ItemMin, in.ItemMax)
 				bad = true
 			}
 			sum += s
@@ -257,11 +240,11 @@ func Outcome(v *Violations, field string, o *pb.OutcomeMeasure, now time.Time) {
 		v.Add(field+".total", "%s has no total: give the item scores", name)
 	}
 	switch {
-	case in.vas && o.Vas == nil:
+	case in.VAS && o.Vas == nil:
 		v.Add(field+".vas", "EQ5D5L needs the visual analogue scale, 0-100")
-	case in.vas && (*o.Vas < 0 || *o.Vas > 100):
+	case in.VAS && (*o.Vas < 0 || *o.Vas > 100):
 		v.Add(field+".vas", "must be between 0 and 100")
-	case !in.vas && o.Vas != nil:
+	case !in.VAS && o.Vas != nil:
 		v.Add(field+".vas", "is only for EQ5D5L")
 	}
 	if o.MeasureTime != nil && (o.MeasureTime.CheckValid() != nil || o.MeasureTime.AsTime().After(now.Add(5*time.Minute))) {
@@ -306,22 +289,4 @@ func Feedback(v *Violations, field string, f *pb.Feedback, now time.Time) {
 	default:
 		v.Add(field, "needs exactly one of note, uptake or outcome")
 	}
-}
-
-// InstrumentHint describes in words what an instrument's scores must be,
-// for forms; it says what Outcome checks.
-func InstrumentHint(i pb.Instrument) string {
-	in, ok := Instruments[i]
-	if !ok {
-		return ""
-	}
-	name := i.String()[len("INSTRUMENT_"):]
-	s := fmt.Sprintf("%s: %d item scores of %d-%d", name, in.items, in.itemMin, in.itemMax)
-	if in.totalMax > 0 {
-		s += fmt.Sprintf(", or the total %d-%d", in.totalMin, in.totalMax)
-	}
-	if in.vas {
-		s += ", and the visual analogue scale 0-100"
-	}
-	return s + "."
 }

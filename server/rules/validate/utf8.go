@@ -1,7 +1,6 @@
 package validate
 
 import (
-	"net/url"
 	"strconv"
 	"unicode/utf8"
 
@@ -51,38 +50,6 @@ func badValue(path string, fd protoreflect.FieldDescriptor, v protoreflect.Value
 	case protoreflect.MessageKind, protoreflect.GroupKind:
 		if p, bad := BadUTF8(v.Message()); bad {
 			return path + "." + p, true
-		}
-	}
-	return "", false
-}
-
-// BadURL returns where a request's address is not valid UTF-8 once
-// unescaped ("path", or the name of a query parameter), and whether it is
-// anywhere. The gateway and the web pages refuse such a request as the
-// caller's fault before it becomes a message.
-func BadURL(u *url.URL) (string, bool) {
-	if !utf8.ValidString(u.Path) {
-		return "path", true
-	}
-	q, err := url.ParseQuery(u.RawQuery)
-	if err != nil {
-		return "query", true
-	}
-	return BadValues(q)
-}
-
-// BadValues returns the name of the first of a query's or a form's values
-// that is not valid UTF-8 ("query" for a name that is not), and whether
-// there is one.
-func BadValues(q url.Values) (string, bool) {
-	for k, vs := range q {
-		if !utf8.ValidString(k) {
-			return "query", true
-		}
-		for _, v := range vs {
-			if !utf8.ValidString(v) {
-				return k, true
-			}
 		}
 	}
 	return "", false
