@@ -31,6 +31,7 @@ import (
 	"github.com/social-prescribing/exchange/gateway/web"
 	"github.com/social-prescribing/exchange/internal/buildinfo"
 	"github.com/social-prescribing/exchange/server/api"
+	"github.com/social-prescribing/exchange/server/demo"
 	"github.com/social-prescribing/exchange/server/metrics"
 	"github.com/social-prescribing/exchange/server/storage"
 	"github.com/social-prescribing/exchange/server/storage/bolt"
@@ -211,7 +212,7 @@ func run(st settings) error {
 	}
 	srv := api.New(store, api.Options{AutoRejectAfter: st.autoReject, ReportMinCount: st.reportMinCount, Limits: st.limits})
 	if st.demo {
-		if err := ensureDemo(ctx, srv, st.dataDir, st.demoReferrals); err != nil {
+		if err := demo.Ensure(ctx, srv, st.dataDir, st.demoReferrals); err != nil {
 			return fmt.Errorf("demo: %w", err)
 		}
 	}

@@ -28,6 +28,7 @@ var layers = []struct {
 	{"server/storage", []string{"proto/", "server/rules/", "server/storage"}, "storage keeps records and their indexes"},
 	{"server/api", []string{"proto/", "server/rules/", "server/storage"}, "the services, over any store"},
 	{"server/metrics", []string{"proto/", "server/rules/", "server/storage"}, "metrics read the store"},
+	{"server/demo", []string{"proto/", "server/api", "server/rules/"}, "the demo data goes through the services, as any caller"},
 	{"server/exchangetest", []string{"proto/", "server/", "tools/loadtest/workload"}, "a test rig: a real exchange"},
 	{"server", []string{"proto/", "server/", "gateway", "internal/"}, "the daemon wires everything but the tools"},
 	{"gateway", []string{"proto/", "gateway", "client/reports"}, "the HTTP face knows the contract alone, over gRPC"},

@@ -1,4 +1,4 @@
-package main
+package demo
 
 import (
 	"context"
@@ -37,7 +37,7 @@ func TestDemoHistory(t *testing.T) {
 	defer store.Close()
 	srv := api.New(store, api.Options{})
 	const n = 600
-	if err := ensureDemo(context.Background(), srv, dir, n); err != nil {
+	if err := Ensure(context.Background(), srv, dir, n); err != nil {
 		t.Fatal(err)
 	}
 	icb := api.WithCaller(context.Background(), api.Caller{Org: "organizations/riverside-icb", Kind: pb.OrganizationKind_ORGANIZATION_KIND_COMMISSIONER})

@@ -1,4 +1,7 @@
-package main
+// Package demo creates the demo organisations, their services, keys and a
+// year of synthetic referrals (exchange-server --demo), through the same
+// services and rules as remote calls.
+package demo
 
 import (
 	"context"
@@ -61,12 +64,12 @@ var demoOrgs = []demoOrg{
 		DisplayName: "Riverside Integrated Care Board", OdsCode: "QRV"}},
 }
 
-// ensureDemo creates the demo organisations, services and keys once, and
+// Ensure creates the demo organisations, services and keys once, and
 // prints the keys (from demo-credentials.json on later starts). The
 // organisations are created a year back, then history synthetic referrals
 // are written over that year (demoHistory), then two referrals wait in the
 // groups' inboxes today.
-func ensureDemo(ctx context.Context, srv *api.Server, dataDir string, history int) error {
+func Ensure(ctx context.Context, srv *api.Server, dataDir string, history int) error {
 	path := filepath.Join(dataDir, "demo-credentials.json")
 	if b, err := os.ReadFile(path); err == nil {
 		fmt.Printf("Demo organisations exist; their API keys are in %s:\n%s", path, b)
