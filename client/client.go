@@ -208,9 +208,25 @@ func withDeadline(ctx context.Context) context.Context {
 // It reconnects after a dropped stream or a server restart, resuming after
 // the last event fn returned from, with a backoff of up to 10 seconds. It
 // returns fn's error, the context's, or a non-retryable error from the
-// exchange (a bad key, say).
+// exchange (a bad key, say). An after of -1 starts from now: the feed's
+// newest sequence number is taken once, so that a reconnect before the
+// first event still resumes from there.
 func (c *Client) Watch(ctx context.Context, after int64, fn func(*pb.Event) error) error {
 	backoff := 100 * time.Millisecond
+	for after == -1 {
+		now, err := c.Events.ListEvents(ctx, &pb.ListEventsRequest{After: -1})
+		if err == nil {
+			after = now.LastSequence
+			break
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		if code := status.Code(err); code != codes.Unavailable && code != codes.DeadlineExceeded {
+			return fmt.Errorf("watching events: %w", err)
+		}
+		time.Sleep(backoff)
+	}
 	for {
 		stream, err := c.Events.WatchEvents(ctx, &pb.WatchEventsRequest{After: after})
 		for err == nil {

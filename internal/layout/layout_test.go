@@ -26,14 +26,33 @@ var layers = []struct {
 	{"internal/", nil, "helpers of the binaries"},
 	{"server/rules/", []string{"proto/", "server/rules/"}, "rules are pure"},
 	{"server/storage", []string{"proto/", "server/rules/", "server/storage"}, "storage keeps records and their indexes"},
-	{"server/api", []string{"proto/", "server/rules/", "server/storage"}, "the services, over any store"},
-	{"server/metrics", []string{"proto/", "server/rules/", "server/storage"}, "metrics read the store"},
+	{"server/api", []string{"proto/", "server/rules/", "=server/storage"}, "the services, over any store: the interface, never a backend"},
+	{"server/metrics", []string{"proto/", "server/rules/", "=server/storage"}, "metrics read the store through its interface"},
 	{"server/demo", []string{"proto/", "server/api", "server/rules/"}, "the demo data goes through the services, as any caller"},
 	{"server/exchangetest", []string{"proto/", "server/", "tools/loadtest/workload"}, "a test rig: a real exchange"},
 	{"server", []string{"proto/", "server/", "gateway", "internal/"}, "the daemon wires everything but the tools"},
 	{"gateway", []string{"proto/", "gateway", "client/reports"}, "the HTTP face knows the contract alone, over gRPC"},
 	{"client", []string{"proto/", "client", "internal/"}, "the client knows only the contract"},
 	{"tools/", []string{"proto/", "tools/"}, "measurement, outside the product"},
+}
+
+func TestUnder(t *testing.T) {
+	for _, tc := range []struct {
+		pkg, prefix string
+		want        bool
+	}{
+		{"server/rules/policy", "server/rules/", true},
+		{"server/rulesx", "server/rules/", false},
+		{"server/storage/bolt", "server/storage", true},
+		{"server/storage/bolt", "=server/storage", false},
+		{"server/storage", "=server/storage", true},
+		{"gateway/web", "gateway", true},
+		{"gatewayx", "gateway", false},
+	} {
+		if got := under(tc.pkg, tc.prefix); got != tc.want {
+			t.Errorf("under(%q, %q) = %v", tc.pkg, tc.prefix, got)
+		}
+	}
 }
 
 func TestImportsFollowTheLayers(t *testing.T) {
@@ -84,9 +103,12 @@ func TestImportsFollowTheLayers(t *testing.T) {
 	}
 }
 
-// under: pkg is prefix (a folder when it ends in /, else that package or
-// one below it).
+// under: pkg is prefix (a folder when it ends in /, that package alone
+// when it starts with =, else that package or one below it).
 func under(pkg, prefix string) bool {
+	if exact, ok := strings.CutPrefix(prefix, "="); ok {
+		return pkg == exact
+	}
 	if strings.HasSuffix(prefix, "/") {
 		return strings.HasPrefix(pkg+"/", prefix)
 	}

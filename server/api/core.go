@@ -134,7 +134,8 @@ func stampOrg(o *pb.Organization)  { o.Etag = etagOf(o, func() { o.Etag = "" }) 
 func stampConsent(c *pb.Consent)   { c.Etag = etagOf(c, func() { c.Etag = "" }) }
 
 // answerNow withholds from an answer given again what its caller may no
-// longer see; it is otherwise the first answer, byte for byte. A referral
+// longer see, and gives a referral's actions as they are now; it is
+// otherwise the first answer, byte for byte. A referral
 // loses its person once the consent no longer allows it (the callers of the
 // methods that answer one are its referrer or its receiver); a consent the
 // caller may no longer read (a receiver's, once its referral closed) loses
@@ -159,6 +160,13 @@ func answerNow(tx storage.ReadTx, org string, resp proto.Message, now time.Time)
 }
 
 func showNow(tx storage.ReadTx, org string, r *pb.Referral, now time.Time) error {
+	// What the caller may do with it is what it may do now, from the
+	// referral as it is now (Referral.actions is computed at read).
+	if cur, err := tx.GetReferral(r.Name); err == nil {
+		r.Actions = policy.Actions(cur, policy.Relate(org, cur, nil))
+	} else if !errors.Is(err, storage.ErrNotFound) {
+		return err
+	}
 	if r.View != pb.ReferralView_REFERRAL_VIEW_FULL {
 		return nil
 	}

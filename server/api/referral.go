@@ -198,7 +198,11 @@ func (s *referrals) CreateReferral(ctx context.Context, req *pb.CreateReferralRe
 		}
 		r.PossibleDuplicateOf = unseen
 		r.SnomedCode = SnomedReferralToSocialPrescribing
-		r.View, r.Overdue, r.Actions = 0, false, nil
+		// Every other output-only field is the exchange's to set: one a
+		// caller sent (an erase time, say, which would keep the person from
+		// erasure) is dropped.
+		r.View, r.Overdue, r.Actions, r.Etag = 0, false, nil, ""
+		r.ResponseTime, r.AcceptTime, r.StartTime, r.EraseTime = nil, nil, nil, nil
 		r.CreateTime, r.UpdateTime, r.StateTime = timestamppb.New(now), timestamppb.New(now), timestamppb.New(now)
 		stampReferral(r)
 		anc, err := ancestors(tx, r)
