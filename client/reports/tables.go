@@ -211,7 +211,7 @@ func PeriodLabel(from, to interface{ AsTime() time.Time }) string {
 
 // SuppressionRule is the rule every report follows, in words.
 func SuppressionRule(threshold int32) string {
-	return fmt.Sprintf("Counts from 1 to %d are shown as <%d, and the statistics of fewer than %d pairs, or of a group in which fewer than %d changed by other than its most common change, are left out; "+
+	return fmt.Sprintf("Counts from 1 to %d are shown as <%d, and the statistics of fewer than %d pairs, of a group whose counts are hidden or in which fewer than %d changed by other than its most common change, and of a second group where one group's alone would follow from the others, are left out; "+
 		"a count shown as suppressed, of any size, is hidden so that a small one cannot be worked out from the others "+
 		"(complementary suppression, across every table of both reports of the filter).", threshold-1, threshold, threshold, threshold)
 }

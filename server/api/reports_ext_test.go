@@ -128,12 +128,17 @@ func TestOutcomeReportAgreesWithScipy(t *testing.T) {
 		t.Fatal(err)
 	}
 	data := e.Paired["wemwbs"]
-	x, walks, _ := reportWorld(t, api.Options{})
-	for i := range data.Baseline {
-		journey(t, x, walks, "group", person{n: i, sex: pb.Sex_SEX_FEMALE, dob: "1950-01-01", evaluation: true,
-			baseline: data.Baseline[i], followUp: data.FollowUp[i]})
+	report := func(opt api.Options) *pb.PairedStats {
+		x, walks, _ := reportWorld(t, opt)
+		for i := range data.Baseline {
+			journey(t, x, walks, "group", person{n: i, sex: pb.Sex_SEX_FEMALE, dob: "1950-01-01", evaluation: true,
+				baseline: data.Baseline[i], followUp: data.FollowUp[i]})
+		}
+		return wemwbs(outcomes(t, x, "icb", nil)).All
 	}
-	all := wemwbs(outcomes(t, x, "icb", nil)).All
+	// The statistics, with no suppression (a threshold of 1): one pair
+	// got worse, and with that 1 hidden they would be withheld.
+	all := report(api.Options{ReportMinCount: 1})
 	for field, got := range map[string]*float64{
 		"baseline_mean": all.BaselineMean, "baseline_sd": all.BaselineSd, "follow_up_mean": all.FollowUpMean, "follow_up_sd": all.FollowUpSd,
 		"change_mean": all.ChangeMean, "change_sd": all.ChangeSd, "ci_low": all.ChangeCiLow, "ci_high": all.ChangeCiHigh,
@@ -144,11 +149,16 @@ func TestOutcomeReportAgreesWithScipy(t *testing.T) {
 			t.Errorf("%s = %v, scipy %v", field, got, want)
 		}
 	}
-	// One pair got worse: that 1 is suppressed as small, and with it the
-	// improved count, which would give it away (12 - 0 unchanged - improved).
-	if *data.Want["worse"] != 1 || all.N.GetValue() != 12 || all.GetDf() != 11 || all.Worse.Suppression != pb.Suppression_SUPPRESSION_SMALL ||
-		all.Improved.Suppression != pb.Suppression_SUPPRESSION_PROTECTS {
-		t.Errorf("n %v, df %v, improved %v, unchanged %v, worse %v", all.N, all.GetDf(), all.Improved, all.Unchanged, all.Worse)
+	if all.N.GetValue() != 12 || all.GetDf() != 11 || all.Worse.GetValue() != 1 {
+		t.Errorf("n %v, df %v, worse %v", all.N, all.GetDf(), all.Worse)
+	}
+	// At the default threshold the one pair that got worse is suppressed
+	// as small, and with it the improved count, which would give it away
+	// (12 - 0 unchanged - improved); the statistics go with them.
+	all = report(api.Options{})
+	if *data.Want["worse"] != 1 || all.N.GetValue() != 12 || all.Worse.Suppression != pb.Suppression_SUPPRESSION_SMALL ||
+		all.Improved.Suppression != pb.Suppression_SUPPRESSION_PROTECTS || all.ChangeMean != nil || all.Df != nil {
+		t.Errorf("n %v, df %v, improved %v, unchanged %v, worse %v, mean %v", all.N, all.GetDf(), all.Improved, all.Unchanged, all.Worse, all.ChangeMean)
 	}
 }
 

@@ -1368,14 +1368,18 @@ func (x *ChangePeriod) GetChangeMean() float64 {
 }
 
 // Statistics of the pairs of baseline and follow-up scores. Every value but
-// the counts is unset when `n` is below the threshold or suppressed, and
-// when fewer pairs than the threshold changed by other than the group's
-// most common change: the means and SDs of so alike a group would give
-// its hidden counts away (five pairs, four unchanged and one up by a
-// point, have mean 0.2 and SD 0.447, and no other five whole-number
-// changes do). Those that are undefined are unset too, as scipy has them:
-// the SDs with n = 1; the confidence interval, t, p and Cohen's d when the
-// SD of change is zero.
+// the counts is unset when `n` is below the threshold or suppressed; when
+// any of `improved`, `unchanged`, `worse` or `meaningful` is suppressed;
+// and when fewer pairs than the threshold changed by other than the
+// group's most common change. With n, the means and SDs of whole-number
+// changes can give hidden counts away (five pairs, four unchanged and one
+// up by a point, have mean 0.2 and SD 0.447, and no other five changes
+// do). A group's sums of change add up with those of the groups beside it
+// (women, men and anyone else to everyone), so where one group's
+// statistics are unset the statistics of a second group of the same sum
+// are unset too, lest the first follow by difference. Those that are
+// undefined are unset too, as scipy has them: the SDs with n = 1; the
+// confidence interval, t, p and Cohen's d when the SD of change is zero.
 type PairedStats struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Pairs.

@@ -137,7 +137,7 @@ func Build(refs []Referral, c Context) (*pb.ActivityReport, *pb.OutcomeReport) {
 	l := NewLedger(c.Threshold)
 	per := trendPeriods(in, c.Filter)
 	act := activity(in, c, l, per)
-	out := outcomes(in, c, l, per)
+	out, splits := outcomes(in, c, l, per)
 	// Baselines of a service are among its referrals, and its pairs of a
 	// measure among its follow-ups of the instrument.
 	services := map[string]*pb.Count{}
@@ -207,7 +207,89 @@ func Build(refs []Referral, c Context) (*pb.ActivityReport, *pb.OutcomeReport) {
 			}
 		}
 	}
+	protectMoments(splits)
+	for _, m := range out.Measures {
+		for _, g := range m.Comparisons {
+			if g.A.ChangeMean == nil || g.B.ChangeMean == nil {
+				g.Difference, g.T, g.Df, g.P = nil, nil, nil, nil
+			}
+		}
+	}
 	return act, out
+}
+
+// A group's mean and SD, with its n, are its sum of changes and of their
+// squares: magnitudes, not counts, but tied by the same sums as its
+// counts (the women's and the men's and the rest's add up to everyone's).
+// One group whose statistics are withheld, in a relation whose every other
+// member shows them, would have them worked out by difference; so, as
+// complementary suppression does for counts, protectMoments withholds the
+// statistics of a second member of each such relation: the smallest part,
+// or the whole when no part is left. A rest that no table shows (another
+// sex, no age) is a withheld member when its own statistics would be.
+
+// momentPart is one member of a relation of sums: a group, its true size,
+// and whether its statistics are shown.
+type momentPart struct {
+	n        int
+	withheld func() bool
+	withhold func()
+}
+
+// momentSplit: the whole's sums are its parts' and the rest's, which no
+// table shows; restHidden when the rest's statistics could not be shown
+// were it a group (showable), so that its sums are a secret.
+type momentSplit struct {
+	whole      momentPart
+	parts      []momentPart
+	restHidden bool
+}
+
+func statsPart(s *pb.PairedStats, n int) momentPart {
+	return momentPart{n: n, withheld: func() bool { return s.ChangeMean == nil }, withhold: func() {
+		*s = pb.PairedStats{N: s.N, Improved: s.Improved, Unchanged: s.Unchanged, Worse: s.Worse, Meaningful: s.Meaningful}
+	}}
+}
+
+func periodPart(p *pb.ChangePeriod, n int) momentPart {
+	return momentPart{n: n, withheld: func() bool { return p.ChangeMean == nil }, withhold: func() { p.ChangeMean = nil }}
+}
+
+func protectMoments(splits []momentSplit) {
+	for changed := true; changed; {
+		changed = false
+		for _, sp := range splits {
+			unknown := 0
+			if sp.restHidden {
+				unknown++
+			}
+			if sp.whole.n > 0 && sp.whole.withheld() {
+				unknown++
+			}
+			next := -1
+			for i, p := range sp.parts {
+				switch {
+				case p.n == 0:
+				case p.withheld():
+					unknown++
+				case next < 0 || p.n < sp.parts[next].n:
+					next = i
+				}
+			}
+			if unknown != 1 {
+				continue
+			}
+			switch {
+			case next >= 0:
+				sp.parts[next].withhold()
+			case sp.whole.n > 0 && !sp.whole.withheld():
+				sp.whole.withhold()
+			default:
+				continue
+			}
+			changed = true
+		}
+	}
 }
 
 // london is UK time, in which a trend's months and quarters begin.
@@ -276,13 +358,21 @@ func (p periods) bounds(i int) (*timestamppb.Timestamp, *timestamppb.Timestamp) 
 	return timestamppb.New(p.starts[i]), timestamppb.New(p.starts[i+1])
 }
 
-// withheld leaves out the statistics of a group whose n is suppressed:
-// they give n away (t / d is the square root of n).
+// withheld leaves out the statistics of a group whose n is suppressed
+// (they give n away: t / d is the square root of n), or any of whose
+// improved, unchanged, worse or meaningful is: with n, a mean and an SD of
+// whole-number changes can pin a split (ten pairs, five unchanged, of mean
+// 0.3 and SD 0.675 are four up a point and one down).
 func withheld(s *pb.PairedStats) *pb.PairedStats {
-	if !s.N.Suppressed {
+	hidden := s.N.Suppressed
+	for _, c := range []*pb.Count{s.Improved, s.Unchanged, s.Worse, s.Meaningful} {
+		hidden = hidden || c.GetSuppressed()
+	}
+	if !hidden {
 		return s
 	}
-	return &pb.PairedStats{N: s.N, Improved: s.Improved, Unchanged: s.Unchanged, Worse: s.Worse, Meaningful: s.Meaningful}
+	*s = pb.PairedStats{N: s.N, Improved: s.Improved, Unchanged: s.Unchanged, Worse: s.Worse, Meaningful: s.Meaningful}
+	return s
 }
 
 // Activity builds the activity report of refs (Build).
@@ -621,11 +711,12 @@ func (s *sample) change() []float64 {
 
 // outcomes builds the outcome report of in, its counts made by l and their
 // relations recorded in it.
-func outcomes(in []Referral, c Context, l *Ledger, per periods) *pb.OutcomeReport {
+func outcomes(in []Referral, c Context, l *Ledger, per periods) (*pb.OutcomeReport, []momentSplit) {
 	rep := &pb.OutcomeReport{Filter: c.Filter, SuppressionThreshold: int32(c.Threshold), GenerateTime: timestamppb.New(c.Now)}
 	var pairs []*pb.Count
+	var splits []momentSplit
 	for _, m := range measures {
-		var all, female, male, under50, over50 sample
+		var all, female, male, under50, over50, otherSex, noAge sample
 		byService := map[string]*sample{}
 		byPeriod := make([]sample, per.len())
 		for _, ref := range in {
@@ -653,6 +744,8 @@ func outcomes(in []Referral, c Context, l *Ledger, per periods) *pb.OutcomeRepor
 				female.add(b, f)
 			case pb.Sex_SEX_MALE:
 				male.add(b, f)
+			default:
+				otherSex.add(b, f)
 			}
 			if age, ok := ageAt(ref.R.Person, base.MeasureTime.AsTime()); ok {
 				if age < 50 {
@@ -660,6 +753,8 @@ func outcomes(in []Referral, c Context, l *Ledger, per periods) *pb.OutcomeRepor
 				} else {
 					over50.add(b, f)
 				}
+			} else {
+				noAge.add(b, f)
 			}
 		}
 		mo := &pb.MeasureOutcome{Measure: m.code, Label: m.label, Instrument: m.instrument, HigherIsBetter: m.higherIsBetter,
@@ -684,6 +779,26 @@ func outcomes(in []Referral, c Context, l *Ledger, per periods) *pb.OutcomeRepor
 		mo.ByService = serviceOutcomes(l, mo.All, byService, m, &c)
 		if len(all.base) > 0 && per.len() > 0 {
 			mo.Trend = changeTrend(l, mo.All.N, byPeriod, per)
+		}
+		// Each group's changes sum to the whole's: the relations the
+		// means and SDs are in (protectMoments).
+		whole := statsPart(mo.All, len(all.base))
+		for i, g := range mo.Comparisons {
+			a, b, rest := [][3]sample{{female, male, otherSex}, {under50, over50, noAge}}[i][0], [][3]sample{{female, male, otherSex}, {under50, over50, noAge}}[i][1], [][3]sample{{female, male, otherSex}, {under50, over50, noAge}}[i][2]
+			splits = append(splits, momentSplit{whole: whole, parts: []momentPart{statsPart(g.A, len(a.base)), statsPart(g.B, len(b.base))},
+				restHidden: len(rest.base) > 0 && !showable(rest, m, l.k)})
+		}
+		var svc []momentPart
+		for _, so := range mo.ByService {
+			svc = append(svc, statsPart(so.Stats, len(byService[so.Service].base)))
+		}
+		splits = append(splits, momentSplit{whole: whole, parts: svc})
+		var prd []momentPart
+		for i, p := range mo.Trend {
+			prd = append(prd, periodPart(p, len(byPeriod[i].base)))
+		}
+		if len(prd) > 0 {
+			splits = append(splits, momentSplit{whole: whole, parts: prd})
 		}
 		if len(all.base) >= c.Threshold {
 			mo.ChangeDistribution = histogram(l, all.change(), m.binWidth, c.Threshold)
@@ -710,7 +825,7 @@ func outcomes(in []Referral, c Context, l *Ledger, per periods) *pb.OutcomeRepor
 			l.Rest(l.Total(with...), true, l.Of(pairs[i]))
 		}
 	}
-	return rep
+	return rep, splits
 }
 
 // serviceOutcomes are the pairs of each service, side by side. Every pair
@@ -825,6 +940,22 @@ func spread(change []float64, k int) bool {
 		top = max(top, most[d])
 	}
 	return len(change)-top >= k
+}
+
+// showable reports whether a group no table shows could have its
+// statistics shown, were it a group like the others: alike enough not
+// (spread), and no count of its split from 1 to k-1.
+func showable(s sample, m measure, k int) bool {
+	if !spread(s.change(), k) {
+		return false
+	}
+	p := PairedTest(s.base, s.follow, m.higherIsBetter)
+	for _, n := range []int{p.Improved, p.Unchanged, p.Worse} {
+		if n > 0 && n < k {
+			return false
+		}
+	}
+	return true
 }
 
 func compare(l *Ledger, by, a, b string, sa, sb sample, m measure) *pb.GroupComparison {
