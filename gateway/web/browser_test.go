@@ -21,16 +21,8 @@ func TestBrowserInbox(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts a browser")
 	}
-	exe := exchangetest.Need(t, "chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
+	ctx := headless(t)
 	x := startInbox(t)
-	opts := append(chromedp.DefaultExecAllocatorOptions[:], chromedp.ExecPath(exe), chromedp.NoSandbox,
-		chromedp.Flag("disable-gpu", true), chromedp.WindowSize(1200, 900))
-	actx, cancel := chromedp.NewExecAllocator(context.Background(), opts...)
-	defer cancel()
-	ctx, cancel := chromedp.NewContext(actx)
-	defer cancel()
-	ctx, cancel = context.WithTimeout(ctx, 90*time.Second)
-	defer cancel()
 
 	var shot []byte
 	var flash1, flash2, flash3, heading string
@@ -64,12 +56,7 @@ func TestBrowserInbox(t *testing.T) {
 	if heading != "Ada Jones" || flash1 != "Accepted. The referrer has been told." || flash2 != "Attendance recorded." || flash3 != "Outcome recorded." {
 		t.Errorf("pages said %q, %q, %q, %q", heading, flash1, flash2, flash3)
 	}
-	if dir, err := filepath.Abs("../../.artifacts"); err == nil && os.MkdirAll(dir, 0o755) == nil {
-		path := filepath.Join(dir, "inbox.png")
-		if err := os.WriteFile(path, shot, 0o644); err == nil {
-			t.Logf("screenshot of the inbox: %s", path)
-		}
-	}
+	saveShot(t, "inbox.png", shot)
 
 	// The link workers hear back over gRPC.
 	l, err := pb.NewFeedbackServiceClient(x.Conn).ListFeedback(x.As("pcn"), &pb.ListFeedbackRequest{Parent: x.referral})
@@ -83,5 +70,29 @@ func TestBrowserInbox(t *testing.T) {
 	r, _ := pb.NewReferralServiceClient(x.Conn).GetReferral(x.As("pcn"), &pb.GetReferralRequest{Name: x.referral})
 	if r.GetState() != pb.ReferralState_REFERRAL_STATE_ACCEPTED {
 		t.Errorf("referral state = %v", r.GetState())
+	}
+}
+
+// headless is a context driving a headless Chromium at 1200 x 900, for at
+// most 90 seconds; the browser stops with the test.
+func headless(t *testing.T) context.Context {
+	t.Helper()
+	exe := exchangetest.Need(t, "chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
+	opts := append(chromedp.DefaultExecAllocatorOptions[:], chromedp.ExecPath(exe), chromedp.NoSandbox,
+		chromedp.Flag("disable-gpu", true), chromedp.WindowSize(1200, 900))
+	actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
+	ctx, cancelCtx := chromedp.NewContext(actx)
+	ctx, cancelTime := context.WithTimeout(ctx, 90*time.Second)
+	t.Cleanup(func() { cancelTime(); cancelCtx(); cancelAlloc() })
+	return ctx
+}
+
+// saveShot writes a screenshot to .artifacts/name at the repository root.
+func saveShot(t *testing.T, name string, shot []byte) {
+	t.Helper()
+	if dir, err := filepath.Abs("../../.artifacts"); err == nil && os.MkdirAll(dir, 0o755) == nil {
+		if os.WriteFile(filepath.Join(dir, name), shot, 0o644) == nil {
+			t.Logf("screenshot: %s", filepath.Join(dir, name))
+		}
 	}
 }

@@ -1,13 +1,10 @@
 package web_test
 
 import (
-	"context"
 	"fmt"
 	"html"
 	"net/http/httptest"
 	"net/url"
-	"os"
-	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
@@ -160,16 +157,8 @@ func TestBrowserReports(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts a browser")
 	}
-	exe := exchangetest.Need(t, "chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
+	ctx := headless(t)
 	x := startReports(t)
-	opts := append(chromedp.DefaultExecAllocatorOptions[:], chromedp.ExecPath(exe), chromedp.NoSandbox,
-		chromedp.Flag("disable-gpu", true), chromedp.WindowSize(1200, 900))
-	actx, cancel := chromedp.NewExecAllocator(context.Background(), opts...)
-	defer cancel()
-	ctx, cancel := chromedp.NewContext(actx)
-	defer cancel()
-	ctx, cancel = context.WithTimeout(ctx, 90*time.Second)
-	defer cancel()
 	var shot []byte
 	var charts int
 	var visible []string
@@ -215,13 +204,7 @@ func TestBrowserReports(t *testing.T) {
 	if len(visible) < 20 {
 		t.Errorf("only %d labels and cells were checked: %q", len(visible), visible)
 	}
-	save := func(name string, shot []byte) {
-		if dir, err := filepath.Abs("../../.artifacts"); err == nil && os.MkdirAll(dir, 0o755) == nil {
-			if os.WriteFile(filepath.Join(dir, name), shot, 0o644) == nil {
-				t.Logf("screenshot of the report page: %s", filepath.Join(dir, name))
-			}
-		}
-	}
+	save := func(name string, shot []byte) { saveShot(t, name, shot) }
 	save("reports.png", shot)
 
 	// On a phone, 390 px wide: the page never scrolls sideways; a wide

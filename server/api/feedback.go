@@ -39,15 +39,12 @@ func (s *feedback) CreateFeedback(ctx context.Context, req *pb.CreateFeedbackReq
 		if !policy.CanPostFeedback(l.rel, req.Feedback) {
 			return nil, notAllowed(req.Parent, "notes come from either side of the referral; uptake and outcomes from the receiver")
 		}
-		if !lifecycle.Counts(l.r.State) {
-			return nil, apiError(codes.FailedPrecondition, pb.ErrorReason_ERROR_REASON_REFERRAL_CLOSED,
-				"the referral was entered in error", map[string]string{"resource": req.Parent})
-		}
-		if l.r.EraseTime != nil {
-			// Erasure or retention cleared it: a note would bring back
-			// what was cleared (a retry's stored answer went with it).
-			return nil, apiError(codes.FailedPrecondition, pb.ErrorReason_ERROR_REASON_REFERRAL_CLOSED,
-				"the referral's personal details were cleared: it takes no more feedback", map[string]string{"resource": req.Parent})
+		if !policy.TakesFeedback(l.r) {
+			why := "the referral's personal details were cleared: it takes no more feedback"
+			if !lifecycle.Counts(l.r.State) {
+				why = "the referral was entered in error"
+			}
+			return nil, apiError(codes.FailedPrecondition, pb.ErrorReason_ERROR_REASON_REFERRAL_CLOSED, why, map[string]string{"resource": req.Parent})
 		}
 		f := proto.Clone(req.Feedback).(*pb.Feedback)
 		f.Name = req.Parent + "/feedback/" + newID()

@@ -241,8 +241,8 @@ func Actions(r *pb.Referral, rel Relation) []pb.ReferralAction {
 
 // TakesFeedback reports whether r may be given feedback at all: it
 // happened (lifecycle.Counts), and its personal details were not cleared,
-// since a note would bring back what was cleared. CreateFeedback refuses
-// the two with their own reasons.
+// since a note would bring back what was cleared (a retry's stored answer
+// went with it). CreateFeedback and Actions both ask it.
 func TakesFeedback(r *pb.Referral) bool { return lifecycle.Counts(r.State) && r.EraseTime == nil }
 
 // Withhold sets r's view and clears what the view does not show: below

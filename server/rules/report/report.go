@@ -783,8 +783,10 @@ func outcomes(in []Referral, c Context, l *Ledger, per periods) (*pb.OutcomeRepo
 		// Each group's changes sum to the whole's: the relations the
 		// means and SDs are in (protectMoments).
 		whole := statsPart(mo.All, len(all.base))
+		// The comparisons' groups and the rest of each, in their order.
+		groups := [][3]sample{{female, male, otherSex}, {under50, over50, noAge}}
 		for i, g := range mo.Comparisons {
-			a, b, rest := [][3]sample{{female, male, otherSex}, {under50, over50, noAge}}[i][0], [][3]sample{{female, male, otherSex}, {under50, over50, noAge}}[i][1], [][3]sample{{female, male, otherSex}, {under50, over50, noAge}}[i][2]
+			a, b, rest := groups[i][0], groups[i][1], groups[i][2]
 			splits = append(splits, momentSplit{whole: whole, parts: []momentPart{statsPart(g.A, len(a.base)), statsPart(g.B, len(b.base))},
 				restHidden: len(rest.base) > 0 && !showable(rest, m, l.k)})
 		}
