@@ -62,7 +62,7 @@ func TestChainRunsFirstOutermost(t *testing.T) {
 // context ends), so the store is not closed under them; and the calls run
 // through the interceptors given.
 func TestInProcessWaitsForRunningCalls(t *testing.T) {
-	store, err := bolt.Open(filepath.Join(t.TempDir(), "exchange.db"), bolt.Options{})
+	store, err := bolt.OpenStore(filepath.Join(t.TempDir(), "exchange.db"), bolt.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -200,10 +200,15 @@ func run(st settings) error {
 	// exchange then stops serving and exits non-zero, so that its
 	// supervisor restarts it and the log replays what reached the disk.
 	fatal := make(chan error, 1)
-	store, err := bolt.Open(filepath.Join(st.dataDir, "exchange.db"), bolt.Options{CheckpointInterval: st.checkpointEvery,
+	eng, err := bolt.Open(filepath.Join(st.dataDir, "exchange.db"), bolt.Options{CheckpointInterval: st.checkpointEvery,
 		OnCommit: m.ObserveCommit, OnCheckpoint: m.ObserveCheckpoint, OnRefused: m.ObserveRefused,
 		OnFatal: func(err error) { fatal <- err }})
 	if err != nil {
+		return err
+	}
+	store, err := storage.Open(ctx, eng)
+	if err != nil {
+		eng.Close()
 		return err
 	}
 	defer store.Close()
@@ -217,7 +222,7 @@ func run(st settings) error {
 		}
 	}
 
-	m.Watch(metrics.Sources{Store: store, Size: store.Size, Watchers: srv.Watchers, Now: time.Now})
+	m.Watch(metrics.Sources{Store: store, Size: eng.Size, Watchers: srv.Watchers, Now: time.Now})
 	tracing, stopTracing, err := setupTracing(ctx)
 	if err != nil {
 		return err

@@ -202,7 +202,7 @@ func (s *Server) SweepRetention(ctx context.Context, period time.Duration) (int,
 			if n == 0 && dropped == 0 {
 				return nil
 			}
-			_, err := tx.AppendAudit(&pb.AuditEvent{EventTime: timestamppb.New(now), Method: "retention",
+			err := tx.AppendAudit(&pb.AuditEvent{EventTime: timestamppb.New(now), Method: "retention",
 				Resource: "retention", Code: "OK", ClearedReferrals: int32(n)})
 			return err
 		})

@@ -115,7 +115,7 @@ func (c *core) auditStart(ctx context.Context) error {
 // appendAudit commits one audit entry on its own.
 func (c *core) appendAudit(ctx context.Context, e *pb.AuditEvent) error {
 	err := c.store.Update(context.WithoutCancel(ctx), func(tx storage.WriteTx) error {
-		_, err := tx.AppendAudit(e)
+		err := tx.AppendAudit(e)
 		return err
 	})
 	if err != nil {
@@ -132,7 +132,7 @@ func auditInTx(ctx context.Context, tx storage.WriteTx, now time.Time, req, resp
 	if n == nil || !n.audited {
 		return nil
 	}
-	_, err := tx.AppendAudit(auditEntry(n, now, req, resp, nil))
+	err := tx.AppendAudit(auditEntry(n, now, req, resp, nil))
 	return err
 }
 

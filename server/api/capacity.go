@@ -102,7 +102,7 @@ func countReferral(ctx context.Context, tx storage.WriteTx, now time.Time, servi
 // capacityEvent announces a service's capacity, with its new status, to
 // everyone.
 func capacityEvent(ctx context.Context, tx storage.WriteTx, now time.Time, c *pb.Capacity) error {
-	_, err := tx.AppendEvent(&storage.Event{Public: true, Event: &pb.Event{EventTime: timestamppb.New(now),
+	err := tx.AppendEvent(&storage.Event{Public: true, Event: &pb.Event{EventTime: timestamppb.New(now),
 		Type: pb.EventType_EVENT_TYPE_CAPACITY_CHANGED, Resource: c.Name, Actor: CallerFrom(ctx).Org, CapacityStatus: c.Status}})
 	return err
 }

@@ -265,7 +265,7 @@ func (c *core) view(ctx context.Context, fn func(tx storage.ReadTx, now time.Tim
 
 // event appends an event caused by the caller.
 func event(ctx context.Context, tx storage.WriteTx, now time.Time, typ pb.EventType, resource string, audience []string, public bool, state pb.ReferralState) error {
-	_, err := tx.AppendEvent(&storage.Event{
+	err := tx.AppendEvent(&storage.Event{
 		Event: &pb.Event{EventTime: timestamppb.New(now), Type: typ, Resource: resource,
 			Actor: CallerFrom(ctx).Org, State: state},
 		Audience: audience, Public: public,

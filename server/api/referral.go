@@ -524,7 +524,7 @@ func (s *Server) SweepOverdue(ctx context.Context) (notified, rejected int, err 
 			if err != nil {
 				return err
 			}
-			if _, err := tx.AppendEvent(&storage.Event{Event: &pb.Event{EventTime: timestamppb.New(now),
+			if err := tx.AppendEvent(&storage.Event{Event: &pb.Event{EventTime: timestamppb.New(now),
 				Type: pb.EventType_EVENT_TYPE_REFERRAL_OVERDUE, Resource: r.Name, State: r.State},
 				Audience: policy.Parties(r, anc)}); err != nil {
 				return err

@@ -30,7 +30,7 @@ func TestDemoNHSNumbersDistinct(t *testing.T) {
 // journey ended by today, and capacity periods that run forwards.
 func TestDemoHistory(t *testing.T) {
 	dir := t.TempDir()
-	store, err := bolt.Open(filepath.Join(dir, "exchange.db"), bolt.Options{})
+	store, err := bolt.OpenStore(filepath.Join(dir, "exchange.db"), bolt.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}

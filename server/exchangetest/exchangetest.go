@@ -24,6 +24,7 @@ import (
 
 	pb "github.com/social-prescribing/exchange/proto/exchange/v1"
 	"github.com/social-prescribing/exchange/server/api"
+	"github.com/social-prescribing/exchange/server/storage"
 	"github.com/social-prescribing/exchange/server/storage/bolt"
 	"github.com/social-prescribing/exchange/tools/loadtest/workload"
 )
@@ -35,11 +36,13 @@ type Exchange struct {
 	Path  string // the bbolt file
 	Opt   api.Options
 	Srv   *api.Server
-	Store *bolt.Store
-	Conn  *grpc.ClientConn
-	Addr  string            // the gRPC listener
-	Keys  map[string]string // organisation id -> API key; "operator" is the operator
-	stop  func()
+	Store storage.Store
+	// Engine is the bbolt engine under Store.
+	Engine *bolt.Engine
+	Conn   *grpc.ClientConn
+	Addr   string            // the gRPC listener
+	Keys   map[string]string // organisation id -> API key; "operator" is the operator
+	stop   func()
 }
 
 // Start starts an exchange on a new file; it stops when the test ends.
@@ -65,12 +68,17 @@ func StartAt(t testing.TB, path string, opt api.Options, interceptors ...grpc.Un
 func (x *Exchange) open() {
 	t := x.T
 	t.Helper()
-	store, err := bolt.Open(x.Path, bolt.Options{})
+	eng, err := bolt.Open(x.Path, bolt.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
+	store, err := storage.Open(context.Background(), eng)
+	if err != nil {
+		eng.Close()
+		t.Fatal(err)
+	}
 	x.Srv = api.New(store, x.Opt)
-	x.Store = store
+	x.Store, x.Engine = store, eng
 	g := grpc.NewServer(x.Srv.Interceptors(x.extra...)...)
 	x.Srv.Register(g)
 	addr := x.Addr // a restart listens where the exchange was

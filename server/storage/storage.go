@@ -1,8 +1,10 @@
-// Package storage defines the exchange's Store: typed reads and writes of
-// every resource, their secondary indexes, the idempotency records and the
-// change feed, all inside transactions. Backends live in sub-packages
-// (storage/bolt); storage/storagetest is the conformance suite every backend
-// must pass.
+// Package storage is the exchange's Store: typed reads and writes of every
+// resource, their secondary indexes, the idempotency records, the change
+// feed and the audit log, all inside transactions, written once over the
+// key-value engine of package kv (records.go; Open). The engines live in
+// sub-packages (storage/bolt, storage/etcd); storage/storagetest is the
+// conformance suite the typed layer passes on every engine, and kv/kvtest
+// the one every engine passes.
 //
 // The store keeps records and indexes consistent; it does not decide who may
 // do what. Rules live in lifecycle, policy and validate, and the api package
@@ -17,6 +19,7 @@ import (
 	"time"
 
 	pb "github.com/social-prescribing/exchange/proto/exchange/v1"
+	"github.com/social-prescribing/exchange/server/storage/kv"
 )
 
 // Sentinel errors. Backends wrap them; test with errors.Is.
@@ -24,20 +27,11 @@ var (
 	ErrNotFound      = errors.New("not found")
 	ErrAlreadyExists = errors.New("already exists")
 	ErrConflict      = errors.New("conflict")
-	ErrClosed        = errors.New("store closed")
-	// ErrWriteFailed wraps a commit the file system refused (a full disk, an
-	// I/O error): nothing of the transaction was kept, and a later write may
-	// succeed once the cause is gone.
-	ErrWriteFailed = errors.New("the store could not write")
-	// ErrStopped: the store stopped for good after a failed fsync (or a
-	// checkpoint that failed for another reason than a full disk), as etcd
-	// and PostgreSQL do: what the file system holds is no longer known.
-	// The writes of the group that failed may or may not be kept, and every
-	// later write is refused; the process must restart, and the log then
-	// replays what reached the disk. A retry with the same request_id after
-	// the restart returns the first answer if the write was kept, and makes
-	// it otherwise.
-	ErrStopped = errors.New("the store stopped after a failed fsync")
+	// The engine's (kv): the store was closed, a write it could not make,
+	// or it stopped for good after a failed fsync.
+	ErrClosed      = kv.ErrClosed
+	ErrWriteFailed = kv.ErrWriteFailed
+	ErrStopped     = kv.ErrStopped
 )
 
 // Store is a transactional store.
@@ -255,13 +249,15 @@ type WriteTx interface {
 	// position since is kept.
 	DeleteExpiredIdempotency(at []string, before time.Time) (int, error)
 
-	// AppendAudit gives the audit event the next audit sequence number and
-	// stores it. There is no way to change or delete an audit event.
-	AppendAudit(e *pb.AuditEvent) (int64, error)
+	// AppendAudit stores the audit event; it is numbered (its sequence)
+	// in commit order as the transaction commits. There is no way to
+	// change or delete an audit event.
+	AppendAudit(e *pb.AuditEvent) error
 
-	// AppendEvent gives the event the next sequence number, stores it and
-	// returns the sequence.
-	AppendEvent(e *Event) (int64, error)
+	// AppendEvent stores the event; it is numbered (its sequence) in
+	// commit order as the transaction commits. Sequences increase
+	// strictly but may have gaps.
+	AppendEvent(e *Event) error
 }
 
 // AnswerSweepPiece is how many stored answers the retention sweep reads at

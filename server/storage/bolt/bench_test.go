@@ -45,7 +45,7 @@ func stored(n int) *pb.Referral {
 }
 
 func openStore(b *testing.B, path string) *bolt.Store {
-	s, err := bolt.Open(path, bolt.Options{})
+	s, err := bolt.OpenStore(path, bolt.Options{})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -59,7 +59,7 @@ func create(tx storage.WriteTx, r *pb.Referral) error {
 	if err := tx.CreateReferral(r, []string{r.Referrer, r.Recipient}); err != nil {
 		return err
 	}
-	_, err := tx.AppendEvent(&storage.Event{Event: &pb.Event{Type: pb.EventType_EVENT_TYPE_REFERRAL_CREATED, Resource: r.Name,
+	err := tx.AppendEvent(&storage.Event{Event: &pb.Event{Type: pb.EventType_EVENT_TYPE_REFERRAL_CREATED, Resource: r.Name,
 		Actor: r.Referrer, EventTime: r.CreateTime}, Audience: []string{r.Referrer, r.Recipient}})
 	return err
 }
@@ -138,7 +138,7 @@ func BenchmarkStateChange(b *testing.B) {
 					if err := tx.UpdateReferral(r); err != nil {
 						return err
 					}
-					_, err = tx.AppendEvent(&storage.Event{Event: &pb.Event{Type: pb.EventType_EVENT_TYPE_REFERRAL_STATE_CHANGED, Resource: r.Name, Actor: r.Recipient},
+					err = tx.AppendEvent(&storage.Event{Event: &pb.Event{Type: pb.EventType_EVENT_TYPE_REFERRAL_STATE_CHANGED, Resource: r.Name, Actor: r.Recipient},
 						Audience: []string{r.Referrer, r.Recipient}})
 					return err
 				})
@@ -154,7 +154,7 @@ func BenchmarkEventAppend(b *testing.B) {
 			s := openStore(b, filepath.Join(b.TempDir(), "exchange.db"))
 			parallel(b, writers, func(i int) error {
 				return s.Update(context.Background(), func(tx storage.WriteTx) error {
-					_, err := tx.AppendEvent(&storage.Event{Event: &pb.Event{Type: pb.EventType_EVENT_TYPE_FEEDBACK_POSTED, Resource: "referrals/" + strconv.Itoa(i),
+					err := tx.AppendEvent(&storage.Event{Event: &pb.Event{Type: pb.EventType_EVENT_TYPE_FEEDBACK_POSTED, Resource: "referrals/" + strconv.Itoa(i),
 						Actor: "organizations/org-1", EventTime: timestamppb.New(t0)}, Audience: []string{"organizations/practice", "organizations/org-1"}})
 					return err
 				})
@@ -277,7 +277,7 @@ func filled(b *testing.B, n int) *bolt.Store {
 	if err != nil {
 		b.Fatal(err)
 	}
-	s, err := bolt.Open(filepath.Join(dir, "exchange.db"), bolt.Options{})
+	s, err := bolt.OpenStore(filepath.Join(dir, "exchange.db"), bolt.Options{})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -285,7 +285,7 @@ func filled(b *testing.B, n int) *bolt.Store {
 	// Reopen, so that every size is read from the checkpointed file rather
 	// than the smaller ones from the changes laid over it.
 	s.Close()
-	if s, err = bolt.Open(filepath.Join(dir, "exchange.db"), bolt.Options{}); err != nil {
+	if s, err = bolt.OpenStore(filepath.Join(dir, "exchange.db"), bolt.Options{}); err != nil {
 		b.Fatal(err)
 	}
 	inboxStores[n] = s
@@ -345,7 +345,7 @@ func BenchmarkOpenCheck(b *testing.B) {
 	for _, size := range sizes {
 		b.Run(fmt.Sprintf("%dMB", size>>20), func(b *testing.B) {
 			path := filepath.Join(b.TempDir(), "exchange.db")
-			s, err := bolt.Open(path, bolt.Options{})
+			s, err := bolt.OpenStore(path, bolt.Options{})
 			if err != nil {
 				b.Fatal(err)
 			}
@@ -372,7 +372,7 @@ func BenchmarkOpenCheck(b *testing.B) {
 			fi, _ := os.Stat(path)
 			b.ResetTimer()
 			for b.Loop() {
-				s, err := bolt.Open(path, bolt.Options{})
+				s, err := bolt.OpenStore(path, bolt.Options{})
 				if err != nil {
 					b.Fatal(err)
 				}

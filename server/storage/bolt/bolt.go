@@ -1,11 +1,10 @@
-// Package bolt is the bbolt backend of storage.Store: one bbolt file and a
-// log beside it, every acknowledged write fdatasynced in the log,
+// Package bolt is the bbolt engine (kv.Engine), the exchange's embedded
+// default: one bbolt file and a log beside it, every acknowledged write fdatasynced in the log,
 // concurrent writers sharing each fdatasync, and the file brought up to
 // date at checkpoints.
 package bolt
 
 import (
-	"bytes"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -15,15 +14,14 @@ import (
 	"os"
 	"path/filepath"
 	"runtime/debug"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
-	"google.golang.org/protobuf/proto"
 
-	pb "github.com/social-prescribing/exchange/proto/exchange/v1"
-	"github.com/social-prescribing/exchange/server/storage"
+	"github.com/social-prescribing/exchange/server/storage/kv"
 )
 
 // Options tune the store. The zero value is sensible.
@@ -56,7 +54,7 @@ type Options struct {
 	// tried: "backlog" (MaxBacklog reached) or "stopped" (ErrStopped).
 	OnRefused func(reason string)
 	// OnFatal, when set, is told once, on the writer, that the store
-	// stopped for good (storage.ErrStopped): a failed fdatasync of the log,
+	// stopped for good (kv.ErrStopped): a failed fdatasync of the log,
 	// or a checkpoint that failed other than for a full disk. The process
 	// should exit, so that a supervisor restarts it and the log replays.
 	OnFatal func(error)
@@ -71,7 +69,8 @@ type Options struct {
 	checkpointErr func() error
 }
 
-// Store is a storage.Store on a bbolt file and its log.
+// Engine is the kv.Engine on a bbolt file and its log: each space a
+// bucket, each log a bucket keyed by its sequence.
 //
 // Writes: one goroutine (loop) runs every Update, several at a time, over
 // the last checkpoint with the changes acknowledged since laid over it. A
@@ -85,7 +84,7 @@ type Options struct {
 //
 // Reads: a bbolt read transaction of the last checkpoint, with the overlay
 // laid over it.
-type Store struct {
+type Engine struct {
 	db               *bolt.DB
 	logs             [2]*wal // by epoch parity
 	ov               *overlay
@@ -99,8 +98,7 @@ type Store struct {
 	onRefused        func(string)
 	onFatal          func(error)
 	checkpointErr    func() error
-	refusing         bool     // the writer is refusing writes for the backlog
-	fill             [][]byte // indexes upgrade creates and fills at open
+	refusing         bool // the writer is refusing writes for the backlog
 	// stopped, once set, is why the store stopped for good (ErrStopped).
 	stopped atomic.Pointer[error]
 
@@ -131,17 +129,23 @@ type Store struct {
 	calls  chan *call
 	done   chan struct{}
 
-	lastSeq atomic.Int64
-	// authVersion counts the groups that changed API keys or
-	// organisations (AuthVersion).
-	authVersion atomic.Uint64
-	waitMu      sync.Mutex
-	waitCh      chan struct{} // closed and replaced when events are committed
+	// changes counts, for each space Changes was asked about, the groups
+	// that changed it; copied on write, so the writer reads it unlocked.
+	changes   atomic.Pointer[map[string]*atomic.Uint64]
+	changesMu sync.Mutex
+	// last is each log's last number, for Wait (read from the file at the
+	// first Wait on the log, kept up to date by reply).
+	waitMu sync.Mutex
+	last   map[string]uint64
+	waitCh chan struct{} // closed and replaced when a log grows
+	// saved is the group's appended logs before the current call, to take
+	// back if it fails.
+	saved []logNumber
 }
 
 type call struct {
 	ctx context.Context
-	fn  func(storage.WriteTx) error
+	fn  func(kv.Writer) error
 	err chan error
 	// snapshot, instead of fn: checkpoint, and send a read transaction of
 	// everything acknowledged before the call.
@@ -158,7 +162,11 @@ type checkpointResult struct {
 	err error
 }
 
-var _ storage.Store = (*Store)(nil)
+var _ kv.Engine = (*Engine)(nil)
+
+// spacesHint is about how many spaces a group touches: the size its maps
+// start at.
+const spacesHint = 32
 
 // The store's own records: the log epoch the file holds.
 var (
@@ -167,9 +175,8 @@ var (
 )
 
 // Open opens or creates the store at path (mode 0600) and its log at
-// path+".log" and path+".log.1", creating missing buckets and replaying
-// the log. It fails within LockTimeout if another process holds the file.
-func Open(path string, opt Options) (*Store, error) {
+// path+".log" and path+".log.1", replaying the log. It fails within LockTimeout if another process holds the file.
+func Open(path string, opt Options) (*Engine, error) {
 	if opt.LockTimeout == 0 {
 		opt.LockTimeout = 5 * time.Second
 	}
@@ -201,12 +208,12 @@ func Open(path string, opt Options) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open store %s: %w", path, err)
 	}
-	s := &Store{db: db, maxBatch: opt.MaxBatch, interval: opt.CheckpointInterval, logLimit: opt.LogLimit,
+	s := &Engine{db: db, maxBatch: opt.MaxBatch, interval: opt.CheckpointInterval, logLimit: opt.LogLimit,
 		onCommit: opt.OnCommit, onCheckpoint: opt.OnCheckpoint, beforeCheckpoint: opt.beforeCheckpoint,
 		maxBacklog: opt.MaxBacklog, onRefused: opt.OnRefused, onFatal: opt.OnFatal, checkpointErr: opt.checkpointErr,
 		jobs: make(chan checkpointJob, 1), results: make(chan checkpointResult, 1),
-		calls: make(chan *call, opt.MaxBatch), done: make(chan struct{}), waitCh: make(chan struct{})}
-	fail := func(err error) (*Store, error) {
+		calls: make(chan *call, opt.MaxBatch), done: make(chan struct{}), waitCh: make(chan struct{}), last: map[string]uint64{}}
+	fail := func(err error) (*Engine, error) {
 		for _, w := range s.logs {
 			if w != nil {
 				w.close()
@@ -227,9 +234,6 @@ func Open(path string, opt Options) (*Store, error) {
 		}
 	}
 	if err := s.recover(); err != nil {
-		return fail(err)
-	}
-	if err := s.upgrade(); err != nil {
 		return fail(err)
 	}
 	go s.checkpointer()
@@ -316,87 +320,21 @@ func checkTx(tx *bolt.Tx) error {
 	return errors.Join(errs...)
 }
 
-// prepare creates missing buckets, but for the indexes added since the
-// file was made (backfilled): those it notes, for upgrade to create and
-// fill once the log has been replayed into the file. bbolt panics on some
-// damaged pages; that becomes an error.
-func (s *Store) prepare() (err error) {
+// prepare creates the engine's own bucket and reads the log epoch the
+// file holds. bbolt panics on some damaged pages; that becomes an error.
+func (s *Engine) prepare() (err error) {
 	defer func() {
 		if r := recover(); r != nil {
 			err = fmt.Errorf("the file is damaged (%v): restore it from a backup", r)
 		}
 	}()
 	return s.db.Update(func(btx *bolt.Tx) error {
-		for _, b := range append(allBuckets, bStore) {
-			if _, ok := backfilled[string(b)]; ok && btx.Bucket(b) == nil {
-				s.fill = append(s.fill, b)
-				continue
-			}
-			if _, err := btx.CreateBucketIfNotExists(b); err != nil {
-				return err
-			}
+		b, err := btx.CreateBucketIfNotExists(bStore)
+		if err != nil {
+			return err
 		}
-		if v := btx.Bucket(bStore).Get(keyEpoch); len(v) == 8 {
+		if v := b.Get(keyEpoch); len(v) == 8 {
 			s.epoch = binary.BigEndian.Uint64(v)
-		}
-		return nil
-	})
-}
-
-// upgrade, once the log is replayed into the file (so the file holds every
-// referral acknowledged, written by whatever version), creates the indexes
-// prepare noted and fills them from the referrals, and deletes the buckets
-// nothing reads any more (retired, which a replayed older log may have
-// written again), in one transaction: an upgrade cut short is done again
-// at the next start.
-func (s *Store) upgrade() (err error) {
-	defer func() {
-		if r := recover(); r != nil {
-			err = fmt.Errorf("the file is damaged (%v): restore it from a backup", r)
-		}
-	}()
-	var gone [][]byte
-	s.db.View(func(btx *bolt.Tx) error {
-		for _, b := range retired {
-			if btx.Bucket(b) != nil {
-				gone = append(gone, b)
-			}
-		}
-		return nil
-	})
-	if len(s.fill) == 0 && len(gone) == 0 {
-		return nil
-	}
-	return s.db.Update(func(btx *bolt.Tx) error {
-		var fill []func(*tx, *pb.Referral) error
-		for _, b := range s.fill {
-			if _, err := btx.CreateBucketIfNotExists(b); err != nil {
-				return err
-			}
-			fill = append(fill, backfilled[string(b)])
-		}
-		for _, b := range gone {
-			if err := btx.DeleteBucket(b); err != nil {
-				return err
-			}
-		}
-		if len(fill) > 0 {
-			t := &tx{btx: btx}
-			err := btx.Bucket(bReferrals).ForEach(func(_, v []byte) error {
-				r := &pb.Referral{}
-				if err := proto.Unmarshal(v, r); err != nil {
-					return err
-				}
-				for _, f := range fill {
-					if err := f(t, r); err != nil {
-						return err
-					}
-				}
-				return nil
-			})
-			if err != nil {
-				return fmt.Errorf("filling new indexes: %w", err)
-			}
 		}
 		return nil
 	})
@@ -405,7 +343,7 @@ func (s *Store) upgrade() (err error) {
 // recover replays the log's records of the file's epoch and of the next
 // and checkpoints them, so that the writer starts from a file holding
 // everything acknowledged and both log files stale.
-func (s *Store) recover() error {
+func (s *Engine) recover() error {
 	g, last := gen{}, s.epoch
 	for _, epoch := range []uint64{s.epoch, s.epoch + 1} {
 		recs, end, w, err := s.records(epoch)
@@ -431,15 +369,12 @@ func (s *Store) recover() error {
 	s.log().restart(s.epoch)
 	s.ov = newOverlay(id)
 	s.lastFreeze = time.Now()
-	return s.db.View(func(btx *bolt.Tx) error {
-		s.lastSeq.Store(int64(btx.Bucket(bEvents).Sequence()))
-		return nil
-	})
+	return nil
 }
 
 // records returns the records of epoch from whichever log file holds them
 // (a store written before there were two keeps every epoch in the first).
-func (s *Store) records(epoch uint64) ([][]byte, int64, *wal, error) {
+func (s *Engine) records(epoch uint64) ([][]byte, int64, *wal, error) {
 	for _, w := range []*wal{s.logs[epoch%2], s.logs[1-epoch%2]} {
 		recs, end, err := w.records(epoch)
 		if err != nil || len(recs) > 0 {
@@ -450,11 +385,11 @@ func (s *Store) records(epoch uint64) ([][]byte, int64, *wal, error) {
 }
 
 // log is the log file being written.
-func (s *Store) log() *wal { return s.logs[s.epoch%2] }
+func (s *Engine) log() *wal { return s.logs[s.epoch%2] }
 
-// View implements storage.Store. It reads the last checkpoint with the
+// View implements kv.Engine. It reads the last checkpoint with the
 // changes acknowledged since laid over it.
-func (s *Store) View(ctx context.Context, fn func(storage.ReadTx) error) error {
+func (s *Engine) View(ctx context.Context, fn func(kv.Reader) error) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
@@ -475,16 +410,16 @@ func (s *Store) View(ctx context.Context, fn func(storage.ReadTx) error) error {
 	}
 }
 
-// Update implements storage.Store. A call whose ctx has ended before the
+// Update implements kv.Engine. A call whose ctx has ended before the
 // writer reaches it is dropped with ctx's error (a deadline is honoured:
 // no work starts after it). Once fn has run, Update waits for the log's
 // fdatasync even if ctx ends, so a caller never reports failure for a
 // write that was in fact made.
-func (s *Store) Update(ctx context.Context, fn func(storage.WriteTx) error) error {
+func (s *Engine) Update(ctx context.Context, fn func(kv.Writer) error) error {
 	return s.send(ctx, &call{ctx: ctx, fn: fn, err: make(chan error, 1)})
 }
 
-func (s *Store) send(ctx context.Context, c *call) error {
+func (s *Engine) send(ctx context.Context, c *call) error {
 	if err := s.enqueue(ctx, c); err != nil {
 		return err
 	}
@@ -492,11 +427,11 @@ func (s *Store) send(ctx context.Context, c *call) error {
 }
 
 // enqueue hands c to the writer.
-func (s *Store) enqueue(ctx context.Context, c *call) error {
+func (s *Engine) enqueue(ctx context.Context, c *call) error {
 	s.mu.RLock()
 	if s.closed {
 		s.mu.RUnlock()
-		return storage.ErrClosed
+		return kv.ErrClosed
 	}
 	select {
 	case s.calls <- c:
@@ -514,7 +449,7 @@ func (s *Store) enqueue(ctx context.Context, c *call) error {
 // fdatasync carries many calls. It starts a checkpoint when the log is
 // full or CheckpointInterval has passed since the last, and makes a last
 // one at Close.
-func (s *Store) loop() {
+func (s *Engine) loop() {
 	defer close(s.done)
 	// The timer checkpoints writes left in the log when no more come. It
 	// is armed only while there are some, so an idle store sleeps.
@@ -562,7 +497,7 @@ func (s *Store) loop() {
 // take adds c to the batch unless its caller has already gone. A snapshot
 // request ends the batch before it: the batch runs, then the snapshot is
 // taken.
-func (s *Store) take(batch []*call, c *call) []*call {
+func (s *Engine) take(batch []*call, c *call) []*call {
 	if err := c.ctx.Err(); err != nil {
 		c.err <- err
 		return batch
@@ -588,33 +523,33 @@ func (s *Store) take(batch []*call, c *call) []*call {
 // own layers so that it sees the calls before it; a call that fails is
 // taken back and gets its error. The rest are logged in one record and
 // acknowledged once it is fdatasynced.
-func (s *Store) commit(batch []*call) {
+func (s *Engine) commit(batch []*call) {
 	start := time.Now()
 	if s.rtx == nil {
 		btx, err := s.db.Begin(false)
 		if err != nil {
 			for _, c := range batch {
-				c.err <- fmt.Errorf("%w: %w", storage.ErrWriteFailed, err)
+				c.err <- fmt.Errorf("%w: %w", kv.ErrWriteFailed, err)
 			}
 			return
 		}
-		s.rtx, s.rbuckets = btx, make(map[string]*bolt.Bucket, len(allBuckets))
+		s.rtx, s.rbuckets = btx, make(map[string]*bolt.Bucket, spacesHint)
 	}
-	t := &tx{btx: s.rtx, bolts: s.rbuckets, gens: s.ov.writerGens(), stage: make(gen, len(allBuckets))}
+	t := &tx{btx: s.rtx, bolts: s.rbuckets, gens: s.ov.writerGens(), stage: make(gen, spacesHint)}
 	ops := s.ops[:0]
 	var done []*call
 	for _, c := range batch {
 		clear(s.rec.undo)
 		s.rec.redo, s.rec.undo = s.rec.redo[:0], s.rec.undo[:0]
 		t.rec = &s.rec
-		seq := t.maxSeq
+		s.saved = append(s.saved[:0], t.appended...)
 		if err := c.ctx.Err(); err != nil {
 			c.err <- err // its caller went while the calls before it ran
 			continue
 		}
 		if err := runSafely(c.fn, t); err != nil {
 			t.rec.rollback()
-			t.maxSeq = seq
+			t.appended = append(t.appended[:0], s.saved...)
 			c.err <- err
 			continue
 		}
@@ -641,24 +576,22 @@ func (s *Store) commit(batch []*call) {
 		if err = s.log().append(ops); errors.Is(err, errSync) {
 			err = s.stop(err)
 		} else if err != nil {
-			err = fmt.Errorf("%w: %w", storage.ErrWriteFailed, err)
+			err = fmt.Errorf("%w: %w", kv.ErrWriteFailed, err)
 		} else {
 			s.ov.add(ops)
 			s.pending = true
-			if changesAuth(ops) {
-				s.authVersion.Add(1)
-			}
+			s.countChanges(ops)
 		}
 	}
 	if s.onCommit != nil {
 		s.onCommit(len(done), time.Since(start), err)
 	}
-	s.reply(done, err, t.maxSeq)
+	s.reply(done, err, t.appended)
 }
 
 // refusal is why a write is refused before it is tried: the store has
 // stopped, or checkpoints are failing and the log holds MaxBacklog.
-func (s *Store) refusal() error {
+func (s *Engine) refusal() error {
 	if err := s.Err(); err != nil {
 		if s.onRefused != nil {
 			s.onRefused("stopped")
@@ -674,15 +607,15 @@ func (s *Store) refusal() error {
 		if s.onRefused != nil {
 			s.onRefused("backlog")
 		}
-		return fmt.Errorf("%w: checkpoints are failing and the log holds %d bytes: writes are refused until one succeeds", storage.ErrWriteFailed, s.log().off)
+		return fmt.Errorf("%w: checkpoints are failing and the log holds %d bytes: writes are refused until one succeeds", kv.ErrWriteFailed, s.log().off)
 	}
 	return nil
 }
 
 // stop stops the store for good (ErrStopped) after err, once, and returns
 // the error its callers get.
-func (s *Store) stop(err error) error {
-	stopped := fmt.Errorf("%w: %w", storage.ErrStopped, err)
+func (s *Engine) stop(err error) error {
+	stopped := fmt.Errorf("%w: %w", kv.ErrStopped, err)
 	if s.stopped.CompareAndSwap(nil, &stopped) && s.onFatal != nil {
 		s.onFatal(stopped)
 	}
@@ -690,40 +623,79 @@ func (s *Store) stop(err error) error {
 }
 
 // Err returns why the store stopped for good (wrapping
-// storage.ErrStopped), or nil while it serves.
-func (s *Store) Err() error {
+// kv.ErrStopped), or nil while it serves.
+func (s *Engine) Err() error {
 	if p := s.stopped.Load(); p != nil {
 		return *p
 	}
 	return nil
 }
 
-// AuthVersion implements storage.Store.
-func (s *Store) AuthVersion() uint64 { return s.authVersion.Load() }
-
-// changesAuth reports whether a group's changes touch what authentication
-// reads: the API keys and the organisations.
-func changesAuth(ops []op) bool {
-	for _, o := range ops {
-		if bytes.Equal(o.bucket, bAPIKeys) || bytes.Equal(o.bucket, bOrgs) {
-			return true
-		}
+// Changes implements kv.Engine: the sum of the spaces' counts of groups
+// that changed them (a space's count starts when it is first asked for).
+func (s *Engine) Changes(spaces ...string) uint64 {
+	var n uint64
+	for _, sp := range spaces {
+		n += s.counter(sp).Load()
 	}
-	return false
+	return n
 }
 
-// reply acknowledges the calls and wakes event waiters.
-func (s *Store) reply(done []*call, err error, maxSeq int64) {
+func (s *Engine) counter(space string) *atomic.Uint64 {
+	if m := s.changes.Load(); m != nil {
+		if c := (*m)[space]; c != nil {
+			return c
+		}
+	}
+	s.changesMu.Lock()
+	defer s.changesMu.Unlock()
+	m := map[string]*atomic.Uint64{}
+	if old := s.changes.Load(); old != nil {
+		if c := (*old)[space]; c != nil {
+			return c
+		}
+		for k, v := range *old {
+			m[k] = v
+		}
+	}
+	c := new(atomic.Uint64)
+	m[space] = c
+	s.changes.Store(&m)
+	return c
+}
+
+// countChanges adds one to the count of each counted space the group's
+// changes touch, before the group is acknowledged.
+func (s *Engine) countChanges(ops []op) {
+	m := s.changes.Load()
+	if m == nil {
+		return
+	}
+	var seen []*atomic.Uint64
+	for _, o := range ops {
+		if c := (*m)[string(o.bucket)]; c != nil && !slices.Contains(seen, c) {
+			seen = append(seen, c)
+			c.Add(1)
+		}
+	}
+}
+
+// reply acknowledges the calls and wakes the waiters of the logs they
+// appended to.
+func (s *Engine) reply(done []*call, err error, appended []logNumber) {
 	for _, c := range done {
 		c.err <- err
 	}
-	if err == nil && maxSeq > s.lastSeq.Load() {
-		s.lastSeq.Store(maxSeq)
-		s.waitMu.Lock()
-		close(s.waitCh)
-		s.waitCh = make(chan struct{})
-		s.waitMu.Unlock()
+	if err != nil || len(appended) == 0 {
+		return
 	}
+	s.waitMu.Lock()
+	for _, a := range appended {
+		s.last[a.log] = max(s.last[a.log], a.n)
+	}
+	close(s.waitCh)
+	s.waitCh = make(chan struct{})
+	s.waitMu.Unlock()
 }
 
 // maybeCheckpoint starts a checkpoint when one is due and none is running:
@@ -731,7 +703,7 @@ func (s *Store) reply(done []*call, err error, maxSeq int64) {
 // passed, or again the frozen one after a failed checkpoint, one interval
 // later. If the log is full while a checkpoint runs, the writer waits for
 // it rather than let the log and the overlay grow without end.
-func (s *Store) maybeCheckpoint() {
+func (s *Engine) maybeCheckpoint() {
 	if s.Err() != nil {
 		return // stopped: the log replays at the next start
 	}
@@ -755,7 +727,7 @@ func (s *Store) maybeCheckpoint() {
 // freeze hands the writer's generation to the checkpointer: the writer
 // goes on in the next epoch, in the other log file (whose records the last
 // checkpoint holds), and the checkpoint commits that epoch as the file's.
-func (s *Store) freeze() {
+func (s *Engine) freeze() {
 	s.epoch++
 	s.log().restart(s.epoch)
 	s.frozenEpoch = s.epoch
@@ -771,14 +743,14 @@ func (s *Store) freeze() {
 const maxKeptOps = 1 << 14
 
 // releaseReadTx lets the writer's read transaction go.
-func (s *Store) releaseReadTx() {
+func (s *Engine) releaseReadTx() {
 	if s.rtx != nil {
 		s.rtx.Rollback()
 		s.rtx, s.rbuckets = nil, nil
 	}
 }
 
-func (s *Store) start() {
+func (s *Engine) start() {
 	s.releaseReadTx()
 	s.busy = true
 	s.jobs <- checkpointJob{g: s.ov.frozen, epoch: s.frozenEpoch}
@@ -790,7 +762,7 @@ func (s *Store) start() {
 // MaxBacklog. Any other failure (an fsync that failed, a damaged file)
 // stops the store: after a failed fsync a later one may report success for
 // pages that never reached the disk.
-func (s *Store) finished(r checkpointResult) {
+func (s *Engine) finished(r checkpointResult) {
 	s.busy = false
 	if r.err != nil {
 		if !fullDisk(r.err) {
@@ -810,7 +782,7 @@ func (s *Store) finished(r checkpointResult) {
 // settle waits for the checkpoint running, then checkpoints everything
 // acknowledged and waits for that too. With force it checkpoints even if
 // nothing is new, so that the file's epoch moves on.
-func (s *Store) settle(force bool) error {
+func (s *Engine) settle(force bool) error {
 	if s.busy {
 		s.await()
 	}
@@ -831,21 +803,21 @@ func (s *Store) settle(force bool) error {
 }
 
 // await waits for the running checkpoint and takes its result.
-func (s *Store) await() error {
+func (s *Engine) await() error {
 	r := <-s.results
 	s.finished(r)
 	return r.err
 }
 
 // checkpointer commits the generations the writer hands it.
-func (s *Store) checkpointer() {
+func (s *Engine) checkpointer() {
 	for j := range s.jobs {
 		if s.beforeCheckpoint != nil {
 			s.beforeCheckpoint()
 		}
 		if s.checkpointErr != nil {
 			if err := s.checkpointErr(); err != nil {
-				s.results <- checkpointResult{err: fmt.Errorf("%w: checkpoint: %w", storage.ErrWriteFailed, err)}
+				s.results <- checkpointResult{err: fmt.Errorf("%w: checkpoint: %w", kv.ErrWriteFailed, err)}
 				continue
 			}
 		}
@@ -857,7 +829,7 @@ func (s *Store) checkpointer() {
 // commitGen puts a generation into bbolt and commits it (with fsync)
 // together with the log epoch the file then holds. It returns the
 // transaction's id.
-func (s *Store) commitGen(g gen, epoch uint64) (id int, err error) {
+func (s *Engine) commitGen(g gen, epoch uint64) (id int, err error) {
 	start := time.Now()
 	btx, err := s.db.Begin(true)
 	if err == nil {
@@ -872,7 +844,7 @@ func (s *Store) commitGen(g gen, epoch uint64) (id int, err error) {
 			if err := g.apply(btx); err != nil {
 				return err
 			}
-			return btx.Bucket(bStore).Put(keyEpoch, u64(epoch))
+			return btx.Bucket(bStore).Put(keyEpoch, binary.BigEndian.AppendUint64(nil, epoch))
 		}()
 		if err == nil {
 			err = btx.Commit()
@@ -884,7 +856,7 @@ func (s *Store) commitGen(g gen, epoch uint64) (id int, err error) {
 		s.onCheckpoint(time.Since(start), err)
 	}
 	if err != nil {
-		return 0, fmt.Errorf("%w: checkpoint: %w", storage.ErrWriteFailed, err)
+		return 0, fmt.Errorf("%w: checkpoint: %w", kv.ErrWriteFailed, err)
 	}
 	return id, nil
 }
@@ -897,7 +869,7 @@ func (s *Store) commitGen(g gen, epoch uint64) (id int, err error) {
 // once the file has moved on. The caller streams the copy meanwhile, so a
 // checkpoint that must wait for its read transaction (to grow the memory
 // map) waits for the copy, not for itself.
-func (s *Store) snapshot(c *call) {
+func (s *Engine) snapshot(c *call) {
 	if err := s.settle(true); err != nil {
 		c.err <- err
 		return
@@ -922,7 +894,7 @@ func (s *Store) snapshot(c *call) {
 	c.err <- nil
 }
 
-func runSafely(fn func(storage.WriteTx) error, t *tx) (err error) {
+func runSafely(fn func(kv.Writer) error, t *tx) (err error) {
 	defer func() {
 		if r := recover(); r != nil {
 			err = fmt.Errorf("panic in transaction: %v\n%s", r, debug.Stack())
@@ -931,29 +903,39 @@ func runSafely(fn func(storage.WriteTx) error, t *tx) (err error) {
 	return fn(t)
 }
 
-// WaitEvents implements storage.Store.
-func (s *Store) WaitEvents(ctx context.Context, after int64) error {
+// Wait implements kv.Engine.
+func (s *Engine) Wait(ctx context.Context, log string, after uint64) error {
 	for {
 		s.waitMu.Lock()
+		n, ok := s.last[log]
+		if !ok {
+			// The first wait on the log: its number as acknowledged so far
+			// (reply, which holds the lock, cannot move it meanwhile).
+			if err := s.View(ctx, func(r kv.Reader) error { n = r.Last(log); return nil }); err != nil {
+				s.waitMu.Unlock()
+				return err
+			}
+			s.last[log] = n
+		}
 		ch := s.waitCh
 		s.waitMu.Unlock()
-		if s.lastSeq.Load() > after {
+		if n > after {
 			return nil
 		}
 		select {
 		case <-ch:
 		case <-s.done:
-			return storage.ErrClosed
+			return kv.ErrClosed
 		case <-ctx.Done():
 			return ctx.Err()
 		}
 	}
 }
 
-// Backup implements storage.Store with bbolt's Tx.WriteTo in a read
+// Backup implements kv.Engine with bbolt's Tx.WriteTo in a read
 // transaction of a checkpoint holding every write acknowledged before the
 // call: writers go on while it runs.
-func (s *Store) Backup(ctx context.Context, start func(size int64) (io.Writer, error)) error {
+func (s *Engine) Backup(ctx context.Context, start func(size int64) (io.Writer, error)) error {
 	snap := make(chan *bolt.Tx, 1)
 	c := &call{ctx: ctx, err: make(chan error, 1), snapshot: snap}
 	if err := s.enqueue(ctx, c); err != nil {
@@ -988,7 +970,7 @@ func (s *Store) Backup(ctx context.Context, start func(size int64) (io.Writer, e
 }
 
 // Size is the size of the store in bytes: the file and its log.
-func (s *Store) Size() int64 {
+func (s *Engine) Size() int64 {
 	var n int64
 	s.db.View(func(btx *bolt.Tx) error { n = btx.Size(); return nil })
 	for _, w := range s.logs {
@@ -999,8 +981,8 @@ func (s *Store) Size() int64 {
 	return n
 }
 
-// Close implements storage.Store.
-func (s *Store) Close() error {
+// Close implements kv.Engine.
+func (s *Engine) Close() error {
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
@@ -1026,4 +1008,4 @@ func Check(path string) error {
 }
 
 // Path returns the file the store is in.
-func (s *Store) Path() string { return s.db.Path() }
+func (s *Engine) Path() string { return s.db.Path() }

@@ -1,13 +1,13 @@
 package bolt
 
 import (
-	"bytes"
 	"slices"
 	"sync"
 
-	"github.com/google/btree"
 	bolt "go.etcd.io/bbolt"
 	berrors "go.etcd.io/bbolt/errors"
+
+	"github.com/social-prescribing/exchange/server/storage/kv"
 )
 
 // bucket is a bbolt bucket as one transaction sees it: the bucket of the
@@ -31,23 +31,13 @@ type bucket struct {
 	t      *tx // its rec is the writer's current call's record
 }
 
-// cursor is what the transactions use of a bbolt cursor; merged implements
-// it over a cursor and a layer.
-type cursor interface {
-	First() ([]byte, []byte)
-	Last() ([]byte, []byte)
-	Seek(k []byte) ([]byte, []byte)
-	Next() ([]byte, []byte)
-	Prev() ([]byte, []byte)
-}
-
 func (b *bucket) Get(k []byte) []byte {
 	for _, l := range b.layers {
-		if e, ok := l.tree.Get(entry{key: k}); ok {
-			if e.del {
+		if e, ok := l.tree.Get(kv.Entry{Key: k}); ok {
+			if e.Del {
 				return nil
 			}
-			return e.val
+			return e.Val
 		}
 	}
 	if b.bb == nil {
@@ -72,11 +62,11 @@ func (b *bucket) Put(k, v []byte) error {
 	}
 	// The layer, the log, the overlay and bbolt at the checkpoint share
 	// copies nobody else holds, made in one allocation.
-	kv := make([]byte, len(k)+len(v))
-	copy(kv, k)
-	copy(kv[len(k):], v)
-	k, v = kv[:len(k):len(k)], kv[len(k):] // v is empty, not nil, for a nil v
-	b.t.rec.put(b.layers[0], entry{key: k, val: v})
+	buf := make([]byte, len(k)+len(v))
+	copy(buf, k)
+	copy(buf[len(k):], v)
+	k, v = buf[:len(k):len(k)], buf[len(k):] // v is empty, not nil, for a nil v
+	b.t.rec.put(b.layers[0], kv.Entry{Key: k, Val: v})
 	b.t.rec.redo = append(b.t.rec.redo, op{kind: opPut, bucket: b.name, key: k, val: v})
 	return nil
 }
@@ -89,7 +79,7 @@ func (b *bucket) Delete(k []byte) error {
 		return nil // nothing to delete: nothing to log
 	}
 	k = slices.Clone(k)
-	b.t.rec.put(b.layers[0], entry{key: k, del: true})
+	b.t.rec.put(b.layers[0], kv.Entry{Key: k, Del: true})
 	b.t.rec.redo = append(b.t.rec.redo, op{kind: opDelete, bucket: b.name, key: k})
 	return nil
 }
@@ -122,14 +112,14 @@ func (b *bucket) NextSequence() (uint64, error) {
 // layer is always included, so a cursor sees the call's later changes;
 // the other layers do not change while a transaction runs, and empty ones
 // are left out.
-func (b *bucket) Cursor() cursor {
-	var c cursor = emptyCursor{}
+func (b *bucket) Cursor() kv.Cursor {
+	var c kv.Cursor = kv.Empty{}
 	if b.bb != nil {
 		c = b.bb.Cursor()
 	}
 	for i := len(b.layers) - 1; i >= 0; i-- {
 		if b.layers[i].tree.Len() > 0 || (i == 0 && b.t.rec != nil) {
-			c = &merged{bc: c, tree: b.layers[i].tree}
+			c = kv.Merge(c, b.layers[i].tree)
 		}
 	}
 	return c
@@ -144,14 +134,6 @@ func (b *bucket) ForEach(fn func(k, v []byte) error) error {
 	}
 	return nil
 }
-
-type emptyCursor struct{}
-
-func (emptyCursor) First() ([]byte, []byte)      { return nil, nil }
-func (emptyCursor) Last() ([]byte, []byte)       { return nil, nil }
-func (emptyCursor) Seek([]byte) ([]byte, []byte) { return nil, nil }
-func (emptyCursor) Next() ([]byte, []byte)       { return nil, nil }
-func (emptyCursor) Prev() ([]byte, []byte)       { return nil, nil }
 
 // Changes, as the log and the overlay hold them.
 
@@ -184,16 +166,16 @@ type record struct {
 type undo struct {
 	l      *layer
 	key    []byte
-	old    entry
+	old    kv.Entry
 	had    bool
 	seq    uint64
 	hasSeq bool
 }
 
 // put puts e in the layer, and what the layer held before in undo.
-func (r *record) put(l *layer, e entry) {
+func (r *record) put(l *layer, e kv.Entry) {
 	old, had := l.tree.ReplaceOrInsert(e)
-	r.undo = append(r.undo, undo{l: l, key: e.key, old: old, had: had})
+	r.undo = append(r.undo, undo{l: l, key: e.Key, old: old, had: had})
 }
 
 // rollback takes the call's changes back out of the group's layers,
@@ -206,7 +188,7 @@ func (r *record) rollback() {
 		case u.had:
 			u.l.tree.ReplaceOrInsert(u.old)
 		default:
-			u.l.tree.Delete(entry{key: u.key})
+			u.l.tree.Delete(kv.Entry{Key: u.key})
 		}
 	}
 }
@@ -214,26 +196,14 @@ func (r *record) rollback() {
 // The overlay: the changes acknowledged since the last checkpoint, by
 // bucket, for transactions to lay over the checkpointed file.
 
-type entry struct {
-	key, val []byte
-	del      bool
-}
-
-func entryLess(a, b entry) bool { return bytes.Compare(a.key, b.key) < 0 }
-
 // layer is one bucket's changes.
 type layer struct {
-	tree   *btree.BTreeG[entry]
+	tree   *kv.Changes
 	seq    uint64
 	hasSeq bool
 }
 
-// layerNodes is the free list every layer's tree shares: the writer makes
-// a layer for each bucket a group touches, and a tree of its own free list
-// would cost an allocation of the list each time.
-var layerNodes = btree.NewFreeListG[entry](btree.DefaultFreeListSize)
-
-func newLayer() *layer { return &layer{tree: btree.NewWithFreeListG(16, entryLess, layerNodes)} }
+func newLayer() *layer { return &layer{tree: kv.NewChanges()} }
 
 // gen is a generation of changes: every bucket's layer.
 type gen map[string]*layer
@@ -248,9 +218,9 @@ func (g gen) add(ops []op) {
 		}
 		switch c.kind {
 		case opPut:
-			l.tree.ReplaceOrInsert(entry{key: c.key, val: c.val})
+			l.tree.ReplaceOrInsert(kv.Entry{Key: c.key, Val: c.val})
 		case opDelete:
-			l.tree.ReplaceOrInsert(entry{key: c.key, del: true})
+			l.tree.ReplaceOrInsert(kv.Entry{Key: c.key, Del: true})
 		case opSequence:
 			l.seq, l.hasSeq = c.seq, true
 		}
@@ -266,14 +236,14 @@ func (g gen) apply(btx *bolt.Tx) error {
 		if err != nil {
 			return err
 		}
-		if ascending[name] {
-			b.FillPercent = fillAscending
+		if l.hasSeq {
+			b.FillPercent = fillAscending // a log: its keys only grow
 		}
-		l.tree.Ascend(func(e entry) bool {
-			if e.del {
-				err = b.Delete(e.key)
+		l.tree.Ascend(func(e kv.Entry) bool {
+			if e.Del {
+				err = b.Delete(e.Key)
 			} else {
-				err = b.Put(e.key, e.val)
+				err = b.Put(e.Key, e.Val)
 			}
 			return err == nil
 		})
@@ -382,127 +352,11 @@ func (o *overlay) snapshot() *snapshot {
 	return o.snap
 }
 
-// merged is a cursor over another (bc: the checkpointed file's bucket, or
-// a merged cursor of older layers) with a layer's entries laid over: an
-// entry replaces bc's entry with its key, and a deleted entry hides it.
-type merged struct {
-	bc   cursor
-	tree *btree.BTreeG[entry]
-	cur  []byte // the key last returned; nil at the end
-	// bk, bv is bc's position: its first key not yet passed. After Prev or
-	// Last it is unknown (synced false) and Next seeks again.
-	bk, bv []byte
-	synced bool
-}
-
-func (m *merged) First() ([]byte, []byte) {
-	bk, bv := m.bc.First()
-	return m.forward(bk, bv, nil, true)
-}
-
-func (m *merged) Seek(k []byte) ([]byte, []byte) {
-	bk, bv := m.bc.Seek(k)
-	return m.forward(bk, bv, k, true)
-}
-
-func (m *merged) Next() ([]byte, []byte) {
-	if m.cur == nil {
-		return nil, nil
-	}
-	bk, bv := m.bk, m.bv
-	if !m.synced {
-		bk, bv = m.bc.Seek(m.cur)
-	}
-	if bk != nil && bytes.Equal(bk, m.cur) {
-		bk, bv = m.bc.Next()
-	}
-	return m.forward(bk, bv, m.cur, false)
-}
-
-// forward returns the first live key at or after from (after it when
-// !incl), given (bk, bv), bc's first key at or after the same point.
-func (m *merged) forward(bk, bv, from []byte, incl bool) ([]byte, []byte) {
-	for {
-		var oe entry
-		found := false
-		visit := func(e entry) bool {
-			if !incl && bytes.Equal(e.key, from) {
-				return true
-			}
-			oe, found = e, true
-			return false
-		}
-		if from == nil {
-			m.tree.Ascend(visit)
-		} else {
-			m.tree.AscendGreaterOrEqual(entry{key: from}, visit)
-		}
-		if found && (bk == nil || bytes.Compare(oe.key, bk) <= 0) {
-			if bk != nil && bytes.Equal(oe.key, bk) {
-				bk, bv = m.bc.Next() // the layer's entry replaces bc's
-			}
-			if oe.del {
-				from, incl = oe.key, false
-				continue
-			}
-			m.cur, m.bk, m.bv, m.synced = oe.key, bk, bv, true
-			return oe.key, oe.val
-		}
-		m.cur, m.bk, m.bv, m.synced = bk, bk, bv, true
-		return bk, bv
-	}
-}
-
-func (m *merged) Last() ([]byte, []byte) {
-	bk, bv := m.bc.Last()
-	return m.backward(bk, bv, nil)
-}
-
-// Prev returns the last live key before the current one.
-func (m *merged) Prev() ([]byte, []byte) {
-	if m.cur == nil {
-		return nil, nil
-	}
-	bk, bv := m.bc.Seek(m.cur)
-	if bk == nil {
-		bk, bv = m.bc.Last()
-	} else {
-		bk, bv = m.bc.Prev()
-	}
-	return m.backward(bk, bv, m.cur)
-}
-
-// backward returns the last live key before from (nil: the last of all),
-// given (bk, bv), bc's last key before the same point.
-func (m *merged) backward(bk, bv, from []byte) ([]byte, []byte) {
-	m.synced = false
-	for {
-		var oe entry
-		found := false
-		visit := func(e entry) bool {
-			if from != nil && bytes.Equal(e.key, from) {
-				return true
-			}
-			oe, found = e, true
-			return false
-		}
-		if from == nil {
-			m.tree.Descend(visit)
-		} else {
-			m.tree.DescendLessOrEqual(entry{key: from}, visit)
-		}
-		if found && (bk == nil || bytes.Compare(oe.key, bk) >= 0) {
-			if bk != nil && bytes.Equal(oe.key, bk) {
-				bk, bv = m.bc.Prev()
-			}
-			if oe.del {
-				from = oe.key
-				continue
-			}
-			m.cur = oe.key
-			return oe.key, oe.val
-		}
-		m.cur = bk
-		return bk, bv
-	}
-}
+// fillAscending is how full a checkpoint leaves the pages it splits in a
+// log's bucket, whose keys only grow: nothing is ever inserted between
+// them, so bbolt's default of half full would leave half of every page
+// empty for good. etcd fills its revision-keyed bucket to 90% for the same
+// reason. The other buckets keep bbolt's default, which leaves room for
+// keys that land between others (an organisation's next referral in an
+// index, a hashed key).
+const fillAscending = 0.9

@@ -61,7 +61,7 @@ func TestKill9KeepsAcknowledged(t *testing.T) {
 			t.Fatalf("round %d: the child acknowledged nothing", round)
 		}
 
-		s, err := bolt.Open(path, bolt.Options{})
+		s, err := bolt.OpenStore(path, bolt.Options{})
 		if err != nil {
 			t.Fatalf("round %d: opening after kill -9: %v", round, err)
 		}
@@ -98,7 +98,7 @@ func TestKill9KeepsAcknowledged(t *testing.T) {
 }
 
 func crashChild(path, round string) {
-	s, err := bolt.Open(path, bolt.Options{CheckpointInterval: 3 * time.Millisecond})
+	s, err := bolt.OpenStore(path, bolt.Options{CheckpointInterval: 3 * time.Millisecond})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(2)
@@ -114,7 +114,7 @@ func crashChild(path, round string) {
 					if err := tx.CreateOrganization(&pb.Organization{Name: name, DisplayName: strings.Repeat("x", 200)}); err != nil {
 						return err
 					}
-					_, err := tx.AppendEvent(&storage.Event{Event: &pb.Event{Resource: name}, Public: true})
+					err := tx.AppendEvent(&storage.Event{Event: &pb.Event{Resource: name}, Public: true})
 					return err
 				})
 				if err != nil {

@@ -24,7 +24,7 @@ func damagedCopies(t *testing.T) map[string]string {
 	t.Helper()
 	dir := t.TempDir()
 	path := filepath.Join(dir, "exchange.db")
-	s, err := bolt.Open(path, bolt.Options{})
+	s, err := bolt.OpenStore(path, bolt.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -108,7 +108,7 @@ func damagedCopies(t *testing.T) map[string]string {
 func TestRefusesDamagedFiles(t *testing.T) {
 	for name, path := range damagedCopies(t) {
 		t.Run(name, func(t *testing.T) {
-			s, err := bolt.Open(path, bolt.Options{})
+			s, err := bolt.OpenStore(path, bolt.Options{})
 			if err == nil {
 				s.Close()
 				t.Fatal("a damaged file opened")

@@ -11,7 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/social-prescribing/exchange/server/storage"
+	"github.com/social-prescribing/exchange/server/storage/kv"
 )
 
 // TestFailedSyncStopsTheStore: a failed fdatasync of the log stops the
@@ -41,8 +41,8 @@ func TestFailedSyncStopsTheStore(t *testing.T) {
 		t.Fatal(err)
 	}
 	put := func(k string) error {
-		return s.Update(context.Background(), func(wt storage.WriteTx) error {
-			return wt.(*tx).b(bOrgs).Put([]byte(k), []byte("v"))
+		return s.Update(context.Background(), func(wt kv.Writer) error {
+			return wt.(*tx).b("organizations").Put([]byte(k), []byte("v"))
 		})
 	}
 	for i := range 10 {
@@ -52,19 +52,19 @@ func TestFailedSyncStopsTheStore(t *testing.T) {
 	}
 	failing.Store(true)
 	before := checkpoints.Load()
-	if err := put("unknown"); !errors.Is(err, storage.ErrStopped) || errors.Is(err, storage.ErrWriteFailed) {
+	if err := put("unknown"); !errors.Is(err, kv.ErrStopped) || errors.Is(err, kv.ErrWriteFailed) {
 		t.Fatalf("the write whose fdatasync failed: %v; want ErrStopped (outcome unknown)", err)
 	}
 	failing.Store(false)
-	if err := put("after"); !errors.Is(err, storage.ErrStopped) {
+	if err := put("after"); !errors.Is(err, kv.ErrStopped) {
 		t.Fatalf("a write after the failure: %v; want ErrStopped", err)
 	}
-	if fatal.Load() != 1 || refused.Load() != 1 || !errors.Is(s.Err(), storage.ErrStopped) {
+	if fatal.Load() != 1 || refused.Load() != 1 || !errors.Is(s.Err(), kv.ErrStopped) {
 		t.Fatalf("OnFatal told %d times, OnRefused %d, Err() = %v", fatal.Load(), refused.Load(), s.Err())
 	}
 	// Reads go on; Close makes no checkpoint.
-	if err := s.View(context.Background(), func(rt storage.ReadTx) error {
-		if v := rt.(*tx).b(bOrgs).Get([]byte("acked-9")); string(v) != "v" {
+	if err := s.View(context.Background(), func(rt kv.Reader) error {
+		if v := rt.(*tx).b("organizations").Get([]byte("acked-9")); string(v) != "v" {
 			return fmt.Errorf("acked-9 = %q", v)
 		}
 		return nil
@@ -118,8 +118,8 @@ func TestBacklogIsBounded(t *testing.T) {
 	value := make([]byte, 1000)
 	var acked []string
 	put := func(k string) error {
-		err := s.Update(context.Background(), func(wt storage.WriteTx) error {
-			return wt.(*tx).b(bOrgs).Put([]byte(k), value)
+		err := s.Update(context.Background(), func(wt kv.Writer) error {
+			return wt.(*tx).b("organizations").Put([]byte(k), value)
 		})
 		if err == nil {
 			acked = append(acked, k)
@@ -132,7 +132,7 @@ func TestBacklogIsBounded(t *testing.T) {
 		err2 = put(fmt.Sprint("k", i))
 		time.Sleep(10 * time.Microsecond)
 	}
-	if !errors.Is(err2, storage.ErrWriteFailed) || refused.Load() == 0 {
+	if !errors.Is(err2, kv.ErrWriteFailed) || refused.Load() == 0 {
 		t.Fatalf("after %d writes with checkpoints failing: %v, %d refused; want refusals", len(acked), err2, refused.Load())
 	}
 	if n := len(acked); n > 400 {
@@ -173,8 +173,8 @@ func TestFailedCheckpointSyncStopsTheStore(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer s.Close()
-	if err := s.Update(context.Background(), func(wt storage.WriteTx) error {
-		return wt.(*tx).b(bOrgs).Put([]byte("a"), []byte("v"))
+	if err := s.Update(context.Background(), func(wt kv.Writer) error {
+		return wt.(*tx).b("organizations").Put([]byte("a"), []byte("v"))
 	}); err != nil {
 		t.Fatal(err) // acknowledged: it is in the log
 	}
@@ -182,11 +182,11 @@ func TestFailedCheckpointSyncStopsTheStore(t *testing.T) {
 	for s.Err() == nil && time.Now().Before(deadline) {
 		time.Sleep(time.Millisecond)
 	}
-	if !errors.Is(s.Err(), storage.ErrStopped) || fatal.Load() != 1 {
+	if !errors.Is(s.Err(), kv.ErrStopped) || fatal.Load() != 1 {
 		t.Fatalf("after a checkpoint failed with EIO: Err() = %v, OnFatal told %d times", s.Err(), fatal.Load())
 	}
-	err = s.Update(context.Background(), func(wt storage.WriteTx) error { return nil })
-	if !errors.Is(err, storage.ErrStopped) {
+	err = s.Update(context.Background(), func(wt kv.Writer) error { return nil })
+	if !errors.Is(err, kv.ErrStopped) {
 		t.Fatalf("a write after it: %v", err)
 	}
 	s.Close()
@@ -206,8 +206,8 @@ func reopened(t *testing.T, path string, check func(orgs *bucket)) {
 		t.Fatal(err)
 	}
 	defer r.Close()
-	if err := r.View(context.Background(), func(rt storage.ReadTx) error {
-		check(rt.(*tx).b(bOrgs))
+	if err := r.View(context.Background(), func(rt kv.Reader) error {
+		check(rt.(*tx).b("organizations"))
 		return nil
 	}); err != nil {
 		t.Fatal(err)

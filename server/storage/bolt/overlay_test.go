@@ -15,7 +15,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/social-prescribing/exchange/server/storage"
+	"github.com/social-prescribing/exchange/server/storage/kv"
 )
 
 // TestReadsMatchModel drives random groups of puts, deletes and sequence
@@ -65,8 +65,8 @@ func TestReadsMatchModel(t *testing.T) {
 					fail := rng.IntN(5) == 0
 					results[g] = result{writes: writes, steps: steps}
 					wg.Go(func() {
-						results[g].err = s.Update(ctx, func(wt storage.WriteTx) error {
-							b := wt.(*tx).b(bOrgs)
+						results[g].err = s.Update(ctx, func(wt kv.Writer) error {
+							b := wt.(*tx).b("organizations")
 							// The writer reads its own keys as the model
 							// has them, before and after its changes.
 							mine := maps.Clone(model)
@@ -216,7 +216,7 @@ func copyFile(t *testing.T, from, to string) {
 	}
 }
 
-func check(t *testing.T, s *Store, model map[string]string, seq uint64, rng *rand.Rand) {
+func check(t *testing.T, s *Engine, model map[string]string, seq uint64, rng *rand.Rand) {
 	t.Helper()
 	keys := slices.Sorted(func(yield func(string) bool) {
 		for k := range model {
@@ -225,8 +225,8 @@ func check(t *testing.T, s *Store, model map[string]string, seq uint64, rng *ran
 			}
 		}
 	})
-	err := s.View(context.Background(), func(rt storage.ReadTx) error {
-		b := rt.(*tx).b(bOrgs)
+	err := s.View(context.Background(), func(rt kv.Reader) error {
+		b := rt.(*tx).b("organizations")
 		if got := b.Sequence(); got != seq {
 			t.Errorf("sequence %d, want %d", got, seq)
 		}
@@ -309,8 +309,8 @@ func TestCrashDuringCheckpointReplaysBothEpochs(t *testing.T) {
 	defer func() { holding.Do(func() { close(hold) }); s.Close() }()
 	put := func(k, v string) {
 		t.Helper()
-		err := s.Update(context.Background(), func(wt storage.WriteTx) error {
-			return wt.(*tx).b(bOrgs).Put([]byte(k), []byte(v))
+		err := s.Update(context.Background(), func(wt kv.Writer) error {
+			return wt.(*tx).b("organizations").Put([]byte(k), []byte(v))
 		})
 		if err != nil {
 			t.Fatal(err)
@@ -337,8 +337,8 @@ func TestCrashDuringCheckpointReplaysBothEpochs(t *testing.T) {
 // the same group wrote there, and not to what the file holds.
 func TestRollbackKeepsTheGroupsEarlierCalls(t *testing.T) {
 	l := newLayer()
-	put := func(r *record, k, v string) { r.put(l, entry{key: []byte(k), val: []byte(v)}) }
-	del := func(r *record, k string) { r.put(l, entry{key: []byte(k), del: true}) }
+	put := func(r *record, k, v string) { r.put(l, kv.Entry{Key: []byte(k), Val: []byte(v)}) }
+	del := func(r *record, k string) { r.put(l, kv.Entry{Key: []byte(k), Del: true}) }
 	var earlier, failing record
 	put(&earlier, "kept", "earlier")
 	del(&earlier, "deleted")
@@ -357,10 +357,10 @@ func TestRollbackKeepsTheGroupsEarlierCalls(t *testing.T) {
 		{key: "new"},
 		{key: "gone"},
 	} {
-		e, had := l.tree.Get(entry{key: []byte(c.key)})
-		if had != c.had || string(e.val) != c.val || e.del != c.del {
+		e, had := l.tree.Get(kv.Entry{Key: []byte(c.key)})
+		if had != c.had || string(e.Val) != c.val || e.Del != c.del {
 			t.Errorf("%s after the rollback: %q (deleted %v, in the layer %v), want %q (deleted %v, in the layer %v)",
-				c.key, e.val, e.del, had, c.val, c.del, c.had)
+				c.key, e.Val, e.Del, had, c.val, c.del, c.had)
 		}
 	}
 }
@@ -383,7 +383,7 @@ func keepOwnKeys(t *testing.T, interval time.Duration) {
 	}
 	update := func(fn func(b *bucket) error) {
 		t.Helper()
-		if err := s.Update(context.Background(), func(wt storage.WriteTx) error { return fn(wt.(*tx).b(bOrgs)) }); err != nil {
+		if err := s.Update(context.Background(), func(wt kv.Writer) error { return fn(wt.(*tx).b("organizations")) }); err != nil {
 			t.Fatal(err)
 		}
 	}

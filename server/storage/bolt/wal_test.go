@@ -1,6 +1,7 @@
 package bolt
 
 import (
+	"encoding/binary"
 	"fmt"
 	"math/rand/v2"
 	"os"
@@ -15,7 +16,7 @@ import (
 // epoch (left from before a checkpoint).
 func TestLogStopsAtTornOrStaleRecords(t *testing.T) {
 	put := func(i int) []op {
-		return []op{{kind: opPut, bucket: bOrgs, key: []byte(fmt.Sprint("k", i)), val: []byte("v")}}
+		return []op{{kind: opPut, bucket: []byte("organizations"), key: []byte(fmt.Sprint("k", i)), val: []byte("v")}}
 	}
 	for _, tc := range []struct {
 		name   string
@@ -79,7 +80,9 @@ func TestReplaysSingleLogOfEarlierRelease(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := db.Update(func(btx *bbolt.Tx) error { return btx.Bucket(bStore).Put(keyEpoch, u64(41)) }); err != nil {
+	if err := db.Update(func(btx *bbolt.Tx) error {
+		return btx.Bucket(bStore).Put(keyEpoch, binary.BigEndian.AppendUint64(nil, 41))
+	}); err != nil {
 		t.Fatal(err)
 	}
 	db.Close()
@@ -89,7 +92,7 @@ func TestReplaysSingleLogOfEarlierRelease(t *testing.T) {
 		t.Fatal(err)
 	}
 	w.restart(41)
-	if err := w.append([]op{{kind: opPut, bucket: bOrgs, key: []byte("k"), val: []byte("v")}}); err != nil {
+	if err := w.append([]op{{kind: opPut, bucket: []byte("organizations"), key: []byte("k"), val: []byte("v")}}); err != nil {
 		t.Fatal(err)
 	}
 	w.close()
