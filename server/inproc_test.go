@@ -13,6 +13,7 @@ import (
 
 	pb "github.com/social-prescribing/exchange/proto/exchange/v1"
 	"github.com/social-prescribing/exchange/server/api"
+	"github.com/social-prescribing/exchange/server/exchangetest"
 	"github.com/social-prescribing/exchange/server/storage/bolt"
 )
 
@@ -62,7 +63,7 @@ func TestChainRunsFirstOutermost(t *testing.T) {
 // context ends), so the store is not closed under them; and the calls run
 // through the interceptors given.
 func TestInProcessWaitsForRunningCalls(t *testing.T) {
-	store, err := bolt.OpenStore(filepath.Join(t.TempDir(), "exchange.db"), bolt.Options{})
+	store, err := exchangetest.OpenBolt(filepath.Join(t.TempDir(), "exchange.db"), bolt.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -28,7 +28,7 @@ import (
 // reaches the services in process with such a string; never 500 INTERNAL
 // or a "store failure" (issue 25, defect 5).
 func TestBadUTF8IsTheCallersFault(t *testing.T) {
-	store, err := bolt.OpenStore(filepath.Join(t.TempDir(), "exchange.db"), bolt.Options{})
+	store, err := exchangetest.OpenBolt(filepath.Join(t.TempDir(), "exchange.db"), bolt.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -119,7 +119,7 @@ func TestBadUTF8IsTheCallersFault(t *testing.T) {
 // channel). Whatever the address: never a 5xx; every REST error is JSON
 // with an ErrorInfo reason.
 func FuzzHTTPAddresses(f *testing.F) {
-	store, err := bolt.OpenStore(filepath.Join(f.TempDir(), "exchange.db"), bolt.Options{})
+	store, err := exchangetest.OpenBolt(filepath.Join(f.TempDir(), "exchange.db"), bolt.Options{})
 	if err != nil {
 		f.Fatal(err)
 	}

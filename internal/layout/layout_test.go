@@ -15,7 +15,8 @@ const module = "github.com/social-prescribing/exchange/"
 // layers: a package of the first prefix (the longest that matches) may
 // import, of the module's own packages, only those under the prefixes
 // listed. The rules import nothing that adapts them to the wire or the
-// disk; storage reads the rules but not the API; the HTTP face speaks to
+// disk; storage reads the rules but not the API, and its engines know only
+// the engine interface (kv); the HTTP face speaks to
 // the exchange over gRPC, through the contract, never its internals.
 var layers = []struct {
 	pkg   string
@@ -26,6 +27,10 @@ var layers = []struct {
 	{"internal/", nil, "helpers of the binaries"},
 	{"server/rules/", []string{"proto/", "server/rules/"}, "rules are pure"},
 	{"server/storage", []string{"proto/", "server/rules/", "server/storage"}, "storage keeps records and their indexes"},
+	{"server/storage/kv", []string{"server/storage/kv"}, "the engine interface stands on nothing of ours"},
+	{"server/storage/bolt", []string{"=server/storage/kv"}, "an engine knows the engine interface, never the records above it"},
+	{"server/storage/etcd", []string{"=server/storage/kv"}, "an engine knows the engine interface, never the records above it"},
+	{"server/storage/etcd/etcdtest", nil, "a test rig: etcd members"},
 	{"server/api", []string{"proto/", "server/rules/", "=server/storage"}, "the services, over any store: the interface, never a backend"},
 	{"server/metrics", []string{"proto/", "server/rules/", "=server/storage"}, "metrics read the store through its interface"},
 	{"server/demo", []string{"proto/", "server/api", "server/rules/"}, "the demo data goes through the services, as any caller"},

@@ -517,7 +517,7 @@ func TestBackupWhileWriting(t *testing.T) {
 	if err := bolt.Check(copyPath); err != nil {
 		t.Fatalf("the backup fails bbolt check: %v", err)
 	}
-	store, err := bolt.OpenStore(copyPath, bolt.Options{})
+	store, err := exchangetest.OpenBolt(copyPath, bolt.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}

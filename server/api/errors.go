@@ -105,6 +105,10 @@ func storeError(ctx context.Context, err error) error {
 		return apiError(codes.Unavailable, pb.ErrorReason_ERROR_REASON_STORE_UNAVAILABLE,
 			"the exchange's disk failed and it is restarting: whether this call was kept is not known; retry with the same request_id once it is back", nil)
 	}
+	if errors.Is(err, storage.ErrUnavailable) {
+		return apiError(codes.Unavailable, pb.ErrorReason_ERROR_REASON_STORE_UNAVAILABLE,
+			"the exchange could not reach its store: whether this call was kept is not known; retry with the same request_id", nil)
+	}
 	if errors.Is(err, storage.ErrWriteFailed) {
 		return apiError(codes.Unavailable, pb.ErrorReason_ERROR_REASON_STORE_UNAVAILABLE,
 			"the store could not write: nothing was written; retry later with the same request_id", nil)

@@ -50,7 +50,11 @@ func BenchmarkReports(b *testing.B) {
 
 func loadReferrals(b *testing.B, n int) storage.Store {
 	b.Helper()
-	store, err := bolt.OpenStore(filepath.Join(b.TempDir(), "exchange.db"), bolt.Options{})
+	eng, err := bolt.Open(filepath.Join(b.TempDir(), "exchange.db"), bolt.Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	store, err := storage.Open(context.Background(), eng)
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -7,6 +7,7 @@ import (
 
 	pb "github.com/social-prescribing/exchange/proto/exchange/v1"
 	"github.com/social-prescribing/exchange/server/api"
+	"github.com/social-prescribing/exchange/server/exchangetest"
 	"github.com/social-prescribing/exchange/server/storage/bolt"
 )
 
@@ -30,7 +31,7 @@ func TestDemoNHSNumbersDistinct(t *testing.T) {
 // journey ended by today, and capacity periods that run forwards.
 func TestDemoHistory(t *testing.T) {
 	dir := t.TempDir()
-	store, err := bolt.OpenStore(filepath.Join(dir, "exchange.db"), bolt.Options{})
+	store, err := exchangetest.OpenBolt(filepath.Join(dir, "exchange.db"), bolt.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -28,10 +28,13 @@ var (
 	ErrAlreadyExists = errors.New("already exists")
 	ErrConflict      = errors.New("conflict")
 	// The engine's (kv): the store was closed, a write it could not make,
-	// or it stopped for good after a failed fsync.
+	// it stopped for good after a failed fsync, it could not be reached,
+	// or a transaction too large for it.
 	ErrClosed      = kv.ErrClosed
 	ErrWriteFailed = kv.ErrWriteFailed
 	ErrStopped     = kv.ErrStopped
+	ErrUnavailable = kv.ErrUnavailable
+	ErrTooLarge    = kv.ErrTooLarge
 )
 
 // Store is a transactional store.

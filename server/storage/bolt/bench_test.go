@@ -15,6 +15,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	pb "github.com/social-prescribing/exchange/proto/exchange/v1"
+	"github.com/social-prescribing/exchange/server/exchangetest"
 	"github.com/social-prescribing/exchange/server/storage"
 	"github.com/social-prescribing/exchange/server/storage/bolt"
 	"github.com/social-prescribing/exchange/tools/loadtest/workload"
@@ -44,8 +45,8 @@ func stored(n int) *pb.Referral {
 	return r
 }
 
-func openStore(b *testing.B, path string) *bolt.Store {
-	s, err := bolt.OpenStore(path, bolt.Options{})
+func openStore(b *testing.B, path string) *exchangetest.BoltStore {
+	s, err := exchangetest.OpenBolt(path, bolt.Options{})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -65,7 +66,7 @@ func create(tx storage.WriteTx, r *pb.Referral) error {
 }
 
 // fill stores referrals [from, to) in large transactions.
-func fill(b *testing.B, s *bolt.Store, from, to int) {
+func fill(b *testing.B, s *exchangetest.BoltStore, from, to int) {
 	for lo := from; lo < to; lo += 5000 {
 		err := s.Update(context.Background(), func(tx storage.WriteTx) error {
 			for n := lo; n < min(lo+5000, to); n++ {
@@ -181,7 +182,7 @@ func BenchmarkAnswerSweep(b *testing.B) {
 		step := 7 * 24 * time.Hour / time.Duration(n)
 		cutoff := t0.Add(time.Hour)
 		// put stores answers [from, to), the i-th made at t0 + i*step.
-		put := func(b *testing.B, s *bolt.Store, from, to int) {
+		put := func(b *testing.B, s *exchangetest.BoltStore, from, to int) {
 			resp := make([]byte, 800)
 			for lo := from; lo < to; lo += 10000 {
 				err := s.Update(ctx, func(tx storage.WriteTx) error {
@@ -202,19 +203,19 @@ func BenchmarkAnswerSweep(b *testing.B) {
 		}
 		for _, way := range []struct {
 			name  string
-			sweep func(s *bolt.Store) (int, error)
+			sweep func(s *exchangetest.BoltStore) (int, error)
 		}{
-			{"one-transaction", func(s *bolt.Store) (n int, err error) {
+			{"one-transaction", func(s *exchangetest.BoltStore) (n int, err error) {
 				err = s.Update(ctx, func(tx storage.WriteTx) error {
 					n, err = tx.DeleteIdempotency(func(r *storage.Idempotency) bool { return r.CreateTime.Before(cutoff) })
 					return err
 				})
 				return n, err
 			}},
-			{"pieces", func(s *bolt.Store) (int, error) {
+			{"pieces", func(s *exchangetest.BoltStore) (int, error) {
 				return storage.DeleteExpiredAnswers(ctx, s, cutoff, storage.AnswerSweepPiece)
 			}},
-			{"no-sweep", func(s *bolt.Store) (int, error) { // the writer alone, for comparison
+			{"no-sweep", func(s *exchangetest.BoltStore) (int, error) { // the writer alone, for comparison
 				time.Sleep(500 * time.Millisecond)
 				return -1, nil
 			}},
@@ -267,9 +268,9 @@ func BenchmarkAnswerSweep(b *testing.B) {
 // inboxStores are the stores BenchmarkInboxList reads, filled once per
 // process (the benchmark function runs more than once) and removed when
 // the benchmarks end.
-var inboxStores = map[int]*bolt.Store{}
+var inboxStores = map[int]*exchangetest.BoltStore{}
 
-func filled(b *testing.B, n int) *bolt.Store {
+func filled(b *testing.B, n int) *exchangetest.BoltStore {
 	if s, ok := inboxStores[n]; ok {
 		return s
 	}
@@ -277,7 +278,7 @@ func filled(b *testing.B, n int) *bolt.Store {
 	if err != nil {
 		b.Fatal(err)
 	}
-	s, err := bolt.OpenStore(filepath.Join(dir, "exchange.db"), bolt.Options{})
+	s, err := exchangetest.OpenBolt(filepath.Join(dir, "exchange.db"), bolt.Options{})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -285,7 +286,7 @@ func filled(b *testing.B, n int) *bolt.Store {
 	// Reopen, so that every size is read from the checkpointed file rather
 	// than the smaller ones from the changes laid over it.
 	s.Close()
-	if s, err = bolt.OpenStore(filepath.Join(dir, "exchange.db"), bolt.Options{}); err != nil {
+	if s, err = exchangetest.OpenBolt(filepath.Join(dir, "exchange.db"), bolt.Options{}); err != nil {
 		b.Fatal(err)
 	}
 	inboxStores[n] = s
@@ -345,7 +346,7 @@ func BenchmarkOpenCheck(b *testing.B) {
 	for _, size := range sizes {
 		b.Run(fmt.Sprintf("%dMB", size>>20), func(b *testing.B) {
 			path := filepath.Join(b.TempDir(), "exchange.db")
-			s, err := bolt.OpenStore(path, bolt.Options{})
+			s, err := exchangetest.OpenBolt(path, bolt.Options{})
 			if err != nil {
 				b.Fatal(err)
 			}
@@ -372,7 +373,7 @@ func BenchmarkOpenCheck(b *testing.B) {
 			fi, _ := os.Stat(path)
 			b.ResetTimer()
 			for b.Loop() {
-				s, err := bolt.OpenStore(path, bolt.Options{})
+				s, err := exchangetest.OpenBolt(path, bolt.Options{})
 				if err != nil {
 					b.Fatal(err)
 				}

@@ -16,6 +16,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	pb "github.com/social-prescribing/exchange/proto/exchange/v1"
+	"github.com/social-prescribing/exchange/server/exchangetest"
 	"github.com/social-prescribing/exchange/server/storage"
 	"github.com/social-prescribing/exchange/server/storage/bolt"
 	"github.com/social-prescribing/exchange/server/storage/kv"
@@ -46,7 +47,7 @@ func engine(every time.Duration) kvtest.Opener {
 // reopenAltered closes s, changes its file with bbolt alone as an earlier
 // release or a damaged disk would have left it, and opens it again; the
 // store returned closes when the test ends.
-func reopenAltered(t *testing.T, s *bolt.Store, alter func(*bbolt.Tx) error) *bolt.Store {
+func reopenAltered(t *testing.T, s *exchangetest.BoltStore, alter func(*bbolt.Tx) error) *exchangetest.BoltStore {
 	t.Helper()
 	path := s.Path()
 	s.Close()
@@ -59,7 +60,7 @@ func reopenAltered(t *testing.T, s *bolt.Store, alter func(*bbolt.Tx) error) *bo
 	if err != nil {
 		t.Fatal(err)
 	}
-	s, err = bolt.OpenStore(path, bolt.Options{})
+	s, err = exchangetest.OpenBolt(path, bolt.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -72,7 +73,7 @@ func reopenAltered(t *testing.T, s *bolt.Store, alter func(*bbolt.Tx) error) *bo
 // Open fills them from the stored referrals.
 func TestFillsNewIndexes(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "exchange.db")
-	s, err := bolt.OpenStore(path, bolt.Options{})
+	s, err := exchangetest.OpenBolt(path, bolt.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -148,7 +149,7 @@ func TestFillsNewIndexes(t *testing.T) {
 // elided, and a damaged record is an error, not a wrong answer.
 func TestReadsOlderStoredAnswers(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "exchange.db")
-	s, err := bolt.OpenStore(path, bolt.Options{})
+	s, err := exchangetest.OpenBolt(path, bolt.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -231,7 +232,7 @@ func TestReadsOlderStoredAnswers(t *testing.T) {
 func TestBackupHoldsAcknowledgedAndIsNotRolledForward(t *testing.T) {
 	dir := t.TempDir()
 	path := filepath.Join(dir, "exchange.db")
-	s, err := bolt.OpenStore(path, bolt.Options{CheckpointInterval: time.Hour})
+	s, err := exchangetest.OpenBolt(path, bolt.Options{CheckpointInterval: time.Hour})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -265,7 +266,7 @@ func TestBackupHoldsAcknowledgedAndIsNotRolledForward(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	r, err := bolt.OpenStore(restored, bolt.Options{})
+	r, err := exchangetest.OpenBolt(restored, bolt.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -300,7 +301,7 @@ func TestFailedCheckpointLosesNothing(t *testing.T) {
 	t.Cleanup(func() { exec.Command("umount", "-l", dir).Run() })
 	path := filepath.Join(dir, "exchange.db")
 	var checkpoints, failed int
-	s, err := bolt.OpenStore(path, bolt.Options{CheckpointInterval: time.Hour, OnCheckpoint: func(_ time.Duration, err error) {
+	s, err := exchangetest.OpenBolt(path, bolt.Options{CheckpointInterval: time.Hour, OnCheckpoint: func(_ time.Duration, err error) {
 		checkpoints++
 		if err != nil {
 			failed++
@@ -351,7 +352,7 @@ func TestFailedCheckpointLosesNothing(t *testing.T) {
 	if !errors.Is(refused, storage.ErrWriteFailed) {
 		t.Fatalf("writes on a full disk: %v", refused)
 	}
-	seen := func(s *bolt.Store) {
+	seen := func(s *exchangetest.BoltStore) {
 		t.Helper()
 		err := s.View(context.Background(), func(tx storage.ReadTx) error {
 			for _, name := range acked {
@@ -376,7 +377,7 @@ func TestFailedCheckpointLosesNothing(t *testing.T) {
 		t.Fatalf("backup once space returned: %v", err)
 	}
 	s.Close()
-	if s, err = bolt.OpenStore(path, bolt.Options{}); err != nil {
+	if s, err = exchangetest.OpenBolt(path, bolt.Options{}); err != nil {
 		t.Fatal(err)
 	}
 	seen(s)
@@ -389,7 +390,7 @@ func TestFailedCheckpointLosesNothing(t *testing.T) {
 // keyed by organisation keeps room between its keys.
 func TestSequenceBucketsArePacked(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "exchange.db")
-	s, err := bolt.OpenStore(path, bolt.Options{CheckpointInterval: time.Hour})
+	s, err := exchangetest.OpenBolt(path, bolt.Options{CheckpointInterval: time.Hour})
 	if err != nil {
 		t.Fatal(err)
 	}

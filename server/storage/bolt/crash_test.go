@@ -13,6 +13,7 @@ import (
 	"time"
 
 	pb "github.com/social-prescribing/exchange/proto/exchange/v1"
+	"github.com/social-prescribing/exchange/server/exchangetest"
 	"github.com/social-prescribing/exchange/server/storage"
 	"github.com/social-prescribing/exchange/server/storage/bolt"
 )
@@ -61,7 +62,7 @@ func TestKill9KeepsAcknowledged(t *testing.T) {
 			t.Fatalf("round %d: the child acknowledged nothing", round)
 		}
 
-		s, err := bolt.OpenStore(path, bolt.Options{})
+		s, err := exchangetest.OpenBolt(path, bolt.Options{})
 		if err != nil {
 			t.Fatalf("round %d: opening after kill -9: %v", round, err)
 		}
@@ -98,7 +99,7 @@ func TestKill9KeepsAcknowledged(t *testing.T) {
 }
 
 func crashChild(path, round string) {
-	s, err := bolt.OpenStore(path, bolt.Options{CheckpointInterval: 3 * time.Millisecond})
+	s, err := exchangetest.OpenBolt(path, bolt.Options{CheckpointInterval: 3 * time.Millisecond})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(2)

@@ -11,6 +11,7 @@ import (
 
 	bbolt "go.etcd.io/bbolt"
 
+	"github.com/social-prescribing/exchange/server/exchangetest"
 	"github.com/social-prescribing/exchange/server/storage"
 	"github.com/social-prescribing/exchange/server/storage/bolt"
 )
@@ -24,7 +25,7 @@ func damagedCopies(t *testing.T) map[string]string {
 	t.Helper()
 	dir := t.TempDir()
 	path := filepath.Join(dir, "exchange.db")
-	s, err := bolt.OpenStore(path, bolt.Options{})
+	s, err := exchangetest.OpenBolt(path, bolt.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -108,7 +109,7 @@ func damagedCopies(t *testing.T) map[string]string {
 func TestRefusesDamagedFiles(t *testing.T) {
 	for name, path := range damagedCopies(t) {
 		t.Run(name, func(t *testing.T) {
-			s, err := bolt.OpenStore(path, bolt.Options{})
+			s, err := exchangetest.OpenBolt(path, bolt.Options{})
 			if err == nil {
 				s.Close()
 				t.Fatal("a damaged file opened")

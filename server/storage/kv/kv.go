@@ -30,6 +30,11 @@ var (
 	// request_id after the restart returns the first answer if the write
 	// was kept, and makes it otherwise.
 	ErrStopped = errors.New("the store stopped after a failed fsync")
+	// ErrUnavailable: the engine could not be reached (a cluster without
+	// quorum, a partition, a member that stopped answering). Whether a
+	// write in flight was kept is not known: a retry with the same
+	// request_id answers it either way.
+	ErrUnavailable = errors.New("the store could not be reached")
 	// ErrTooLarge: a key or value is larger than the engine takes, or a
 	// transaction writes more than it takes in one commit. Nothing was
 	// kept.

@@ -301,13 +301,20 @@ func testMonitoringFigures(t *testing.T, open Opener) {
 func testReferralPagination(t *testing.T, open Opener) {
 	s := newStore(t, open)
 	t0 := time.Date(2026, 1, 1, 9, 0, 0, 0, time.UTC)
-	update(t, s, func(tx storage.WriteTx) error {
-		for i := 0; i < 25; i++ {
-			r := referral(fmt.Sprintf("r%03d", i), "organizations/gp", "organizations/lw", t0.Add(time.Duration(i)*time.Second))
-			if err := tx.CreateReferral(r, []string{"organizations/gp", "organizations/lw"}); err != nil {
-				return err
+	// Five to a transaction: an engine bounds how much one writes (etcd:
+	// 128 keys).
+	for from := 0; from < 25; from += 5 {
+		update(t, s, func(tx storage.WriteTx) error {
+			for i := from; i < from+5; i++ {
+				r := referral(fmt.Sprintf("r%03d", i), "organizations/gp", "organizations/lw", t0.Add(time.Duration(i)*time.Second))
+				if err := tx.CreateReferral(r, []string{"organizations/gp", "organizations/lw"}); err != nil {
+					return err
+				}
 			}
-		}
+			return nil
+		})
+	}
+	update(t, s, func(tx storage.WriteTx) error {
 		return nil
 	})
 	var all []string
