@@ -34,6 +34,7 @@ import (
 	pb "github.com/social-prescribing/exchange/proto/exchange/v1"
 	"github.com/social-prescribing/exchange/server/exchangetest"
 	"github.com/social-prescribing/exchange/server/storage/bolt"
+	"github.com/social-prescribing/exchange/server/storage/etcd/etcdtest"
 )
 
 var (
@@ -45,6 +46,7 @@ var (
 )
 
 func TestMain(m *testing.M) {
+	etcdtest.MaybeMember()
 	code := m.Run()
 	if binDir != "" {
 		os.RemoveAll(binDir)

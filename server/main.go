@@ -34,7 +34,6 @@ import (
 	"github.com/social-prescribing/exchange/server/demo"
 	"github.com/social-prescribing/exchange/server/metrics"
 	"github.com/social-prescribing/exchange/server/storage"
-	"github.com/social-prescribing/exchange/server/storage/bolt"
 )
 
 // envName is the environment variable of a flag: --tls-cert is
@@ -81,11 +80,15 @@ type settings struct {
 	logFormat, logLevel         string
 	benchAddr, pprofAddr        string
 	checkpointEvery             time.Duration
+	etcd                        etcdFlags
 }
 
 func main() {
 	if len(os.Args) > 1 && os.Args[1] == "healthcheck" {
 		os.Exit(healthcheck(os.Args[2:]))
+	}
+	if len(os.Args) > 1 && os.Args[1] == "restore" {
+		os.Exit(restore(os.Args[2:]))
 	}
 	var st settings
 	fs := flag.NewFlagSet("server", flag.ExitOnError)
@@ -93,6 +96,11 @@ func main() {
 	fs.StringVar(&st.httpAddr, "http-addr", "127.0.0.1:8080", "HTTP listen address of the REST API, the web inbox, /docs, /healthz and /metrics")
 	fs.StringVar(&st.dataDir, "data-dir", "data", "directory of the bbolt store, its log and the operator key")
 	fs.DurationVar(&st.checkpointEvery, "checkpoint-interval", 100*time.Millisecond, "how often the bbolt file is brought up to date from the store's log, beside the writes; longer holds more writes in memory and makes each checkpoint a larger burst of disk writes")
+	fs.StringVar(&st.etcd.endpoints, "etcd-endpoints", "", "store everything in this etcd cluster (comma-separated client URLs, https://a:2379,https://b:2379,https://c:2379) instead of the bbolt file; any number of exchanges may share one --etcd-prefix")
+	fs.StringVar(&st.etcd.ca, "etcd-ca", "", "PEM CA certificates that sign the etcd members' certificates")
+	fs.StringVar(&st.etcd.cert, "etcd-cert", "", "PEM client certificate to present to etcd, when the cluster asks for one")
+	fs.StringVar(&st.etcd.key, "etcd-key", "", "PEM private key of --etcd-cert")
+	fs.StringVar(&st.etcd.prefix, "etcd-prefix", "/exchange/", "the prefix of every key the exchange keeps in etcd, so that several exchanges can share a cluster")
 	fs.BoolVar(&st.demo, "demo", false, "create demo organisations once and print their API keys")
 	fs.IntVar(&st.demoReferrals, "demo-referrals", 300, "with --demo: how many synthetic referrals, spread over the past year with outcomes, to create the first time, so reports have something to show")
 	fs.DurationVar(&st.overdueEvery, "overdue-interval", 30*time.Second, "how often to look for referrals past their reply-by deadline")
@@ -118,7 +126,7 @@ func main() {
 	}
 	fs.StringVar(&st.pprofAddr, "pprof-addr", "", "profiling only: serve net/http/pprof on this loopback address")
 	fs.Usage = func() {
-		fmt.Fprintf(fs.Output(), "Usage: server [flags]\n       server healthcheck [flags]\n\nRuns the social prescribing referral exchange.\n\nFlags:\n")
+		fmt.Fprintf(fs.Output(), "Usage: server [flags]\n       server healthcheck [flags]\n       server restore --etcd-endpoints URLS --from FILE\n\nRuns the social prescribing referral exchange.\n\nFlags:\n")
 		fs.PrintDefaults()
 	}
 	if err := fromEnv(fs); err != nil {
@@ -200,17 +208,11 @@ func run(st settings) error {
 	// exchange then stops serving and exits non-zero, so that its
 	// supervisor restarts it and the log replays what reached the disk.
 	fatal := make(chan error, 1)
-	eng, err := bolt.Open(filepath.Join(st.dataDir, "exchange.db"), bolt.Options{CheckpointInterval: st.checkpointEvery,
-		OnCommit: m.ObserveCommit, OnCheckpoint: m.ObserveCheckpoint, OnRefused: m.ObserveRefused,
-		OnFatal: func(err error) { fatal <- err }})
+	be, err := openBackend(ctx, st, m, fatal)
 	if err != nil {
 		return err
 	}
-	store, err := storage.Open(ctx, eng)
-	if err != nil {
-		eng.Close()
-		return err
-	}
+	store := be.store
 	defer store.Close()
 	if err := ensureOperator(ctx, store, st.dataDir); err != nil {
 		return err
@@ -222,7 +224,7 @@ func run(st settings) error {
 		}
 	}
 
-	m.Watch(metrics.Sources{Store: store, Size: eng.Size, Watchers: srv.Watchers, Now: time.Now})
+	m.Watch(metrics.Sources{Store: store, Size: be.size, Watchers: srv.Watchers, Now: time.Now})
 	tracing, stopTracing, err := setupTracing(ctx)
 	if err != nil {
 		return err
@@ -281,9 +283,16 @@ func run(st settings) error {
 	errc := make(chan error, 2)
 	go func() { errc <- g.Serve(gl) }()
 	go func() { errc <- hsrv.Serve(hl) }()
-	go sweep(ctx, srv, st.overdueEvery)
-	go keepRetention(ctx, srv, time.Duration(st.retention), st.retentionEvery)
-	slog.Info("exchange listening", "grpc", gl.Addr().String(), "http", hl.Addr().String(), "data", st.dataDir,
+	go be.leading(ctx, func(ctx context.Context) {
+		go keepRetention(ctx, srv, time.Duration(st.retention), st.retentionEvery)
+		sweep(ctx, srv, st.overdueEvery)
+	})
+	go watchHealth(ctx, hs, be.healthy)
+	storeName := filepath.Join(st.dataDir, "exchange.db")
+	if st.etcd.on() {
+		storeName = st.etcd.endpoints + " " + st.etcd.prefix
+	}
+	slog.Info("exchange listening", "grpc", gl.Addr().String(), "http", hl.Addr().String(), "store", storeName,
 		"tls", creds.grpc != nil, "client_certificates", st.tls.clientCA != "")
 
 	var stopped error

@@ -18,6 +18,7 @@ import (
 
 	pb "github.com/social-prescribing/exchange/proto/exchange/v1"
 	"github.com/social-prescribing/exchange/server/exchangetest"
+	"github.com/social-prescribing/exchange/server/storage/etcd/etcdtest"
 )
 
 // freeAddr returns a loopback address nothing listens on.
@@ -66,55 +67,15 @@ func startBinary(t *testing.T, bin, dir string, args ...string) *server {
 	}
 }
 
-// TestReadmeWalkthrough runs the README's walk-throughs (every ```sh block:
-// grpcurl for the GP and link workers, curl for a community group, the
-// exchangectl tour) as written against the built server with --demo, twice
-// on the same directory, killing the server with SIGKILL after each run,
-// and checks that everything they were told was written is there once.
-func TestReadmeWalkthrough(t *testing.T) {
-	if testing.Short() {
-		t.Skip("builds and runs the server")
-	}
-	exchangetest.Need(t, "grpcurl")
-	exchangetest.Need(t, "curl")
-	exchangetest.Need(t, "jq")
-	bash := exchangetest.Need(t, "bash")
-	readme, err := os.ReadFile("../README.md")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var blocks []string
-	for rest := string(readme); ; {
-		_, block, ok := strings.Cut(rest, "\n```sh\n")
-		if !ok {
-			break
-		}
-		block, rest, _ = strings.Cut(block, "\n```\n")
-		blocks = append(blocks, block)
-	}
-	if len(blocks) != 3 {
-		t.Fatalf("README.md has %d ```sh blocks, want the grpcurl and curl walk-throughs and the exchangectl tour", len(blocks))
-	}
+// endpoints are where a walk-through reaches the exchange.
+type endpoints struct{ grpc, http string }
 
-	dir := t.TempDir()
-	bin, ctl := binaries(t)
-	for _, b := range []string{bin, ctl} { // the scripts call them by name
-		if err := os.Symlink(b, filepath.Join(dir, filepath.Base(b))); err != nil {
-			t.Fatal(err)
-		}
-	}
-	// The tour imports the sample directory by its path in the repository.
-	sample, err := filepath.Abs("../client/hsds/testdata/sample")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.MkdirAll(filepath.Join(dir, "client/hsds/testdata"), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Symlink(sample, filepath.Join(dir, "client/hsds/testdata/sample")); err != nil {
-		t.Fatal(err)
-	}
-	s := startBinary(t, bin, dir, "--demo")
+// runWalkthroughs runs the README's blocks against the exchanges start
+// starts (the addresses for each block), twice, killing them with kill
+// after each run.
+func runWalkthroughs(t *testing.T, bash, dir string, blocks []string, start func() [3]endpoints, kill func()) {
+	t.Helper()
+	at := start()
 	wants := [][]string{
 		{"REFERRAL_STATE_IN_PROGRESS", "UPTAKE_STATUS_FIRST_SESSION_ATTENDED", "INSTRUMENT_WEMWBS", "REFERRAL_VIEW_WITHOUT_PERSON", "EVENT_TYPE_REFERRAL_CREATED"},
 		{"Bob", "REFERRAL_STATE_ACCEPTED", "UPTAKE_STATUS_FIRST_SESSION_ATTENDED", `"total":41`, "EVENT_TYPE_FEEDBACK_POSTED", "lastSequence"},
@@ -130,7 +91,7 @@ func TestReadmeWalkthrough(t *testing.T) {
 		"services: 3 created":      "services: 0 created, 0 updated, 3 unchanged"}
 	for round := range 2 {
 		for i, block := range blocks {
-			script := strings.NewReplacer("127.0.0.1:50051", s.grpc, "127.0.0.1:8080", s.http).Replace(block)
+			script := strings.NewReplacer("127.0.0.1:50051", at[i].grpc, "127.0.0.1:8080", at[i].http).Replace(block)
 			cmd := exec.Command(bash, "-euo", "pipefail", "-c", script)
 			cmd.Dir = dir
 			cmd.Env = append(os.Environ(), "PATH="+dir+string(os.PathListSeparator)+os.Getenv("PATH"), "EXCHANGE_CONFIG=/dev/null")
@@ -148,11 +109,92 @@ func TestReadmeWalkthrough(t *testing.T) {
 				}
 			}
 		}
-		s.cmd.Process.Signal(syscall.SIGKILL)
-		s.cmd.Wait()
-		s = startBinary(t, bin, dir, "--demo")
+		kill()
+		if round == 0 {
+			at = start()
+		}
 	}
 
+}
+
+// TestReadmeWalkthrough runs the README's walk-throughs (every ```sh block:
+// grpcurl for the GP and link workers, curl for a community group, the
+// exchangectl tour) as written against the built server with --demo, twice
+// on the same directory, killing the server with SIGKILL after each run,
+// and checks that everything they were told was written is there once.
+func TestReadmeWalkthrough(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs the server")
+	}
+	bash, dir, bin, blocks := prepareWalkthroughs(t)
+	// One exchange on its bbolt file serves every walk-through.
+	var s *server
+	start := func() [3]endpoints {
+		s = startBinary(t, bin, dir, "--demo")
+		e := endpoints{s.grpc, s.http}
+		return [3]endpoints{e, e, e}
+	}
+	kill := func() { s.cmd.Process.Signal(syscall.SIGKILL); s.cmd.Wait() }
+	runWalkthroughs(t, bash, dir, blocks, start, kill)
+	start()
+	checkAfterWalkthroughs(t, filepath.Join(dir, "data", "demo-credentials.json"), s.grpc)
+	// A clean stop: SIGTERM drains and exits 0.
+	s.cmd.Process.Signal(syscall.SIGTERM)
+	if err := s.cmd.Wait(); err != nil {
+		t.Errorf("SIGTERM: %v", err)
+	}
+}
+
+// prepareWalkthroughs reads the README's walk-throughs and makes the
+// directory they run in.
+func prepareWalkthroughs(t *testing.T) (bash, dir, bin string, blocks []string) {
+	t.Helper()
+	var ctl string
+	exchangetest.Need(t, "grpcurl")
+	exchangetest.Need(t, "curl")
+	exchangetest.Need(t, "jq")
+	bash = exchangetest.Need(t, "bash")
+	readme, err := os.ReadFile("../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for rest := string(readme); ; {
+		_, block, ok := strings.Cut(rest, "\n```sh\n")
+		if !ok {
+			break
+		}
+		block, rest, _ = strings.Cut(block, "\n```\n")
+		blocks = append(blocks, block)
+	}
+	if len(blocks) != 3 {
+		t.Fatalf("README.md has %d ```sh blocks, want the grpcurl and curl walk-throughs and the exchangectl tour", len(blocks))
+	}
+
+	dir = t.TempDir()
+	bin, ctl = binaries(t)
+	for _, b := range []string{bin, ctl} { // the scripts call them by name
+		if err := os.Symlink(b, filepath.Join(dir, filepath.Base(b))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The tour imports the sample directory by its path in the repository.
+	sample, err := filepath.Abs("../client/hsds/testdata/sample")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(filepath.Join(dir, "client/hsds/testdata"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(sample, filepath.Join(dir, "client/hsds/testdata/sample")); err != nil {
+		t.Fatal(err)
+	}
+	return bash, dir, bin, blocks
+}
+
+// checkAfterWalkthroughs checks, through the exchange at addr, that what
+// the walk-throughs were told was written is there once.
+func checkAfterWalkthroughs(t *testing.T, credentials, addr string) {
+	t.Helper()
 	// After each run a kill -9 and a restart on the same directory: both
 	// referrals are there once, and --demo does not create the
 	// organisations again.
@@ -160,14 +202,14 @@ func TestReadmeWalkthrough(t *testing.T) {
 		Organization string `json:"organization"`
 		APIKey       string `json:"api_key"`
 	}
-	b, err := os.ReadFile(filepath.Join(dir, "data", "demo-credentials.json"))
+	b, err := os.ReadFile(credentials)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if err := json.Unmarshal(b, &creds); err != nil {
 		t.Fatal(err)
 	}
-	conn, err := grpc.NewClient(s.grpc, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -218,9 +260,32 @@ func TestReadmeWalkthrough(t *testing.T) {
 	if err != nil || len(orgs.Organizations) != 9 {
 		t.Errorf("organisations after a second --demo start = %d, %v; want 5 demo, the operator and the 3 imported once", len(orgs.GetOrganizations()), err)
 	}
-	// A clean stop: SIGTERM drains and exits 0.
-	s.cmd.Process.Signal(syscall.SIGTERM)
-	if err := s.cmd.Wait(); err != nil {
-		t.Errorf("SIGTERM: %v", err)
+}
+
+// TestReadmeWalkthroughOnEtcd runs the same walk-throughs against two
+// exchanges over one three-member etcd cluster: the GP's and link
+// workers' grpcurl through the first, the community group's curl and the
+// exchangectl tour (with the event feed) through the second, which reads
+// what the first wrote. Both are killed with SIGKILL after each run.
+func TestReadmeWalkthroughOnEtcd(t *testing.T) {
+	bash, dir, bin, blocks := prepareWalkthroughs(t)
+	cluster := etcdtest.Start(t, 3)
+	flags := []string{"--etcd-endpoints", strings.Join(cluster.Endpoints(), ","), "--etcd-prefix", "/walkthrough/"}
+	other := t.TempDir()
+	var first, second *server
+	start := func() [3]endpoints {
+		first = startBinary(t, bin, dir, append([]string{"--demo"}, flags...)...)
+		second = startBinary(t, bin, other, flags...)
+		return [3]endpoints{{first.grpc, first.http}, {second.grpc, second.http}, {second.grpc, second.http}}
 	}
+	kill := func() {
+		for _, s := range []*server{first, second} {
+			s.cmd.Process.Signal(syscall.SIGKILL)
+			s.cmd.Wait()
+		}
+	}
+	runWalkthroughs(t, bash, dir, blocks, start, kill)
+	start()
+	checkAfterWalkthroughs(t, filepath.Join(dir, "data", "demo-credentials.json"), second.grpc)
+	checkAfterWalkthroughs(t, filepath.Join(dir, "data", "demo-credentials.json"), first.grpc)
 }

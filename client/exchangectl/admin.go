@@ -107,8 +107,10 @@ func (a *app) backupCmd() *cobra.Command {
 while it runs. The file is written next to its final name and renamed when
 complete, so a failed backup never leaves a partial file under that name.
 
-To restore: stop the exchange, put the file in the data directory as
-exchange.db (keep the operator-key file), and start it again.`,
+To restore the embedded store: stop the exchange, put the file in the data
+directory as exchange.db (keep the operator-key file), and start it again.
+On etcd the file is a logical export of the exchange's prefix: write it
+back into an empty prefix with exchange-server restore (docs/operations.md).`,
 		Example: "  exchangectl backup --file /backups/exchange-$(date +%F).db",
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			c, err := a.conn()
@@ -126,6 +128,7 @@ exchange.db (keep the operator-key file), and start it again.`,
 			}
 			defer os.Remove(tmp.Name())
 			var total, n int64
+			last := false
 			for {
 				chunk, err := stream.Recv()
 				if err == io.EOF {
@@ -143,10 +146,14 @@ exchange.db (keep the operator-key file), and start it again.`,
 					return err
 				}
 				n += int64(len(chunk.Data))
+				last = last || chunk.Last
 			}
-			if n != total {
+			if !last || total > 0 && n != total {
 				tmp.Close()
-				return fmt.Errorf("the backup stream ended after %d of %d bytes", n, total)
+				if total > 0 {
+					return fmt.Errorf("the backup stream ended after %d of %d bytes", n, total)
+				}
+				return fmt.Errorf("the backup stream ended after %d bytes, before its last chunk", n)
 			}
 			if err := tmp.Sync(); err != nil {
 				tmp.Close()

@@ -233,7 +233,8 @@ func (a *admin) Backup(req *pb.BackupRequest, stream pb.AdminService_BackupServe
 		c = &chunker{send: stream.Send, total: size, buf: make([]byte, 0, backupChunk)}
 		return c, nil
 	})
-	if err == nil && (len(c.buf) > 0 || !c.sent) {
+	if err == nil {
+		c.last = true
 		err = c.flush()
 	}
 	return storeError(ctx, err)
@@ -245,6 +246,7 @@ type chunker struct {
 	total int64
 	buf   []byte
 	sent  bool
+	last  bool // the next flush is the last
 }
 
 func (c *chunker) Write(p []byte) (int, error) {
@@ -262,8 +264,8 @@ func (c *chunker) Write(p []byte) (int, error) {
 }
 
 func (c *chunker) flush() error {
-	m := &pb.BackupChunk{Data: c.buf}
-	if !c.sent {
+	m := &pb.BackupChunk{Data: c.buf, Last: c.last}
+	if !c.sent && c.total > 0 {
 		m.TotalBytes, c.sent = c.total, true
 	}
 	err := c.send(m)

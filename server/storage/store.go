@@ -22,6 +22,7 @@ func Open(ctx context.Context, e kv.Engine) (Store, error) {
 	if err := s.upgrade(ctx); err != nil {
 		return nil, fmt.Errorf("upgrade the store: %w", err)
 	}
+	s.AuthVersion() // from now on the engine counts changes to what authentication reads
 	return s, nil
 }
 

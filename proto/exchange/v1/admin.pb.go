@@ -490,8 +490,11 @@ type BackupChunk struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The next bytes of the file.
 	Data []byte `protobuf:"bytes,1,opt,name=data,proto3" json:"data,omitempty"`
-	// The size of the whole file, in the first chunk.
-	TotalBytes    int64 `protobuf:"varint,2,opt,name=total_bytes,json=totalBytes,proto3" json:"total_bytes,omitempty"`
+	// The size of the whole file, in the first chunk, when it is known ahead
+	// (on etcd it is not, and this is 0).
+	TotalBytes int64 `protobuf:"varint,2,opt,name=total_bytes,json=totalBytes,proto3" json:"total_bytes,omitempty"`
+	// Set on the final chunk: a stream that ends without it was cut short.
+	Last          bool `protobuf:"varint,3,opt,name=last,proto3" json:"last,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -540,6 +543,13 @@ func (x *BackupChunk) GetTotalBytes() int64 {
 	return 0
 }
 
+func (x *BackupChunk) GetLast() bool {
+	if x != nil {
+		return x.Last
+	}
+	return false
+}
+
 var File_exchange_v1_admin_proto protoreflect.FileDescriptor
 
 const file_exchange_v1_admin_proto_rawDesc = "" +
@@ -586,11 +596,12 @@ const file_exchange_v1_admin_proto_rawDesc = "" +
 	"\x13cancelled_referrals\x18\x03 \x01(\x05R\x12cancelledReferrals\x12)\n" +
 	"\x10cleared_consents\x18\x04 \x01(\x05R\x0fclearedConsents\x12)\n" +
 	"\x10cleared_feedback\x18\x05 \x01(\x05R\x0fclearedFeedback\"\x0f\n" +
-	"\rBackupRequest\"B\n" +
+	"\rBackupRequest\"V\n" +
 	"\vBackupChunk\x12\x12\n" +
 	"\x04data\x18\x01 \x01(\fR\x04data\x12\x1f\n" +
 	"\vtotal_bytes\x18\x02 \x01(\x03R\n" +
-	"totalBytes2\x9e\x02\n" +
+	"totalBytes\x12\x12\n" +
+	"\x04last\x18\x03 \x01(\bR\x04last2\x9e\x02\n" +
 	"\fAdminService\x12f\n" +
 	"\x0fListAuditEvents\x12#.exchange.v1.ListAuditEventsRequest\x1a$.exchange.v1.ListAuditEventsResponse\"\b\xea\xe0\x18\x04\b\x01\x10\x01\x12Z\n" +
 	"\vErasePerson\x12\x1f.exchange.v1.ErasePersonRequest\x1a .exchange.v1.ErasePersonResponse\"\b\xea\xe0\x18\x04\b\x01\x10\x01\x12J\n" +

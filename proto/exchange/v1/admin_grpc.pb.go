@@ -44,10 +44,13 @@ type AdminServiceClient interface {
 	// and clears nothing. Audited; the NHS number itself is not kept in the
 	// audit log.
 	ErasePerson(ctx context.Context, in *ErasePersonRequest, opts ...grpc.CallOption) (*ErasePersonResponse, error)
-	// Streams a consistent copy of the whole store (a bbolt file), taken in one
-	// read transaction while writes go on. Write the chunks, in order, to a
-	// file: that file is a store the exchange can be started on
-	// (`--data-dir` pointing at a directory holding it as `exchange.db`).
+	// Streams a consistent copy of the whole store, taken at one moment while
+	// writes go on. Write the chunks, in order, to a file; the last chunk says
+	// it is the last. On the embedded store the file is a bbolt store the
+	// exchange can be started on (`--data-dir` pointing at a directory
+	// holding it as `exchange.db`). On etcd it is a logical export of every
+	// key under the exchange's prefix, which `exchange-server restore`
+	// writes back into an empty prefix (docs/operations.md).
 	Backup(ctx context.Context, in *BackupRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[BackupChunk], error)
 }
 
@@ -118,10 +121,13 @@ type AdminServiceServer interface {
 	// and clears nothing. Audited; the NHS number itself is not kept in the
 	// audit log.
 	ErasePerson(context.Context, *ErasePersonRequest) (*ErasePersonResponse, error)
-	// Streams a consistent copy of the whole store (a bbolt file), taken in one
-	// read transaction while writes go on. Write the chunks, in order, to a
-	// file: that file is a store the exchange can be started on
-	// (`--data-dir` pointing at a directory holding it as `exchange.db`).
+	// Streams a consistent copy of the whole store, taken at one moment while
+	// writes go on. Write the chunks, in order, to a file; the last chunk says
+	// it is the last. On the embedded store the file is a bbolt store the
+	// exchange can be started on (`--data-dir` pointing at a directory
+	// holding it as `exchange.db`). On etcd it is a logical export of every
+	// key under the exchange's prefix, which `exchange-server restore`
+	// writes back into an empty prefix (docs/operations.md).
 	Backup(*BackupRequest, grpc.ServerStreamingServer[BackupChunk]) error
 	mustEmbedUnimplementedAdminServiceServer()
 }

@@ -1023,3 +1023,17 @@ func Restore(ctx context.Context, cli *clientv3.Client, prefix string, maxOps in
 	}
 	return flush()
 }
+
+// Size is the cluster's database size in bytes as the first member that
+// answers tells (every exchange sharing the cluster, and its history until
+// compaction), or -1 when none answers.
+func (e *Engine) Size(ctx context.Context) int64 {
+	ctx, cancel := context.WithTimeout(ctx, time.Second)
+	defer cancel()
+	for _, ep := range e.cli.Endpoints() {
+		if st, err := e.cli.Status(ctx, ep); err == nil {
+			return st.DbSize
+		}
+	}
+	return -1
+}

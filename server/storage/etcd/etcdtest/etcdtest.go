@@ -32,10 +32,17 @@ const memberEnv = "EXCHANGE_ETCDTEST_MEMBER"
 
 // Main runs the tests, or, in a child the tests started, an etcd member.
 func Main(m *testing.M) {
+	MaybeMember()
+	os.Exit(m.Run())
+}
+
+// MaybeMember, in a child the tests started, runs an etcd member and
+// exits; otherwise it returns at once. A TestMain of its own calls it
+// first.
+func MaybeMember() {
 	if cfg := os.Getenv(memberEnv); cfg != "" {
 		os.Exit(runMember(cfg))
 	}
-	os.Exit(m.Run())
 }
 
 // memberConfig is what a child needs to run one member.
