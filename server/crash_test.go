@@ -71,7 +71,50 @@ func TestCrashSafety(t *testing.T) {
 	}
 	conn := dialed(s)
 	operator := operatorKey(t, dataDir)
-	keys := map[string]string{}
+	keys, service := crashParties(t, conn, operator)
+	conn.Close()
+
+	w := &chains{keys: keys, service: service, referral: map[string]string{}}
+	unanswered := 0
+	rounds := 10
+	for round := range rounds {
+		conn := dialed(s)
+		ctx, stop := context.WithCancel(context.Background())
+		wg := w.drive(ctx, round, []*grpc.ClientConn{conn}, 8)
+		time.Sleep(time.Duration(100+rand.IntN(600)) * time.Millisecond)
+		// Kill the exchange under the calls in flight (they go unanswered,
+		// made or not), and stop starting new chains.
+		s.cmd.Process.Signal(syscall.SIGKILL)
+		stop()
+		s.cmd.Wait()
+		wg.Wait()
+		conn.Close()
+		if err := bolt.Check(filepath.Join(dataDir, "exchange.db")); err != nil {
+			t.Fatalf("round %d: bbolt check after SIGKILL: %v", round, err)
+		}
+
+		s = startBinary(t, bin, dir, args...)
+		conn = dialed(s)
+		retried := w.retry(t, round, conn)
+		verify(t, round, conn, keys, operator, w.all, w.checked, w.referral, service)
+		conn.Close()
+		t.Logf("round %d: %d writes, %d of them unanswered and retried", round, len(w.all)-w.checked, retried)
+		w.checked = len(w.all)
+		unanswered += retried
+	}
+	if unanswered == 0 {
+		t.Error("no call was in flight at any kill: the test did not test crashes")
+	}
+	if len(w.all) < 40*rounds {
+		t.Errorf("only %d writes in %d rounds: the test did not load the exchange", len(w.all), rounds)
+	}
+}
+
+// crashParties makes the crash tests' practice and community group, their
+// keys, and the group's service.
+func crashParties(t *testing.T, conn *grpc.ClientConn, operator string) (keys map[string]string, service string) {
+	t.Helper()
+	keys = map[string]string{}
 	for id, kind := range map[string]pb.OrganizationKind{"practice": pb.OrganizationKind_ORGANIZATION_KIND_GP_PRACTICE, "group": pb.OrganizationKind_ORGANIZATION_KIND_VCSE_ORGANIZATION} {
 		o, err := pb.NewDirectoryServiceClient(conn).CreateOrganization(as(operator), &pb.CreateOrganizationRequest{OrganizationId: id, Organization: &pb.Organization{Kind: kind, DisplayName: id}})
 		if err != nil {
@@ -88,121 +131,105 @@ func TestCrashSafety(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	conn.Close()
+	return keys, svc.Name
+}
 
-	var (
-		mu       sync.Mutex
-		all      []*op
-		referral = map[string]string{} // request_id of the create -> referral name
-	)
-	person, checked, unanswered := 0, 0, 0
-	rounds := 10
-	for round := range rounds {
-		conn := dialed(s)
-		ctx, stop := context.WithCancel(context.Background())
-		var wg sync.WaitGroup
-		for w := range 8 {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				// Each worker walks people through consent, referral, accept
-				// and a note, stopping a chain at the first unanswered call.
-				for i := 0; ctx.Err() == nil; i++ {
-					mu.Lock()
-					person++
-					nhs := exchangetest.NHSNumber(7000 + 13*person)
-					mu.Unlock()
-					id := fmt.Sprintf("r%d-w%d-%d", round, w, i)
-					run := func(o *op) bool {
-						mu.Lock()
-						all = append(all, o)
-						mu.Unlock()
-						resp, err := o.call(ctx, conn)
-						if err != nil {
-							return false
-						}
-						mu.Lock()
-						o.resp, o.acked = resp, true
-						mu.Unlock()
-						return true
+// chains are the crash tests' writes: workers walking people through
+// consent, referral, accept and a note, and what they learnt of each call.
+type chains struct {
+	keys     map[string]string
+	service  string
+	mu       sync.Mutex
+	all      []*op
+	person   int
+	referral map[string]string // request_id of the create -> referral name
+	checked  int               // ops before this were verified in an earlier round
+}
+
+// drive starts workers, spread over the connections, until ctx ends.
+func (w *chains) drive(ctx context.Context, round int, conns []*grpc.ClientConn, workers int) *sync.WaitGroup {
+	var wg sync.WaitGroup
+	for n := range workers {
+		conn := conns[n%len(conns)]
+		wg.Go(func() {
+			// Each worker stops a chain, and its work, at the first
+			// unanswered call.
+			for i := 0; ctx.Err() == nil; i++ {
+				w.mu.Lock()
+				w.person++
+				nhs := exchangetest.NHSNumber(7000 + 13*w.person)
+				w.mu.Unlock()
+				id := fmt.Sprintf("r%d-w%d-%d", round, n, i)
+				run := func(o *op) bool {
+					w.mu.Lock()
+					w.all = append(w.all, o)
+					w.mu.Unlock()
+					resp, err := o.call(ctx, conn)
+					if err != nil {
+						return false
 					}
-					consent := &op{kind: "consent", key: keys["practice"], req: &pb.CreateConsentRequest{RequestId: id + "-c", Consent: &pb.Consent{
-						NhsNumber: nhs, Method: pb.ConsentMethod_CONSENT_METHOD_VERBAL,
-						Purposes:       []pb.ConsentPurpose{pb.ConsentPurpose_CONSENT_PURPOSE_DIRECT_CARE, pb.ConsentPurpose_CONSENT_PURPOSE_FEEDBACK_TO_REFERRER},
-						RecipientScope: pb.ConsentRecipientScope_CONSENT_RECIPIENT_SCOPE_REFERRAL_CHAIN}}}
-					if !run(consent) {
-						return
-					}
-					p := exchangetest.Ada()
-					p.NhsNumber = nhs
-					ref := &op{kind: "referral", key: keys["practice"], req: &pb.CreateReferralRequest{RequestId: id + "-r", Referral: &pb.Referral{
-						RecipientService: svc.Name, Person: p, Consent: consent.resp.(*pb.Consent).Name, Route: pb.ReferralRoute_REFERRAL_ROUTE_PRIMARY_CARE,
-						Needs: []pb.Category{pb.Category_CATEGORY_PHYSICAL_ACTIVITY}, SupportLevel: pb.SupportLevel_SUPPORT_LEVEL_SIGNPOSTING,
-						Reason: "Lonely since her husband died; would like to walk with others."}}}
-					if !run(ref) {
-						return
-					}
-					name := ref.resp.(*pb.Referral).Name
-					if !run(&op{kind: "accept", key: keys["group"], req: &pb.AcceptReferralRequest{Name: name, RequestId: id + "-a"}}) {
-						return
-					}
-					if !run(&op{kind: "note", key: keys["group"], req: &pb.CreateFeedbackRequest{Parent: name, RequestId: id + "-n",
-						Feedback: &pb.Feedback{Content: &pb.Feedback_Note{Note: &pb.Note{Text: "Welcome to the walking group"}}}}}) {
-						return
-					}
+					w.mu.Lock()
+					o.resp, o.acked = resp, true
+					w.mu.Unlock()
+					return true
 				}
-			}()
-		}
-		time.Sleep(time.Duration(100+rand.IntN(600)) * time.Millisecond)
-		// Kill the exchange under the calls in flight (they go unanswered,
-		// made or not), and stop starting new chains.
-		s.cmd.Process.Signal(syscall.SIGKILL)
-		stop()
-		s.cmd.Wait()
-		wg.Wait()
-		conn.Close()
-		if err := bolt.Check(filepath.Join(dataDir, "exchange.db")); err != nil {
-			t.Fatalf("round %d: bbolt check after SIGKILL: %v", round, err)
-		}
+				consent := &op{kind: "consent", key: w.keys["practice"], req: &pb.CreateConsentRequest{RequestId: id + "-c", Consent: &pb.Consent{
+					NhsNumber: nhs, Method: pb.ConsentMethod_CONSENT_METHOD_VERBAL,
+					Purposes:       []pb.ConsentPurpose{pb.ConsentPurpose_CONSENT_PURPOSE_DIRECT_CARE, pb.ConsentPurpose_CONSENT_PURPOSE_FEEDBACK_TO_REFERRER},
+					RecipientScope: pb.ConsentRecipientScope_CONSENT_RECIPIENT_SCOPE_REFERRAL_CHAIN}}}
+				if !run(consent) {
+					return
+				}
+				p := exchangetest.Ada()
+				p.NhsNumber = nhs
+				ref := &op{kind: "referral", key: w.keys["practice"], req: &pb.CreateReferralRequest{RequestId: id + "-r", Referral: &pb.Referral{
+					RecipientService: w.service, Person: p, Consent: consent.resp.(*pb.Consent).Name, Route: pb.ReferralRoute_REFERRAL_ROUTE_PRIMARY_CARE,
+					Needs: []pb.Category{pb.Category_CATEGORY_PHYSICAL_ACTIVITY}, SupportLevel: pb.SupportLevel_SUPPORT_LEVEL_SIGNPOSTING,
+					Reason: "Lonely since her husband died; would like to walk with others."}}}
+				if !run(ref) {
+					return
+				}
+				name := ref.resp.(*pb.Referral).Name
+				if !run(&op{kind: "accept", key: w.keys["group"], req: &pb.AcceptReferralRequest{Name: name, RequestId: id + "-a"}}) {
+					return
+				}
+				if !run(&op{kind: "note", key: w.keys["group"], req: &pb.CreateFeedbackRequest{Parent: name, RequestId: id + "-n",
+					Feedback: &pb.Feedback{Content: &pb.Feedback_Note{Note: &pb.Note{Text: "Welcome to the walking group"}}}}}) {
+					return
+				}
+			}
+		})
+	}
+	return &wg
+}
 
-		s = startBinary(t, bin, dir, args...)
-		conn = dialed(s)
-		// Retry what was not acknowledged, twice, in the order it was
-		// sent: the first retry makes it (or finds it made), the second
-		// must answer the same.
-		retried := 0
-		for _, o := range all[checked:] {
-			if o.acked {
-				continue
-			}
-			retried++
-			first, err := o.call(context.Background(), conn)
-			if err != nil {
-				t.Fatalf("round %d: retrying %s %v: %v", round, o.kind, o.req, err)
-			}
-			again, err := o.call(context.Background(), conn)
-			if err != nil || !proto.Equal(first, again) {
-				t.Fatalf("round %d: a second retry of %s answered differently: %v / %v (%v)", round, o.kind, first, again, err)
-			}
-			o.resp, o.acked = first, true
+// retry retries what was not acknowledged since the last round, twice, in
+// the order it was sent: the first retry makes it (or finds it made), the
+// second must answer the same. It returns how many it retried.
+func (w *chains) retry(t *testing.T, round int, conn *grpc.ClientConn) int {
+	t.Helper()
+	retried := 0
+	for _, o := range w.all[w.checked:] {
+		if o.acked {
+			continue
 		}
-		for _, o := range all {
-			if r, ok := o.req.(*pb.CreateReferralRequest); ok {
-				referral[r.RequestId] = o.resp.(*pb.Referral).Name
-			}
+		retried++
+		first, err := o.call(context.Background(), conn)
+		if err != nil {
+			t.Fatalf("round %d: retrying %s %v: %v", round, o.kind, o.req, err)
 		}
-		verify(t, round, conn, keys, operator, all, checked, referral, svc.Name)
-		conn.Close()
-		t.Logf("round %d: %d writes, %d of them unanswered and retried", round, len(all)-checked, retried)
-		checked = len(all)
-		unanswered += retried
+		again, err := o.call(context.Background(), conn)
+		if err != nil || !proto.Equal(first, again) {
+			t.Fatalf("round %d: a second retry of %s answered differently: %v / %v (%v)", round, o.kind, first, again, err)
+		}
+		o.resp, o.acked = first, true
 	}
-	if unanswered == 0 {
-		t.Error("no call was in flight at any kill: the test did not test crashes")
+	for _, o := range w.all {
+		if r, ok := o.req.(*pb.CreateReferralRequest); ok {
+			w.referral[r.RequestId] = o.resp.(*pb.Referral).Name
+		}
 	}
-	if len(all) < 40*rounds {
-		t.Errorf("only %d writes in %d rounds: the test did not load the exchange", len(all), rounds)
-	}
+	return retried
 }
 
 // verify checks the store through the API after a restart.

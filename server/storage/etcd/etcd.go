@@ -403,18 +403,26 @@ func (t *tx) fail(err error) {
 	}
 }
 
-func (t *tx) readOpts(opts ...clientv3.OpOption) []clientv3.OpOption {
-	if t.rev > 0 {
-		opts = append(opts, clientv3.WithRev(t.rev))
-	}
-	return opts
-}
-
+// get reads at the transaction's revision. The first read is
+// linearizable and fixes the revision; the later ones are serializable (the
+// member answers from what it has applied, without asking the leader), which
+// a member that has applied the revision answers the same: one that has not
+// yet (the client moved to a member further behind) is asked again
+// linearizably.
 func (t *tx) get(key string, opts ...clientv3.OpOption) *clientv3.GetResponse {
 	if t.err != nil {
 		return nil
 	}
-	resp, err := t.e.cli.Get(t.ctx, key, t.readOpts(opts...)...)
+	var resp *clientv3.GetResponse
+	var err error
+	if t.rev > 0 {
+		resp, err = t.e.cli.Get(t.ctx, key, append(opts, clientv3.WithRev(t.rev), clientv3.WithSerializable())...)
+		if errors.Is(err, rpctypes.ErrFutureRev) {
+			resp, err = t.e.cli.Get(t.ctx, key, append(opts, clientv3.WithRev(t.rev))...)
+		}
+	} else {
+		resp, err = t.e.cli.Get(t.ctx, key, opts...)
+	}
 	if err != nil {
 		t.fail(err)
 		return nil
