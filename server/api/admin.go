@@ -163,7 +163,8 @@ func clearReferral(ctx context.Context, tx storage.WriteTx, now time.Time, r *pb
 	return false, notes, tx.UpdateReferral(r)
 }
 
-// retentionBatch is how many referrals one retention transaction clears.
+// retentionBatch is the most referrals one retention transaction clears
+// (fewer where the store takes less in one, core.pieces).
 const retentionBatch = 200
 
 // IdempotencyWindow is how long a request_id is remembered: a retry within
@@ -181,14 +182,13 @@ func (s *Server) SweepRetention(ctx context.Context, period time.Duration) (int,
 	if err != nil {
 		return 0, err
 	}
-	total := 0
-	for ctx.Err() == nil {
+	return s.core.pieces(ctx, retentionBatch, func(piece int) (int, error) {
 		n := 0
 		err := s.core.store.Update(ctx, func(tx storage.WriteTx) error {
 			n = 0
 			now := s.core.clock(ctx)
 			if period > 0 {
-				closed, err := tx.ClosedReferralsBefore(now.Add(-period), retentionBatch)
+				closed, err := tx.ClosedReferralsBefore(now.Add(-period), piece)
 				if err != nil {
 					return err
 				}
@@ -202,19 +202,14 @@ func (s *Server) SweepRetention(ctx context.Context, period time.Duration) (int,
 			if n == 0 && dropped == 0 {
 				return nil
 			}
-			err := tx.AppendAudit(&pb.AuditEvent{EventTime: timestamppb.New(now), Method: "retention",
+			return tx.AppendAudit(&pb.AuditEvent{EventTime: timestamppb.New(now), Method: "retention",
 				Resource: "retention", Code: "OK", ClearedReferrals: int32(n)})
-			return err
 		})
-		if err != nil {
-			return total, err
+		if err == nil {
+			dropped = 0
 		}
-		total, dropped = total+n, 0
-		if n < retentionBatch {
-			return total, nil
-		}
-	}
-	return total, ctx.Err()
+		return n, err
+	})
 }
 
 // backupChunk is the size of each message of a backup stream.

@@ -56,6 +56,37 @@ type core struct {
 	watchers atomic.Int64
 	// keys remembers whom API keys authenticated (callerOf).
 	keys keyCache
+	// piece is how many referrals one sweep transaction takes (pieces).
+	piece atomic.Int32
+}
+
+// pieces runs a sweep in transactions of at most n referrals each, n
+// starting at the last size that fitted: fn does one piece and says how
+// many referrals it took. A store that refuses a transaction as too large
+// (etcd takes 128 writes in one) halves n, down to one, and the piece is
+// tried again; the size that fits is kept for the next sweep. It stops
+// when a piece takes fewer than n, and returns the total taken.
+func (c *core) pieces(ctx context.Context, most int, fn func(n int) (int, error)) (int, error) {
+	total := 0
+	for ctx.Err() == nil {
+		n := min(most, int(c.piece.Load()))
+		if n <= 0 {
+			n = most
+		}
+		took, err := fn(n)
+		if errors.Is(err, storage.ErrTooLarge) && n > 1 {
+			c.piece.Store(int32(n / 2))
+			continue
+		}
+		if err != nil {
+			return total, err
+		}
+		total += took
+		if took < n {
+			return total, nil
+		}
+	}
+	return total, ctx.Err()
 }
 
 func (c *core) clock(ctx context.Context) time.Time {

@@ -105,6 +105,10 @@ func storeError(ctx context.Context, err error) error {
 		return apiError(codes.Unavailable, pb.ErrorReason_ERROR_REASON_STORE_UNAVAILABLE,
 			"the exchange's disk failed and it is restarting: whether this call was kept is not known; retry with the same request_id once it is back", nil)
 	}
+	if errors.Is(err, storage.ErrTooLarge) {
+		return apiError(codes.ResourceExhausted, pb.ErrorReason_ERROR_REASON_STORE_UNAVAILABLE,
+			"this change is larger than the store takes in one transaction (on etcd, its --max-txn-ops and --max-request-bytes): nothing was written", nil)
+	}
 	if errors.Is(err, storage.ErrUnavailable) {
 		return apiError(codes.Unavailable, pb.ErrorReason_ERROR_REASON_STORE_UNAVAILABLE,
 			"the exchange could not reach its store: whether this call was kept is not known; retry with the same request_id", nil)

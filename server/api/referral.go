@@ -487,54 +487,64 @@ func (s *referrals) MarkReferralEnteredInError(ctx context.Context, req *pb.Mark
 	return s.transition(ctx, lifecycle.MarkEnteredInError, req.Name, req.Etag, req.RequestId, req.Reason, req)
 }
 
-// sweepBatch bounds the work of one sweep transaction.
+// sweepBatch is the most referrals one sweep transaction takes of each
+// kind (fewer where the store takes less in one, core.pieces).
 const sweepBatch = 500
 
 // SweepOverdue records one REFERRAL_OVERDUE event for each REQUESTED
 // referral past its reply-by and, when Options.AutoRejectAfter is set,
 // rejects with NO_RESPONSE those still REQUESTED that long after it. It
-// returns how many it notified and rejected. The server runs it periodically;
-// each call handles at most sweepBatch of each in one transaction.
+// returns how many it notified and rejected. The server runs it
+// periodically; each call works through every referral due, in
+// transactions of at most sweepBatch of each kind.
 func (s *Server) SweepOverdue(ctx context.Context) (notified, rejected int, err error) {
-	err = s.core.store.Update(ctx, func(tx storage.WriteTx) error {
-		notified, rejected = 0, 0
-		now := s.core.clock(ctx)
-		if s.core.autoReject > 0 {
-			late, err := tx.UnansweredReferrals(now.Add(-s.core.autoReject), sweepBatch)
-			if err != nil {
-				return err
-			}
-			for _, r := range late {
-				anc, err := ancestors(tx, r)
+	_, err = s.core.pieces(ctx, sweepBatch, func(piece int) (int, error) {
+		n, r := 0, 0
+		err := s.core.store.Update(ctx, func(tx storage.WriteTx) error {
+			n, r = 0, 0
+			now := s.core.clock(ctx)
+			if s.core.autoReject > 0 {
+				late, err := tx.UnansweredReferrals(now.Add(-s.core.autoReject), piece)
 				if err != nil {
 					return err
 				}
-				if err := exchangeMove(ctx, tx, now, r, policy.Parties(r, anc), lifecycle.NoResponse); err != nil {
-					return err
+				for _, ref := range late {
+					anc, err := ancestors(tx, ref)
+					if err != nil {
+						return err
+					}
+					if err := exchangeMove(ctx, tx, now, ref, policy.Parties(ref, anc), lifecycle.NoResponse); err != nil {
+						return err
+					}
+					r++
 				}
-				rejected++
 			}
-		}
-		due, err := tx.DueReferrals(now, sweepBatch)
-		if err != nil {
-			return err
-		}
-		for _, r := range due {
-			anc, err := ancestors(tx, r)
+			due, err := tx.DueReferrals(now, piece)
 			if err != nil {
 				return err
 			}
-			if err := tx.AppendEvent(&storage.Event{Event: &pb.Event{EventTime: timestamppb.New(now),
-				Type: pb.EventType_EVENT_TYPE_REFERRAL_OVERDUE, Resource: r.Name, State: r.State},
-				Audience: policy.Parties(r, anc)}); err != nil {
-				return err
+			for _, ref := range due {
+				anc, err := ancestors(tx, ref)
+				if err != nil {
+					return err
+				}
+				if err := tx.AppendEvent(&storage.Event{Event: &pb.Event{EventTime: timestamppb.New(now),
+					Type: pb.EventType_EVENT_TYPE_REFERRAL_OVERDUE, Resource: ref.Name, State: ref.State},
+					Audience: policy.Parties(ref, anc)}); err != nil {
+					return err
+				}
+				if err := tx.MarkOverdueNotified(ref.Name); err != nil {
+					return err
+				}
+				n++
 			}
-			if err := tx.MarkOverdueNotified(r.Name); err != nil {
-				return err
-			}
-			notified++
+			return nil
+		})
+		if err != nil {
+			return 0, err
 		}
-		return nil
+		notified, rejected = notified+n, rejected+r
+		return max(n, r), nil
 	})
 	return notified, rejected, err
 }

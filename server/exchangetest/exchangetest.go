@@ -26,10 +26,12 @@ import (
 	"github.com/social-prescribing/exchange/server/api"
 	"github.com/social-prescribing/exchange/server/storage"
 	"github.com/social-prescribing/exchange/server/storage/bolt"
+	"github.com/social-prescribing/exchange/server/storage/kv"
 	"github.com/social-prescribing/exchange/tools/loadtest/workload"
 )
 
-// Exchange is a real server on a loopback listener over a bbolt file.
+// Exchange is a real server on a loopback listener over a bbolt file (or
+// another engine, StartOn).
 type Exchange struct {
 	T     testing.TB
 	extra []grpc.UnaryServerInterceptor
@@ -43,6 +45,8 @@ type Exchange struct {
 	Addr   string            // the gRPC listener
 	Keys   map[string]string // organisation id -> API key; "operator" is the operator
 	stop   func()
+	// engine, when set, opens the engine instead of a bbolt file at Path.
+	engine func() (kv.Engine, error)
 }
 
 // Start starts an exchange on a new file; it stops when the test ends.
@@ -65,10 +69,27 @@ func StartAt(t testing.TB, path string, opt api.Options, interceptors ...grpc.Un
 	return x
 }
 
+// StartOn starts an exchange on the engine engine opens (each start and
+// restart opens it again); Path and Engine are then unset.
+func StartOn(t testing.TB, engine func() (kv.Engine, error), opt api.Options) *Exchange {
+	t.Helper()
+	x := &Exchange{T: t, Opt: opt, Keys: map[string]string{}, engine: engine}
+	x.open()
+	t.Cleanup(func() { x.stop() })
+	return x
+}
+
 func (x *Exchange) open() {
 	t := x.T
 	t.Helper()
-	eng, err := bolt.Open(x.Path, bolt.Options{})
+	var eng kv.Engine
+	var err error
+	if x.engine != nil {
+		eng, err = x.engine()
+	} else {
+		x.Engine, err = bolt.Open(x.Path, bolt.Options{})
+		eng = x.Engine
+	}
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -78,7 +99,7 @@ func (x *Exchange) open() {
 		t.Fatal(err)
 	}
 	x.Srv = api.New(store, x.Opt)
-	x.Store, x.Engine = store, eng
+	x.Store = store
 	g := grpc.NewServer(x.Srv.Interceptors(x.extra...)...)
 	x.Srv.Register(g)
 	addr := x.Addr // a restart listens where the exchange was

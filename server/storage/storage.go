@@ -271,7 +271,8 @@ const AnswerSweepPiece = 4096
 // DeleteExpiredAnswers deletes the stored answers made before before (and
 // any that cannot be read), a piece at a time: a read finds the expired
 // among the next scan answers (ExpiredIdempotency), a write deletes those
-// still expired (DeleteExpiredIdempotency), and so on to the end. No write
+// still expired (DeleteExpiredIdempotency; several, where the store takes
+// fewer in one), and so on to the end. No write
 // waits for it for longer than one piece, however many answers are
 // stored. It returns how many it deleted.
 func DeleteExpiredAnswers(ctx context.Context, s Store, before time.Time, scan int) (int, error) {
@@ -282,14 +283,21 @@ func DeleteExpiredAnswers(ctx context.Context, s Store, before time.Time, scan i
 			expired, from, err = tx.ExpiredIdempotency(before, from, scan)
 			return err
 		})
-		if err == nil && len(expired) > 0 {
-			n := 0
+		// The deletes go in one write, or, where the store takes fewer in
+		// one (etcd: 128), in halves until they fit.
+		for chunk := len(expired); err == nil && len(expired) > 0; {
+			n, at := 0, expired[:min(chunk, len(expired))]
 			err = s.Update(ctx, func(tx WriteTx) (err error) {
-				n, err = tx.DeleteExpiredIdempotency(expired, before)
+				n, err = tx.DeleteExpiredIdempotency(at, before)
 				return err
 			})
+			if errors.Is(err, ErrTooLarge) && chunk > 1 {
+				chunk, err = chunk/2, nil
+				continue
+			}
 			if err == nil {
 				deleted += n
+				expired = expired[len(at):]
 			}
 		}
 		if err != nil || from == "" {
