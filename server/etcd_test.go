@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/grpc/codes"
+
 	pb "github.com/social-prescribing/exchange/proto/exchange/v1"
 	"github.com/social-prescribing/exchange/server/api"
 	"github.com/social-prescribing/exchange/server/exchangetest"
@@ -63,4 +65,93 @@ func TestSweepsInPiecesOnEtcd(t *testing.T) {
 			t.Fatalf("%s is %v with %q after the sweeps", r.Name, r.State, r.Person.GetGivenName())
 		}
 	}
+}
+
+// etcdPair starts two exchanges over one cluster and prefix, as two
+// processes of a region would run.
+func etcdPair(t *testing.T, prefix string) (a, b *exchangetest.Exchange) {
+	t.Helper()
+	cluster := etcdtest.Start(t, 3)
+	a = exchangetest.StartOn(t, func() (kv.Engine, error) {
+		return etcd.Open(context.Background(), etcd.Options{Endpoints: cluster.Endpoints(), Prefix: prefix})
+	}, api.Options{})
+	return a, a.Beside(t)
+}
+
+// TestSecondProcessSeesWritesAtOnce: a referral created through one
+// exchange is read, accepted and listed through another at once, and an
+// event stream open on the second wakes for it.
+func TestSecondProcessSeesWritesAtOnce(t *testing.T) {
+	a, b := etcdPair(t, "/pair/")
+	a.Org("practice", pb.OrganizationKind_ORGANIZATION_KIND_GP_PRACTICE)
+	a.Org("group", pb.OrganizationKind_ORGANIZATION_KIND_VCSE_ORGANIZATION)
+	walks := a.Service("group", "walks", pb.Category_CATEGORY_PHYSICAL_ACTIVITY)
+	nhs := exchangetest.NHSNumber(4242)
+	consent := a.ConsentFor("practice", nhs, nil)
+
+	ctx, cancel := context.WithTimeout(b.As("group"), 10*time.Second)
+	defer cancel()
+	stream, err := pb.NewEventServiceClient(b.Conn).WatchEvents(ctx, &pb.WatchEventsRequest{After: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	events := make(chan *pb.Event, 8)
+	go func() {
+		for {
+			e, err := stream.Recv()
+			if err != nil {
+				close(events)
+				return
+			}
+			events <- e.Event
+		}
+	}()
+	time.Sleep(200 * time.Millisecond) // the stream is open and waiting
+	r, err := a.Refer("practice", "once", walks, nhs, consent.Name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case e := <-events:
+		if e.Resource != r.Name || e.Type != pb.EventType_EVENT_TYPE_REFERRAL_CREATED {
+			t.Errorf("the second exchange's stream woke for %v, want %s created", e, r.Name)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the second exchange's event stream did not wake for a write through the first")
+	}
+	refs := pb.NewReferralServiceClient(b.Conn)
+	if got, err := refs.GetReferral(b.As("group"), &pb.GetReferralRequest{Name: r.Name}); err != nil || got.State != pb.ReferralState_REFERRAL_STATE_REQUESTED {
+		t.Fatalf("the referral through the second exchange: %v, %v", got, err)
+	}
+	if _, err := refs.AcceptReferral(b.As("group"), &pb.AcceptReferralRequest{Name: r.Name, RequestId: "accept"}); err != nil {
+		t.Fatal(err)
+	}
+	l, err := pb.NewReferralServiceClient(a.Conn).ListReferrals(a.As("practice"), &pb.ListReferralsRequest{})
+	if err != nil || len(l.Referrals) != 1 || l.Referrals[0].State != pb.ReferralState_REFERRAL_STATE_ACCEPTED {
+		t.Fatalf("the first exchange lists %v, %v after the second accepted", l, err)
+	}
+}
+
+// TestKeyRevokedEverywhere: an API key revoked through one exchange fails
+// on the other from the next call after the revocation is answered, even
+// though the other had just authenticated it (and would cache whom it
+// belongs to).
+func TestKeyRevokedEverywhere(t *testing.T) {
+	a, b := etcdPair(t, "/revoke/")
+	a.Org("practice", pb.OrganizationKind_ORGANIZATION_KIND_GP_PRACTICE)
+	dir := pb.NewDirectoryServiceClient(b.Conn)
+	for range 3 { // authenticated, and remembered
+		if _, err := dir.GetOrganization(b.As("practice"), &pb.GetOrganizationRequest{Name: "organizations/practice"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	keys, err := pb.NewApiKeyServiceClient(a.Conn).ListApiKeys(a.As("operator"), &pb.ListApiKeysRequest{Parent: "organizations/practice"})
+	if err != nil || len(keys.ApiKeys) != 1 {
+		t.Fatalf("keys = %v, %v", keys, err)
+	}
+	if _, err := pb.NewApiKeyServiceClient(a.Conn).RevokeApiKey(a.As("operator"), &pb.RevokeApiKeyRequest{Name: keys.ApiKeys[0].Name}); err != nil {
+		t.Fatal(err)
+	}
+	_, err = dir.GetOrganization(b.As("practice"), &pb.GetOrganizationRequest{Name: "organizations/practice"})
+	exchangetest.WantErr(t, err, codes.Unauthenticated, "API_KEY_INVALID")
 }

@@ -69,6 +69,20 @@ func StartAt(t testing.TB, path string, opt api.Options, interceptors ...grpc.Un
 	return x
 }
 
+// Beside starts a second exchange on the same store as x (StartOn's
+// engine opened again: on etcd, a second process's view of the cluster),
+// sharing x's keys.
+func (x *Exchange) Beside(t testing.TB) *Exchange {
+	t.Helper()
+	if x.engine == nil {
+		t.Fatal("Beside needs an exchange started with StartOn")
+	}
+	y := &Exchange{T: t, Opt: x.Opt, Keys: x.Keys, engine: x.engine}
+	y.open()
+	t.Cleanup(func() { y.stop() })
+	return y
+}
+
 // StartOn starts an exchange on the engine engine opens (each start and
 // restart opens it again); Path and Engine are then unset.
 func StartOn(t testing.TB, engine func() (kv.Engine, error), opt api.Options) *Exchange {
