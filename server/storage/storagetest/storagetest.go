@@ -4,9 +4,13 @@
 package storagetest
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -50,6 +54,11 @@ func Run(t *testing.T, engine kvtest.Opener) {
 		{"FailedUpdateWritesNothing", testRollback},
 		{"ConcurrentUpdatesAllCommit", testConcurrent},
 		{"SurvivesReopen", testReopen},
+		{"AuditLog", testAudit},
+		{"PersonAndRetentionIndexes", testPersonAndRetention},
+		{"GetsAndUpdates", testUpdates},
+		{"DeleteIdempotency", testDeleteIdempotency},
+		{"Backup", testBackup},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) { tc.fn(t, open) })
@@ -700,5 +709,225 @@ func testReopen(t *testing.T, open Opener) {
 	})
 	if err := s.WaitEvents(ctx, 1); err != nil {
 		t.Error(err)
+	}
+}
+
+func testAudit(t *testing.T, open Opener) {
+	s := newStore(t, open)
+	t0 := time.Date(2026, 1, 1, 9, 0, 0, 0, time.UTC)
+	entries := []*pb.AuditEvent{
+		{Organization: "organizations/gp", Method: "CreateReferral", Resource: "referrals/r1"},
+		{Organization: "organizations/lw", Method: "GetReferral", Resource: "referrals/r1"},
+		{Organization: "organizations/gp", Method: "ListReferrals", Resource: "organizations/gp", Shown: []string{"referrals/r1", "referrals/r2"}},
+		{Organization: "organizations/lw", Method: "AcceptReferral", Resource: "referrals/r2"},
+		{Organization: "organizations/gp", Method: "GetReferral", Resource: "referrals/r2"},
+	}
+	// In two transactions: a log's numbers go on across commits.
+	for _, part := range [][]*pb.AuditEvent{entries[:3], entries[3:]} {
+		update(t, s, func(tx storage.WriteTx) error {
+			for _, e := range part {
+				i := slices.Index(entries, e)
+				e.EventTime = timestamppb.New(t0.Add(time.Duration(i) * time.Minute))
+				e.Sequence = 99 // the store numbers it
+				if err := tx.AppendAudit(proto.Clone(e).(*pb.AuditEvent)); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+	}
+	view(t, s, func(tx storage.ReadTx) error {
+		if n, err := tx.LastAuditSequence(); n != 5 || err != nil {
+			t.Errorf("LastAuditSequence = %d, %v; want 5", n, err)
+		}
+		list := func(q storage.AuditQuery, limit int) (out []string) {
+			for after := ""; ; {
+				p, err := tx.ListAudit(q, after, limit)
+				if err != nil {
+					t.Fatal(err)
+				}
+				for _, e := range p.Items {
+					out = append(out, fmt.Sprintf("%d:%s", e.Sequence, e.Method))
+				}
+				if after = p.Next; after == "" {
+					return out
+				}
+			}
+		}
+		for _, c := range []struct {
+			q    storage.AuditQuery
+			want string
+		}{
+			{storage.AuditQuery{}, "[1:CreateReferral 2:GetReferral 3:ListReferrals 4:AcceptReferral 5:GetReferral]"},
+			{storage.AuditQuery{Organization: "organizations/gp"}, "[1:CreateReferral 3:ListReferrals 5:GetReferral]"},
+			// A resource's entries include those that showed it.
+			{storage.AuditQuery{Resource: "referrals/r2"}, "[3:ListReferrals 4:AcceptReferral 5:GetReferral]"},
+			{storage.AuditQuery{Start: t0.Add(time.Minute), End: t0.Add(3 * time.Minute)}, "[2:GetReferral 3:ListReferrals]"},
+			{storage.AuditQuery{Organization: "organizations/lw", Start: t0.Add(2 * time.Minute)}, "[4:AcceptReferral]"},
+		} {
+			for _, limit := range []int{1, 2, 10} {
+				if got := fmt.Sprint(list(c.q, limit)); got != c.want {
+					t.Errorf("ListAudit(%+v) by %d = %s, want %s", c.q, limit, got, c.want)
+				}
+			}
+		}
+		return nil
+	})
+}
+
+func testPersonAndRetention(t *testing.T, open Opener) {
+	s := newStore(t, open)
+	t0 := time.Date(2026, 1, 1, 9, 0, 0, 0, time.UTC)
+	closedAt := func(r *pb.Referral, st pb.ReferralState, at time.Time) *pb.Referral {
+		r.State, r.StateTime = st, timestamppb.New(at)
+		return r
+	}
+	update(t, s, func(tx storage.WriteTx) error {
+		for _, r := range []*pb.Referral{
+			referral("a", "organizations/gp", "organizations/lw", t0),
+			closedAt(referral("b", "organizations/gp", "organizations/lw", t0.Add(time.Minute)), pb.ReferralState_REFERRAL_STATE_COMPLETED, t0.Add(2*time.Hour)),
+			closedAt(referral("c", "organizations/gp", "organizations/lw", t0.Add(2*time.Minute)), pb.ReferralState_REFERRAL_STATE_REJECTED, t0.Add(time.Hour)),
+		} {
+			if err := tx.CreateReferral(r, []string{r.Referrer, r.Recipient}); err != nil {
+				return err
+			}
+		}
+		other := referral("d", "organizations/gp", "organizations/lw", t0)
+		other.Person.NhsNumber = "4010232137"
+		return tx.CreateReferral(other, []string{other.Referrer})
+	})
+	view(t, s, func(tx storage.ReadTx) error {
+		if got, err := tx.ReferralsOfPerson("9434765919"); fmt.Sprint(got) != "[referrals/a referrals/b referrals/c]" || err != nil {
+			t.Errorf("ReferralsOfPerson = %v, %v", got, err)
+		}
+		closed, err := tx.ClosedReferralsBefore(t0.Add(3*time.Hour), 10)
+		if fmt.Sprint(names(closed)) != "[referrals/c referrals/b]" || err != nil {
+			t.Errorf("ClosedReferralsBefore = %v, %v; want oldest state change first", names(closed), err)
+		}
+		if closed, _ := tx.ClosedReferralsBefore(t0.Add(90*time.Minute), 10); fmt.Sprint(names(closed)) != "[referrals/c]" {
+			t.Errorf("ClosedReferralsBefore an earlier time = %v", names(closed))
+		}
+		return nil
+	})
+	// Clearing the person (as erasure does) takes the referral out of both.
+	update(t, s, func(tx storage.WriteTx) error {
+		r, err := tx.GetReferral("referrals/b")
+		if err != nil {
+			return err
+		}
+		r.Person, r.EraseTime = &pb.Person{}, timestamppb.New(t0.Add(3*time.Hour))
+		return tx.UpdateReferral(r)
+	})
+	view(t, s, func(tx storage.ReadTx) error {
+		if got, _ := tx.ReferralsOfPerson("9434765919"); fmt.Sprint(got) != "[referrals/a referrals/c]" {
+			t.Errorf("ReferralsOfPerson after clearing b = %v", got)
+		}
+		if closed, _ := tx.ClosedReferralsBefore(t0.Add(3*time.Hour), 10); fmt.Sprint(names(closed)) != "[referrals/c]" {
+			t.Errorf("ClosedReferralsBefore after clearing b = %v", names(closed))
+		}
+		return nil
+	})
+}
+
+func testUpdates(t *testing.T, open Opener) {
+	s := newStore(t, open)
+	t0 := time.Date(2026, 1, 1, 9, 0, 0, 0, time.UTC)
+	update(t, s, func(tx storage.WriteTx) error {
+		return errors.Join(
+			tx.CreateService(&pb.Service{Name: "organizations/a/services/x", DisplayName: "X"}),
+			tx.PutCapacity(&pb.Capacity{Name: "organizations/a/services/x/capacity", MaxActiveReferrals: 4}),
+			tx.CreateConsent(&pb.Consent{Name: "consents/c", NhsNumber: "9434765919", CreateTime: timestamppb.New(t0)}),
+			tx.CreateFeedback(&pb.Feedback{Name: "referrals/r/feedback/f", CreateTime: timestamppb.New(t0),
+				Content: &pb.Feedback_Note{Note: &pb.Note{Text: "Ada came along"}}}))
+	})
+	update(t, s, func(tx storage.WriteTx) error {
+		c, err := tx.GetConsent("consents/c")
+		if err != nil {
+			return err
+		}
+		c.NhsNumber = "" // as erasure leaves it
+		if err := tx.UpdateConsent(c); err != nil {
+			return err
+		}
+		if err := tx.UpdateConsent(&pb.Consent{Name: "consents/none"}); !errors.Is(err, storage.ErrNotFound) {
+			t.Errorf("UpdateConsent of a consent never made = %v", err)
+		}
+		err = tx.UpdateFeedback(&pb.Feedback{Name: "referrals/r/feedback/f", CreateTime: timestamppb.New(t0),
+			Content: &pb.Feedback_Note{Note: &pb.Note{}}})
+		if err != nil {
+			return err
+		}
+		if err := tx.UpdateFeedback(&pb.Feedback{Name: "referrals/r/feedback/none", CreateTime: timestamppb.New(t0)}); !errors.Is(err, storage.ErrNotFound) {
+			t.Errorf("UpdateFeedback of feedback never made = %v", err)
+		}
+		return nil
+	})
+	view(t, s, func(tx storage.ReadTx) error {
+		if svc, err := tx.GetService("organizations/a/services/x"); err != nil || svc.DisplayName != "X" {
+			t.Errorf("GetService = %v, %v", svc, err)
+		}
+		if _, err := tx.GetService("organizations/a/services/none"); !errors.Is(err, storage.ErrNotFound) {
+			t.Errorf("GetService of none = %v", err)
+		}
+		if c, err := tx.GetCapacity("organizations/a/services/x"); err != nil || c.MaxActiveReferrals != 4 {
+			t.Errorf("GetCapacity = %v, %v", c, err)
+		}
+		if c, err := tx.GetConsent("consents/c"); err != nil || c.NhsNumber != "" {
+			t.Errorf("GetConsent after clearing = %v, %v", c, err)
+		}
+		if p, _ := tx.ListConsents("9434765919", "", 10, nil); len(p.Items) != 0 {
+			t.Errorf("a cleared consent is still listed under the person: %v", p.Items)
+		}
+		if p, _ := tx.ListFeedback("referrals/r", "", 10, nil); len(p.Items) != 1 || p.Items[0].GetNote().GetText() != "" {
+			t.Errorf("feedback after UpdateFeedback = %v", p.Items)
+		}
+		if _, err := tx.GetReferral("referrals/none"); !errors.Is(err, storage.ErrNotFound) {
+			t.Errorf("GetReferral of none = %v", err)
+		}
+		return nil
+	})
+}
+
+func testDeleteIdempotency(t *testing.T, open Opener) {
+	s := newStore(t, open)
+	update(t, s, func(tx storage.WriteTx) error {
+		for i, body := range []string{"holds 9434765919", "holds nobody", "holds referrals/r1"} {
+			if err := tx.PutIdempotency("organizations/gp", fmt.Sprint("req", i), &storage.Idempotency{Method: "M", Response: []byte(body)}); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	update(t, s, func(tx storage.WriteTx) error {
+		n, err := tx.DeleteIdempotency(func(rec *storage.Idempotency) bool {
+			return strings.Contains(string(rec.Response), "9434765919") || strings.Contains(string(rec.Response), "referrals/r1")
+		})
+		if n != 2 || err != nil {
+			t.Errorf("DeleteIdempotency = %d, %v; want 2", n, err)
+		}
+		return err
+	})
+	view(t, s, func(tx storage.ReadTx) error {
+		for i, want := range []bool{false, true, false} {
+			_, err := tx.GetIdempotency("organizations/gp", fmt.Sprint("req", i))
+			if (err == nil) != want {
+				t.Errorf("stored answer %d after DeleteIdempotency: %v", i, err)
+			}
+		}
+		return nil
+	})
+}
+
+func testBackup(t *testing.T, open Opener) {
+	s := newStore(t, open)
+	update(t, s, func(tx storage.WriteTx) error {
+		return tx.CreateOrganization(&pb.Organization{Name: "organizations/kept", DisplayName: "Kept"})
+	})
+	var buf bytes.Buffer
+	if err := s.Backup(ctx, func(int64) (io.Writer, error) { return &buf, nil }); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Contains(buf.Bytes(), []byte("organizations/kept")) {
+		t.Errorf("a backup of %d bytes lacks the organisation", buf.Len())
 	}
 }
