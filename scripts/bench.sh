@@ -13,7 +13,10 @@
 #   scripts/bench.sh [results-dir]      (default: bench-results/, git-ignored)
 #
 # SCALE=0.25 scripts/bench.sh makes the load runs four times shorter;
-# STORE_BENCH=0 leaves out the store benchmarks; PIN=1 holds the exchange
+# STORE_BENCH=0 leaves out the store benchmarks; ETCD_BACKEND=0 the
+# exchange on etcd (one process, then two, beside etcd's txn-put of what one
+# CreateReferral writes); POSTGRES=0 the same transaction in PostgreSQL
+# through pgbench (Debian's postgresql package); PIN=1 holds the exchange
 # and etcd to the first half of the cores and the load command (etcd's
 # benchmark tool with it) to the other half (taskset, from util-linux), so
 # that no server shares its cores with the load that drives it.
@@ -78,6 +81,59 @@ echo "== load: CreateReferral over gRPC and REST, the anchors, etcd put"
   --etcd-benchmark "$work/etcd-benchmark" --etcd-endpoint 127.0.0.1:2379 \
   --scale "${SCALE:-1}" --json "$out/load.json" | tee "$out/load.txt"
 curl -s http://127.0.0.1:8080/metrics > "$out/metrics-after-load.txt"
+
+if [ "${ETCD_BACKEND:-1}" = 1 ]; then
+  echo "== the footprint: bytes per referral on each engine, and one CreateReferral's etcd transaction"
+  go test ./server -run '^$' -bench Footprint -benchtime 1x 2>/dev/null | grep -E '^Benchmark' | tee "$out/footprint.txt"
+  txn_ops=$(awk '/etcd/ { for (i = 1; i < NF; i++) if ($(i+1) == "ops/CreateReferral") print $i }' "$out/footprint.txt")
+  txn_bytes=$(awk '/etcd/ { for (i = 1; i < NF; i++) if ($(i+1) == "bytes/CreateReferral") print $i }' "$out/footprint.txt")
+
+  echo "== the etcd engine: CreateReferral through one exchange on the same etcd, beside etcd txn-put of $txn_ops keys and $txn_bytes bytes"
+  etcd_exchange() { # $1: 1 or 2
+    "${srv[@]}" "$work/exchange" --data-dir "$work/etcd-exchange-$1" --grpc-addr "127.0.0.1:5007$1" --http-addr "127.0.0.1:808$1" \
+      --etcd-endpoints http://127.0.0.1:2379 --etcd-prefix /bench/ --rate-limit 0 --log-level warn > "$out/etcd-exchange-$1.log" 2>&1 &
+    pids+=($!)
+    for i in $(seq 100); do
+      "$work/exchange" healthcheck --grpc-addr "127.0.0.1:5007$1" >/dev/null 2>&1 && break
+      sleep 0.2
+    done
+  }
+  etcd_exchange 1
+  "${load[@]}" "$work/loadtest" --grpc-addr 127.0.0.1:50071 --http-addr 127.0.0.1:8081 --data-dir "$work/etcd-exchange-1" \
+    --transports grpc --lone-rounds 0 --rounds 0 --label "on etcd, 1 process" \
+    --etcd-benchmark "$work/etcd-benchmark" --etcd-endpoint 127.0.0.1:2379 --etcd-txn-ops "$txn_ops" --etcd-txn-bytes "$txn_bytes" \
+    --scale "${SCALE:-1}" --json "$out/load-etcd-1.json" | tee "$out/load-etcd-1.txt"
+  echo "== the etcd engine: CreateReferral through two exchanges over the same prefix, the clients shared between them"
+  etcd_exchange 2
+  "${load[@]}" "$work/loadtest" --grpc-addr 127.0.0.1:50071,127.0.0.1:50072 --http-addr 127.0.0.1:8081 --data-dir "$work/etcd-exchange-1" \
+    --transports grpc --lone-rounds 0 --rounds 0 --label "on etcd, 2 processes" \
+    --scale "${SCALE:-1}" --json "$out/load-etcd-2.json" | tee "$out/load-etcd-2.txt"
+fi
+
+if [ "${POSTGRES:-1}" = 1 ]; then
+  echo "== PostgreSQL 15 (Debian's, its defaults, on loopback): one CreateReferral's writes in one transaction through pgbench"
+  pgbin=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)
+  pg=$(mktemp -d "${TMPDIR:-/var/tmp}/exchange-bench-pg.XXXXXX")
+  as_pg=()
+  if [ "$(id -u)" = 0 ]; then chown postgres "$pg"; as_pg=(runuser -u postgres --); fi
+  chmod 755 "$pg"
+  cp scripts/pgbench/*.sql "$pg/" && chmod 644 "$pg"/*.sql
+  "${as_pg[@]}" "$pgbin/initdb" -D "$pg/data" -A trust -U bench > /dev/null
+  "${as_pg[@]}" "$pgbin/pg_ctl" -D "$pg/data" -l "$pg/log" -o "-c listen_addresses=127.0.0.1 -p 5499 -k $pg" -w start > /dev/null
+  trap '"${as_pg[@]}" "$pgbin/pg_ctl" -D "$pg/data" -m immediate stop >/dev/null 2>&1; rm -rf "$pg"; cleanup' EXIT
+  "${as_pg[@]}" psql -h 127.0.0.1 -p 5499 -U bench -d postgres -q -f "$pg/schema.sql"
+  echo "$("${as_pg[@]}" "$pgbin/postgres" --version)" | tee "$out/pgbench.txt"
+  for c in 1 16 64; do
+    total=$(awk -v c="$c" -v s="${SCALE:-1}" 'BEGIN { n = (c == 1 ? 1000 : (c <= 16 ? 4000 : 8000)) * s; if (n < 50) n = 50; print int(n / c) }')
+    rm -f "$pg"/lat*
+    res=$(cd "$pg" && "${as_pg[@]}" "$pgbin/pgbench" -h 127.0.0.1 -p 5499 -U bench -n -f create_referral.sql -c "$c" -j "$(( c < 2 ? 1 : 2 ))" \
+      -t "$total" -M prepared -l --log-prefix "$pg/lat" postgres 2>&1)
+    tps=$(echo "$res" | awk '/^tps/ { print $3 }')
+    lat=$(cat "$pg"/lat* | awk '{ print $3 }' | sort -n | awk '{ a[NR] = $1 } END { printf "p50 %.2f ms  p99 %.2f ms", a[int(NR * 0.5)] / 1000, a[int(NR * 0.99)] / 1000 }')
+    printf '  %-28s clients=%-3d %8.0f/s  %s\n' "PostgreSQL pgbench" "$c" "$tps" "$lat" | tee -a "$out/pgbench.txt"
+  done
+  "${as_pg[@]}" "$pgbin/pg_ctl" -D "$pg/data" -m fast stop > /dev/null
+fi
 
 [ "${STORE_BENCH:-1}" = 0 ] && exit 0
 echo "== store benchmarks"

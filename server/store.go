@@ -97,7 +97,8 @@ func openBackend(ctx context.Context, st settings, m *metrics.Metrics, fatal cha
 	if err != nil {
 		return nil, err
 	}
-	eng, err := etcd.Open(ctx, etcd.Options{Endpoints: strings.Split(st.etcd.endpoints, ","), TLS: tlsCfg, Prefix: st.etcd.prefix})
+	eng, err := etcd.Open(ctx, etcd.Options{Endpoints: strings.Split(st.etcd.endpoints, ","), TLS: tlsCfg, Prefix: st.etcd.prefix,
+		OnCommit: m.ObserveTransaction})
 	if err != nil {
 		return nil, err
 	}

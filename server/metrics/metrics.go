@@ -32,6 +32,7 @@ type Metrics struct {
 	commitFailures prometheus.Counter
 	checkpoints    *prometheus.HistogramVec
 	refused        *prometheus.CounterVec
+	reruns         prometheus.Counter
 }
 
 // New returns the metrics with the Go runtime, process, RPC and store commit
@@ -60,6 +61,10 @@ func New() *Metrics {
 			Name: "exchange_store_writes_refused_total",
 			Help: "Writes the store refused without trying them, by reason: backlog (checkpoints failing for a full disk and the log at its bound) or stopped (after a failed fsync).",
 		}, []string{"reason"}),
+		reruns: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "exchange_store_transaction_reruns_total",
+			Help: "Store transactions run again because a concurrent write changed what they read (etcd: another exchange process, or another call, wrote a key they read first). A steady rise means writers contend for the same keys.",
+		}),
 		checkpoints: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "exchange_store_checkpoint_duration_seconds",
 			Help:    "Time to bring the store file up to date with its log (a bbolt commit, fsync included), by result (ok or failed). A failed checkpoint loses nothing; the next one tries again.",
@@ -69,7 +74,7 @@ func New() *Metrics {
 	m.reg.MustRegister(
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
-		m.rpc, m.commitSeconds, m.commitWrites, m.commitFailures, m.checkpoints, m.refused,
+		m.rpc, m.commitSeconds, m.commitWrites, m.commitFailures, m.checkpoints, m.refused, m.reruns,
 	)
 	m.refused.WithLabelValues("backlog")
 	m.refused.WithLabelValues("stopped")
@@ -86,6 +91,16 @@ func (m *Metrics) ObserveCommit(writes int, took time.Duration, err error) {
 	}
 	m.commitSeconds.Observe(took.Seconds())
 	m.commitWrites.Observe(float64(writes))
+}
+
+// ObserveTransaction records one etcd transaction that wrote: its commit
+// and how many times it ran before it committed; it is
+// etcd.Options.OnCommit.
+func (m *Metrics) ObserveTransaction(_, _ int, took time.Duration, runs int, err error) {
+	m.ObserveCommit(1, took, err)
+	if runs > 1 {
+		m.reruns.Add(float64(runs - 1))
+	}
 }
 
 // ObserveRefused records a write the store refused without trying it; it

@@ -74,6 +74,12 @@ type options struct {
 	loneRounds, loneRequests               int
 	rounds, roundRequests                  int
 	out                                    string
+	// label names what CreateReferral runs on ("on etcd, 2 processes").
+	label string
+	// txnOps and txnBytes, when set, make etcd's run txn-put of that many
+	// keys and bytes a transaction (what one CreateReferral writes)
+	// instead of put of one value.
+	txnOps, txnBytes int
 }
 
 // result is one measured run.
@@ -98,7 +104,10 @@ type result struct {
 func main() {
 	var o options
 	fs := flag.NewFlagSet("loadtest", flag.ExitOnError)
-	fs.StringVar(&o.grpcAddr, "grpc-addr", "127.0.0.1:50051", "the exchange's gRPC address")
+	fs.StringVar(&o.grpcAddr, "grpc-addr", "127.0.0.1:50051", "the exchange's gRPC address; several, comma-separated (exchanges over one etcd cluster), share the clients in turn")
+	fs.StringVar(&o.label, "label", "", "words after CreateReferral's target names in the results (what it runs on)")
+	fs.IntVar(&o.txnOps, "etcd-txn-ops", 0, "with --etcd-benchmark: measure txn-put of this many keys a transaction instead of put")
+	fs.IntVar(&o.txnBytes, "etcd-txn-bytes", 0, "with --etcd-txn-ops: the bytes of values a transaction writes, spread over its keys")
 	fs.StringVar(&o.httpAddr, "http-addr", "127.0.0.1:8080", "the exchange's HTTP address (REST and /metrics)")
 	fs.StringVar(&o.benchAddr, "bench-addr", "", "the anchors' address (the server's --bench-addr); none measured when empty")
 	fs.StringVar(&o.dataDir, "data-dir", "data", "the exchange's data directory: its operator-key sets up the organisations, and bbolt's own group commit is measured on the same disk")
@@ -146,7 +155,7 @@ func run(o options) error {
 	if err != nil {
 		return fmt.Errorf("the operator key: %w", err)
 	}
-	setup, err := newSetup(ctx, o.grpcAddr, strings.TrimSpace(string(key)))
+	setup, err := newSetup(ctx, strings.Split(o.grpcAddr, ",")[0], strings.TrimSpace(string(key)))
 	if err != nil {
 		return fmt.Errorf("setting up: %w", err)
 	}
@@ -368,8 +377,9 @@ func measure(target string, c, n int, serverMetrics string, call func(client, i 
 func (s *setup) createReferrals(ctx context.Context, transport string, o options, c int, people []person) (result, error) {
 	conns := make([]*grpc.ClientConn, c)
 	clients := make([]*http.Client, c)
+	addrs := strings.Split(o.grpcAddr, ",")
 	for i := range c {
-		conn, err := dial(o.grpcAddr)
+		conn, err := dial(addrs[i%len(addrs)])
 		if err != nil {
 			return result{}, err
 		}
@@ -393,12 +403,12 @@ func (s *setup) createReferrals(ctx context.Context, transport string, o options
 		return workload.Referral(people[i].n, s.service, people[i].consent)
 	}
 	if transport == "grpc" {
-		return measure("CreateReferral gRPC", c, len(people), metricsURL(o.httpAddr), func(client, i int) error {
+		return measure(strings.TrimSpace("CreateReferral gRPC "+o.label), c, len(people), metricsURL(o.httpAddr), func(client, i int) error {
 			_, err := pb.NewReferralServiceClient(conns[client]).CreateReferral(gctx, &pb.CreateReferralRequest{RequestId: newID(), Referral: referral(i)})
 			return err
 		}), nil
 	}
-	return measure("CreateReferral REST", c, len(people), metricsURL(o.httpAddr), func(client, i int) error {
+	return measure(strings.TrimSpace("CreateReferral REST "+o.label), c, len(people), metricsURL(o.httpAddr), func(client, i int) error {
 		body, err := protojson.Marshal(referral(i))
 		if err != nil {
 			return err
@@ -572,12 +582,19 @@ func groupCommitRun(dataDir string, payload []byte, c, n int) (result, error) {
 func etcdRun(o options, c, n, size int) (result, error) {
 	cmd := exec.Command(o.etcdBenchmark, "--endpoints", o.etcdEndpoint, "--clients", fmt.Sprint(c), "--conns", fmt.Sprint(c),
 		"put", "--total", fmt.Sprint(n), "--key-size", "16", "--val-size", fmt.Sprint(size), "--key-space-size", "100000000")
+	target := "etcd put"
+	if o.txnOps > 0 {
+		target = fmt.Sprintf("etcd txn-put %d keys", o.txnOps)
+		cmd = exec.Command(o.etcdBenchmark, "--endpoints", o.etcdEndpoint, "--clients", fmt.Sprint(c), "--conns", fmt.Sprint(c),
+			"txn-put", "--total", fmt.Sprint(n), "--txn-ops", fmt.Sprint(o.txnOps), "--key-size", "32",
+			"--val-size", fmt.Sprint(max(1, o.txnBytes/o.txnOps-32)), "--key-space-size", "100000000")
+	}
 	cpu := startCPU(metricsURL(o.etcdEndpoint))
 	out, err := cmd.CombinedOutput()
 	if err != nil {
 		return result{}, fmt.Errorf("etcd benchmark: %v\n%s", err, out)
 	}
-	r := result{Target: "etcd put", Clients: c, Requests: n}
+	r := result{Target: target, Clients: c, Requests: n}
 	cpu.stop(&r, (cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime()).Seconds())
 	// "Requests/sec:\t1234.5" and "50% in 0.0021 secs."
 	sc := bufio.NewScanner(bytes.NewReader(out))

@@ -67,6 +67,11 @@ type Options struct {
 	// Client, when set, is used instead of dialling Endpoints; Close
 	// leaves it open.
 	Client *clientv3.Client
+	// OnCommit, when set, is told of every transaction that wrote: how
+	// many operations and bytes it sent, how long the commit took, how
+	// many times it ran before it committed (conflicts), and whether it
+	// failed.
+	OnCommit func(ops, bytes int, took time.Duration, runs int, err error)
 }
 
 // MaxRequestBytes is etcd's default bound on one request (1.5 MiB): a
@@ -75,14 +80,15 @@ const MaxRequestBytes = 3 << 19
 
 // Engine is the kv.Engine over an etcd cluster.
 type Engine struct {
-	cli     *clientv3.Client
-	own     bool // Close closes cli
-	pfx     string
-	maxOps  int
-	ctx     context.Context // ends at Close
-	cancel  context.CancelFunc
-	closed  atomic.Bool
-	pending sync.WaitGroup // Updates in flight, for Close
+	cli      *clientv3.Client
+	onCommit func(ops, bytes int, took time.Duration, runs int, err error)
+	own      bool // Close closes cli
+	pfx      string
+	maxOps   int
+	ctx      context.Context // ends at Close
+	cancel   context.CancelFunc
+	closed   atomic.Bool
+	pending  sync.WaitGroup // Updates in flight, for Close
 
 	waitMu sync.Mutex
 	last   map[string]uint64 // each log's last number seen
@@ -110,7 +116,7 @@ func Open(ctx context.Context, opt Options) (*Engine, error) {
 	if opt.MaxTxnOps == 0 {
 		opt.MaxTxnOps = 128
 	}
-	e := &Engine{cli: opt.Client, pfx: opt.Prefix, maxOps: opt.MaxTxnOps, last: map[string]uint64{},
+	e := &Engine{cli: opt.Client, onCommit: opt.OnCommit, pfx: opt.Prefix, maxOps: opt.MaxTxnOps, last: map[string]uint64{},
 		waitCh: make(chan struct{}), versioned: map[string]bool{}}
 	if e.cli == nil {
 		if len(opt.Endpoints) == 0 {
@@ -215,7 +221,7 @@ func (e *Engine) Update(ctx context.Context, fn func(kv.Writer) error) error {
 		if err != nil {
 			return err
 		}
-		rev, ok, err := t.commit()
+		rev, ok, err := t.commit(attempt + 1)
 		if err != nil {
 			return err
 		}
@@ -532,7 +538,7 @@ func (t *tx) logs() []string {
 
 // commit writes the transaction if nothing it read has changed: ok false
 // when something did (run it again).
-func (t *tx) commit() (rev int64, ok bool, err error) {
+func (t *tx) commit(runs int) (rev int64, ok bool, err error) {
 	var ops []clientv3.Op
 	size := 0
 	for space, ch := range t.writes {
@@ -572,9 +578,16 @@ func (t *tx) commit() (rev int64, ok bool, err error) {
 	if err := t.ctx.Err(); err != nil {
 		return 0, false, err // nothing was sent
 	}
+	start := time.Now()
 	resp, err := t.e.cli.Txn(t.ctx).If(cmps...).Then(ops...).Commit()
 	if err != nil {
-		return 0, false, unavailable(err)
+		err = unavailable(err)
+	}
+	if t.e.onCommit != nil && (err != nil || resp.Succeeded) {
+		t.e.onCommit(len(ops), size, time.Since(start), runs, err)
+	}
+	if err != nil {
+		return 0, false, err
 	}
 	if !resp.Succeeded {
 		return 0, false, nil

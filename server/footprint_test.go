@@ -1,0 +1,125 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	pb "github.com/social-prescribing/exchange/proto/exchange/v1"
+	"github.com/social-prescribing/exchange/server/api"
+	"github.com/social-prescribing/exchange/server/exchangetest"
+	"github.com/social-prescribing/exchange/server/storage/etcd"
+	"github.com/social-prescribing/exchange/server/storage/etcd/etcdtest"
+	"github.com/social-prescribing/exchange/server/storage/kv"
+	"github.com/social-prescribing/exchange/tools/loadtest/workload"
+)
+
+// footprintReferrals is how many realistic referrals (each with its own
+// consent, as the load test sends them) the footprint stores.
+const footprintReferrals = 1000
+
+// fill stores n realistic referrals, each after its consent, through the
+// API.
+func fill(b *testing.B, x *exchangetest.Exchange, n int) {
+	b.Helper()
+	x.Org("practice", pb.OrganizationKind_ORGANIZATION_KIND_GP_PRACTICE)
+	x.Org("group", pb.OrganizationKind_ORGANIZATION_KIND_VCSE_ORGANIZATION)
+	svc := x.Service("group", "walks", pb.Category_CATEGORY_PHYSICAL_ACTIVITY)
+	var wg sync.WaitGroup
+	for w := range 8 {
+		wg.Go(func() {
+			for i := w; i < n; i += 8 {
+				c := x.ConsentFor("practice", workload.NHSNumber(i), nil)
+				_, err := pb.NewReferralServiceClient(x.Conn).CreateReferral(x.As("practice"),
+					&pb.CreateReferralRequest{RequestId: fmt.Sprint("fill-", i), Referral: workload.Referral(i, svc, c.Name)})
+				if err != nil {
+					b.Error(err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+}
+
+// BenchmarkFootprint stores footprintReferrals realistic referrals with
+// their consents, events, audit entries and stored answers on each engine
+// and reports the bytes each takes per referral; on etcd also the keys per
+// referral, and the operations and bytes of one CreateReferral's
+// transaction (what etcd's benchmark txn-put is given to compare with).
+//
+//	go test ./server -run '^$' -bench Footprint -benchtime 1x
+func BenchmarkFootprint(b *testing.B) {
+	b.Run("bbolt", func(b *testing.B) {
+		for range b.N {
+			path := filepath.Join(b.TempDir(), "exchange.db")
+			x := exchangetest.StartAt(b, path, api.Options{})
+			fill(b, x, footprintReferrals)
+			x.Restart() // a checkpoint and an empty log: the file alone
+			b.ReportMetric(float64(x.Engine.Size())/footprintReferrals, "bytes/referral")
+		}
+	})
+	b.Run("etcd", func(b *testing.B) {
+		for range b.N {
+			cluster := etcdtest.Start(b, 1)
+			var mu sync.Mutex
+			var last [2]int
+			open := func() (kv.Engine, error) {
+				return etcd.Open(context.Background(), etcd.Options{Endpoints: cluster.Endpoints(), Prefix: "/footprint/",
+					OnCommit: func(ops, bytes int, _ time.Duration, _ int, _ error) {
+						mu.Lock()
+						last = [2]int{ops, bytes}
+						mu.Unlock()
+					}})
+			}
+			x := exchangetest.StartOn(b, open, api.Options{})
+			fill(b, x, footprintReferrals)
+			// One more, alone, for the size of its transaction.
+			c := x.ConsentFor("practice", workload.NHSNumber(footprintReferrals), nil)
+			if _, err := pb.NewReferralServiceClient(x.Conn).CreateReferral(x.As("practice"), &pb.CreateReferralRequest{
+				RequestId: "one", Referral: workload.Referral(footprintReferrals, "organizations/group/services/walks", c.Name)}); err != nil {
+				b.Fatal(err)
+			}
+			mu.Lock()
+			b.ReportMetric(float64(last[0]), "ops/CreateReferral")
+			b.ReportMetric(float64(last[1]), "bytes/CreateReferral")
+			mu.Unlock()
+			cli := cluster.Client()
+			ctx := context.Background()
+			resp, err := cli.Get(ctx, "/footprint/", clientv3.WithPrefix())
+			if err != nil {
+				b.Fatal(err)
+			}
+			logical := 0
+			for _, p := range resp.Kvs {
+				logical += len(p.Key) + len(p.Value)
+			}
+			n := float64(footprintReferrals + 1)
+			b.ReportMetric(float64(len(resp.Kvs))/n, "keys/referral")
+			b.ReportMetric(float64(logical)/n, "kv-bytes/referral")
+			ep := cluster.Endpoints()[0]
+			st, err := cli.Status(ctx, ep)
+			if err != nil {
+				b.Fatal(err)
+			}
+			b.ReportMetric(float64(st.DbSize)/n, "db-bytes/referral")
+			// The history compacted away and the file defragmented, as the
+			// operator's compaction and defragmentation leave it.
+			if _, err := cli.Compact(ctx, resp.Header.Revision); err != nil {
+				b.Fatal(err)
+			}
+			if _, err := cli.Defragment(ctx, ep); err != nil {
+				b.Fatal(err)
+			}
+			if st, err = cli.Status(ctx, ep); err != nil {
+				b.Fatal(err)
+			}
+			b.ReportMetric(float64(st.DbSize)/n, "compacted-db-bytes/referral")
+		}
+	})
+}
