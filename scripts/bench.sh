@@ -85,8 +85,8 @@ curl -s http://127.0.0.1:8080/metrics > "$out/metrics-after-load.txt"
 if [ "${ETCD_BACKEND:-1}" = 1 ]; then
   echo "== the footprint: bytes per referral on each engine, and one CreateReferral's etcd transaction"
   go test ./server -run '^$' -bench Footprint -benchtime 1x 2>/dev/null | grep -E '^Benchmark' | tee "$out/footprint.txt"
-  txn_ops=$(awk '/etcd/ { for (i = 1; i < NF; i++) if ($(i+1) == "ops/CreateReferral") print $i }' "$out/footprint.txt")
-  txn_bytes=$(awk '/etcd/ { for (i = 1; i < NF; i++) if ($(i+1) == "bytes/CreateReferral") print $i }' "$out/footprint.txt")
+  txn_ops=$(awk '/etcd/ { for (i = 1; i < NF; i++) if ($(i+1) == "ops/CreateReferral") print int($i) }' "$out/footprint.txt")
+  txn_bytes=$(awk '/etcd/ { for (i = 1; i < NF; i++) if ($(i+1) == "bytes/CreateReferral") print int($i) }' "$out/footprint.txt")
 
   echo "== the etcd engine: CreateReferral through one exchange on the same etcd, beside etcd txn-put of $txn_ops keys and $txn_bytes bytes"
   etcd_exchange() { # $1: 1 or 2

@@ -3,8 +3,10 @@ package main
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -18,6 +20,13 @@ import (
 	"github.com/social-prescribing/exchange/server/storage/kv"
 	"github.com/social-prescribing/exchange/tools/loadtest/workload"
 )
+
+// quiet keeps the call log out of a benchmark's figures.
+func quiet(b *testing.B) {
+	old := slog.Default()
+	slog.SetDefault(slog.New(slog.DiscardHandler))
+	b.Cleanup(func() { slog.SetDefault(old) })
+}
 
 // footprintReferrals is how many realistic referrals (each with its own
 // consent, as the load test sends them) the footprint stores.
@@ -55,6 +64,7 @@ func fill(b *testing.B, x *exchangetest.Exchange, n int) {
 //
 //	go test ./server -run '^$' -bench Footprint -benchtime 1x
 func BenchmarkFootprint(b *testing.B) {
+	quiet(b)
 	b.Run("bbolt", func(b *testing.B) {
 		for range b.N {
 			path := filepath.Join(b.TempDir(), "exchange.db")
@@ -122,4 +132,63 @@ func BenchmarkFootprint(b *testing.B) {
 			b.ReportMetric(float64(st.DbSize)/n, "compacted-db-bytes/referral")
 		}
 	})
+}
+
+// BenchmarkCreateReferralOnEtcd sends the load test's referral through one
+// exchange on a one-member etcd cluster from 1, 16 and 64 goroutines, to
+// one service (as the load command does: every referral moves that
+// service's capacity counts, one key) and spread over 32 (as a region's
+// referrals are), and reports the transactions run again for a conflict,
+// per referral.
+//
+//	go test ./server -run '^$' -bench CreateReferralOnEtcd -benchtime 400x
+func BenchmarkCreateReferralOnEtcd(b *testing.B) {
+	quiet(b)
+	cluster := etcdtest.Start(b, 1)
+	var reruns atomic.Int64
+	open := func() (kv.Engine, error) {
+		return etcd.Open(context.Background(), etcd.Options{Endpoints: cluster.Endpoints(), Prefix: "/create/",
+			OnCommit: func(_, _ int, _ time.Duration, runs int, _ error) { reruns.Add(int64(runs - 1)) }})
+	}
+	x := exchangetest.StartOn(b, open, api.Options{Limits: api.Limits{}})
+	x.Org("practice", pb.OrganizationKind_ORGANIZATION_KIND_GP_PRACTICE)
+	x.Org("group", pb.OrganizationKind_ORGANIZATION_KIND_VCSE_ORGANIZATION)
+	var svcs []string
+	for i := range 32 {
+		svcs = append(svcs, x.Service("group", fmt.Sprint("walks-", i), pb.Category_CATEGORY_PHYSICAL_ACTIVITY))
+	}
+	person := 0
+	for _, c := range []struct{ services, clients int }{{1, 1}, {1, 16}, {1, 64}, {32, 16}, {32, 64}} {
+		b.Run(fmt.Sprintf("services=%d/clients=%d", c.services, c.clients), func(b *testing.B) {
+			clients := c.clients
+			consents := make([]string, b.N)
+			for i := range b.N {
+				consents[i] = x.ConsentFor("practice", workload.NHSNumber(person+i), nil).Name
+			}
+			first := person
+			person += b.N
+			reruns.Store(0)
+			var next atomic.Int64
+			var wg sync.WaitGroup
+			b.ResetTimer()
+			for range clients {
+				wg.Go(func() {
+					for {
+						i := int(next.Add(1)) - 1
+						if i >= b.N {
+							return
+						}
+						_, err := pb.NewReferralServiceClient(x.Conn).CreateReferral(x.As("practice"), &pb.CreateReferralRequest{
+							RequestId: fmt.Sprint("c-", first+i), Referral: workload.Referral(first+i, svcs[i%c.services], consents[i])})
+						if err != nil {
+							b.Error(err)
+							return
+						}
+					}
+				})
+			}
+			wg.Wait()
+			b.ReportMetric(float64(reruns.Load())/float64(b.N), "reruns/referral")
+		})
+	}
 }

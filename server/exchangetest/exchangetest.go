@@ -77,7 +77,14 @@ func (x *Exchange) Beside(t testing.TB) *Exchange {
 	if x.engine == nil {
 		t.Fatal("Beside needs an exchange started with StartOn")
 	}
-	y := &Exchange{T: t, Opt: x.Opt, Keys: x.Keys, engine: x.engine}
+	return x.BesideOn(t, x.engine)
+}
+
+// BesideOn starts an exchange on the engine engine opens, sharing x's
+// keys: a store restored from x's backup, or x's own (Beside).
+func (x *Exchange) BesideOn(t testing.TB, engine func() (kv.Engine, error)) *Exchange {
+	t.Helper()
+	y := &Exchange{T: t, Opt: x.Opt, Keys: x.Keys, engine: engine}
 	y.open()
 	t.Cleanup(func() { y.stop() })
 	return y
