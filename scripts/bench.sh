@@ -26,7 +26,16 @@ out=${1:-bench-results}
 mkdir -p "$out"
 work=$(mktemp -d "${TMPDIR:-/var/tmp}/exchange-bench.XXXXXX")
 pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
+pg="" as_pg=() pgbin=""
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$work"
+  if [ -n "$pg" ]; then
+    "${as_pg[@]}" "$pgbin/pg_ctl" -D "$pg/data" -m immediate stop >/dev/null 2>&1 || true
+    rm -rf "$pg"
+  fi
+}
 trap cleanup EXIT
 
 ETCD_VERSION=${ETCD_VERSION:-v3.6.5}
@@ -114,13 +123,11 @@ if [ "${POSTGRES:-1}" = 1 ]; then
   echo "== PostgreSQL 15 (Debian's, its defaults, on loopback): one CreateReferral's writes in one transaction through pgbench"
   pgbin=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)
   pg=$(mktemp -d "${TMPDIR:-/var/tmp}/exchange-bench-pg.XXXXXX")
-  as_pg=()
   if [ "$(id -u)" = 0 ]; then chown postgres "$pg"; as_pg=(runuser -u postgres --); fi
   chmod 755 "$pg"
   cp scripts/pgbench/*.sql "$pg/" && chmod 644 "$pg"/*.sql
   "${as_pg[@]}" "$pgbin/initdb" -D "$pg/data" -A trust -U bench > /dev/null
   "${as_pg[@]}" "$pgbin/pg_ctl" -D "$pg/data" -l "$pg/log" -o "-c listen_addresses=127.0.0.1 -p 5499 -k $pg" -w start > /dev/null
-  trap '"${as_pg[@]}" "$pgbin/pg_ctl" -D "$pg/data" -m immediate stop >/dev/null 2>&1; rm -rf "$pg"; cleanup' EXIT
   "${as_pg[@]}" psql -h 127.0.0.1 -p 5499 -U bench -d postgres -q -f "$pg/schema.sql"
   echo "$("${as_pg[@]}" "$pgbin/postgres" --version)" | tee "$out/pgbench.txt"
   for c in 1 16 64; do

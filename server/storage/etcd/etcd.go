@@ -367,7 +367,11 @@ func (e *Engine) Changes(spaces ...string) uint64 {
 	for i, s := range spaces {
 		ops[i] = clientv3.OpGet(e.versionKey(s))
 	}
-	resp, err := e.cli.Txn(e.ctx).Then(ops...).Commit()
+	// Bounded: a call whose store is partitioned away goes on to read the
+	// key itself under its own deadline, rather than wait here for ever.
+	ctx, cancel := context.WithTimeout(e.ctx, 2*time.Second)
+	defer cancel()
+	resp, err := e.cli.Txn(ctx).Then(ops...).Commit()
 	if err != nil {
 		// Not knowing is a change: what was cached is not used.
 		return e.unreadable.Add(1) << 48
