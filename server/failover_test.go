@@ -3,6 +3,9 @@ package main
 import (
 	"context"
 	"math/rand/v2"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
@@ -157,4 +160,49 @@ func TestPartitionOnEtcd(t *testing.T) {
 			t.Fatalf("%s %v: now answers %v (%v), first %v", o.kind, o.req, got, err, o.resp)
 		}
 	}
+}
+
+// TestSweepsMoveAndHealthOnEtcd: of two exchanges over one cluster, one
+// runs the sweeps (an etcd election); when it is killed with SIGKILL the
+// other takes them over once the dead one's lease lapses. With two of the
+// three members killed the survivor's health service says NOT_SERVING,
+// and SERVING again once they are back.
+func TestSweepsMoveAndHealthOnEtcd(t *testing.T) {
+	cluster := etcdtest.Start(t, 3)
+	bin, dirs, start := etcdExchanges(t, cluster)
+	a := start(0)
+	b := start(1)
+	leads := func(dir string) bool {
+		log, _ := os.ReadFile(filepath.Join(dir, "server.log"))
+		return strings.Contains(string(log), "this exchange runs the cluster's sweeps")
+	}
+	waitFor := func(what string, within time.Duration, ok func() bool) {
+		t.Helper()
+		for deadline := time.Now().Add(within); !ok(); time.Sleep(100 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: not within %v", what, within)
+			}
+		}
+	}
+	waitFor("one exchange leads the sweeps", 10*time.Second, func() bool { return leads(dirs[0]) != leads(dirs[1]) })
+	leader, other, otherDir := a, b, dirs[1]
+	if leads(dirs[1]) {
+		leader, other, otherDir = b, a, dirs[0]
+	}
+	leader.cmd.Process.Signal(syscall.SIGKILL)
+	leader.cmd.Wait()
+	waitFor("the other exchange takes the sweeps over", 2*leaseSeconds*time.Second, func() bool { return leads(otherDir) })
+
+	healthy := func() bool {
+		return exec.Command(bin, "healthcheck", "--grpc-addr", other.grpc, "--timeout", "2s").Run() == nil
+	}
+	if !healthy() {
+		t.Fatal("the exchange is not SERVING with its cluster whole")
+	}
+	cluster.Members[1].Kill()
+	cluster.Members[2].Kill()
+	waitFor("NOT_SERVING without a quorum", 15*time.Second, func() bool { return !healthy() })
+	cluster.Members[1].Restart()
+	cluster.Members[2].Restart()
+	waitFor("SERVING again with the quorum back", 30*time.Second, healthy)
 }
