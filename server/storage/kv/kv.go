@@ -85,10 +85,11 @@ type Writer interface {
 	// index's entries with that number. Numbers are 1, 2, 3, ... in
 	// commit order (an entry committed later has a larger number), with
 	// no gap, and a reader that has seen number n and reads again sees
-	// every entry after n. The log's space is log itself, keyed
-	// by the number (8 bytes, big-endian). The transaction that appends
-	// does not read its own entries (nor does Last count them); once
-	// Update returns, every reader does.
+	// every entry after n. The log's space is log itself, keyed by the
+	// number (8 bytes, big-endian). Whether the transaction that appends
+	// reads its own entries (and Last counts them) is the engine's:
+	// bbolt's does, etcd's does not, so write nothing that depends on
+	// either; once Update returns, every reader does.
 	Append(log string, value []byte, index ...Index) error
 }
 
