@@ -54,7 +54,9 @@ func startBinary(t *testing.T, bin, dir string, args ...string) *server {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { s.cmd.Process.Kill(); s.cmd.Wait() })
-	for deadline := time.Now().Add(20 * time.Second); ; {
+	// Long enough for --demo's year of referrals on etcd under the race
+	// detector; it returns as soon as the exchange listens.
+	for deadline := time.Now().Add(3 * time.Minute); ; {
 		if c, err := net.Dial("tcp", s.grpc); err == nil {
 			c.Close()
 			return s

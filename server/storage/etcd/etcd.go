@@ -255,9 +255,13 @@ func (e *Engine) Update(ctx context.Context, fn func(kv.Writer) error) error {
 			}
 			continue
 		}
-		if len(t.appends) > 0 && !t.stampOwn(rev) {
+		// The numbering goes on if the caller leaves: the write is made,
+		// and its entries must be numbered before Update says so.
+		sctx, scancel := context.WithTimeout(e.ctx, 10*time.Second)
+		defer scancel()
+		if len(t.appends) > 0 && !t.stampOwn(sctx, rev) {
 			for _, log := range t.logs() {
-				if err := e.stamp(ctx, log, rev); err != nil {
+				if err := e.stamp(sctx, log, rev); err != nil {
 					// The write is kept; its entries are numbered by the
 					// next stamp (another writer's, or the sweep's).
 					slog.Warn("etcd: appended entries are not numbered yet", "log", log, "err", err)
@@ -321,17 +325,43 @@ func (e *Engine) guess(log string) (uint64, int64) {
 }
 
 // watchLogs follows the logs' numbers from rev on, through any process.
+// Each time the watch starts again (after a break, which may have lasted
+// past a compaction) it first reads every number, so none is missed.
 func (e *Engine) watchLogs(rev int64) {
 	defer e.watchers.Done()
-	e.watch(e.pfx+"n/", rev, func(ev *clientv3.Event) {
+	resync := func() (int64, bool) {
+		ctx, cancel := context.WithTimeout(e.ctx, 5*time.Second)
+		defer cancel()
+		resp, err := e.cli.Get(ctx, e.pfx+"n/", clientv3.WithPrefix())
+		if err != nil {
+			return 0, false
+		}
+		for _, k := range resp.Kvs {
+			e.saw(strings.TrimPrefix(string(k.Key), e.pfx+"n/"), number(k.Value), k.ModRevision)
+		}
+		return resp.Header.Revision + 1, true
+	}
+	e.watch(e.pfx+"n/", rev, resync, func(ev *clientv3.Event) {
 		e.saw(strings.TrimPrefix(string(ev.Kv.Key), e.pfx+"n/"), number(ev.Kv.Value), ev.Kv.ModRevision)
 	})
 }
 
-// watch follows the keys under pfx from rev on until Close, starting
-// again after the last revision it saw when the watch breaks.
-func (e *Engine) watch(pfx string, rev int64, fn func(*clientv3.Event)) {
-	for e.ctx.Err() == nil {
+// watch follows the keys under pfx from rev on until Close; when the watch
+// breaks it starts again from where resync says (after reading what it
+// may have missed).
+func (e *Engine) watch(pfx string, rev int64, resync func() (int64, bool), fn func(*clientv3.Event)) {
+	for first := true; e.ctx.Err() == nil; first = false {
+		if !first {
+			r, ok := resync()
+			if !ok {
+				select {
+				case <-e.ctx.Done():
+				case <-time.After(100 * time.Millisecond):
+				}
+				continue
+			}
+			rev = r
+		}
 		wctx := clientv3.WithRequireLeader(e.ctx)
 		for resp := range e.cli.Watch(wctx, pfx, clientv3.WithPrefix(), clientv3.WithRev(rev)) {
 			if err := resp.Err(); err != nil {
@@ -386,6 +416,11 @@ func (e *Engine) Changes(spaces ...string) uint64 {
 }
 
 func (e *Engine) versionKey(space string) string { return e.pfx + "v/" + space }
+
+// deletedKey is put by every commit that deletes a key of space: a
+// transaction whose reads of the space were too many to check one by one
+// checks it instead (compares).
+func (e *Engine) deletedKey(space string) string { return e.pfx + "x/" + space }
 
 // isVersioned reports whether a commit writing space puts its version.
 func (e *Engine) isVersioned(space string) bool {
@@ -477,6 +512,16 @@ func (t *tx) get(key string, opts ...clientv3.OpOption) *clientv3.GetResponse {
 		t.rev = resp.Header.Revision
 	}
 	return resp
+}
+
+// noteRead records that the transaction saw key at mod revision mod.
+func (t *tx) noteRead(key string, mod int64) {
+	if t.reads == nil {
+		t.reads, t.vals = map[string]int64{}, map[string][]byte{}
+	}
+	if _, ok := t.reads[key]; !ok {
+		t.reads[key] = mod
+	}
 }
 
 // value reads one key at the transaction's revision, once.
@@ -590,6 +635,11 @@ func (t *tx) commit(runs int) (rev int64, ok bool, err error) {
 		if t.e.isVersioned(space) {
 			ops = append(ops, clientv3.OpPut(t.e.versionKey(space), ""))
 		}
+		deletes := false
+		ch.Ascend(func(en kv.Entry) bool { deletes = deletes || en.Del; return !deletes })
+		if deletes {
+			ops = append(ops, clientv3.OpPut(t.e.deletedKey(space), ""))
+		}
 		ch.Ascend(func(en kv.Entry) bool {
 			key := t.e.dataKey(space, en.Key)
 			if en.Del {
@@ -604,6 +654,9 @@ func (t *tx) commit(runs int) (rev int64, ok bool, err error) {
 	id := uniqueID()
 	t.pendingKeys = t.pendingKeys[:0]
 	for i, a := range t.appends {
+		if len(a.value) > MaxRequestBytes/2 {
+			return 0, false, fmt.Errorf("%w: a log entry of %d bytes (the most is %d)", kv.ErrTooLarge, len(a.value), MaxRequestBytes/2)
+		}
 		key := fmt.Sprintf("%sp/%s\x00%s%08d", t.e.pfx, a.log, id, i)
 		t.pendingKeys = append(t.pendingKeys, key)
 		v := encodePending(a)
@@ -638,12 +691,14 @@ func (t *tx) commit(runs int) (rev int64, ok bool, err error) {
 	return resp.Header.Revision, true, nil
 }
 
-// compares are the conditions of the commit: each key read is as it was
-// (its mod revision: absent keys 0, so a key put or deleted since fails
-// it), and no key in a range a cursor covered changed after the read
-// revision. Past the cluster's bound on operations, the keys read and the
-// ranges of each space are taken as the whole space (a deletion in it
-// then goes unseen; the typed layer reads no more than that).
+// compares are the conditions of the commit: each key read, by Get or
+// handed out by a cursor, is as it was (its mod revision: absent keys 0,
+// so a key put or deleted since fails it), and no key in a range a cursor
+// covered changed after the read revision (which catches a key put where
+// the cursor saw none). Past the cluster's bound on operations, the keys
+// read and the ranges of each space are taken as the whole space, with
+// the space's deletion mark (deletedKey) for the deletions a range's
+// compare cannot see.
 func (t *tx) compares() []clientv3.Cmp {
 	if t.rev == 0 {
 		return nil // nothing was read
@@ -658,6 +713,7 @@ func (t *tx) compares() []clientv3.Cmp {
 	}
 	ranges := coalesce(seen)
 	reads := t.reads
+	var deleted []string // the spaces checked whole
 	if len(reads)+len(ranges) > t.e.maxOps {
 		reads = map[string]int64{}
 		for k, mod := range t.reads {
@@ -670,8 +726,15 @@ func (t *tx) compares() []clientv3.Cmp {
 			}
 		}
 		ranges = t.wholeSpaces(ranges)
+		for _, r := range ranges {
+			space, _, _ := strings.Cut(strings.TrimPrefix(r[0], t.e.pfx+"d/"), "\x00")
+			deleted = append(deleted, t.e.deletedKey(space))
+		}
 	}
-	cmps := make([]clientv3.Cmp, 0, len(reads)+len(ranges))
+	cmps := make([]clientv3.Cmp, 0, len(reads)+len(ranges)+len(deleted))
+	for _, k := range deleted {
+		cmps = append(cmps, clientv3.Compare(clientv3.ModRevision(k), "<", t.rev+1))
+	}
 	for k, mod := range reads {
 		cmps = append(cmps, clientv3.Compare(clientv3.ModRevision(k), "=", mod))
 	}
@@ -762,7 +825,7 @@ func decodePending(b []byte) (value []byte, index []kv.Index, err error) {
 // checks both (every pending key of the log created at rev or later; the
 // number's key unchanged since) and does nothing if either is wrong. It
 // reports whether it numbered them; if not, stamp does, reading first.
-func (t *tx) stampOwn(rev int64) bool {
+func (t *tx) stampOwn(ctx context.Context, rev int64) bool {
 	e := t.e
 	var cmps []clientv3.Cmp
 	var ops []clientv3.Op
@@ -782,6 +845,12 @@ func (t *tx) stampOwn(rev int64) bool {
 			clientv3.Compare(clientv3.CreateRevision(plo), ">", rev-1).WithRange(phi))
 	}
 	for i, a := range t.appends {
+		if 2+len(a.index)+1 > e.maxOps {
+			return false // its index entries go after it: stamp's way
+		}
+		// Not numbered meanwhile by another stamp (a sweep's, another
+		// process's): its pending key is still there, made at rev.
+		cmps = append(cmps, clientv3.Compare(clientv3.CreateRevision(t.pendingKeys[i]), "=", rev))
 		l := logs[a.log]
 		l.n++
 		num := binary.BigEndian.AppendUint64(nil, l.n)
@@ -796,7 +865,7 @@ func (t *tx) stampOwn(rev int64) bool {
 	if len(ops) > e.maxOps || len(cmps) > e.maxOps {
 		return false
 	}
-	resp, err := e.cli.Txn(t.ctx).If(cmps...).Then(ops...).Commit()
+	resp, err := e.cli.Txn(ctx).If(cmps...).Then(ops...).Commit()
 	if err != nil || !resp.Succeeded {
 		return false
 	}
@@ -847,19 +916,27 @@ func (e *Engine) stamp(ctx context.Context, log string, rev int64) error {
 			if err != nil {
 				return fmt.Errorf("etcd: %s: %w", p.Key, err)
 			}
+			// An entry with more index entries than one Txn takes (an
+			// audit entry of a long list) is numbered with a note of them,
+			// and they are put by finishIndexes right after.
+			later := 2+len(index)+1 > e.maxOps
 			need := 2 + len(index)
+			if later {
+				need = 3
+			}
 			if len(ops)+need+1 > e.maxOps || size+len(value) > MaxRequestBytes/2 {
-				if len(ops) == 0 {
-					return fmt.Errorf("%w: a pending entry of %d index entries", kv.ErrTooLarge, len(index))
-				}
-				break
+				break // the next Txn
 			}
 			n++
 			num := binary.BigEndian.AppendUint64(nil, n)
 			ops = append(ops, clientv3.OpDelete(string(p.Key)),
 				clientv3.OpPut(e.dataKey(log, num), string(value)))
-			for _, ix := range index {
-				ops = append(ops, clientv3.OpPut(e.dataKey(ix.Space, append(slices.Clip(ix.Key), num...)), ""))
+			if later {
+				ops = append(ops, clientv3.OpPut(e.indexingKey(log, num), string(encodePending(pendingEntry{index: index}))))
+			} else {
+				for _, ix := range index {
+					ops = append(ops, clientv3.OpPut(e.dataKey(ix.Space, append(slices.Clip(ix.Key), num...)), ""))
+				}
 			}
 			size += len(value)
 		}
@@ -870,10 +947,54 @@ func (e *Engine) stamp(ctx context.Context, log string, rev int64) error {
 		}
 		if done.Succeeded {
 			e.saw(log, n, done.Header.Revision)
+			if err := e.finishIndexes(ctx, log); err != nil {
+				return err
+			}
 			attempt = 0
 			continue
 		}
 		time.Sleep(time.Duration(rand.Int64N(int64(200*time.Microsecond) << min(attempt, 6))))
+	}
+}
+
+func (e *Engine) indexingKey(log string, num []byte) string {
+	return e.pfx + "i/" + log + "\x00" + string(num)
+}
+
+// finishIndexes puts the index entries of the log's numbered entries that
+// had more than one Txn takes (noted under i/{log}), a Txn's worth at a
+// time, and deletes each note once its entries are all put. Putting an
+// index entry twice changes nothing, so finishers that meet do no harm.
+func (e *Engine) finishIndexes(ctx context.Context, log string) error {
+	lo := e.pfx + "i/" + log + "\x00"
+	for {
+		resp, err := e.cli.Get(ctx, lo, clientv3.WithRange(e.pfx+"i/"+log+"\x01"), clientv3.WithLimit(1))
+		if err != nil {
+			return unavailable(err)
+		}
+		if len(resp.Kvs) == 0 {
+			return nil
+		}
+		note := resp.Kvs[0]
+		num := note.Key[len(lo):]
+		_, index, err := decodePending(note.Value)
+		if err != nil {
+			return fmt.Errorf("etcd: %s: %w", note.Key, err)
+		}
+		take := min(len(index), e.maxOps-1)
+		ops := make([]clientv3.Op, 0, take+1)
+		for _, ix := range index[:take] {
+			ops = append(ops, clientv3.OpPut(e.dataKey(ix.Space, append(slices.Clip(ix.Key), num...)), ""))
+		}
+		if rest := index[take:]; len(rest) > 0 {
+			ops = append(ops, clientv3.OpPut(string(note.Key), string(encodePending(pendingEntry{index: rest}))))
+		} else {
+			ops = append(ops, clientv3.OpDelete(string(note.Key)))
+		}
+		if _, err := e.cli.Txn(ctx).If(clientv3.Compare(clientv3.ModRevision(string(note.Key)), "=", note.ModRevision)).
+			Then(ops...).Commit(); err != nil {
+			return unavailable(err)
+		}
 	}
 }
 
@@ -890,19 +1011,26 @@ func (e *Engine) sweep() {
 		case <-tick.C:
 		}
 		ctx, cancel := context.WithTimeout(e.ctx, 10*time.Second)
-		resp, err := e.cli.Get(ctx, e.pfx+"p/", clientv3.WithPrefix(), clientv3.WithKeysOnly(), clientv3.WithLimit(int64(e.maxOps)))
-		if err == nil {
-			var logs []string
-			for _, k := range resp.Kvs {
-				log, _, _ := strings.Cut(strings.TrimPrefix(string(k.Key), e.pfx+"p/"), "\x00")
-				if !slices.Contains(logs, log) {
-					logs = append(logs, log)
+		// Each log with an entry pending (p/) or index entries still to
+		// put (i/); a log's keys are found one log at a time, each after
+		// the last one seen, so that one log's many keys hide no other.
+		for _, area := range []string{"p/", "i/"} {
+			from, end := e.pfx+area, clientv3.GetPrefixRangeEnd(e.pfx+area)
+			for {
+				resp, err := e.cli.Get(ctx, from, clientv3.WithRange(end), clientv3.WithKeysOnly(), clientv3.WithLimit(1))
+				if err != nil || len(resp.Kvs) == 0 {
+					break
 				}
-			}
-			for _, log := range logs {
-				if err := e.stamp(ctx, log, resp.Header.Revision); err != nil {
-					slog.Warn("etcd: numbering pending entries", "log", log, "err", err)
+				log, _, _ := strings.Cut(strings.TrimPrefix(string(resp.Kvs[0].Key), e.pfx+area), "\x00")
+				if area == "p/" {
+					err = e.stamp(ctx, log, resp.Header.Revision)
+				} else {
+					err = e.finishIndexes(ctx, log)
 				}
+				if err != nil {
+					slog.Warn("etcd: numbering or indexing log entries left by a process", "log", log, "err", err)
+				}
+				from = e.pfx + area + log + "\x01" // the next log
 			}
 		}
 		cancel()
@@ -940,13 +1068,9 @@ func (c *cursor) saw(k []byte, forward bool) ([]byte, []byte) {
 	key, v := k, []byte(nil)
 	if k != nil {
 		_, v = c.at()
-	}
-	if len(c.segs) == 0 { // moved before it was placed
-		if forward {
-			c.begin(c.lo)
-		} else {
-			c.begin(c.hi)
-		}
+		// The key itself, by its mod revision: a range's compare sees a
+		// key put or changed in it since, but not one deleted.
+		c.t.noteRead(c.lo+string(k), c.buf[c.pos].ModRevision)
 	}
 	seg := &c.segs[len(c.segs)-1]
 	switch {
@@ -1038,11 +1162,17 @@ func (c *cursor) Seek(k []byte) ([]byte, []byte) {
 }
 
 func (c *cursor) Next() ([]byte, []byte) {
+	if len(c.segs) == 0 { // not placed yet: from the first key
+		return c.First()
+	}
 	k, _ := c.next()
 	return c.saw(k, true)
 }
 
 func (c *cursor) Prev() ([]byte, []byte) {
+	if len(c.segs) == 0 { // not placed yet: from the last key
+		return c.Last()
+	}
 	k, _ := c.prev()
 	return c.saw(k, false)
 }

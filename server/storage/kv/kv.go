@@ -96,6 +96,9 @@ type Writer interface {
 // Engine is a transactional key-value store.
 type Engine interface {
 	// View runs fn in a read-only transaction over one consistent view.
+	// fn must not wait for an Update of the same engine: the Update may
+	// wait for the view to end (bbolt: a checkpoint that must grow the
+	// file's memory map waits for its readers).
 	View(ctx context.Context, fn func(Reader) error) error
 	// Update runs fn in a read-write transaction and returns once the
 	// transaction is durably committed. fn may run more than once (when

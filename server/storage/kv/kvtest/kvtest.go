@@ -317,11 +317,22 @@ func testSnapshot(t *testing.T, open Opener) {
 	update(t, e, func(w kv.Writer) error {
 		return errors.Join(w.Put("s", []byte("a"), []byte("1")), w.Append("log", nil))
 	})
+	done := make(chan error, 1)
 	view(t, e, func(r kv.Reader) error {
 		before := r.Get("s", []byte("a"))
-		update(t, e, func(w kv.Writer) error {
-			return errors.Join(w.Put("s", []byte("a"), []byte("2")), w.Put("s", []byte("b"), nil), w.Append("log", nil))
-		})
+		// A write while the view is open. It may wait for the view to
+		// end (bbolt: a checkpoint that must grow the file waits for
+		// readers), so the view waits for it only a while.
+		go func() {
+			done <- e.Update(ctx, func(w kv.Writer) error {
+				return errors.Join(w.Put("s", []byte("a"), []byte("2")), w.Put("s", []byte("b"), nil), w.Append("log", nil))
+			})
+		}()
+		select {
+		case err := <-done:
+			done <- err
+		case <-time.After(2 * time.Second):
+		}
 		if got := r.Get("s", []byte("a")); !bytes.Equal(got, before) {
 			t.Errorf("a view saw a later write: %q, then %q", before, got)
 		}
@@ -330,6 +341,15 @@ func testSnapshot(t *testing.T, open Opener) {
 		}
 		if n := r.Last("log"); n != 1 {
 			t.Errorf("a view saw a later append: last %d", n)
+		}
+		return nil
+	})
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	view(t, e, func(r kv.Reader) error {
+		if got := keys(r, "s", false); fmt.Sprint(got) != "[a b]" {
+			t.Errorf("after the write: %v", got)
 		}
 		return nil
 	})
