@@ -358,7 +358,10 @@ func BenchmarkOpenCheck(b *testing.B) {
 			value := make([]byte, 800)
 			for n := 0; n < size/len(value); {
 				if err := db.Update(func(tx *bbolt.Tx) error {
-					bk := tx.Bucket([]byte("idempotency"))
+					bk, err := tx.CreateBucketIfNotExists([]byte("idempotency")) // the engine makes a space's bucket at its first write
+					if err != nil {
+						return err
+					}
 					for i := 0; i < 20000; i, n = i+1, n+1 {
 						if err := bk.Put([]byte(fmt.Sprintf("organizations/org-%d\x00%012d", n%50, n)), value); err != nil {
 							return err
