@@ -17,7 +17,7 @@ import (
 	"github.com/social-prescribing/exchange/server/storage/kv"
 )
 
-// Buckets. Records are keyed by resource name; index keys are built from
+// Spaces (on bbolt, buckets). Records are keyed by resource name; index keys are built from
 // parts separated by a zero byte, with times and sequences as 8-byte
 // big-endian numbers so that byte order is time order.
 var (
@@ -53,7 +53,7 @@ var (
 	bAuditResource = "ix_audit_resource" // resource 0 time(8) seq(8)
 
 	// How many referrals are in each state, for monitoring.
-	bStateCount = "referral_state_count" // state(1) -> count(8)
+	bStateCount = "referral_state_count" // state(1) shard(1) -> count(8); state(1) in older stores
 
 	allBuckets = []string{bOrgs, bServices, bServiceCat, bCapacity, bReferrals, bParty, bInbox, bReferrer,
 		bChildren, bDue, bDueQueue, bUnanswered, bOpen, bConsentOpen, bConsents, bPersonConsent, bFeedback, bAPIKeys,
