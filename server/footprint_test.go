@@ -141,7 +141,7 @@ func BenchmarkFootprint(b *testing.B) {
 // referrals are), and reports the transactions run again for a conflict,
 // per referral.
 //
-//	go test ./server -run '^$' -bench CreateReferralOnEtcd -benchtime 400x
+//	go test ./server -run '^$' -bench CreateReferralOnEtcd -benchtime 300x
 func BenchmarkCreateReferralOnEtcd(b *testing.B) {
 	quiet(b)
 	cluster := etcdtest.Start(b, 1)

@@ -15,7 +15,6 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/client/v3/concurrency"
-	"go.uber.org/zap"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
@@ -23,6 +22,7 @@ import (
 	"github.com/social-prescribing/exchange/server/storage"
 	"github.com/social-prescribing/exchange/server/storage/bolt"
 	"github.com/social-prescribing/exchange/server/storage/etcd"
+	"github.com/social-prescribing/exchange/server/storage/kv"
 )
 
 // etcdFlags are the settings of the etcd engine; without endpoints the
@@ -84,9 +84,8 @@ func openBackend(ctx context.Context, st settings, m *metrics.Metrics, fatal cha
 		if err != nil {
 			return nil, err
 		}
-		store, err := storage.Open(ctx, eng)
+		store, err := storeOver(ctx, eng)
 		if err != nil {
-			eng.Close()
 			return nil, err
 		}
 		return &backend{store: store, size: eng.Size,
@@ -102,9 +101,8 @@ func openBackend(ctx context.Context, st settings, m *metrics.Metrics, fatal cha
 	if err != nil {
 		return nil, err
 	}
-	store, err := storage.Open(ctx, eng)
+	store, err := storeOver(ctx, eng)
 	if err != nil {
-		eng.Close()
 		return nil, err
 	}
 	return &backend{store: store, size: func() int64 { return eng.Size(context.Background()) },
@@ -112,6 +110,16 @@ func openBackend(ctx context.Context, st settings, m *metrics.Metrics, fatal cha
 			lead(ctx, eng.Client(), eng.Prefix()+"leader/sweeps", fn)
 		},
 		healthy: eng.Healthy}, nil
+}
+
+// storeOver opens the Store over an engine, closing the engine if it
+// cannot.
+func storeOver(ctx context.Context, eng kv.Engine) (storage.Store, error) {
+	store, err := storage.Open(ctx, eng)
+	if err != nil {
+		eng.Close()
+	}
+	return store, err
 }
 
 // lead campaigns in an etcd election until ctx ends, running fn while this
@@ -230,11 +238,5 @@ func restoreFrom(ctx context.Context, f etcdFlags, path string) error {
 		return err
 	}
 	defer file.Close()
-	cli, err := clientv3.New(clientv3.Config{Endpoints: strings.Split(f.endpoints, ","), TLS: tlsCfg, DialTimeout: 5 * time.Second,
-		Logger: zap.NewNop(), MaxCallSendMsgSize: etcd.MaxRequestBytes + 64<<10})
-	if err != nil {
-		return err
-	}
-	defer cli.Close()
-	return etcd.Restore(ctx, cli, f.prefix, 0, file)
+	return etcd.Restore(ctx, etcd.Options{Endpoints: strings.Split(f.endpoints, ","), TLS: tlsCfg, Prefix: f.prefix}, file)
 }

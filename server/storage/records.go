@@ -1080,8 +1080,11 @@ func (t *tx) AppendEvent(e *Event) error {
 	if t.w == nil {
 		return errReadOnly
 	}
-	ev := proto.Clone(e.Event).(*pb.Event)
-	ev.Sequence = 0 // the engine numbers it; readers set it from the key
+	ev := e.Event
+	if ev.Sequence != 0 { // the engine numbers it; readers set it from the key
+		ev = proto.Clone(ev).(*pb.Event)
+		ev.Sequence = 0
+	}
 	v, err := proto.MarshalOptions{Deterministic: true}.Marshal(ev)
 	if err != nil {
 		return fmt.Errorf("encode event: %w", err)

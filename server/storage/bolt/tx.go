@@ -2,7 +2,6 @@ package bolt
 
 import (
 	"encoding/binary"
-	"errors"
 	"slices"
 
 	bolt "go.etcd.io/bbolt"
@@ -105,6 +104,3 @@ func (t *tx) b(name string) *bucket {
 	t.buckets[name] = b
 	return b
 }
-
-// errReadOnly refuses a write in a read transaction.
-var errReadOnly = errors.New("a write in a read-only transaction")

@@ -115,8 +115,8 @@ type Engine struct {
 
 var _ kv.Engine = (*Engine)(nil)
 
-// Open connects to the cluster and checks that it answers.
-func Open(ctx context.Context, opt Options) (*Engine, error) {
+// withDefaults fills in the options left zero.
+func (opt Options) withDefaults() Options {
 	if opt.Prefix == "" {
 		opt.Prefix = "/exchange/"
 	}
@@ -126,19 +126,35 @@ func Open(ctx context.Context, opt Options) (*Engine, error) {
 	if opt.MaxTxnOps == 0 {
 		opt.MaxTxnOps = 128
 	}
-	e := &Engine{cli: opt.Client, onCommit: opt.OnCommit, pfx: opt.Prefix, maxOps: opt.MaxTxnOps, last: map[string]uint64{},
-		waitCh: make(chan struct{}), versioned: map[string]bool{}, lastMod: map[string]int64{}}
-	if e.cli == nil {
-		if len(opt.Endpoints) == 0 {
-			return nil, errors.New("etcd: no endpoints")
-		}
-		cli, err := clientv3.New(clientv3.Config{Endpoints: opt.Endpoints, TLS: opt.TLS, DialTimeout: opt.DialTimeout,
-			Logger: zap.NewNop(), MaxCallSendMsgSize: MaxRequestBytes + 64<<10})
-		if err != nil {
-			return nil, fmt.Errorf("etcd %s: %w", strings.Join(opt.Endpoints, ","), err)
-		}
-		e.cli, e.own = cli, true
+	return opt
+}
+
+// client is opt.Client, or a new client of opt.Endpoints (own: the caller
+// closes it).
+func (opt Options) client() (cli *clientv3.Client, own bool, err error) {
+	if opt.Client != nil {
+		return opt.Client, false, nil
 	}
+	if len(opt.Endpoints) == 0 {
+		return nil, false, errors.New("etcd: no endpoints")
+	}
+	cli, err = clientv3.New(clientv3.Config{Endpoints: opt.Endpoints, TLS: opt.TLS, DialTimeout: opt.DialTimeout,
+		Logger: zap.NewNop(), MaxCallSendMsgSize: MaxRequestBytes + 64<<10})
+	if err != nil {
+		return nil, false, fmt.Errorf("etcd %s: %w", strings.Join(opt.Endpoints, ","), err)
+	}
+	return cli, true, nil
+}
+
+// Open connects to the cluster and checks that it answers.
+func Open(ctx context.Context, opt Options) (*Engine, error) {
+	opt = opt.withDefaults()
+	cli, own, err := opt.client()
+	if err != nil {
+		return nil, err
+	}
+	e := &Engine{cli: cli, own: own, onCommit: opt.OnCommit, pfx: opt.Prefix, maxOps: opt.MaxTxnOps, last: map[string]uint64{},
+		waitCh: make(chan struct{}), versioned: map[string]bool{}, lastMod: map[string]int64{}}
 	cctx, cancel := context.WithTimeout(ctx, opt.DialTimeout)
 	resp, err := e.cli.Get(cctx, e.pfx+"n/", clientv3.WithPrefix())
 	cancel()
@@ -855,9 +871,7 @@ func (t *tx) stampOwn(ctx context.Context, rev int64) bool {
 		l.n++
 		num := binary.BigEndian.AppendUint64(nil, l.n)
 		ops = append(ops, clientv3.OpDelete(t.pendingKeys[i]), clientv3.OpPut(e.dataKey(a.log, num), string(a.value)))
-		for _, ix := range a.index {
-			ops = append(ops, clientv3.OpPut(e.dataKey(ix.Space, append(slices.Clip(ix.Key), num...)), ""))
-		}
+		ops = e.indexOps(ops, num, a.index)
 	}
 	for log, l := range logs {
 		ops = append(ops, clientv3.OpPut(e.counterKey(log), string(binary.BigEndian.AppendUint64(nil, l.n))))
@@ -934,9 +948,7 @@ func (e *Engine) stamp(ctx context.Context, log string, rev int64) error {
 			if later {
 				ops = append(ops, clientv3.OpPut(e.indexingKey(log, num), string(encodePending(pendingEntry{index: index}))))
 			} else {
-				for _, ix := range index {
-					ops = append(ops, clientv3.OpPut(e.dataKey(ix.Space, append(slices.Clip(ix.Key), num...)), ""))
-				}
+				ops = e.indexOps(ops, num, index)
 			}
 			size += len(value)
 		}
@@ -955,6 +967,15 @@ func (e *Engine) stamp(ctx context.Context, log string, rev int64) error {
 		}
 		time.Sleep(time.Duration(rand.Int64N(int64(200*time.Microsecond) << min(attempt, 6))))
 	}
+}
+
+// indexOps appends to ops the puts of a log entry's index entries: each
+// key followed by the entry's number num.
+func (e *Engine) indexOps(ops []clientv3.Op, num []byte, index []kv.Index) []clientv3.Op {
+	for _, ix := range index {
+		ops = append(ops, clientv3.OpPut(e.dataKey(ix.Space, append(slices.Clip(ix.Key), num...)), ""))
+	}
+	return ops
 }
 
 func (e *Engine) indexingKey(log string, num []byte) string {
@@ -982,10 +1003,7 @@ func (e *Engine) finishIndexes(ctx context.Context, log string) error {
 			return fmt.Errorf("etcd: %s: %w", note.Key, err)
 		}
 		take := min(len(index), e.maxOps-1)
-		ops := make([]clientv3.Op, 0, take+1)
-		for _, ix := range index[:take] {
-			ops = append(ops, clientv3.OpPut(e.dataKey(ix.Space, append(slices.Clip(ix.Key), num...)), ""))
-		}
+		ops := e.indexOps(make([]clientv3.Op, 0, take+1), num, index[:take])
 		if rest := index[take:]; len(rest) > 0 {
 			ops = append(ops, clientv3.OpPut(string(note.Key), string(encodePending(pendingEntry{index: rest}))))
 		} else {
@@ -1264,13 +1282,20 @@ func (e *Engine) Backup(ctx context.Context, start func(size int64) (io.Writer, 
 
 const exportHeader = "exchange etcd export 1\n"
 
-// Restore writes an export Backup made under prefix, which must hold
-// nothing, in transactions of at most maxOps keys. A restore cut short
-// leaves a partial copy: delete the prefix and run it again.
-func Restore(ctx context.Context, cli *clientv3.Client, prefix string, maxOps int, r io.Reader) error {
-	if maxOps <= 0 {
-		maxOps = 128
+// Restore writes an export Backup made into opt.Prefix of opt's cluster,
+// which must hold nothing there, in transactions of at most opt.MaxTxnOps
+// keys. A restore cut short leaves a partial copy: delete the prefix and
+// run it again.
+func Restore(ctx context.Context, opt Options, r io.Reader) error {
+	opt = opt.withDefaults()
+	cli, own, err := opt.client()
+	if err != nil {
+		return err
 	}
+	if own {
+		defer cli.Close()
+	}
+	prefix, maxOps := opt.Prefix, opt.MaxTxnOps
 	resp, err := cli.Get(ctx, prefix, clientv3.WithPrefix(), clientv3.WithCountOnly())
 	if err != nil {
 		return unavailable(err)
