@@ -380,7 +380,10 @@ func (w *modelWorld) relation(caller string, r *pb.Referral) relation {
 }
 
 func (w *modelWorld) active(c *pb.Consent, purpose pb.ConsentPurpose) bool {
-	now := w.clock.now()
+	return w.activeAt(c, purpose, w.clock.now())
+}
+
+func (w *modelWorld) activeAt(c *pb.Consent, purpose pb.ConsentPurpose, now time.Time) bool {
 	return c.WithdrawTime == nil && (c.ValidUntil == nil || now.Before(c.ValidUntil.AsTime())) &&
 		(c.ValidFrom == nil || !now.Before(c.ValidFrom.AsTime())) && slices.Contains(c.Purposes, purpose)
 }
@@ -432,6 +435,20 @@ func (w *modelWorld) feedbackVisible(caller string, r *pb.Referral, f *pb.Feedba
 		return rel == referrer || rel == receiver
 	}
 	return w.active(w.consents[r.Consent], pb.ConsentPurpose_CONSENT_PURPOSE_FEEDBACK_TO_REFERRER)
+}
+
+// countedOutcome: an organisation's own report counts the outcomes it
+// authored, and those shared with it: not kept to the author's side, and
+// posted while the consent allowed feedback to the referrer (a consent that
+// expired since still covers them; a withdrawn one counts nothing).
+func (w *modelWorld) countedOutcome(caller string, r *pb.Referral, f *pb.Feedback) bool {
+	switch {
+	case f.Author == caller:
+		return true
+	case w.relation(caller, r) == none || f.Audience == pb.FeedbackAudience_FEEDBACK_AUDIENCE_AUTHOR_SIDE:
+		return false
+	}
+	return w.activeAt(w.consents[r.Consent], pb.ConsentPurpose_CONSENT_PURPOSE_FEEDBACK_TO_REFERRER, f.CreateTime.AsTime())
 }
 
 // counted: commissioners and the operator count every referral, others
@@ -955,8 +972,7 @@ func (w *modelWorld) checkReports(t *testing.T, id, caller string, anon bool) {
 			n++
 			everyone := id == "operator" || w.kind[id] == pb.OrganizationKind_ORGANIZATION_KIND_COMMISSIONER
 			for _, fb := range w.feedback[name] {
-				// An organisation's own report counts only outcomes it may read.
-				if m := fb.GetOutcome(); m != nil && m.Timepoint == pb.Timepoint_TIMEPOINT_BASELINE && (everyone || w.feedbackVisible(caller, r, fb)) {
+				if m := fb.GetOutcome(); m != nil && m.Timepoint == pb.Timepoint_TIMEPOINT_BASELINE && (everyone || w.countedOutcome(caller, r, fb)) {
 					baselines++
 					break
 				}

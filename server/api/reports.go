@@ -4,8 +4,6 @@ import (
 	"context"
 	"time"
 
-	"google.golang.org/protobuf/proto"
-
 	pb "github.com/social-prescribing/exchange/proto/exchange/v1"
 	"github.com/social-prescribing/exchange/server/rules/names"
 	"github.com/social-prescribing/exchange/server/rules/policy"
@@ -24,16 +22,16 @@ type reports struct {
 
 func (s *reports) GetActivityReport(ctx context.Context, req *pb.GetActivityReportRequest) (*pb.ActivityReport, error) {
 	var rep *pb.ActivityReport
-	err := s.collect(ctx, req.Filter, func(refs []report.Referral, rc report.Context) {
-		rep, _ = report.Build(refs, rc)
+	err := s.collect(ctx, req.Filter, func(t *report.Tally, rc report.Context) {
+		rep, _ = report.BuildTally(t, rc)
 	})
 	return rep, err
 }
 
 func (s *reports) GetOutcomeReport(ctx context.Context, req *pb.GetOutcomeReportRequest) (*pb.OutcomeReport, error) {
 	var rep *pb.OutcomeReport
-	err := s.collect(ctx, req.Filter, func(refs []report.Referral, rc report.Context) {
-		_, rep = report.Build(refs, rc)
+	err := s.collect(ctx, req.Filter, func(t *report.Tally, rc report.Context) {
+		_, rep = report.BuildTally(t, rc)
 	})
 	return rep, err
 }
@@ -69,13 +67,15 @@ func validFilter(f *pb.ReportFilter) error {
 	return invalid(v)
 }
 
-// collect reads, in one read transaction, the referrals the caller may
-// count in a report (policy.ReportsOnEveryone, policy.InOwnReports) whose
-// consent allows evaluation (policy.CountsInReports), with their outcome
-// measures, and what the reports need besides, and calls build with them.
-// Both reports of a filter are built from the same referrals, since they
-// are protected together (report.Build).
-func (s *reports) collect(ctx context.Context, filter *pb.ReportFilter, build func([]report.Referral, report.Context)) error {
+// collect reads, in one read transaction, what reports count of the
+// referrals the caller may count (policy.ReportsOnEveryone,
+// policy.InOwnReports) that pass the filter: the sums the store keeps of
+// the filter's period (storage.ReadTx.ReportSums), which count only
+// referrals whose consent allows evaluation (policy.CountsInReports,
+// report.RowFor), and what the reports need besides, and calls build with
+// them. Both reports of a filter are built from the same sums, since they
+// are protected together (report.BuildTally).
+func (s *reports) collect(ctx context.Context, filter *pb.ReportFilter, build func(*report.Tally, report.Context)) error {
 	if err := validFilter(filter); err != nil {
 		return err
 	}
@@ -84,128 +84,49 @@ func (s *reports) collect(ctx context.Context, filter *pb.ReportFilter, build fu
 	return s.view(ctx, func(tx storage.ReadTx, now time.Time) error {
 		rc := report.Context{Threshold: s.reportMinCount, Now: now, Filter: filter,
 			Labels: map[string]string{}, ServiceCreated: map[string]time.Time{}}
-		consents := map[string]*pb.Consent{}
-		var refs []report.Referral
-		keep := func(r *pb.Referral) bool {
-			if !everyone && !policy.InOwnReports(caller.Org, r) {
-				return false
-			}
-			c, ok := consents[r.Consent]
-			if !ok {
-				c, _ = tx.GetConsent(r.Consent)
-				consents[r.Consent] = c
-			}
-			return policy.CountsInReports(c) && report.Matches(r, filter)
+		t := report.NewTally()
+		var from, to time.Time
+		if filter.GetStartTime() != nil {
+			from = filter.StartTime.AsTime()
 		}
-		add := func(q storage.ReferralQuery) error {
-			for after := ""; ; {
-				p, err := tx.ListReferrals(q, after, 1000, keep)
+		if filter.GetEndTime() != nil {
+			to = filter.EndTime.AsTime()
+		}
+		err := tx.ReportSums(from, to, func(at time.Time, sums *report.Sums) error {
+			if !sums.Key.Pass(filter) {
+				return nil
+			}
+			// An organisation's own report counts the referrals it made
+			// or received, and of those it made but did not receive only
+			// the outcomes shared with it (policy.SharedInReports).
+			// Commissioners count them all.
+			switch {
+			case everyone, sums.Recipient == caller.Org && caller.Org != "":
+				t.Add(at, sums, false)
+			case policy.InOwnReports(caller.Org, &pb.Referral{Referrer: sums.Referrer, Recipient: sums.Recipient}):
+				t.Add(at, sums, true)
+			}
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		for _, name := range t.Names() {
+			if _, ok := rc.Labels[name]; ok {
+				continue
+			}
+			if svc, err := tx.GetService(name); err == nil {
+				rc.Labels[name], rc.ServiceCreated[name] = svc.DisplayName, svc.CreateTime.AsTime()
+				events, err := tx.CapacityEvents(name + "/capacity")
 				if err != nil {
 					return err
 				}
-				for _, r := range p.Items {
-					ref := report.Referral{R: r}
-					// An organisation's own report counts only the
-					// outcomes it may read (policy.FeedbackVisible): a
-					// referrer without FEEDBACK_TO_REFERRER none of the
-					// receiver's. Commissioners count them all.
-					visible := func(f *pb.Feedback) bool {
-						return everyone || policy.FeedbackVisible(caller.Org, policy.RelateParty(caller.Org, r), f, consents[r.Consent], now)
-					}
-					if ref.Outcomes, err = outcomeMeasures(tx, r.Name, visible); err != nil {
-						return err
-					}
-					refs = append(refs, ref)
-				}
-				if after = p.Next; after == "" {
-					return nil
-				}
+				rc.CapacityEvents = append(rc.CapacityEvents, events...)
+			} else if org, err := tx.GetOrganization(name); err == nil {
+				rc.Labels[name] = org.DisplayName
 			}
 		}
-		// Every referral has exactly one recipient, so listing each
-		// organisation's received referrals lists every referral once.
-		if everyone {
-			for after := ""; ; {
-				p, err := tx.ListOrganizations(after, 1000)
-				if err != nil {
-					return err
-				}
-				for _, o := range p.Items {
-					if err := add(storage.ReferralQuery{Recipient: o.Name}); err != nil {
-						return err
-					}
-				}
-				if after = p.Next; after == "" {
-					break
-				}
-			}
-		} else if err := add(storage.ReferralQuery{Party: caller.Org}); err != nil {
-			return err
-		}
-		for _, ref := range refs {
-			for _, name := range []string{ref.R.RecipientService, ref.R.Recipient} {
-				if _, ok := rc.Labels[name]; ok {
-					continue
-				}
-				if svc, err := tx.GetService(name); err == nil {
-					rc.Labels[name], rc.ServiceCreated[name] = svc.DisplayName, svc.CreateTime.AsTime()
-				} else if org, err := tx.GetOrganization(name); err == nil {
-					rc.Labels[name] = org.DisplayName
-				}
-			}
-		}
-		var err error
-		if rc.CapacityEvents, err = capacityEvents(tx); err != nil {
-			return err
-		}
-		build(refs, rc)
+		build(t, rc)
 		return nil
 	})
-}
-
-// outcomeMeasures returns the outcome measures of a referral that visible
-// accepts, each with a measure_time (the time of posting when it gave none).
-func outcomeMeasures(tx storage.ReadTx, referral string, visible func(*pb.Feedback) bool) ([]*pb.OutcomeMeasure, error) {
-	var out []*pb.OutcomeMeasure
-	for after := ""; ; {
-		p, err := tx.ListFeedback(referral, after, 1000, func(f *pb.Feedback) bool { return f.GetOutcome() != nil && visible(f) })
-		if err != nil {
-			return nil, err
-		}
-		for _, f := range p.Items {
-			o := proto.Clone(f.GetOutcome()).(*pb.OutcomeMeasure)
-			if o.MeasureTime == nil {
-				o.MeasureTime = f.CreateTime
-			}
-			out = append(out, o)
-		}
-		if after = p.Next; after == "" {
-			return out, nil
-		}
-	}
-}
-
-// capacityEvents returns every CAPACITY_CHANGED event, in order.
-func capacityEvents(tx storage.ReadTx) ([]*pb.Event, error) {
-	var out []*pb.Event
-	last, err := tx.LastSequence()
-	if err != nil {
-		return nil, err
-	}
-	for after := int64(0); after < last; {
-		page, next, err := tx.ListEvents("", after, 1000)
-		if err != nil {
-			return nil, err
-		}
-		for _, e := range page {
-			if e.Type == pb.EventType_EVENT_TYPE_CAPACITY_CHANGED {
-				out = append(out, e)
-			}
-		}
-		if next <= after {
-			break
-		}
-		after = next
-	}
-	return out, nil
 }

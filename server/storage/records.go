@@ -58,7 +58,7 @@ var (
 	allBuckets = []string{bOrgs, bServices, bServiceCat, bCapacity, bReferrals, bParty, bInbox, bReferrer,
 		bChildren, bDue, bDueQueue, bUnanswered, bOpen, bConsentOpen, bConsents, bPersonConsent, bFeedback, bAPIKeys,
 		bIdempotency, bEvents, bEventAudience, bPersonReferral, bClosed, bAudit, bAuditTime, bAuditOrg, bAuditResource,
-		bStateCount}
+		bStateCount, bReportRows, bReportSums, bConsentRefs, bEventCapacity}
 
 	// backfilled are indexes added after stores existed: when Open creates
 	// one, it is filled from the referrals already stored by its function.
@@ -528,7 +528,29 @@ func (t *tx) CreateReferral(r *pb.Referral, parties []string) error {
 	if err := t.indexRetention(nil, r); err != nil {
 		return err
 	}
+	if err := t.indexConsent(nil, r); err != nil {
+		return err
+	}
+	if err := t.retally(r); err != nil {
+		return err
+	}
 	return putProto(t.b(bReferrals), r.Name, r)
+}
+
+// indexConsent keeps r in the referrals of its consent (retallyConsent).
+func (t *tx) indexConsent(old, r *pb.Referral) error {
+	if old != nil && old.Consent == r.Consent {
+		return nil
+	}
+	if old != nil && old.Consent != "" {
+		if err := t.b(bConsentRefs).Delete(key(old.Consent, r.Name)); err != nil {
+			return err
+		}
+	}
+	if r.Consent == "" {
+		return nil
+	}
+	return t.b(bConsentRefs).Put(key(r.Consent, r.Name), nil)
 }
 
 func (t *tx) UpdateReferral(r *pb.Referral) error {
@@ -540,6 +562,12 @@ func (t *tx) UpdateReferral(r *pb.Referral) error {
 		return err
 	}
 	if err := t.indexRetention(old, r); err != nil {
+		return err
+	}
+	if err := t.indexConsent(old, r); err != nil {
+		return err
+	}
+	if err := t.retally(r); err != nil {
 		return err
 	}
 	return putProto(t.b(bReferrals), r.Name, r)
@@ -762,7 +790,11 @@ func (t *tx) UpdateConsent(c *pb.Consent) error {
 			}
 		}
 	}
-	return putProto(t.b(bConsents), c.Name, c)
+	if err := putProto(t.b(bConsents), c.Name, c); err != nil {
+		return err
+	}
+	// What reports count of its referrals follows the consent.
+	return t.retallyConsent(c.Name)
 }
 
 // Feedback.
@@ -780,7 +812,23 @@ func (t *tx) CreateFeedback(f *pb.Feedback) error {
 	if t.b(bFeedback).Get(k) != nil {
 		return fmt.Errorf("%s: %w", f.Name, ErrAlreadyExists)
 	}
-	return putProto(t.b(bFeedback), string(k), f)
+	if err := putProto(t.b(bFeedback), string(k), f); err != nil {
+		return err
+	}
+	return t.retallyFeedback(referral, f)
+}
+
+// retallyFeedback retallies the referral when f is an outcome, the only
+// feedback reports count.
+func (t *tx) retallyFeedback(referral string, f *pb.Feedback) error {
+	if f.GetOutcome() == nil {
+		return nil
+	}
+	r, err := t.GetReferral(referral)
+	if err != nil {
+		return err
+	}
+	return t.retally(r)
 }
 
 func (t *tx) UpdateFeedback(f *pb.Feedback) error {
@@ -789,7 +837,10 @@ func (t *tx) UpdateFeedback(f *pb.Feedback) error {
 	if t.b(bFeedback).Get(k) == nil {
 		return fmt.Errorf("%s: %w", f.Name, ErrNotFound)
 	}
-	return putProto(t.b(bFeedback), string(k), f)
+	if err := putProto(t.b(bFeedback), string(k), f); err != nil {
+		return err
+	}
+	return t.retallyFeedback(referral, f)
 }
 
 // API keys.
@@ -1100,6 +1151,9 @@ func (t *tx) AppendEvent(e *Event) error {
 			seen[org] = true
 			ix = append(ix, kv.Index{Space: bEventAudience, Key: prefix(org)})
 		}
+	}
+	if ev.Type == pb.EventType_EVENT_TYPE_CAPACITY_CHANGED {
+		ix = append(ix, kv.Index{Space: bEventCapacity, Key: prefix(ev.Resource)})
 	}
 	return t.w.Append(bEvents, v, ix...)
 }

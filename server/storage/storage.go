@@ -19,6 +19,7 @@ import (
 	"time"
 
 	pb "github.com/social-prescribing/exchange/proto/exchange/v1"
+	"github.com/social-prescribing/exchange/server/rules/report"
 	"github.com/social-prescribing/exchange/server/storage/kv"
 )
 
@@ -208,6 +209,18 @@ type ReadTx interface {
 	CountUnanswered(before time.Time) (int, error)
 	// ListCapacity lists every service's capacity, in service name order.
 	ListCapacity(after string, limit int) (Page[*pb.Capacity], error)
+
+	// ReportSums visits what reports count of the referrals made in
+	// [from, to) (a zero time: no bound), as sums (report.Sums) each with
+	// the time its period starts: of whole months, of whole days (UK
+	// time) and, for the part of a day at either end, of single
+	// referrals. They are kept as referrals, their outcome feedback and
+	// their consents change, in the same transaction, so a report reads
+	// sums and not referrals.
+	ReportSums(from, to time.Time, visit func(at time.Time, s *report.Sums) error) error
+	// CapacityEvents returns the CAPACITY_CHANGED events of a capacity
+	// ({service}/capacity), in sequence order.
+	CapacityEvents(capacity string) ([]*pb.Event, error)
 }
 
 // WriteTx writes inside a transaction. Create methods return

@@ -4,6 +4,7 @@ import (
 	"go/ast"
 	"go/parser"
 	"go/token"
+	"path/filepath"
 	"reflect"
 	"slices"
 	"testing"
@@ -20,9 +21,9 @@ func TestSuitesCallEveryMethod(t *testing.T) {
 		suite  string
 		ifaces []reflect.Type
 	}{
-		{"kv/kvtest/kvtest.go", []reflect.Type{
+		{"kv/kvtest", []reflect.Type{
 			reflect.TypeFor[kv.Engine](), reflect.TypeFor[kv.Writer](), reflect.TypeFor[kv.Cursor]()}},
-		{"storagetest/storagetest.go", []reflect.Type{
+		{"storagetest", []reflect.Type{
 			reflect.TypeFor[storage.Store](), reflect.TypeFor[storage.WriteTx]()}},
 	} {
 		called := calls(t, c.suite)
@@ -36,21 +37,28 @@ func TestSuitesCallEveryMethod(t *testing.T) {
 	}
 }
 
-// calls lists the method names a Go file calls (x.Name(...)).
-func calls(t *testing.T, path string) []string {
+// calls lists the method names the Go files of a directory call
+// (x.Name(...)).
+func calls(t *testing.T, dir string) []string {
 	t.Helper()
-	f, err := parser.ParseFile(token.NewFileSet(), path, nil, 0)
-	if err != nil {
-		t.Fatal(err)
+	files, err := filepath.Glob(filepath.Join(dir, "*.go"))
+	if err != nil || len(files) == 0 {
+		t.Fatalf("no Go files in %s: %v", dir, err)
 	}
 	var out []string
-	ast.Inspect(f, func(n ast.Node) bool {
-		if call, ok := n.(*ast.CallExpr); ok {
-			if sel, ok := call.Fun.(*ast.SelectorExpr); ok {
-				out = append(out, sel.Sel.Name)
-			}
+	for _, path := range files {
+		f, err := parser.ParseFile(token.NewFileSet(), path, nil, 0)
+		if err != nil {
+			t.Fatal(err)
 		}
-		return true
-	})
+		ast.Inspect(f, func(n ast.Node) bool {
+			if call, ok := n.(*ast.CallExpr); ok {
+				if sel, ok := call.Fun.(*ast.SelectorExpr); ok {
+					out = append(out, sel.Sel.Name)
+				}
+			}
+			return true
+		})
+	}
 	return out
 }

@@ -398,6 +398,17 @@ func CountsInReports(c *pb.Consent) bool {
 		slices.Contains(c.Purposes, pb.ConsentPurpose_CONSENT_PURPOSE_EVALUATION)
 }
 
+// SharedInReports reports whether outcome feedback f, on a referral relying
+// on consent c, counts in the referrer's own reports: the receiver did not
+// keep it to its own side, and c allowed FEEDBACK_TO_REFERRER when it was
+// posted (as FeedbackVisible has it then). As for evaluation, a consent
+// that expired since still covers what was shared while it was in force;
+// a withdrawn one counts nothing (CountsInReports).
+func SharedInReports(f *pb.Feedback, c *pb.Consent) bool {
+	return f.Audience != pb.FeedbackAudience_FEEDBACK_AUDIENCE_AUTHOR_SIDE &&
+		Allows(c, f.CreateTime.AsTime(), pb.ConsentPurpose_CONSENT_PURPOSE_FEEDBACK_TO_REFERRER)
+}
+
 // Audited says, for every RPC of the contract by its full name, whether its
 // calls go in the audit log: the audited of its MethodPolicy in the contract
 // (options.proto), which every RPC carries (TestEveryRPCHasItsPolicy).

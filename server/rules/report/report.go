@@ -37,7 +37,8 @@ type Context struct {
 	Labels map[string]string
 	// ServiceCreated is when each service was created.
 	ServiceCreated map[string]time.Time
-	// CapacityEvents are the CAPACITY_CHANGED events, in sequence order.
+	// CapacityEvents are the CAPACITY_CHANGED events of the services
+	// counted, each service's in sequence order.
 	CapacityEvents []*pb.Event
 }
 
@@ -68,8 +69,8 @@ type tally struct {
 
 func newTally() *tally { return &tally{n: map[string]int{}, label: map[string]string{}} }
 
-func (t *tally) add(key, label string) {
-	t.n[key]++
+func (t *tally) add(key, label string, n int64) {
+	t.n[key] += int(n)
 	t.label[key] = label
 }
 
@@ -108,8 +109,8 @@ type enumTally struct {
 
 func newEnumTally() *enumTally { return &enumTally{newTally(), map[string]int32{}} }
 
-func (t *enumTally) addEnum(e protoreflect.Enum, code, label string) {
-	t.add(code, label)
+func (t *enumTally) addEnum(e protoreflect.Enum, code, label string, n int64) {
+	t.add(code, label, n)
 	t.num[code] = int32(e.Number())
 }
 
@@ -125,15 +126,23 @@ func (c *Context) label(name string) string {
 }
 
 // Build builds the activity and outcome reports of refs (those passing the
-// filter), protected together (disclosure.go): both reports of one filter
-// are suppressed as one, so that neither gives away what the other hides.
+// filter), each counted as its row (RowOf), protected together
+// (disclosure.go): both reports of one filter are suppressed as one, so
+// that neither gives away what the other hides.
 func Build(refs []Referral, c Context) (*pb.ActivityReport, *pb.OutcomeReport) {
-	var in []Referral
+	t := NewTally()
 	for _, ref := range refs {
 		if Matches(ref.R, c.Filter) && lifecycle.Counts(ref.R.State) {
-			in = append(in, ref)
+			t.AddRow(RowOf(ref.R, ref.Outcomes, nil), false)
 		}
 	}
+	return BuildTally(t, c)
+}
+
+// BuildTally builds both reports of what t counts: the cells and rows of
+// the period of c's filter that pass it (Key.Pass).
+func BuildTally(t *Tally, c Context) (*pb.ActivityReport, *pb.OutcomeReport) {
+	in := t.sorted()
 	l := NewLedger(c.Threshold)
 	per := trendPeriods(in, c.Filter)
 	act := activity(in, c, l, per)
@@ -309,7 +318,7 @@ type periods struct{ starts []time.Time }
 // ending no later than the filter; none when that is one period, since the
 // report's totals are then its only figures, and repeating them would
 // only tie more counts together.
-func trendPeriods(in []Referral, f *pb.ReportFilter) periods {
+func trendPeriods(in []*tallied, f *pb.ReportFilter) periods {
 	if len(in) == 0 {
 		return periods{}
 	}
@@ -317,17 +326,9 @@ func trendPeriods(in []Referral, f *pb.ReportFilter) periods {
 	if f.GetTrendInterval() == pb.TrendInterval_TREND_INTERVAL_QUARTER {
 		months = 3
 	}
-	first, last := in[0].R.CreateTime.AsTime(), in[0].R.CreateTime.AsTime()
-	for _, ref := range in {
-		t := ref.R.CreateTime.AsTime()
-		if t.Before(first) {
-			first = t
-		}
-		if t.After(last) {
-			last = t
-		}
-	}
-	uk := first.In(london)
+	// in is in month order; a month's start stands for its referrals.
+	last := monthStart(in[len(in)-1].month)
+	uk := monthStart(in[0].month)
 	start := time.Date(uk.Year(), (uk.Month()-1)/time.Month(months)*time.Month(months)+1, 1, 0, 0, 0, 0, london)
 	var p periods
 	for t := start; !t.After(last); t = t.AddDate(0, months, 0) {
@@ -389,58 +390,53 @@ func Outcomes(refs []Referral, c Context) *pb.OutcomeReport {
 
 // activity builds the activity report of in, its counts made by l and
 // their relations recorded in it.
-func activity(in []Referral, c Context, l *Ledger, per periods) *pb.ActivityReport {
+func activity(in []*tallied, c Context, l *Ledger, per periods) *pb.ActivityReport {
 	routes, needs, services, orgs := newEnumTally(), newEnumTally(), newTally(), newTally()
 	rejected, failed, cancelled := newEnumTally(), newEnumTally(), newEnumTally()
-	var n, accepted, started, completed, open, overdue, waitlisted int
-	var answer []float64
+	var n, accepted, started, completed, open, overdue, waitlisted, answered int
+	answers := map[int64]int64{}
 	needed := 0
 	made, began := make([]int, per.len()), make([]int, per.len())
-	for _, ref := range in {
-		r := ref.R
-		n++
-		i := per.index(r.CreateTime.AsTime())
-		if i < len(made) {
-			made[i]++
+	for _, x := range in {
+		n += int(x.N)
+		if i := per.index(monthStart(x.month)); i < len(made) {
+			made[i] += int(x.N)
+			began[i] += int(x.Started)
 		}
-		needed += len(r.Needs)
-		routes.addEnum(r.Route, pb.Code(r.Route), pb.Label(r.Route))
-		for _, need := range r.Needs {
-			needs.addEnum(need, pb.Code(need), pb.Label(need))
-		}
-		services.add(r.RecipientService, c.label(r.RecipientService))
-		orgs.add(r.Recipient, c.label(r.Recipient))
-		if reachedAccepted(r) {
-			accepted++
-		}
-		if reachedStarted(r) {
-			started++
-			if i < len(began) {
-				began[i]++
+		needed += x.needCount() * int(x.N)
+		routes.addEnum(x.Route, pb.Code(x.Route), pb.Label(x.Route), x.N)
+		for need := pb.Category(1); need < 64; need++ {
+			if x.Needs&(1<<uint(need)) != 0 {
+				needs.addEnum(need, pb.Code(need), pb.Label(need), x.N)
 			}
 		}
-		reason := r.StateReason.GetCode()
-		switch r.State {
-		case pb.ReferralState_REFERRAL_STATE_COMPLETED:
-			completed++
-		case pb.ReferralState_REFERRAL_STATE_REJECTED:
-			rejected.addEnum(reason, reasonCode(reason), reasonLabel(reason))
-		case pb.ReferralState_REFERRAL_STATE_FAILED:
-			failed.addEnum(reason, reasonCode(reason), reasonLabel(reason))
-		case pb.ReferralState_REFERRAL_STATE_CANCELLED:
-			cancelled.addEnum(reason, reasonCode(reason), reasonLabel(reason))
+		services.add(x.Service, c.label(x.Service), x.N)
+		orgs.add(x.Recipient, c.label(x.Recipient), x.N)
+		accepted += int(x.Accepted)
+		started += int(x.Started)
+		completed += int(x.Completed)
+		open += int(x.Open)
+		waitlisted += int(x.Waitlisted)
+		for k, cnt := range x.Final {
+			reason := pb.StateReasonCode(k & (1<<32 - 1))
+			switch pb.ReferralState(k >> 32) {
+			case pb.ReferralState_REFERRAL_STATE_REJECTED:
+				rejected.addEnum(reason, reasonCode(reason), reasonLabel(reason), cnt)
+			case pb.ReferralState_REFERRAL_STATE_FAILED:
+				failed.addEnum(reason, reasonCode(reason), reasonLabel(reason), cnt)
+			case pb.ReferralState_REFERRAL_STATE_CANCELLED:
+				cancelled.addEnum(reason, reasonCode(reason), reasonLabel(reason), cnt)
+			}
 		}
-		if lifecycle.Open(r.State) {
-			open++
+		// Overdue at the time of the report (lifecycle.Overdue).
+		for by, cnt := range x.ReplyBy {
+			if c.Now.After(time.Unix(0, by)) {
+				overdue += int(cnt)
+			}
 		}
-		if lifecycle.Overdue(r, c.Now) {
-			overdue++
-		}
-		if r.State == pb.ReferralState_REFERRAL_STATE_ON_HOLD {
-			waitlisted++
-		}
-		if r.ResponseTime != nil {
-			answer = append(answer, r.ResponseTime.AsTime().Sub(r.CreateTime.AsTime()).Seconds())
+		for step, cnt := range x.Answers {
+			answers[step] += cnt
+			answered += int(cnt)
 		}
 	}
 	total := l.Count(n)
@@ -449,7 +445,7 @@ func activity(in []Referral, c Context, l *Ledger, per periods) *pb.ActivityRepo
 		Filter: c.Filter, SuppressionThreshold: int32(c.Threshold), GenerateTime: timestamppb.New(c.Now),
 		Referrals: total, ByRoute: routes.sorted(l), ByNeed: needs.sorted(l),
 		ByService: services.rows(l, nil), ByOrganization: orgs.rows(l, nil),
-		ResponseTime: &pb.ResponseTimes{Answered: l.Count(len(answer))},
+		ResponseTime: &pb.ResponseTimes{Answered: l.Count(answered)},
 		Overdue:      l.Count(overdue), Waitlisted: l.Count(waitlisted),
 	}
 	N := l.Of(total)
@@ -494,9 +490,9 @@ func activity(in []Referral, c Context, l *Ledger, per periods) *pb.ActivityRepo
 		l.Sum(rep.Funnel.Started, periodsBegan...)
 	}
 	l.Rest(l.Of(rep.Funnel.Open), true, l.Of(rep.Overdue), l.Of(rep.Waitlisted))
-	if len(answer) >= c.Threshold {
-		rep.ResponseTime.Median = seconds(Percentile(answer, 50))
-		rep.ResponseTime.P90 = seconds(Percentile(answer, 90))
+	if answered >= c.Threshold {
+		rep.ResponseTime.Median = seconds(stepPercentile(answers, 50))
+		rep.ResponseTime.P90 = seconds(stepPercentile(answers, 90))
 	}
 	for _, row := range rep.ByService {
 		rep.Capacity = append(rep.Capacity, c.capacityHistory(row.Key))
@@ -693,75 +689,58 @@ func pairOf(outcomes []*pb.OutcomeMeasure, in pb.Instrument) (base, follow *pb.O
 	return base, follow
 }
 
-// sample is the pairs of one group.
-type sample struct{ base, follow []float64 }
-
-func (s *sample) add(b, f float64) {
-	s.base = append(s.base, b)
-	s.follow = append(s.follow, f)
-}
-
-func (s *sample) change() []float64 {
-	d := make([]float64, len(s.base))
-	for i := range d {
-		d[i] = s.follow[i] - s.base[i]
-	}
-	return d
-}
-
 // outcomes builds the outcome report of in, its counts made by l and their
 // relations recorded in it.
-func outcomes(in []Referral, c Context, l *Ledger, per periods) (*pb.OutcomeReport, []momentSplit) {
+func outcomes(in []*tallied, c Context, l *Ledger, per periods) (*pb.OutcomeReport, []momentSplit) {
 	rep := &pb.OutcomeReport{Filter: c.Filter, SuppressionThreshold: int32(c.Threshold), GenerateTime: timestamppb.New(c.Now)}
 	var pairs []*pb.Count
 	var splits []momentSplit
-	for _, m := range measures {
-		var all, female, male, under50, over50, otherSex, noAge sample
-		byService := map[string]*sample{}
-		byPeriod := make([]sample, per.len())
-		for _, ref := range in {
-			base, follow := pairOf(ref.Outcomes, m.instrument)
-			if base == nil || follow == nil {
-				continue
-			}
-			b, ok1 := m.score(base)
-			f, ok2 := m.score(follow)
-			if !ok1 || !ok2 {
-				continue
-			}
-			all.add(b, f)
-			svc := byService[ref.R.RecipientService]
-			if svc == nil {
-				svc = &sample{}
-				byService[ref.R.RecipientService] = svc
-			}
-			svc.add(b, f)
-			if i := per.index(ref.R.CreateTime.AsTime()); i < len(byPeriod) {
-				byPeriod[i].add(b, f)
-			}
-			switch ref.R.Person.GetSex() {
-			case pb.Sex_SEX_FEMALE:
-				female.add(b, f)
-			case pb.Sex_SEX_MALE:
-				male.add(b, f)
-			default:
-				otherSex.add(b, f)
-			}
-			if age, ok := ageAt(ref.R.Person, base.MeasureTime.AsTime()); ok {
-				if age < 50 {
-					under50.add(b, f)
-				} else {
-					over50.add(b, f)
+	for mi, m := range measures {
+		var all, female, male, under50, over50, otherSex, noAge Moments
+		byService := map[string]*Moments{}
+		byPeriod := make([]Moments, per.len())
+		for _, x := range in {
+			i := per.index(monthStart(x.month))
+			for sex := range 3 {
+				for age := range 3 {
+					g := x.All.Groups[groupOf(mi, sex, age)]
+					if g == nil {
+						continue
+					}
+					all.add(g, 1)
+					svc := byService[x.Service]
+					if svc == nil {
+						svc = &Moments{}
+						byService[x.Service] = svc
+					}
+					svc.add(g, 1)
+					if i < len(byPeriod) {
+						byPeriod[i].add(g, 1)
+					}
+					switch sex {
+					case sexFemale:
+						female.add(g, 1)
+					case sexMale:
+						male.add(g, 1)
+					default:
+						otherSex.add(g, 1)
+					}
+					switch age {
+					case ageUnder50:
+						under50.add(g, 1)
+					case age50Up:
+						over50.add(g, 1)
+					default:
+						noAge.add(g, 1)
+					}
 				}
-			} else {
-				noAge.add(b, f)
 			}
 		}
 		mo := &pb.MeasureOutcome{Measure: m.code, Label: m.label, Instrument: m.instrument, HigherIsBetter: m.higherIsBetter,
-			All: paired(l, all, m, true),
+			All: paired(l, &all, m, true),
 			Comparisons: []*pb.GroupComparison{
-				compare(l, "sex", "FEMALE", "MALE", female, male, m),
-				compare(l, "age", "UNDER_50", "50_AND_OVER", under50, over50, m),
+				compare(l, "sex", "FEMALE", "MALE", &female, &male, m),
+				compare(l, "age", "UNDER_50", "50_AND_OVER", &under50, &over50, m),
 			}}
 		l.Headline(mo.All.N)
 		if m.meaningful > 0 {
@@ -777,33 +756,33 @@ func outcomes(in []Referral, c Context, l *Ledger, per periods) (*pb.OutcomeRepo
 			l.SumCells(rest, parts...)
 		}
 		mo.ByService = serviceOutcomes(l, mo.All, byService, m, &c)
-		if len(all.base) > 0 && per.len() > 0 {
+		if all.N > 0 && per.len() > 0 {
 			mo.Trend = changeTrend(l, mo.All.N, byPeriod, per)
 		}
 		// Each group's changes sum to the whole's: the relations the
 		// means and SDs are in (protectMoments).
-		whole := statsPart(mo.All, len(all.base))
+		whole := statsPart(mo.All, int(all.N))
 		// The comparisons' groups and the rest of each, in their order.
-		groups := [][3]sample{{female, male, otherSex}, {under50, over50, noAge}}
+		groups := [][3]*Moments{{&female, &male, &otherSex}, {&under50, &over50, &noAge}}
 		for i, g := range mo.Comparisons {
 			a, b, rest := groups[i][0], groups[i][1], groups[i][2]
-			splits = append(splits, momentSplit{whole: whole, parts: []momentPart{statsPart(g.A, len(a.base)), statsPart(g.B, len(b.base))},
-				restHidden: len(rest.base) > 0 && !showable(rest, m, l.k)})
+			splits = append(splits, momentSplit{whole: whole, parts: []momentPart{statsPart(g.A, int(a.N)), statsPart(g.B, int(b.N))},
+				restHidden: rest.N > 0 && !showable(rest, m, l.k)})
 		}
 		var svc []momentPart
 		for _, so := range mo.ByService {
-			svc = append(svc, statsPart(so.Stats, len(byService[so.Service].base)))
+			svc = append(svc, statsPart(so.Stats, int(byService[so.Service].N)))
 		}
 		splits = append(splits, momentSplit{whole: whole, parts: svc})
 		var prd []momentPart
 		for i, p := range mo.Trend {
-			prd = append(prd, periodPart(p, len(byPeriod[i].base)))
+			prd = append(prd, periodPart(p, int(byPeriod[i].N)))
 		}
 		if len(prd) > 0 {
 			splits = append(splits, momentSplit{whole: whole, parts: prd})
 		}
-		if len(all.base) >= c.Threshold {
-			mo.ChangeDistribution = histogram(l, all.change(), m.binWidth, c.Threshold)
+		if all.N >= int64(c.Threshold) {
+			mo.ChangeDistribution = histogram(l, &all, m.binWidth, c.Threshold)
 			bins := make([]*pb.Count, len(mo.ChangeDistribution))
 			for i, b := range mo.ChangeDistribution {
 				bins[i] = b.Count
@@ -832,7 +811,7 @@ func outcomes(in []Referral, c Context, l *Ledger, per periods) (*pb.OutcomeRepo
 
 // serviceOutcomes are the pairs of each service, side by side. Every pair
 // has one service.
-func serviceOutcomes(l *Ledger, all *pb.PairedStats, by map[string]*sample, m measure, c *Context) []*pb.ServiceOutcome {
+func serviceOutcomes(l *Ledger, all *pb.PairedStats, by map[string]*Moments, m measure, c *Context) []*pb.ServiceOutcome {
 	names := make([]string, 0, len(by))
 	for name := range by {
 		names = append(names, name)
@@ -841,7 +820,7 @@ func serviceOutcomes(l *Ledger, all *pb.PairedStats, by map[string]*sample, m me
 	var out []*pb.ServiceOutcome
 	parts := make([][]*pb.Count, 5)
 	for _, name := range names {
-		s := paired(l, *by[name], m, true)
+		s := paired(l, by[name], m, true)
 		out = append(out, &pb.ServiceOutcome{Service: name, Label: c.label(name), Stats: s})
 		for i, n := range []*pb.Count{s.N, s.Improved, s.Unchanged, s.Worse, s.Meaningful} {
 			parts[i] = append(parts[i], n)
@@ -857,15 +836,16 @@ func serviceOutcomes(l *Ledger, all *pb.PairedStats, by map[string]*sample, m me
 
 // changeTrend is the pairs and mean change of each period. Every pair is
 // of a referral made in one period.
-func changeTrend(l *Ledger, all *pb.Count, by []sample, per periods) []*pb.ChangePeriod {
+func changeTrend(l *Ledger, all *pb.Count, by []Moments, per periods) []*pb.ChangePeriod {
 	var out []*pb.ChangePeriod
 	var ns []*pb.Count
-	for i, s := range by {
-		p := &pb.ChangePeriod{N: l.Count(len(s.base))}
+	for i := range by {
+		s := &by[i]
+		p := &pb.ChangePeriod{N: l.Count(int(s.N))}
 		p.StartTime, p.EndTime = per.bounds(i)
-		if spread(s.change(), l.k) {
-			mean, _ := MeanSD(s.change())
-			p.ChangeMean = opt(mean)
+		if s.spread(l.k) {
+			sum, _ := s.changeSums()
+			p.ChangeMean = opt(float64(sum) / float64(s.N))
 		}
 		out = append(out, p)
 		ns = append(ns, p.N)
@@ -900,9 +880,9 @@ func opt(x float64) *float64 {
 // than the threshold (the counts of its split are then hidden with it).
 // With meaningful set, it counts the pairs that improved by the measure's
 // meaningful change.
-func paired(l *Ledger, s sample, m measure, meaningful bool) *pb.PairedStats {
-	n := len(s.base)
-	p := PairedTest(s.base, s.follow, m.higherIsBetter)
+func paired(l *Ledger, s *Moments, m measure, meaningful bool) *pb.PairedStats {
+	n := int(s.N)
+	p := s.Paired(m.higherIsBetter)
 	count := l.Count
 	if n > 0 && n < l.k {
 		count = l.Hidden
@@ -910,10 +890,10 @@ func paired(l *Ledger, s sample, m measure, meaningful bool) *pb.PairedStats {
 	st := &pb.PairedStats{N: l.Count(n), Improved: count(p.Improved), Unchanged: count(p.Unchanged), Worse: count(p.Worse)}
 	l.Sum(st.N, st.Improved, st.Unchanged, st.Worse)
 	if meaningful && m.meaningful > 0 {
-		st.Meaningful = count(Meaningful(s.base, s.follow, m.higherIsBetter, m.meaningful))
+		st.Meaningful = count(s.meaningful(m.higherIsBetter, m.meaningful))
 		l.Rest(l.Of(st.Improved), true, l.Of(st.Meaningful))
 	}
-	if !spread(s.change(), l.k) {
+	if !s.spread(l.k) {
 		return st
 	}
 	st.BaselineMean, st.BaselineSd = opt(p.BaselineMean), opt(p.BaselineSD)
@@ -925,33 +905,14 @@ func paired(l *Ledger, s sample, m measure, meaningful bool) *pb.PairedStats {
 	return st
 }
 
-// spread reports whether the statistics of a group's changes may be shown:
-// at least k of them differ from its most common change (with no
-// suppression, k of 1 or less, any). Means and
-// SDs of whole-number changes almost all alike give the few others away:
-// their number (the counts that rose, stayed and fell, even hidden) and
-// their size.
-func spread(change []float64, k int) bool {
-	if k <= 1 || len(change) < k {
-		return len(change) > 0 && len(change) >= k
-	}
-	most := map[float64]int{}
-	top := 0
-	for _, d := range change {
-		most[d]++
-		top = max(top, most[d])
-	}
-	return len(change)-top >= k
-}
-
 // showable reports whether a group no table shows could have its
 // statistics shown, were it a group like the others: alike enough not
 // (spread), and no count of its split from 1 to k-1.
-func showable(s sample, m measure, k int) bool {
-	if !spread(s.change(), k) {
+func showable(s *Moments, m measure, k int) bool {
+	if !s.spread(k) {
 		return false
 	}
-	p := PairedTest(s.base, s.follow, m.higherIsBetter)
+	p := s.Paired(m.higherIsBetter)
 	for _, n := range []int{p.Improved, p.Unchanged, p.Worse} {
 		if n > 0 && n < k {
 			return false
@@ -960,10 +921,10 @@ func showable(s sample, m measure, k int) bool {
 	return true
 }
 
-func compare(l *Ledger, by, a, b string, sa, sb sample, m measure) *pb.GroupComparison {
+func compare(l *Ledger, by, a, b string, sa, sb *Moments, m measure) *pb.GroupComparison {
 	g := &pb.GroupComparison{By: by, GroupA: a, GroupB: b, A: paired(l, sa, m, false), B: paired(l, sb, m, false)}
 	if g.A.ChangeMean != nil && g.B.ChangeMean != nil {
-		r := PooledTest(sa.change(), sb.change())
+		r := pooled(sa, sb)
 		g.Difference, g.T, g.P = opt(r.Difference), opt(r.T), opt(r.P)
 		g.Df = proto.Int32(int32(r.DF))
 	}
@@ -1011,12 +972,13 @@ func binRelations(l *Ledger, s *pb.PairedStats, bins []*pb.Bin, higherIsBetter b
 // the largest, merging an end bin of fewer than k pairs into the next on
 // its side of 0 (the bins below 0, or those from width up), so that the
 // tails, where the few are, need not be hidden.
-func histogram(l *Ledger, change []float64, width float64, k int) []*pb.Bin {
-	lo, hi := slices.Min(change), slices.Max(change)
+func histogram(l *Ledger, s *Moments, width float64, k int) []*pb.Bin {
+	change := s.changes()
+	lo, hi := float64(change[0]), float64(change[len(change)-1])
 	first, last := math.Floor(lo/width), math.Floor(hi/width)
 	counts := make([]int, int(last-first)+1)
 	for _, d := range change {
-		counts[int(math.Floor(d/width)-first)]++
+		counts[int(math.Floor(float64(d)/width)-first)] += int(s.Change[d])
 	}
 	type bin struct{ low, high float64 }
 	edges := make([]bin, len(counts))
@@ -1043,32 +1005,21 @@ func histogram(l *Ledger, change []float64, width float64, k int) []*pb.Bin {
 
 // completeness counts, per service and instrument, baselines with and
 // without a follow-up.
-func completeness(l *Ledger, in []Referral, c *Context) []*pb.Completeness {
+func completeness(l *Ledger, in []*tallied, c *Context) []*pb.Completeness {
 	type key struct {
 		service    string
 		instrument pb.Instrument
 	}
 	type tallyRow struct{ base, follow int }
 	rows := map[key]*tallyRow{}
-	for _, ref := range in {
-		seen := map[pb.Instrument]bool{}
-		for _, o := range ref.Outcomes {
-			if seen[o.Instrument] {
-				continue
-			}
-			seen[o.Instrument] = true
-			base, follow := pairOf(ref.Outcomes, o.Instrument)
-			if base == nil {
-				continue
-			}
-			kk := key{ref.R.RecipientService, o.Instrument}
+	for _, x := range in {
+		for instrument, n := range x.All.Measured {
+			kk := key{x.Service, instrument}
 			if rows[kk] == nil {
 				rows[kk] = &tallyRow{}
 			}
-			rows[kk].base++
-			if follow != nil {
-				rows[kk].follow++
-			}
+			rows[kk].base += int(n[0])
+			rows[kk].follow += int(n[1])
 		}
 	}
 	keys := make([]key, 0, len(rows))

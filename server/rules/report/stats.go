@@ -34,7 +34,7 @@ type Paired struct {
 func PairedTest(baseline, followUp []float64, higherIsBetter bool) Paired {
 	n := len(baseline)
 	change := make([]float64, n)
-	p := Paired{N: n, DF: n - 1}
+	var improved, unchanged, worse int
 	for i := range baseline {
 		change[i] = followUp[i] - baseline[i]
 		better := change[i] > 0
@@ -43,16 +43,26 @@ func PairedTest(baseline, followUp []float64, higherIsBetter bool) Paired {
 		}
 		switch {
 		case change[i] == 0:
-			p.Unchanged++
+			unchanged++
 		case better:
-			p.Improved++
+			improved++
 		default:
-			p.Worse++
+			worse++
 		}
 	}
-	p.BaselineMean, p.BaselineSD = MeanSD(baseline)
-	p.FollowUpMean, p.FollowUpSD = MeanSD(followUp)
-	p.ChangeMean, p.ChangeSD = MeanSD(change)
+	bm, bsd := MeanSD(baseline)
+	fm, fsd := MeanSD(followUp)
+	cm, csd := MeanSD(change)
+	return pairedOf(n, bm, bsd, fm, fsd, cm, csd, improved, unchanged, worse)
+}
+
+// pairedOf is Paired from the means and SDs of n pairs (PairedTest; the
+// reports' Moments.Paired).
+func pairedOf(n int, bm, bsd, fm, fsd, cm, csd float64, improved, unchanged, worse int) Paired {
+	p := Paired{N: n, DF: n - 1, Improved: improved, Unchanged: unchanged, Worse: worse}
+	p.BaselineMean, p.BaselineSD = bm, bsd
+	p.FollowUpMean, p.FollowUpSD = fm, fsd
+	p.ChangeMean, p.ChangeSD = cm, csd
 	p.CILow, p.CIHigh, p.T, p.P, p.D = math.NaN(), math.NaN(), math.NaN(), math.NaN(), math.NaN()
 	p.DLow, p.DHigh = math.NaN(), math.NaN()
 	if n < 2 {
@@ -73,21 +83,6 @@ func PairedTest(baseline, followUp []float64, higherIsBetter bool) Paired {
 	return p
 }
 
-// Meaningful counts the pairs that improved by at least by points.
-func Meaningful(baseline, followUp []float64, higherIsBetter bool, by float64) int {
-	n := 0
-	for i := range baseline {
-		d := followUp[i] - baseline[i]
-		if !higherIsBetter {
-			d = -d
-		}
-		if d >= by {
-			n++
-		}
-	}
-	return n
-}
-
 // Pooled is the two-sample t test of a difference in means with pooled
 // variance.
 type Pooled struct {
@@ -103,9 +98,14 @@ type Pooled struct {
 func PooledTest(a, b []float64) Pooled {
 	ma, sa := MeanSD(a)
 	mb, sb := MeanSD(b)
-	na, nb := float64(len(a)), float64(len(b))
-	r := Pooled{Difference: ma - mb, DF: len(a) + len(b) - 2, T: math.NaN(), P: math.NaN()}
-	if len(a) < 2 || len(b) < 2 {
+	return pooledOf(ma, sa, len(a), mb, sb, len(b))
+}
+
+// pooledOf is Pooled from the means, SDs and sizes of two groups.
+func pooledOf(ma, sa float64, la int, mb, sb float64, lb int) Pooled {
+	na, nb := float64(la), float64(lb)
+	r := Pooled{Difference: ma - mb, DF: la + lb - 2, T: math.NaN(), P: math.NaN()}
+	if la < 2 || lb < 2 {
 		return r
 	}
 	pooled := (sa*sa*(na-1) + sb*sb*(nb-1)) / float64(r.DF)

@@ -2,6 +2,8 @@ package bolt_test
 
 import (
 	"context"
+	"encoding/binary"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -13,10 +15,12 @@ import (
 	"time"
 
 	bbolt "go.etcd.io/bbolt"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	pb "github.com/social-prescribing/exchange/proto/exchange/v1"
 	"github.com/social-prescribing/exchange/server/exchangetest"
+	"github.com/social-prescribing/exchange/server/rules/report"
 	"github.com/social-prescribing/exchange/server/storage"
 	"github.com/social-prescribing/exchange/server/storage/bolt"
 	"github.com/social-prescribing/exchange/server/storage/kv"
@@ -440,5 +444,85 @@ func TestSequenceBucketsArePacked(t *testing.T) {
 		if f := fill(c.bucket); f < c.min || f > c.max {
 			t.Errorf("%s: leaf pages %.0f%% full, want %.0f-%.0f%%", c.bucket, 100*f, 100*c.min, 100*c.max)
 		}
+	}
+}
+
+// TestFillsWhatReportsCount opens a store of schema 1, made before reports
+// were kept as sums (simulated by deleting them), and checks that Open fills
+// the rows, the sums, the referrals of each consent and the capacity
+// events' index, to what a store that kept them all along holds.
+func TestFillsWhatReportsCount(t *testing.T) {
+	s, err := exchangetest.OpenBolt(filepath.Join(t.TempDir(), "exchange.db"), bolt.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t0 := time.Date(2025, 1, 30, 9, 0, 0, 0, time.UTC)
+	consent := &pb.Consent{Name: "consents/c", NhsNumber: "9434765919", CreateTime: timestamppb.New(t0),
+		Purposes: []pb.ConsentPurpose{pb.ConsentPurpose_CONSENT_PURPOSE_EVALUATION}}
+	err = s.Update(context.Background(), func(tx storage.WriteTx) error {
+		if err := tx.CreateConsent(consent); err != nil {
+			return err
+		}
+		for i := range 3 {
+			r := &pb.Referral{Name: fmt.Sprintf("referrals/r%d", i), Referrer: "organizations/gp", Recipient: "organizations/lw",
+				RecipientService: "organizations/lw/services/s", Consent: consent.Name, Person: &pb.Person{NhsNumber: consent.NhsNumber},
+				State: pb.ReferralState_REFERRAL_STATE_REQUESTED, CreateTime: timestamppb.New(t0.AddDate(0, 0, i)), ReplyBy: timestamppb.New(t0.Add(time.Hour))}
+			if err := tx.CreateReferral(r, []string{r.Referrer, r.Recipient}); err != nil {
+				return err
+			}
+		}
+		for i, tp := range []pb.Timepoint{pb.Timepoint_TIMEPOINT_BASELINE, pb.Timepoint_TIMEPOINT_EXIT} {
+			if err := tx.CreateFeedback(&pb.Feedback{Name: fmt.Sprintf("referrals/r1/feedback/f%d", i), Author: "organizations/lw", CreateTime: timestamppb.New(t0.AddDate(0, 0, 2+i)),
+				Content: &pb.Feedback_Outcome{Outcome: &pb.OutcomeMeasure{Instrument: pb.Instrument_INSTRUMENT_UCLA3, Timepoint: tp, Total: int32(7 - i)}}}); err != nil {
+				return err
+			}
+		}
+		return tx.AppendEvent(&storage.Event{Event: &pb.Event{Type: pb.EventType_EVENT_TYPE_CAPACITY_CHANGED, Resource: "organizations/lw/services/s/capacity",
+			CapacityStatus: pb.CapacityStatus_CAPACITY_STATUS_PAUSED}, Public: true})
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	held := func(s storage.Store) string {
+		var out []string
+		err := s.View(context.Background(), func(tx storage.ReadTx) error {
+			err := tx.ReportSums(time.Time{}, time.Time{}, func(at time.Time, sums *report.Sums) error {
+				b, err := json.Marshal(sums)
+				out = append(out, at.String()+" "+string(b))
+				return err
+			})
+			events, err2 := tx.CapacityEvents("organizations/lw/services/s/capacity")
+			out = append(out, fmt.Sprint(len(events)))
+			return errors.Join(err, err2)
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return strings.Join(out, "\n")
+	}
+	want := held(s)
+	if !strings.Contains(want, `"N":2`) || !strings.Contains(want, `"N":1`) || !strings.HasSuffix(want, "\n1") {
+		t.Fatalf("before: %s", want)
+	}
+	s = reopenAltered(t, s, func(tx *bbolt.Tx) error {
+		for _, b := range []string{"report_rows", "report_sums", "ix_consent_referral", "ix_event_capacity"} {
+			if err := tx.DeleteBucket([]byte(b)); err != nil {
+				return fmt.Errorf("%s: %w", b, err)
+			}
+		}
+		return tx.Bucket([]byte("store_meta")).Put([]byte("schema"), binary.BigEndian.AppendUint64(nil, 1))
+	})
+	if got := held(s); got != want {
+		t.Errorf("after filling:\n%s\nwant:\n%s", got, want)
+	}
+	// The referrals of the consent were filled too: withdrawing it takes
+	// them out.
+	withdrawn := proto.Clone(consent).(*pb.Consent)
+	withdrawn.WithdrawTime = timestamppb.New(t0.AddDate(0, 1, 0))
+	if err := s.Update(context.Background(), func(tx storage.WriteTx) error { return tx.UpdateConsent(withdrawn) }); err != nil {
+		t.Fatal(err)
+	}
+	if got := held(s); got != "1" {
+		t.Errorf("after withdrawal: %s", got)
 	}
 }

@@ -59,6 +59,7 @@ func Run(t *testing.T, engine kvtest.Opener) {
 		{"GetsAndUpdates", testUpdates},
 		{"DeleteIdempotency", testDeleteIdempotency},
 		{"Backup", testBackup},
+		{"ReportSums", testReportSums},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) { tc.fn(t, open) })
