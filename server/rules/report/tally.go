@@ -88,16 +88,16 @@ type Side struct {
 // Row is what one referral adds to the reports.
 type Row struct {
 	Key
-	Created   int64                `json:"c"` // create_time, Unix nanoseconds
-	State     pb.ReferralState     `json:"st"`
-	Reason    pb.StateReasonCode   `json:"rs,omitempty"`
-	Accepted  bool                 `json:"ac,omitempty"`
-	Started   bool                 `json:"sd,omitempty"`
-	Answered  bool                 `json:"an,omitempty"`
-	Answer    int64                `json:"at,omitempty"` // seconds to the first answer
-	ReplyBy   int64                `json:"rb,omitempty"` // while REQUESTED: reply_by, Unix nanoseconds
-	Sex       int8                 `json:"sx,omitempty"`
-	All       Side                 `json:"al"`
+	Created  int64              `json:"c"` // create_time, Unix nanoseconds
+	State    pb.ReferralState   `json:"st"`
+	Reason   pb.StateReasonCode `json:"rs,omitempty"`
+	Accepted bool               `json:"ac,omitempty"`
+	Started  bool               `json:"sd,omitempty"`
+	Answered bool               `json:"an,omitempty"`
+	Answer   int64              `json:"at,omitempty"` // seconds to the first answer
+	ReplyBy  int64              `json:"rb,omitempty"` // while REQUESTED: reply_by, Unix nanoseconds
+	Sex      int8               `json:"sx,omitempty"`
+	All      Side               `json:"al"`
 	// Shared are the outcomes the referrer's own report counts
 	// (policy.SharedInReports); nil when they are All.
 	Shared *Side `json:"sh,omitempty"`
@@ -226,11 +226,11 @@ func sideOf(r *pb.Referral, outcomes []*pb.OutcomeMeasure, prev *Row, side func(
 // Moments are a group's pairs as sums: exact, since scores are whole
 // numbers, and enough for every statistic a report shows of them.
 type Moments struct {
-	N     int64 `json:"n"`
-	SB    int64 `json:"b"`  // sum of baselines
-	SB2   int64 `json:"bb"` // of their squares
-	SF    int64 `json:"f"`
-	SF2   int64 `json:"ff"`
+	N   int64 `json:"n"`
+	SB  int64 `json:"b"`  // sum of baselines
+	SB2 int64 `json:"bb"` // of their squares
+	SF  int64 `json:"f"`
+	SF2 int64 `json:"ff"`
 	// Change counts each change (follow-up minus baseline).
 	Change map[int32]int64 `json:"c"`
 }
@@ -441,8 +441,8 @@ type Sums struct {
 	// ReplyBy counts the REQUESTED by reply_by (Unix nanoseconds), for the
 	// overdue at the time of the report.
 	ReplyBy map[int64]int64 `json:"R,omitempty"`
-	All     OutcomeSums        `json:"X"`
-	Shared  OutcomeSums        `json:"Y"`
+	All     OutcomeSums     `json:"X"`
+	Shared  OutcomeSums     `json:"Y"`
 }
 
 func finalKey(s pb.ReferralState, r pb.StateReasonCode) int64 { return int64(s)<<32 | int64(r) }

@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	pb "github.com/social-prescribing/exchange/proto/exchange/v1"
@@ -124,10 +125,10 @@ func testReportSums(t *testing.T, open Opener) {
 
 	// Withdrawing the consent takes every referral relying on it out at
 	// once; a failed write changes nothing.
-	withdrawn := *evaluation
+	withdrawn := proto.Clone(evaluation).(*pb.Consent)
 	withdrawn.WithdrawTime = timestamppb.Now()
 	if err := s.Update(ctx, func(tx storage.WriteTx) error {
-		if err := tx.UpdateConsent(&withdrawn); err != nil {
+		if err := tx.UpdateConsent(withdrawn); err != nil {
 			return err
 		}
 		return fmt.Errorf("refused")
@@ -135,7 +136,7 @@ func testReportSums(t *testing.T, open Opener) {
 		t.Fatal("the failed write succeeded")
 	}
 	check("after a failed write")
-	update(t, s, func(tx storage.WriteTx) error { return tx.UpdateConsent(&withdrawn) })
+	update(t, s, func(tx storage.WriteTx) error { return tx.UpdateConsent(withdrawn) })
 	check("withdrawn")
 
 	// The capacity history of one service.
