@@ -92,20 +92,15 @@ func (s *reports) collect(ctx context.Context, filter *pb.ReportFilter, build fu
 		if filter.GetEndTime() != nil {
 			to = filter.EndTime.AsTime()
 		}
-		err := tx.ReportSums(from, to, func(at time.Time, sums *report.Sums) error {
-			if !sums.Key.Pass(filter) {
-				return nil
-			}
+		keep := func(k report.Key) bool {
+			return k.Pass(filter) && (everyone || policy.InOwnReports(caller.Org, &pb.Referral{Referrer: k.Referrer, Recipient: k.Recipient}))
+		}
+		err := tx.ReportSums(from, to, keep, func(at time.Time, sums *report.Sums) error {
 			// An organisation's own report counts the referrals it made
 			// or received, and of those it made but did not receive only
 			// the outcomes shared with it (policy.SharedInReports).
 			// Commissioners count them all.
-			switch {
-			case everyone, sums.Recipient == caller.Org && caller.Org != "":
-				t.Add(at, sums, false)
-			case policy.InOwnReports(caller.Org, &pb.Referral{Referrer: sums.Referrer, Recipient: sums.Recipient}):
-				t.Add(at, sums, true)
-			}
+			t.Add(at, sums, !everyone && sums.Recipient != caller.Org)
 			return nil
 		})
 		if err != nil {

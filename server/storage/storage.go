@@ -211,13 +211,13 @@ type ReadTx interface {
 	ListCapacity(after string, limit int) (Page[*pb.Capacity], error)
 
 	// ReportSums visits what reports count of the referrals made in
-	// [from, to) (a zero time: no bound), as sums (report.Sums) each with
-	// the time its period starts: of whole months, of whole days (UK
-	// time) and, for the part of a day at either end, of single
-	// referrals. They are kept as referrals, their outcome feedback and
-	// their consents change, in the same transaction, so a report reads
-	// sums and not referrals.
-	ReportSums(from, to time.Time, visit func(at time.Time, s *report.Sums) error) error
+	// [from, to) (a zero time: no bound) whose report.Key keep accepts
+	// (nil: all), as sums (report.Sums) each with the time its period
+	// starts: of whole months, of whole days (UK time) and, for the part
+	// of a day at either end, of single referrals. They are kept as
+	// referrals, their outcome feedback and their consents change, in the
+	// same transaction, so a report reads sums and not referrals.
+	ReportSums(from, to time.Time, keep func(report.Key) bool, visit func(at time.Time, s *report.Sums) error) error
 	// CapacityEvents returns the CAPACITY_CHANGED events of a capacity
 	// ({service}/capacity), in sequence order.
 	CapacityEvents(capacity string) ([]*pb.Event, error)

@@ -3,7 +3,6 @@ package storage
 import (
 	"bytes"
 	"encoding/binary"
-	"encoding/json"
 	"fmt"
 	"time"
 
@@ -18,8 +17,8 @@ import (
 // (UK time) and report.Key. Written in the same transaction as the change
 // to the referral, its outcome feedback or its consent, on every engine.
 var (
-	bReportRows  = "report_rows"         // created(8) name -> report.Row (JSON)
-	bReportSums  = "report_sums"         // kind(1) period(4) service 0 referrer 0 route(1) needs(8) -> report.Sums (JSON)
+	bReportRows  = "report_rows"         // created(8) name -> report.Row
+	bReportSums  = "report_sums"         // kind(1) period(4) service 0 referrer 0 route(1) needs(8) -> report.Sums
 	bConsentRefs = "ix_consent_referral" // consent 0 name, every referral
 	// CAPACITY_CHANGED events by their capacity's name, for the reports'
 	// capacity history (an index of the event log).
@@ -74,7 +73,7 @@ func (t *tx) retally(r *pb.Referral) error {
 	var old *report.Row
 	if before != nil {
 		old = &report.Row{}
-		if err := json.Unmarshal(before, old); err != nil {
+		if err := old.UnmarshalBinary(before); err != nil {
 			return fmt.Errorf("decode the report row of %s: %w", r.Name, err)
 		}
 	}
@@ -82,7 +81,7 @@ func (t *tx) retally(r *pb.Referral) error {
 	var after []byte
 	if row != nil {
 		var err error
-		if after, err = json.Marshal(row); err != nil {
+		if after, err = row.MarshalBinary(); err != nil {
 			return err
 		}
 	}
@@ -110,7 +109,7 @@ func (t *tx) addSums(row *report.Row, sign int64) error {
 	for _, k := range [][]byte{sumsKey(sumsDay, dayNumber(at), row.Key), sumsKey(sumsMonth, monthNumber(at), row.Key)} {
 		var s report.Sums
 		if v := t.b(bReportSums).Get(k); v != nil {
-			if err := json.Unmarshal(v, &s); err != nil {
+			if err := s.UnmarshalBinary(v); err != nil {
 				return fmt.Errorf("decode report sums: %w", err)
 			}
 		}
@@ -121,7 +120,7 @@ func (t *tx) addSums(row *report.Row, sign int64) error {
 			}
 			continue
 		}
-		v, err := json.Marshal(&s)
+		v, err := s.MarshalBinary()
 		if err != nil {
 			return err
 		}
@@ -158,7 +157,8 @@ func (t *tx) retallyConsent(consent string) error {
 // either end, each with the time its period starts (a row's: its
 // create_time). So a report reads sums, not referrals, whatever its
 // period.
-func (t *tx) ReportSums(from, to time.Time, visit func(at time.Time, s *report.Sums) error) error {
+func (t *tx) ReportSums(from, to time.Time, keep func(report.Key) bool, visit func(at time.Time, s *report.Sums) error) error {
+	r := sumsReader{t: t, keep: keep, visit: visit}
 	lo, hi := from, to
 	bounded := func(x time.Time) bool { return !x.IsZero() }
 	before := func(a, b time.Time) bool { return !bounded(b) || a.Before(b) } // a < b, b zero: +inf
@@ -166,9 +166,9 @@ func (t *tx) ReportSums(from, to time.Time, visit func(at time.Time, s *report.S
 	if bounded(lo) && !report.DayStart(lo).Equal(lo) {
 		end := report.NextDay(lo)
 		if !before(end, hi) {
-			return t.reportRows(lo, hi, visit)
+			return r.rows(lo, hi)
 		}
-		if err := t.reportRows(lo, end, visit); err != nil {
+		if err := r.rows(lo, end); err != nil {
 			return err
 		}
 		lo = end
@@ -178,7 +178,7 @@ func (t *tx) ReportSums(from, to time.Time, visit func(at time.Time, s *report.S
 		if bounded(lo) && start.Before(lo) {
 			start = lo
 		}
-		if err := t.reportRows(start, hi, visit); err != nil {
+		if err := r.rows(start, hi); err != nil {
 			return err
 		}
 		hi = report.DayStart(hi)
@@ -190,9 +190,9 @@ func (t *tx) ReportSums(from, to time.Time, visit func(at time.Time, s *report.S
 	if bounded(lo) && !report.MonthStart(lo).Equal(lo) {
 		end := report.NextMonth(lo)
 		if !before(end, hi) {
-			return t.sumsBetween(sumsDay, dayNumber(lo), dayNumber(hi), bounded(hi), visit)
+			return r.sums(sumsDay, dayNumber(lo), dayNumber(hi), bounded(hi))
 		}
-		if err := t.sumsBetween(sumsDay, dayNumber(lo), dayNumber(end), true, visit); err != nil {
+		if err := r.sums(sumsDay, dayNumber(lo), dayNumber(end), true); err != nil {
 			return err
 		}
 		lo = end
@@ -202,7 +202,7 @@ func (t *tx) ReportSums(from, to time.Time, visit func(at time.Time, s *report.S
 		if bounded(lo) && start.Before(lo) {
 			start = lo
 		}
-		if err := t.sumsBetween(sumsDay, dayNumber(start), dayNumber(hi), true, visit); err != nil {
+		if err := r.sums(sumsDay, dayNumber(start), dayNumber(hi), true); err != nil {
 			return err
 		}
 		hi = report.MonthStart(hi)
@@ -218,13 +218,32 @@ func (t *tx) ReportSums(from, to time.Time, visit func(at time.Time, s *report.S
 	if bounded(hi) {
 		last = monthNumber(hi)
 	}
-	return t.sumsBetween(sumsMonth, first, last, bounded(hi), visit)
+	return r.sums(sumsMonth, first, last, bounded(hi))
 }
 
-// sumsBetween visits the sums of kind from period first up to, not
-// including, last (when bounded).
-func (t *tx) sumsBetween(kind byte, first, last uint32, bounded bool, visit func(time.Time, *report.Sums) error) error {
-	c := t.b(bReportSums).Cursor()
+// sumsReader visits the sums of a report's period that keep accepts,
+// reading the rest of a value only when it does.
+type sumsReader struct {
+	t     *tx
+	keep  func(report.Key) bool
+	visit func(time.Time, *report.Sums) error
+}
+
+func (r *sumsReader) kept(v []byte) (bool, error) {
+	if r.keep == nil {
+		return true, nil
+	}
+	k, err := report.DecodeKey(v)
+	if err != nil {
+		return false, fmt.Errorf("decode report sums: %w", err)
+	}
+	return r.keep(k), nil
+}
+
+// sums visits the sums of kind from period first up to, not including,
+// last (when bounded).
+func (r *sumsReader) sums(kind byte, first, last uint32, bounded bool) error {
+	c := r.t.b(bReportSums).Cursor()
 	for k, v := c.Seek(append([]byte{kind}, binary.BigEndian.AppendUint32(nil, first)...)); k != nil && k[0] == kind; k, v = c.Next() {
 		period := binary.BigEndian.Uint32(k[1:5])
 		if bounded && period >= last {
@@ -236,30 +255,42 @@ func (t *tx) sumsBetween(kind byte, first, last uint32, bounded bool, visit func
 		} else {
 			at = time.Date(int(period/100), time.Month(period%100), 1, 0, 0, 0, 0, report.London)
 		}
+		if ok, err := r.kept(v); err != nil || !ok {
+			if err != nil {
+				return err
+			}
+			continue
+		}
 		var s report.Sums
-		if err := json.Unmarshal(v, &s); err != nil {
+		if err := s.UnmarshalBinary(v); err != nil {
 			return fmt.Errorf("decode report sums: %w", err)
 		}
-		if err := visit(at, &s); err != nil {
+		if err := r.visit(at, &s); err != nil {
 			return err
 		}
 	}
 	return nil
 }
 
-// reportRows visits the rows of the referrals made in [from, to), each as
-// sums of one.
-func (t *tx) reportRows(from, to time.Time, visit func(time.Time, *report.Sums) error) error {
-	c := t.b(bReportRows).Cursor()
+// rows visits the rows of the referrals made in [from, to), each as sums
+// of one.
+func (r *sumsReader) rows(from, to time.Time) error {
+	c := r.t.b(bReportRows).Cursor()
 	end := ts(to)
 	for k, v := c.Seek(ts(from)); k != nil && bytes.Compare(k[:8], end) < 0; k, v = c.Next() {
+		if ok, err := r.kept(v); err != nil || !ok {
+			if err != nil {
+				return err
+			}
+			continue
+		}
 		var row report.Row
-		if err := json.Unmarshal(v, &row); err != nil {
+		if err := row.UnmarshalBinary(v); err != nil {
 			return fmt.Errorf("decode a report row: %w", err)
 		}
 		var s report.Sums
 		s.AddRow(&row, 1)
-		if err := visit(row.CreateTime(), &s); err != nil {
+		if err := r.visit(row.CreateTime(), &s); err != nil {
 			return err
 		}
 	}

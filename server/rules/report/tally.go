@@ -25,12 +25,12 @@ import (
 // Key is where a referral is counted: the dimensions report filters and
 // breakdowns read.
 type Key struct {
-	Service   string           `json:"s"`
-	Recipient string           `json:"o"`
-	Referrer  string           `json:"f"`
-	Route     pb.ReferralRoute `json:"r,omitempty"`
+	Service   string
+	Recipient string
+	Referrer  string
+	Route     pb.ReferralRoute
 	// Needs has bit n set for pb.Category n.
-	Needs uint64 `json:"n,omitempty"`
+	Needs uint64
 }
 
 // Pass reports whether a referral of key k passes filter f, but for its
@@ -50,14 +50,14 @@ func (k Key) Pass(f *pb.ReportFilter) bool {
 
 // Pair is a referral's baseline and follow-up score of one measure.
 type Pair struct {
-	Measure int8  `json:"m"` // index in measures
-	Base    int32 `json:"b"`
-	Follow  int32 `json:"f"`
-	Age     int8  `json:"a,omitempty"` // ageUnder50, age50Up, ageNone
+	Measure int8 // index in measures
+	Base    int32
+	Follow  int32
+	Age     int8 // ageUnder50, age50Up, ageNone
 	// BaseTime is the baseline's measure_time (Unix seconds): an age
 	// group once known is kept for the same baseline after the date of
 	// birth is cleared (erasure and retention change no report).
-	BaseTime int64 `json:"t,omitempty"`
+	BaseTime int64
 }
 
 const (
@@ -75,32 +75,32 @@ const (
 // Measured is, for one instrument, whether a referral has a baseline and a
 // follow-up (completeness).
 type Measured struct {
-	Instrument pb.Instrument `json:"i"`
-	Follow     bool          `json:"f,omitempty"`
+	Instrument pb.Instrument
+	Follow     bool
 }
 
 // Side is the outcomes a referral adds for one kind of reader.
 type Side struct {
-	Pairs    []Pair     `json:"p,omitempty"`
-	Measured []Measured `json:"m,omitempty"`
+	Pairs    []Pair
+	Measured []Measured
 }
 
 // Row is what one referral adds to the reports.
 type Row struct {
 	Key
-	Created  int64              `json:"c"` // create_time, Unix nanoseconds
-	State    pb.ReferralState   `json:"st"`
-	Reason   pb.StateReasonCode `json:"rs,omitempty"`
-	Accepted bool               `json:"ac,omitempty"`
-	Started  bool               `json:"sd,omitempty"`
-	Answered bool               `json:"an,omitempty"`
-	Answer   int64              `json:"at,omitempty"` // seconds to the first answer
-	ReplyBy  int64              `json:"rb,omitempty"` // while REQUESTED: reply_by, Unix nanoseconds
-	Sex      int8               `json:"sx,omitempty"`
-	All      Side               `json:"al"`
+	Created  int64 // create_time, Unix nanoseconds
+	State    pb.ReferralState
+	Reason   pb.StateReasonCode
+	Accepted bool
+	Started  bool
+	Answered bool
+	Answer   int64 // seconds to the first answer
+	ReplyBy  int64 // while REQUESTED: reply_by, Unix nanoseconds
+	Sex      int8
+	All      Side
 	// Shared are the outcomes the referrer's own report counts
 	// (policy.SharedInReports); nil when they are All.
-	Shared *Side `json:"sh,omitempty"`
+	Shared *Side
 }
 
 // CreateTime is the referral's create_time.
@@ -226,13 +226,13 @@ func sideOf(r *pb.Referral, outcomes []*pb.OutcomeMeasure, prev *Row, side func(
 // Moments are a group's pairs as sums: exact, since scores are whole
 // numbers, and enough for every statistic a report shows of them.
 type Moments struct {
-	N   int64 `json:"n"`
-	SB  int64 `json:"b"`  // sum of baselines
-	SB2 int64 `json:"bb"` // of their squares
-	SF  int64 `json:"f"`
-	SF2 int64 `json:"ff"`
+	N   int64
+	SB  int64 // sum of baselines
+	SB2 int64 // of their squares
+	SF  int64
+	SF2 int64
 	// Change counts each change (follow-up minus baseline).
-	Change map[int32]int64 `json:"c"`
+	Change map[int32]int64
 }
 
 func (m *Moments) add(o *Moments, sign int64) {
@@ -361,10 +361,10 @@ func pooled(a, b *Moments) Pooled {
 type OutcomeSums struct {
 	// Groups are the pairs of each measure, sex and age group, by
 	// groupOf.
-	Groups map[int]*Moments `json:"g,omitempty"`
+	Groups map[int]*Moments
 	// Measured counts, by instrument, baselines and those with a
 	// follow-up.
-	Measured map[pb.Instrument]*[2]int64 `json:"m,omitempty"`
+	Measured map[pb.Instrument]*[2]int64
 }
 
 func groupOf(measure, sex, age int) int { return measure*9 + sex*3 + age }
@@ -428,21 +428,21 @@ func (o *OutcomeSums) add(x *OutcomeSums) {
 // Sums is the sum of the rows of one Key in one period.
 type Sums struct {
 	Key
-	N          int64 `json:"N"`
-	Accepted   int64 `json:"A,omitempty"`
-	Started    int64 `json:"S,omitempty"`
-	Completed  int64 `json:"C,omitempty"`
-	Open       int64 `json:"O,omitempty"`
-	Waitlisted int64 `json:"W,omitempty"`
+	N          int64
+	Accepted   int64
+	Started    int64
+	Completed  int64
+	Open       int64
+	Waitlisted int64
 	// Final counts the rejected, failed and cancelled by finalKey.
-	Final map[int64]int64 `json:"F,omitempty"`
+	Final map[int64]int64
 	// Answers counts the times to a first answer by answerStep.
-	Answers map[int64]int64 `json:"T,omitempty"`
+	Answers map[int64]int64
 	// ReplyBy counts the REQUESTED by reply_by (Unix nanoseconds), for the
 	// overdue at the time of the report.
-	ReplyBy map[int64]int64 `json:"R,omitempty"`
-	All     OutcomeSums     `json:"X"`
-	Shared  OutcomeSums     `json:"Y"`
+	ReplyBy map[int64]int64
+	All     OutcomeSums
+	Shared  OutcomeSums
 }
 
 func finalKey(s pb.ReferralState, r pb.StateReasonCode) int64 { return int64(s)<<32 | int64(r) }

@@ -1,0 +1,126 @@
+package report
+
+import (
+	"math/rand/v2"
+	"reflect"
+	"testing"
+	"time"
+
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	pb "github.com/social-prescribing/exchange/proto/exchange/v1"
+	"github.com/social-prescribing/exchange/server/rules/policy"
+)
+
+// randomRow is the row of a random referral with random outcomes.
+func randomRow(rng *rand.Rand) *Row {
+	r := ref(rng.IntN(20), int32(14+rng.IntN(57)), int32(rng.IntN(2)*(14+rng.IntN(57))))
+	r.R.State = pb.ReferralState(1 + rng.IntN(8))
+	r.R.Route = pb.ReferralRoute(rng.IntN(6))
+	r.R.Needs = []pb.Category{pb.Category(1 + rng.IntN(15)), pb.Category(1 + rng.IntN(15))}
+	r.R.CreateTime = timestamppb.New(day0.Add(time.Duration(rng.IntN(1e6)) * time.Minute))
+	if rng.IntN(2) == 0 {
+		r.R.ResponseTime = timestamppb.New(r.R.CreateTime.AsTime().Add(time.Duration(rng.IntN(1e7)) * time.Second))
+	}
+	if rng.IntN(2) == 0 {
+		r.R.ReplyBy = timestamppb.New(r.R.CreateTime.AsTime().Add(120 * time.Hour))
+	}
+	r.R.StateReason = &pb.StateReason{Code: pb.StateReasonCode(rng.IntN(5))}
+	row := RowOf(r.R, r.Outcomes, nil)
+	if rng.IntN(3) == 0 {
+		row.Shared = &Side{}
+	}
+	return row
+}
+
+// TestRowsAndSumsRoundTrip: rows and sums come back from their stored form
+// as they went in, with the same bytes for the same value, and any cut of
+// the bytes is refused, not misread.
+func TestRowsAndSumsRoundTrip(t *testing.T) {
+	rng := rand.New(rand.NewPCG(26, 1))
+	var sums Sums
+	for range 300 {
+		row := randomRow(rng)
+		b, _ := row.MarshalBinary()
+		var back Row
+		if err := back.UnmarshalBinary(b); err != nil || !reflect.DeepEqual(&back, row) {
+			t.Fatalf("row %+v came back as %+v (%v)", row, back, err)
+		}
+		if again, _ := back.MarshalBinary(); string(again) != string(b) {
+			t.Fatal("the same row encodes to other bytes")
+		}
+		for cut := range len(b) {
+			if err := back.UnmarshalBinary(b[:cut]); err == nil {
+				t.Fatalf("%d of %d bytes of a row read as %+v", cut, len(b), back)
+			}
+		}
+		if k, err := DecodeKey(b); err != nil || k != row.Key {
+			t.Fatalf("key %+v, want %+v (%v)", k, row.Key, err)
+		}
+		sums.AddRow(row, 1)
+		b, _ = sums.MarshalBinary()
+		var s Sums
+		if err := s.UnmarshalBinary(b); err != nil {
+			t.Fatal(err)
+		}
+		if again, _ := s.MarshalBinary(); string(again) != string(b) {
+			t.Fatal("sums do not come back as they went in")
+		}
+		if err := s.UnmarshalBinary(b[:len(b)-1]); err == nil {
+			t.Fatal("cut sums read")
+		}
+	}
+}
+
+// TestSumsTakeBackWhatTheyAdd: taking out every row added leaves nothing,
+// whatever the order, so that a referral's old row moves out cleanly.
+func TestSumsTakeBackWhatTheyAdd(t *testing.T) {
+	rng := rand.New(rand.NewPCG(26, 2))
+	var rows []*Row
+	var s Sums
+	for range 200 {
+		row := randomRow(rng)
+		rows = append(rows, row)
+		s.AddRow(row, 1)
+	}
+	rng.Shuffle(len(rows), func(i, j int) { rows[i], rows[j] = rows[j], rows[i] })
+	for _, row := range rows {
+		s.AddRow(row, -1)
+	}
+	empty := Sums{Key: s.Key}
+	if !s.Empty() || !reflect.DeepEqual(s.All, OutcomeSums{Groups: map[int]*Moments{}, Measured: map[pb.Instrument]*[2]int64{}}) ||
+		len(s.Final)+len(s.Answers)+len(s.ReplyBy) != 0 || s.Accepted != 0 || s.Open != 0 {
+		t.Errorf("after taking every row out: %+v, want %+v", s, empty)
+	}
+}
+
+// TestRowKeepsAgeGroupAfterErasure: erasure and retention clear the date
+// of birth; the age group a baseline was counted in stays, so no report
+// changes (a person of 49 when referred, whose age band kept is 40-49, was
+// 50 at baseline).
+func TestRowKeepsAgeGroupAfterErasure(t *testing.T) {
+	c := &pb.Consent{Purposes: []pb.ConsentPurpose{pb.ConsentPurpose_CONSENT_PURPOSE_EVALUATION}}
+	r := ref(0, 40, 45)
+	r.R.Person.DateOfBirth = "1950-03-01"
+	r.R.CreateTime = timestamppb.New(time.Date(2000, 2, 1, 0, 0, 0, 0, time.UTC))
+	var feedback []*pb.Feedback
+	for _, o := range r.Outcomes {
+		o.MeasureTime = timestamppb.New(time.Date(2000, 3, 20, 0, 0, 0, 0, time.UTC)) // 50 at baseline
+		feedback = append(feedback, &pb.Feedback{Content: &pb.Feedback_Outcome{Outcome: o}, CreateTime: o.MeasureTime})
+	}
+	before := RowFor(r.R, c, feedback, nil)
+	if before.All.Pairs[0].Age != age50Up {
+		t.Fatalf("age group %d at baseline", before.All.Pairs[0].Age)
+	}
+	policy.ClearPerson(r.R, time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
+	if r.R.Person.AgeBand != "40-49" {
+		t.Fatalf("age band %q", r.R.Person.AgeBand)
+	}
+	if after := RowFor(r.R, c, feedback, before); !reflect.DeepEqual(after, before) {
+		t.Errorf("after erasure the row is %+v, was %+v", after, before)
+	}
+	// Without evaluation consent, or withdrawn, nothing is counted.
+	if RowFor(r.R, &pb.Consent{}, feedback, before) != nil || RowFor(r.R, nil, feedback, nil) != nil {
+		t.Error("a referral without evaluation consent has a row")
+	}
+}
