@@ -430,7 +430,7 @@ func activity(in []*tallied, c Context, l *Ledger, per periods) *pb.ActivityRepo
 		}
 		// Overdue at the time of the report (lifecycle.Overdue).
 		for by, cnt := range x.ReplyBy {
-			if c.Now.After(time.Unix(0, by)) {
+			if lifecycle.PastDue(time.Unix(0, by), c.Now) {
 				overdue += int(cnt)
 			}
 		}

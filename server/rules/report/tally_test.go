@@ -1,6 +1,7 @@
 package report
 
 import (
+	"fmt"
 	"math/rand/v2"
 	"reflect"
 	"testing"
@@ -122,5 +123,33 @@ func TestRowKeepsAgeGroupAfterErasure(t *testing.T) {
 	// Without evaluation consent, or withdrawn, nothing is counted.
 	if RowFor(r.R, &pb.Consent{}, feedback, before) != nil || RowFor(r.R, nil, feedback, nil) != nil {
 		t.Error("a referral without evaluation consent has a row")
+	}
+}
+
+// BenchmarkBuildONS4 times both reports of referrals with WEMWBS, UCLA3
+// and ONS4's four items, whose equal pair counts make suppression's search
+// the hardest (go test -run '^$' -bench BuildONS4 ./server/rules/report/).
+func BenchmarkBuildONS4(b *testing.B) {
+	for _, n := range []int{20, 60, 600} {
+		rng := rand.New(rand.NewPCG(4, uint64(n)))
+		refs := randomReferrals(rng, n)
+		for i := range refs {
+			if rng.IntN(3) == 0 {
+				continue
+			}
+			at := refs[i].R.CreateTime.AsTime()
+			items := func() []int32 {
+				return []int32{int32(rng.IntN(11)), int32(rng.IntN(11)), int32(rng.IntN(11)), int32(rng.IntN(11))}
+			}
+			refs[i].Outcomes = append(refs[i].Outcomes,
+				&pb.OutcomeMeasure{Instrument: pb.Instrument_INSTRUMENT_ONS4, Timepoint: pb.Timepoint_TIMEPOINT_BASELINE, ItemScores: items(), MeasureTime: timestamppb.New(at.AddDate(0, 0, 1))},
+				&pb.OutcomeMeasure{Instrument: pb.Instrument_INSTRUMENT_ONS4, Timepoint: pb.Timepoint_TIMEPOINT_EXIT, ItemScores: items(), MeasureTime: timestamppb.New(at.AddDate(0, 0, 60))})
+		}
+		c := Context{Threshold: 5, Now: day0.AddDate(1, 0, 0)}
+		b.Run(fmt.Sprint(n), func(b *testing.B) {
+			for b.Loop() {
+				Build(refs, c)
+			}
+		})
 	}
 }
