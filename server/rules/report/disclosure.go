@@ -222,8 +222,9 @@ func (l *Ledger) Protect() {
 }
 
 // protectWork is the steps all of one Protect's searches may take: about
-// a second's work.
-const protectWork = 300_000
+// a third of a second's work, so that a report answers within a second
+// however hard its figures are to protect (docs/benchmarks.md).
+const protectWork = 100_000
 
 // relabel shows c, or else the small counts in its relations, as
 // suppressed to protect, not as small, and reports whether any changed.
@@ -311,6 +312,28 @@ func (l *Ledger) sensitive(c Cell) bool {
 // protects c, or the smallest. It reports false when no shown count is
 // linked to c at all.
 func (l *Ledger) complement(c Cell) ([]Cell, bool) {
+	// Once the searches' work is spent, every count shown beside c's
+	// component goes at once, rather than one a round, each round's
+	// searches failing at their first step: hiding more errs on the
+	// person's side, and a report is not held up by it.
+	if l.work <= 0 {
+		var all []Cell
+		seen := map[Cell]bool{}
+		for _, u := range l.component(c) {
+			for _, r := range l.of[u] {
+				for _, t := range l.rels[r] {
+					if l.count[t.c] != nil && l.hidden[t.c] == 0 && !l.zero[t.c] && !seen[t.c] {
+						seen[t.c] = true
+						all = append(all, t.c)
+					}
+				}
+			}
+		}
+		if len(all) > 0 {
+			slices.Sort(all)
+			return all, true
+		}
+	}
 	// A move of whole steps that changes c, through shown counts where it
 	// must: hiding them leaves c undetermined.
 	// Headlines only when no way round them exists.
@@ -319,7 +342,11 @@ func (l *Ledger) complement(c Cell) ([]Cell, bool) {
 			return through, true
 		}
 	}
-	for _, scope := range [][]Cell{{c}, l.component(c)} {
+	for i := range 2 {
+		scope := []Cell{c}
+		if i == 1 {
+			scope = l.component(c) // only when c's own relations offer none
+		}
 		var cands []Cell
 		seen := map[Cell]bool{}
 		for _, u := range scope {
@@ -378,8 +405,7 @@ func (l *Ledger) component(c Cell) []Cell {
 			}
 		}
 	}
-	slices.Sort(out)
-	return out
+	return out // in the order found: deterministic, and every caller orders what it picks
 }
 
 // givenAway returns the first sensitive cell for which no move of whole
@@ -412,6 +438,9 @@ func (l *Ledger) movable(c Cell) bool {
 // with reach 0 it moves only unknowns; with 1 shown counts too, but for
 // headlines; with 2 any; each the fewest and smallest it can.
 func (l *Ledger) move(c Cell, reach int) (bool, []Cell) {
+	if l.work <= 0 {
+		return false, nil
+	}
 	bound := func(u Cell) (lo, hi int) {
 		if l.hidden[u] == pb.Suppression_SUPPRESSION_SMALL {
 			return 1, l.k - 1
