@@ -106,6 +106,18 @@ func (s *reports) collect(ctx context.Context, filter *pb.ReportFilter, build fu
 		if err != nil {
 			return err
 		}
+		// Overdue now: from the referrals past their deadline, which move
+		// with the clock rather than with a write.
+		err = tx.OverdueReportRows(now, func(row *report.Row) error {
+			at := row.CreateTime()
+			if keep(row.Key) && (from.IsZero() || !at.Before(from)) && (to.IsZero() || at.Before(to)) {
+				t.Overdue++
+			}
+			return nil
+		})
+		if err != nil {
+			return err
+		}
 		for _, name := range t.Names() {
 			if _, ok := rc.Labels[name]; ok {
 				continue

@@ -218,6 +218,9 @@ type ReadTx interface {
 	// referrals, their outcome feedback and their consents change, in the
 	// same transaction, so a report reads sums and not referrals.
 	ReportSums(from, to time.Time, keep func(report.Key) bool, visit func(at time.Time, s *report.Sums) error) error
+	// OverdueReportRows visits the report rows of the counted referrals
+	// overdue at now (lifecycle.Overdue), found by their deadline.
+	OverdueReportRows(now time.Time, visit func(*report.Row) error) error
 	// CapacityEvents returns the CAPACITY_CHANGED events of a capacity
 	// ({service}/capacity), in sequence order.
 	CapacityEvents(capacity string) ([]*pb.Event, error)

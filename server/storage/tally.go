@@ -9,6 +9,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	pb "github.com/social-prescribing/exchange/proto/exchange/v1"
+	"github.com/social-prescribing/exchange/server/rules/lifecycle"
 	"github.com/social-prescribing/exchange/server/rules/report"
 )
 
@@ -313,4 +314,37 @@ func (t *tx) CapacityEvents(capacity string) ([]*pb.Event, error) {
 		out = append(out, e)
 	}
 	return out, nil
+}
+
+// OverdueReportRows visits the report rows of the referrals overdue at now
+// (lifecycle.Overdue) that reports count, found by their deadline: few,
+// since the exchange rejects what stays unanswered.
+func (t *tx) OverdueReportRows(now time.Time, visit func(*report.Row) error) error {
+	var names []string
+	c := t.b(bUnanswered).Cursor()
+	end := ts(now)
+	for k, _ := c.First(); k != nil && bytes.Compare(k[:8], end) <= 0; k, _ = c.Next() {
+		names = append(names, string(k[8:]))
+	}
+	for _, name := range names {
+		r, err := t.GetReferral(name)
+		if err != nil {
+			return err
+		}
+		if !lifecycle.Overdue(r, now) {
+			continue
+		}
+		v := t.b(bReportRows).Get(rowKey(r))
+		if v == nil {
+			continue // not counted
+		}
+		var row report.Row
+		if err := row.UnmarshalBinary(v); err != nil {
+			return fmt.Errorf("decode the report row of %s: %w", name, err)
+		}
+		if err := visit(&row); err != nil {
+			return err
+		}
+	}
+	return nil
 }

@@ -262,12 +262,8 @@ func Counts(s state) bool { return s != enteredInError }
 // (TestNothingReturnsToRequested), so once answered a referral is never
 // overdue again, which the store's deadline indexes rely on.
 func Overdue(r *pb.Referral, now time.Time) bool {
-	return r.GetState() == requested && r.GetReplyBy() != nil && PastDue(r.GetReplyBy().AsTime(), now)
+	return r.GetState() == requested && r.GetReplyBy() != nil && now.After(r.GetReplyBy().AsTime())
 }
-
-// PastDue reports whether a REQUESTED referral due by replyBy is overdue
-// at now (Overdue; the reports count it from the reply-by times they keep).
-func PastDue(replyBy, now time.Time) bool { return now.After(replyBy) }
 
 // Mark records, the first time only, the milestones r reached with a move
 // by side at time at: the receiver's first answer (response_time), the

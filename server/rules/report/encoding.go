@@ -145,7 +145,6 @@ func (r *Row) MarshalBinary() ([]byte, error) {
 	e.flag(r.Started)
 	e.flag(r.Answered)
 	e.i(r.Answer)
-	e.i(r.ReplyBy)
 	e.u(uint64(r.Sex))
 	e.side(&r.All)
 	e.flag(r.Shared != nil)
@@ -159,7 +158,7 @@ func (r *Row) MarshalBinary() ([]byte, error) {
 func (r *Row) UnmarshalBinary(b []byte) error {
 	d := decoder{b: b}
 	*r = Row{Key: d.key(), Created: d.i(), State: pb.ReferralState(d.u()), Reason: pb.StateReasonCode(d.u()),
-		Accepted: d.u() == 1, Started: d.u() == 1, Answered: d.u() == 1, Answer: d.i(), ReplyBy: d.i(), Sex: int8(d.u())}
+		Accepted: d.u() == 1, Started: d.u() == 1, Answered: d.u() == 1, Answer: d.i(), Sex: int8(d.u())}
 	r.All = d.side()
 	if d.u() == 1 {
 		s := d.side()
@@ -261,7 +260,6 @@ func (c *Sums) MarshalBinary() ([]byte, error) {
 	}
 	e.counts(c.Final)
 	e.counts(c.Answers)
-	e.counts(c.ReplyBy)
 	e.outcomes(&c.All)
 	e.outcomes(&c.Shared)
 	return e.b, nil
@@ -271,7 +269,7 @@ func (c *Sums) MarshalBinary() ([]byte, error) {
 func (c *Sums) UnmarshalBinary(b []byte) error {
 	d := decoder{b: b}
 	*c = Sums{Key: d.key(), N: d.i(), Accepted: d.i(), Started: d.i(), Completed: d.i(), Open: d.i(), Waitlisted: d.i()}
-	c.Final, c.Answers, c.ReplyBy = d.counts(), d.counts(), d.counts()
+	c.Final, c.Answers = d.counts(), d.counts()
 	c.All, c.Shared = d.outcomes(), d.outcomes()
 	if d.err == nil && len(d.b) != 0 {
 		d.fail()

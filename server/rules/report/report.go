@@ -134,6 +134,9 @@ func Build(refs []Referral, c Context) (*pb.ActivityReport, *pb.OutcomeReport) {
 	for _, ref := range refs {
 		if Matches(ref.R, c.Filter) && lifecycle.Counts(ref.R.State) {
 			t.AddRow(RowOf(ref.R, ref.Outcomes, nil), false)
+			if lifecycle.Overdue(ref.R, c.Now) {
+				t.Overdue++
+			}
 		}
 	}
 	return BuildTally(t, c)
@@ -145,7 +148,7 @@ func BuildTally(t *Tally, c Context) (*pb.ActivityReport, *pb.OutcomeReport) {
 	in := t.sorted()
 	l := NewLedger(c.Threshold)
 	per := trendPeriods(in, c.Filter)
-	act := activity(in, c, l, per)
+	act := activity(in, t.Overdue, c, l, per)
 	out, splits := outcomes(in, c, l, per)
 	// Baselines of a service are among its referrals, and its pairs of a
 	// measure among its follow-ups of the instrument.
@@ -390,10 +393,10 @@ func Outcomes(refs []Referral, c Context) *pb.OutcomeReport {
 
 // activity builds the activity report of in, its counts made by l and
 // their relations recorded in it.
-func activity(in []*tallied, c Context, l *Ledger, per periods) *pb.ActivityReport {
+func activity(in []*tallied, overdue int, c Context, l *Ledger, per periods) *pb.ActivityReport {
 	routes, needs, services, orgs := newEnumTally(), newEnumTally(), newTally(), newTally()
 	rejected, failed, cancelled := newEnumTally(), newEnumTally(), newEnumTally()
-	var n, accepted, started, completed, open, overdue, waitlisted, answered int
+	var n, accepted, started, completed, open, waitlisted, answered int
 	answers := map[int64]int64{}
 	needed := 0
 	made, began := make([]int, per.len()), make([]int, per.len())
@@ -426,12 +429,6 @@ func activity(in []*tallied, c Context, l *Ledger, per periods) *pb.ActivityRepo
 				failed.addEnum(reason, reasonCode(reason), reasonLabel(reason), cnt)
 			case pb.ReferralState_REFERRAL_STATE_CANCELLED:
 				cancelled.addEnum(reason, reasonCode(reason), reasonLabel(reason), cnt)
-			}
-		}
-		// Overdue at the time of the report (lifecycle.Overdue).
-		for by, cnt := range x.ReplyBy {
-			if lifecycle.PastDue(time.Unix(0, by), c.Now) {
-				overdue += int(cnt)
 			}
 		}
 		for step, cnt := range x.Answers {

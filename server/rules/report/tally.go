@@ -95,7 +95,6 @@ type Row struct {
 	Started  bool
 	Answered bool
 	Answer   int64 // seconds to the first answer
-	ReplyBy  int64 // while REQUESTED: reply_by, Unix nanoseconds
 	Sex      int8
 	All      Side
 	// Shared are the outcomes the referrer's own report counts
@@ -163,9 +162,6 @@ func RowOf(r *pb.Referral, outcomes []*pb.OutcomeMeasure, prev *Row) *Row {
 	if r.ResponseTime != nil {
 		row.Answered = true
 		row.Answer = int64(r.ResponseTime.AsTime().Sub(r.CreateTime.AsTime()) / time.Second)
-	}
-	if r.State == pb.ReferralState_REFERRAL_STATE_REQUESTED && r.ReplyBy != nil {
-		row.ReplyBy = r.ReplyBy.AsTime().UnixNano()
 	}
 	switch r.Person.GetSex() {
 	case pb.Sex_SEX_FEMALE:
@@ -438,9 +434,6 @@ type Sums struct {
 	Final map[int64]int64
 	// Answers counts the times to a first answer by answerStep.
 	Answers map[int64]int64
-	// ReplyBy counts the REQUESTED by reply_by (Unix nanoseconds), for the
-	// overdue at the time of the report.
-	ReplyBy map[int64]int64
 	All     OutcomeSums
 	Shared  OutcomeSums
 }
@@ -509,9 +502,6 @@ func (c *Sums) AddRow(r *Row, sign int64) {
 	if r.Answered {
 		bump(&c.Answers, answerStep(r.Answer), sign)
 	}
-	if r.ReplyBy != 0 {
-		bump(&c.ReplyBy, r.ReplyBy, sign)
-	}
 	c.All.addSide(&r.All, r.Sex, sign)
 	c.Shared.addSide(r.shared(), r.Sex, sign)
 }
@@ -523,6 +513,10 @@ func (c *Sums) Empty() bool { return c.N == 0 }
 // periods and parts of a period the store read.
 type Tally struct {
 	cells map[monthKey]*tallied
+	// Overdue is how many of the referrals counted are overdue at the
+	// time of the report (lifecycle.Overdue): few, and time moves them, so
+	// the store finds them by deadline rather than keep them in sums.
+	Overdue int
 }
 
 type monthKey struct {
@@ -592,9 +586,6 @@ func (t *Tally) Add(at time.Time, c *Sums, shared bool) {
 	}
 	for k, n := range c.Answers {
 		bump(&x.Answers, k, n)
-	}
-	for k, n := range c.ReplyBy {
-		bump(&x.ReplyBy, k, n)
 	}
 	if shared {
 		x.All.add(&c.Shared)

@@ -90,6 +90,17 @@ func testReportSums(t *testing.T, open Opener) {
 		}
 	}
 	check("made")
+	overdue := func() (n int) {
+		view(t, s, func(tx storage.ReadTx) error {
+			return tx.OverdueReportRows(made[len(made)-1].Add(2*time.Hour), func(*report.Row) error { n++; return nil })
+		})
+		return n
+	}
+	// Every referral is REQUESTED an hour before it is due; the one not
+	// counted is not among the overdue either.
+	if n := overdue(); n != len(made) {
+		t.Errorf("%d overdue counted, want %d", n, len(made))
+	}
 
 	// An outcome pair counts once both are in, and the state is followed.
 	update(t, s, func(tx storage.WriteTx) error {
@@ -121,6 +132,9 @@ func testReportSums(t *testing.T, open Opener) {
 	if completed != 1 {
 		t.Errorf("%d completed counted, want 1", completed)
 	}
+	if n := overdue(); n != len(made)-1 {
+		t.Errorf("%d overdue counted once one completed, want %d", n, len(made)-1)
+	}
 	check("after the outcome")
 
 	// Withdrawing the consent takes every referral relying on it out at
@@ -138,6 +152,9 @@ func testReportSums(t *testing.T, open Opener) {
 	check("after a failed write")
 	update(t, s, func(tx storage.WriteTx) error { return tx.UpdateConsent(withdrawn) })
 	check("withdrawn")
+	if n := overdue(); n != 0 {
+		t.Errorf("%d overdue counted after the withdrawal", n)
+	}
 
 	// The capacity history of one service.
 	update(t, s, func(tx storage.WriteTx) error {
