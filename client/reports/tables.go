@@ -298,7 +298,7 @@ func Outcomes(r *pb.OutcomeReport, p Precision) []Table {
 	}
 	compare := Table{Name: "comparisons", Title: "Difference in change between groups (pooled two-sample t test)",
 		Header: []string{"Measure", "Groups", "Difference in mean change", "t", "df", "p"}}
-	dist := Table{Name: "distribution", Title: "Distribution of change", Header: []string{"Measure", "Change from", "Change below", "Pairs"}}
+	dist := Table{Name: "distribution", Title: "Distribution of change", Header: []string{"Measure", "Change", "Change from", "Change below", "Pairs"}}
 	for _, m := range r.Measures {
 		if m.All.GetN().GetValue() == 0 && !m.All.GetN().GetSuppressed() {
 			continue // no pairs at all
@@ -310,7 +310,7 @@ func Outcomes(r *pb.OutcomeReport, p Precision) []Table {
 				f.num(c.Difference), f.num(c.T), f.int(c.Df), f.p(c.P)})
 		}
 		for _, b := range m.ChangeDistribution {
-			dist.Rows = append(dist.Rows, []string{m.Measure, strconv.FormatFloat(b.Low, 'g', -1, 64), strconv.FormatFloat(b.High, 'g', -1, 64), f.count(b.Count)})
+			dist.Rows = append(dist.Rows, []string{m.Measure, b.Label(), bound(b.Low), bound(b.High), f.count(b.Count)})
 		}
 	}
 	bySvc := Table{Name: "by_service", Title: "Change by service, side by side",
@@ -382,4 +382,13 @@ func Find(tables []Table, name string) (Table, bool) {
 		}
 	}
 	return Table{}, false
+}
+
+// bound is a bin's bound in a table: empty at the open end of an open end
+// bin (pb.Bin).
+func bound(x *float64) string {
+	if x == nil {
+		return ""
+	}
+	return strconv.FormatFloat(*x, 'g', -1, 64)
 }

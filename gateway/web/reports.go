@@ -295,8 +295,17 @@ func (k reportPage) histograms(o *pb.OutcomeReport) []chart {
 			if !ok {
 				text = fmt.Sprintf("<%d", k.Threshold)
 			}
-			label := fmt.Sprintf("%g to %g", b.Low, b.High)
-			ch.Bars = append(ch.Bars, bar{Label: strconv.FormatFloat(b.Low, 'g', -1, 64), Value: text, Title: label + ": " + text,
+			label := b.Label()
+			short := label // the axis label: the bin's start, "<0" or "10+" at an open end
+			switch {
+			case b.Low != nil && b.High == nil:
+				short = strconv.FormatFloat(*b.Low, 'g', -1, 64) + "+"
+			case b.Low != nil:
+				short = strconv.FormatFloat(*b.Low, 'g', -1, 64)
+			case b.High != nil:
+				short = "<" + strconv.FormatFloat(*b.High, 'g', -1, 64)
+			}
+			ch.Bars = append(ch.Bars, bar{Label: short, Value: text, Title: label + ": " + text,
 				X: 40 + float64(i)*w, Y: 130 - h, W: w - 2, H: h, Class: "bar"})
 			desc += label + ": " + strings.Replace(text, "<", "fewer than ", 1) + ". "
 		}

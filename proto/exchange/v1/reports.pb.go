@@ -808,9 +808,12 @@ func (x *Funnel) GetOpen() *Count {
 }
 
 // Time from a referral being made to the receiver's first answer (accept,
-// reject or hold). Percentiles interpolate linearly between the two nearest
-// values (as numpy.percentile does by default). Unset when fewer than the
-// threshold were answered.
+// reject or hold). Each time is counted in a step: the minute under an hour,
+// five minutes under a day, the hour under 30 days, the day beyond; and
+// read at the step's middle. Percentiles interpolate linearly between the
+// two nearest of those (as numpy.percentile does by default), so they are
+// right to within half a step. Unset when fewer than the threshold were
+// answered.
 type ResponseTimes struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Referrals answered.
@@ -1110,7 +1113,8 @@ type MeasureOutcome struct {
 	Comparisons []*GroupComparison `protobuf:"bytes,6,rep,name=comparisons,proto3" json:"comparisons,omitempty"`
 	// How many pairs changed by how much: bins of the measure's width, except
 	// at the ends, where a bin of fewer pairs than the threshold is merged
-	// with the next one on the same side of 0. Empty when any bin would be
+	// with the next one on the same side of 0, and the end bin that takes
+	// them is open (Bin). Empty when any bin would be
 	// suppressed, since with the mean change a hidden bin of whole-number
 	// changes could be worked out.
 	ChangeDistribution []*Bin `protobuf:"bytes,7,rep,name=change_distribution,json=changeDistribution,proto3" json:"change_distribution,omitempty"`
@@ -1716,13 +1720,16 @@ func (x *GroupComparison) GetP() float64 {
 }
 
 // A bar of a histogram of change: pairs whose change is at least `low` and
-// below `high`.
+// below `high`. An end bin into which the bins beyond it were merged (they
+// held fewer pairs than the threshold) is open: the first has no `low` (every
+// pair below `high`), the last no `high` (every pair from `low` up), so that
+// where the most extreme changes lie is not shown.
 type Bin struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// Lower bound, included.
-	Low float64 `protobuf:"fixed64,1,opt,name=low,proto3" json:"low,omitempty"`
-	// Upper bound, excluded.
-	High float64 `protobuf:"fixed64,2,opt,name=high,proto3" json:"high,omitempty"`
+	// Lower bound, included; unset on an open first bin.
+	Low *float64 `protobuf:"fixed64,1,opt,name=low,proto3,oneof" json:"low,omitempty"`
+	// Upper bound, excluded; unset on an open last bin.
+	High *float64 `protobuf:"fixed64,2,opt,name=high,proto3,oneof" json:"high,omitempty"`
 	// Pairs in the bin.
 	Count         *Count `protobuf:"bytes,3,opt,name=count,proto3" json:"count,omitempty"`
 	unknownFields protoimpl.UnknownFields
@@ -1760,15 +1767,15 @@ func (*Bin) Descriptor() ([]byte, []int) {
 }
 
 func (x *Bin) GetLow() float64 {
-	if x != nil {
-		return x.Low
+	if x != nil && x.Low != nil {
+		return *x.Low
 	}
 	return 0
 }
 
 func (x *Bin) GetHigh() float64 {
-	if x != nil {
-		return x.High
+	if x != nil && x.High != nil {
+		return *x.High
 	}
 	return 0
 }
@@ -2038,11 +2045,13 @@ const file_exchange_v1_reports_proto_rawDesc = "" +
 	"\v_differenceB\x04\n" +
 	"\x02_tB\x05\n" +
 	"\x03_dfB\x04\n" +
-	"\x02_p\"U\n" +
-	"\x03Bin\x12\x10\n" +
-	"\x03low\x18\x01 \x01(\x01R\x03low\x12\x12\n" +
-	"\x04high\x18\x02 \x01(\x01R\x04high\x12(\n" +
-	"\x05count\x18\x03 \x01(\v2\x12.exchange.v1.CountR\x05count\"\xa1\x02\n" +
+	"\x02_p\"p\n" +
+	"\x03Bin\x12\x15\n" +
+	"\x03low\x18\x01 \x01(\x01H\x00R\x03low\x88\x01\x01\x12\x17\n" +
+	"\x04high\x18\x02 \x01(\x01H\x01R\x04high\x88\x01\x01\x12(\n" +
+	"\x05count\x18\x03 \x01(\v2\x12.exchange.v1.CountR\x05countB\x06\n" +
+	"\x04_lowB\a\n" +
+	"\x05_high\"\xa1\x02\n" +
 	"\fCompleteness\x12\x18\n" +
 	"\aservice\x18\x01 \x01(\tR\aservice\x12\x14\n" +
 	"\x05label\x18\x02 \x01(\tR\x05label\x127\n" +
@@ -2200,6 +2209,7 @@ func file_exchange_v1_reports_proto_init() {
 	file_exchange_v1_reports_proto_msgTypes[14].OneofWrappers = []any{}
 	file_exchange_v1_reports_proto_msgTypes[15].OneofWrappers = []any{}
 	file_exchange_v1_reports_proto_msgTypes[16].OneofWrappers = []any{}
+	file_exchange_v1_reports_proto_msgTypes[17].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{

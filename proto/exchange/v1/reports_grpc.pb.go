@@ -37,10 +37,13 @@ const (
 //     any other organisation sees the referrals it made or received.
 //   - Consent: only referrals whose consent includes EVALUATION and has not been
 //     withdrawn. Data without evaluation consent never changes a report.
-//   - Outcomes: an organisation's own report counts only the outcome measures
-//     it may read (see FeedbackService: a referrer those of the receiver only
-//     while the consent includes FEEDBACK_TO_REFERRER), so that no report
-//     gives it a score it could not read. Commissioners count them all.
+//   - Outcomes: an organisation's own report counts the outcome measures it
+//     posted and, of a referral it made, those the receiver shared with it:
+//     not kept to the receiver's side, and posted while the consent included
+//     FEEDBACK_TO_REFERRER (see FeedbackService), so that no report gives it
+//     a score it could not read when it was posted. As for evaluation, a
+//     consent that has expired since still covers what was shared while it
+//     was in force. Commissioners count them all.
 //   - Referrals ENTERED_IN_ERROR never existed and are never counted.
 //   - The filter narrows further.
 //
@@ -71,6 +74,15 @@ const (
 //
 // Reports hold no personal data: no names, NHS numbers, dates of birth or
 // free text.
+//
+// A report does not read the referrals it counts: the exchange keeps what
+// reports count up to date as referrals, their outcome measures and their
+// consents change, in the same transaction, by UK day and month. So a
+// change (an answer, an outcome, a withdrawal of consent) counts from the
+// moment it is acknowledged, erasure and retention, which keep the age band
+// and sex, change no report, and a report takes about as long at a million
+// referrals as at ten thousand (docs/benchmarks.md). Ages are taken at the
+// baseline, as they were when it was recorded.
 type ReportServiceClient interface {
 	// Referrals by route, need, service and receiving organisation; the funnel;
 	// the time to a first response; overdue and waitlisted referrals now; and
@@ -124,10 +136,13 @@ func (c *reportServiceClient) GetOutcomeReport(ctx context.Context, in *GetOutco
 //     any other organisation sees the referrals it made or received.
 //   - Consent: only referrals whose consent includes EVALUATION and has not been
 //     withdrawn. Data without evaluation consent never changes a report.
-//   - Outcomes: an organisation's own report counts only the outcome measures
-//     it may read (see FeedbackService: a referrer those of the receiver only
-//     while the consent includes FEEDBACK_TO_REFERRER), so that no report
-//     gives it a score it could not read. Commissioners count them all.
+//   - Outcomes: an organisation's own report counts the outcome measures it
+//     posted and, of a referral it made, those the receiver shared with it:
+//     not kept to the receiver's side, and posted while the consent included
+//     FEEDBACK_TO_REFERRER (see FeedbackService), so that no report gives it
+//     a score it could not read when it was posted. As for evaluation, a
+//     consent that has expired since still covers what was shared while it
+//     was in force. Commissioners count them all.
 //   - Referrals ENTERED_IN_ERROR never existed and are never counted.
 //   - The filter narrows further.
 //
@@ -158,6 +173,15 @@ func (c *reportServiceClient) GetOutcomeReport(ctx context.Context, in *GetOutco
 //
 // Reports hold no personal data: no names, NHS numbers, dates of birth or
 // free text.
+//
+// A report does not read the referrals it counts: the exchange keeps what
+// reports count up to date as referrals, their outcome measures and their
+// consents change, in the same transaction, by UK day and month. So a
+// change (an answer, an outcome, a withdrawal of consent) counts from the
+// moment it is acknowledged, erasure and retention, which keep the age band
+// and sex, change no report, and a report takes about as long at a million
+// referrals as at ten thousand (docs/benchmarks.md). Ages are taken at the
+// baseline, as they were when it was recorded.
 type ReportServiceServer interface {
 	// Referrals by route, need, service and receiving organisation; the funnel;
 	// the time to a first response; overdue and waitlisted referrals now; and

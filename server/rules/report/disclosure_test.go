@@ -244,10 +244,12 @@ func (w *witness) reports(a *pb.ActivityReport, o *pb.OutcomeReport, ta *pb.Acti
 		var bins []int
 		for _, b := range m.ChangeDistribution {
 			truth := &pb.Count{}
+			bl, bh := b.Bounds()
 			for _, tb := range tm.ChangeDistribution {
-				if tb.Low >= b.Low && tb.High <= b.High {
+				tl, th := tb.Bounds()
+				if tl >= bl && th <= bh {
 					truth.Value += tb.Count.Value
-				} else if tb.Low < b.High && tb.High > b.Low {
+				} else if tl < bh && th > bl {
 					w.bad = append(w.bad, "a bin cut another")
 				}
 			}
@@ -267,17 +269,18 @@ func (w *witness) reports(a *pb.ActivityReport, o *pb.OutcomeReport, ta *pb.Acti
 			var below, above []int
 			zero := -1
 			for j, b := range m.ChangeDistribution {
+				low, high := b.Bounds()
 				switch {
-				case b.High <= 0:
+				case high <= 0:
 					below = append(below, bins[j])
-				case b.Low == 0:
+				case low == 0:
 					zero = bins[j]
 				default:
 					above = append(above, bins[j])
 				}
 			}
 			w.sum(fell, below...)
-			switch width := tm.ChangeDistribution[0].High - tm.ChangeDistribution[0].Low; {
+			switch width := tm.ChangeDistribution[0].GetHigh() - tm.ChangeDistribution[0].GetLow(); {
 			case zero < 0:
 				w.sum(all[2])
 				w.sum(rose, above...)

@@ -941,10 +941,11 @@ func binRelations(l *Ledger, s *pb.PairedStats, bins []*pb.Bin, higherIsBetter b
 	var below, above []Cell
 	var zero *pb.Count
 	for _, b := range bins {
+		low, high := b.Bounds()
 		switch {
-		case b.High <= 0:
+		case high <= 0:
 			below = append(below, l.Of(b.Count))
-		case b.Low == 0:
+		case low == 0:
 			zero = b.Count
 		default:
 			above = append(above, l.Of(b.Count))
@@ -968,7 +969,9 @@ func binRelations(l *Ledger, s *pb.PairedStats, bins []*pb.Bin, higherIsBetter b
 // histogram bins changes by width, from the bin of the smallest to that of
 // the largest, merging an end bin of fewer than k pairs into the next on
 // its side of 0 (the bins below 0, or those from width up), so that the
-// tails, where the few are, need not be hidden.
+// tails, where the few are, need not be hidden; an end bin that took
+// others is open on its outer side, so that it does not tell where the
+// most extreme changes lie.
 func histogram(l *Ledger, s *Moments, width float64, k int) []*pb.Bin {
 	change := s.changes()
 	lo, hi := float64(change[0]), float64(change[len(change)-1])
@@ -983,19 +986,29 @@ func histogram(l *Ledger, s *Moments, width float64, k int) []*pb.Bin {
 		low := (first + float64(i)) * width
 		edges[i] = bin{low, low + width}
 	}
+	mergedBelow, mergedAbove := false, false
 	for len(counts) > 1 && counts[0] < k && edges[1].high <= 0 {
+		mergedBelow = true
 		counts[1] += counts[0]
 		edges[1].low = edges[0].low
 		counts, edges = counts[1:], edges[1:]
 	}
 	for n := len(counts); n > 1 && counts[n-1] < k && edges[n-2].low >= width; n = len(counts) {
+		mergedAbove = true
 		counts[n-2] += counts[n-1]
 		edges[n-2].high = edges[n-1].high
 		counts, edges = counts[:n-1], edges[:n-1]
 	}
 	bins := make([]*pb.Bin, len(counts))
 	for i := range counts {
-		bins[i] = &pb.Bin{Low: edges[i].low, High: edges[i].high, Count: l.Count(counts[i])}
+		bins[i] = &pb.Bin{Low: proto.Float64(edges[i].low), High: proto.Float64(edges[i].high), Count: l.Count(counts[i])}
+	}
+	// An end bin that took the bins beyond it is open on that side.
+	if mergedBelow {
+		bins[0].Low = nil
+	}
+	if mergedAbove {
+		bins[len(bins)-1].High = nil
 	}
 	return bins
 }
