@@ -693,7 +693,10 @@ func outcomes(in []*tallied, c Context, l *Ledger, per periods) (*pb.OutcomeRepo
 	var pairs []*pb.Count
 	var splits []momentSplit
 	for mi, m := range measures {
-		var all, female, male, under50, over50, otherSex, noAge Moments
+		var all Moments
+		var bySex, byAge [3]Moments // by sexFemale..., ageUnder50...
+		female, male, otherSex := &bySex[sexFemale], &bySex[sexMale], &bySex[sexOther]
+		under50, over50, noAge := &byAge[ageUnder50], &byAge[age50Up], &byAge[ageNone]
 		byService := map[string]*Moments{}
 		byPeriod := make([]Moments, per.len())
 		for _, x := range in {
@@ -714,30 +717,16 @@ func outcomes(in []*tallied, c Context, l *Ledger, per periods) (*pb.OutcomeRepo
 					if i < len(byPeriod) {
 						byPeriod[i].add(g, 1)
 					}
-					switch sex {
-					case sexFemale:
-						female.add(g, 1)
-					case sexMale:
-						male.add(g, 1)
-					default:
-						otherSex.add(g, 1)
-					}
-					switch age {
-					case ageUnder50:
-						under50.add(g, 1)
-					case age50Up:
-						over50.add(g, 1)
-					default:
-						noAge.add(g, 1)
-					}
+					bySex[sex].add(g, 1)
+					byAge[age].add(g, 1)
 				}
 			}
 		}
 		mo := &pb.MeasureOutcome{Measure: m.code, Label: m.label, Instrument: m.instrument, HigherIsBetter: m.higherIsBetter,
 			All: paired(l, &all, m, true),
 			Comparisons: []*pb.GroupComparison{
-				compare(l, "sex", "FEMALE", "MALE", &female, &male, m),
-				compare(l, "age", "UNDER_50", "50_AND_OVER", &under50, &over50, m),
+				compare(l, "sex", "FEMALE", "MALE", female, male, m),
+				compare(l, "age", "UNDER_50", "50_AND_OVER", under50, over50, m),
 			}}
 		l.Headline(mo.All.N)
 		if m.meaningful > 0 {
@@ -760,7 +749,7 @@ func outcomes(in []*tallied, c Context, l *Ledger, per periods) (*pb.OutcomeRepo
 		// means and SDs are in (protectMoments).
 		whole := statsPart(mo.All, int(all.N))
 		// The comparisons' groups and the rest of each, in their order.
-		groups := [][3]*Moments{{&female, &male, &otherSex}, {&under50, &over50, &noAge}}
+		groups := [][3]*Moments{{female, male, otherSex}, {under50, over50, noAge}}
 		for i, g := range mo.Comparisons {
 			a, b, rest := groups[i][0], groups[i][1], groups[i][2]
 			splits = append(splits, momentSplit{whole: whole, parts: []momentPart{statsPart(g.A, int(a.N)), statsPart(g.B, int(b.N))},
