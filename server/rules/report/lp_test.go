@@ -35,6 +35,21 @@ func (s System) Range(i int) (lo, hi float64) {
 
 // optimum minimises sign·x_i; for -1 it returns the maximum.
 func (s System) optimum(i int, sign float64) (float64, bool) {
+	cost := make([]float64, len(s.Lower))
+	cost[i] = sign
+	x, err := s.Minimise(cost)
+	switch err {
+	case nil:
+		return x[i], true
+	case lp.ErrUnbounded:
+		return math.Inf(int(-sign)), true
+	}
+	return 0, false
+}
+
+// Minimise returns a solution of least cost·x, lp.ErrUnbounded when there
+// is no least, or another error when there is no solution.
+func (s System) Minimise(cost []float64) ([]float64, error) {
 	n := len(s.Lower)
 	// Standard form: y = x - Lower >= 0; a slack per finite upper bound.
 	var slack []int
@@ -61,6 +76,7 @@ func (s System) optimum(i int, sign float64) (float64, bool) {
 		rows, rhs = append(rows, full), append(rhs, s.Upper[j]-s.Lower[j])
 	}
 	rows, rhs = independent(rows, rhs)
+	x := append([]float64(nil), s.Lower...)
 	// A column in no row is free within its bounds.
 	used := make([]bool, cols)
 	for _, row := range rows {
@@ -70,17 +86,22 @@ func (s System) optimum(i int, sign float64) (float64, bool) {
 			}
 		}
 	}
-	if !used[i] {
-		if sign > 0 {
-			return s.Lower[i], true
+	for j := range n {
+		if !used[j] && cost[j] < 0 {
+			if math.IsInf(s.Upper[j], 1) {
+				return nil, lp.ErrUnbounded
+			}
+			x[j] = s.Upper[j]
 		}
-		return s.Upper[i], true
 	}
 	var keep []int
 	for j := range cols {
 		if used[j] {
 			keep = append(keep, j)
 		}
+	}
+	if len(keep) == 0 {
+		return x, nil
 	}
 	A := mat.NewDense(len(rows), len(keep), nil)
 	c := make([]float64, len(keep))
@@ -90,30 +111,29 @@ func (s System) optimum(i int, sign float64) (float64, bool) {
 		}
 	}
 	for k, j := range keep {
-		if j == i {
-			c[k] = sign
+		if j < n {
+			c[k] = cost[j]
 		}
 	}
+	var y []float64
 	if len(keep) == len(rows) {
 		// As many independent rows as columns: one solution.
-		x, ok := solve(A, rhs)
-		if !ok {
-			return 0, false
+		var ok bool
+		if y, ok = solve(A, rhs); !ok {
+			return nil, lp.ErrInfeasible
 		}
-		for k, j := range keep {
-			if j == i {
-				return x[k] + s.Lower[i], true
-			}
+	} else {
+		var err error
+		if _, y, err = lp.Simplex(c, A, rhs, 1e-9, nil); err != nil {
+			return nil, err
 		}
 	}
-	f, _, err := lp.Simplex(c, A, rhs, 1e-9, nil)
-	switch err {
-	case nil:
-		return sign*f + s.Lower[i], true
-	case lp.ErrUnbounded:
-		return math.Inf(int(-sign)), true
+	for k, j := range keep {
+		if j < n {
+			x[j] = y[k] + s.Lower[j]
+		}
 	}
-	return 0, false
+	return x, nil
 }
 
 // solve solves a square or tall system of full column rank.
