@@ -95,20 +95,17 @@ func (s *reports) collect(ctx context.Context, filter *pb.ReportFilter, build fu
 		keep := func(k report.Key) bool {
 			return k.Pass(filter) && (everyone || policy.InOwnReports(caller.Org, &pb.Referral{Referrer: k.Referrer, Recipient: k.Recipient}))
 		}
-		err := tx.ReportSums(from, to, keep, func(at time.Time, sums *report.Sums) error {
-			// An organisation's own report counts the referrals it made
-			// or received, and of those it made but did not receive only
-			// the outcomes shared with it (policy.SharedInReports).
-			// Commissioners count them all.
-			t.Add(at, sums, !everyone && sums.Recipient != caller.Org)
-			return nil
-		})
-		if err != nil {
+		// An organisation's own report counts the referrals it made or
+		// received, and of those it made but did not receive only the
+		// outcomes shared with it (policy.SharedInReports). Commissioners
+		// count them all.
+		t.Keep, t.Shared = keep, func(k report.Key) bool { return !everyone && k.Recipient != caller.Org }
+		if err := tx.ReportSums(from, to, t); err != nil {
 			return err
 		}
 		// Overdue now: from the referrals past their deadline, which move
 		// with the clock rather than with a write.
-		err = tx.OverdueReportRows(now, func(row *report.Row) error {
+		err := tx.OverdueReportRows(now, func(row *report.Row) error {
 			at := row.CreateTime()
 			if keep(row.Key) && (from.IsZero() || !at.Before(from)) && (to.IsZero() || at.Before(to)) {
 				t.Overdue++

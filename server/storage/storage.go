@@ -210,14 +210,13 @@ type ReadTx interface {
 	// ListCapacity lists every service's capacity, in service name order.
 	ListCapacity(after string, limit int) (Page[*pb.Capacity], error)
 
-	// ReportSums visits what reports count of the referrals made in
-	// [from, to) (a zero time: no bound) whose report.Key keep accepts
-	// (nil: all), as sums (report.Sums) each with the time its period
-	// starts: of whole months, of whole days (UK time) and, for the part
-	// of a day at either end, of single referrals. They are kept as
+	// ReportSums gives into what reports count of the referrals made in
+	// [from, to) (a zero time: no bound), encoded: the sums (report.Sums, encoded) of whole months and of
+	// whole days (UK time), each with the time its period starts, and the
+	// rows of single referrals for the part of a day at either end. They are kept as
 	// referrals, their outcome feedback and their consents change, in the
 	// same transaction, so a report reads sums and not referrals.
-	ReportSums(from, to time.Time, keep func(report.Key) bool, visit func(at time.Time, s *report.Sums) error) error
+	ReportSums(from, to time.Time, into report.Sink) error
 	// OverdueReportRows visits the report rows of the counted referrals
 	// overdue at now (lifecycle.Overdue), found by their deadline.
 	OverdueReportRows(now time.Time, visit func(*report.Row) error) error

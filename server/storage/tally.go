@@ -158,8 +158,8 @@ func (t *tx) retallyConsent(consent string) error {
 // either end, each with the time its period starts (a row's: its
 // create_time). So a report reads sums, not referrals, whatever its
 // period.
-func (t *tx) ReportSums(from, to time.Time, keep func(report.Key) bool, visit func(at time.Time, s *report.Sums) error) error {
-	r := sumsReader{t: t, keep: keep, visit: visit}
+func (t *tx) ReportSums(from, to time.Time, into report.Sink) error {
+	r := sumsReader{t: t, into: into}
 	lo, hi := from, to
 	bounded := func(x time.Time) bool { return !x.IsZero() }
 	before := func(a, b time.Time) bool { return !bounded(b) || a.Before(b) } // a < b, b zero: +inf
@@ -222,23 +222,10 @@ func (t *tx) ReportSums(from, to time.Time, keep func(report.Key) bool, visit fu
 	return r.sums(sumsMonth, first, last, bounded(hi))
 }
 
-// sumsReader visits the sums of a report's period that keep accepts,
-// reading the rest of a value only when it does.
+// sumsReader gives what it reads of a report's period to a sink.
 type sumsReader struct {
-	t     *tx
-	keep  func(report.Key) bool
-	visit func(time.Time, *report.Sums) error
-}
-
-func (r *sumsReader) kept(v []byte) (bool, error) {
-	if r.keep == nil {
-		return true, nil
-	}
-	k, err := report.DecodeKey(v)
-	if err != nil {
-		return false, fmt.Errorf("decode report sums: %w", err)
-	}
-	return r.keep(k), nil
+	t    *tx
+	into report.Sink
 }
 
 // sums visits the sums of kind from period first up to, not including,
@@ -256,18 +243,8 @@ func (r *sumsReader) sums(kind byte, first, last uint32, bounded bool) error {
 		} else {
 			at = time.Date(int(period/100), time.Month(period%100), 1, 0, 0, 0, 0, report.London)
 		}
-		if ok, err := r.kept(v); err != nil || !ok {
-			if err != nil {
-				return err
-			}
-			continue
-		}
-		var s report.Sums
-		if err := s.UnmarshalBinary(v); err != nil {
-			return fmt.Errorf("decode report sums: %w", err)
-		}
-		if err := r.visit(at, &s); err != nil {
-			return err
+		if err := r.into.AddSums(at, v); err != nil {
+			return fmt.Errorf("report sums: %w", err)
 		}
 	}
 	return nil
@@ -279,20 +256,8 @@ func (r *sumsReader) rows(from, to time.Time) error {
 	c := r.t.b(bReportRows).Cursor()
 	end := ts(to)
 	for k, v := c.Seek(ts(from)); k != nil && bytes.Compare(k[:8], end) < 0; k, v = c.Next() {
-		if ok, err := r.kept(v); err != nil || !ok {
-			if err != nil {
-				return err
-			}
-			continue
-		}
-		var row report.Row
-		if err := row.UnmarshalBinary(v); err != nil {
-			return fmt.Errorf("decode a report row: %w", err)
-		}
-		var s report.Sums
-		s.AddRow(&row, 1)
-		if err := r.visit(row.CreateTime(), &s); err != nil {
-			return err
+		if err := r.into.AddRow(v); err != nil {
+			return fmt.Errorf("a report row: %w", err)
 		}
 	}
 	return nil

@@ -187,17 +187,12 @@ func (e *encoder) counts(m map[int64]int64) {
 	}
 }
 
-func (d *decoder) counts() map[int64]int64 {
-	n := d.count()
-	if n == 0 {
-		return nil
-	}
-	m := make(map[int64]int64, n)
-	for range n {
+// countsInto adds the counts counts encoded to *m.
+func (d *decoder) countsInto(m *map[int64]int64) {
+	for range d.count() {
 		k := d.i()
-		m[k] = d.i()
+		bump(m, k, d.i())
 	}
-	return m
 }
 
 func (e *encoder) outcomes(o *OutcomeSums) {
@@ -224,31 +219,44 @@ func (e *encoder) outcomes(o *OutcomeSums) {
 	}
 }
 
-func (d *decoder) outcomes() OutcomeSums {
-	var o OutcomeSums
-	if n := d.count(); n > 0 {
-		o.Groups = make(map[int]*Moments, n)
-		for range n {
-			g := int(d.u())
-			m := &Moments{N: d.i(), SB: d.i(), SB2: d.i(), SF: d.i(), SF2: d.i()}
-			if c := d.count(); c > 0 {
-				m.Change = make(map[int32]int64, c)
-				for range c {
-					k := int32(d.i())
-					m.Change[k] = d.i()
-				}
+// outcomesInto adds the outcomes outcomes encoded to o, or passes over
+// them when o is nil.
+func (d *decoder) outcomesInto(o *OutcomeSums) {
+	for range d.count() {
+		g := int(d.u())
+		m := Moments{N: d.i(), SB: d.i(), SB2: d.i(), SF: d.i(), SF2: d.i()}
+		var into *Moments
+		if o != nil {
+			if o.Groups == nil {
+				o.Groups = map[int]*Moments{}
 			}
-			o.Groups[g] = m
+			if into = o.Groups[g]; into == nil {
+				into = &Moments{}
+				o.Groups[g] = into
+			}
+			into.add(&m, 1)
+		}
+		for range d.count() {
+			k, n := int32(d.i()), d.i()
+			if into != nil {
+				bump(&into.Change, k, n)
+			}
 		}
 	}
-	if n := d.count(); n > 0 {
-		o.Measured = make(map[pb.Instrument]*[2]int64, n)
-		for range n {
-			in := pb.Instrument(d.u())
-			o.Measured[in] = &[2]int64{d.i(), d.i()}
+	for range d.count() {
+		in, base, follow := pb.Instrument(d.u()), d.i(), d.i()
+		if o == nil {
+			continue
 		}
+		if o.Measured == nil {
+			o.Measured = map[pb.Instrument]*[2]int64{}
+		}
+		if o.Measured[in] == nil {
+			o.Measured[in] = &[2]int64{}
+		}
+		o.Measured[in][0] += base
+		o.Measured[in][1] += follow
 	}
-	return o
 }
 
 // MarshalBinary encodes the sums.
@@ -268,11 +276,22 @@ func (c *Sums) MarshalBinary() ([]byte, error) {
 // UnmarshalBinary decodes sums MarshalBinary encoded.
 func (c *Sums) UnmarshalBinary(b []byte) error {
 	d := decoder{b: b}
-	*c = Sums{Key: d.key(), N: d.i(), Accepted: d.i(), Started: d.i(), Completed: d.i(), Open: d.i(), Waitlisted: d.i()}
-	c.Final, c.Answers = d.counts(), d.counts()
-	c.All, c.Shared = d.outcomes(), d.outcomes()
+	*c = Sums{Key: d.key()}
+	d.sumsInto(c, &c.All, &c.Shared)
+	return d.err
+}
+
+// sumsInto adds the sums encoded after their key to c, their outcomes
+// of all to all and those shared to shared (nil: passed over).
+func (d *decoder) sumsInto(c *Sums, all, shared *OutcomeSums) {
+	for _, x := range []*int64{&c.N, &c.Accepted, &c.Started, &c.Completed, &c.Open, &c.Waitlisted} {
+		*x += d.i()
+	}
+	d.countsInto(&c.Final)
+	d.countsInto(&c.Answers)
+	d.outcomesInto(all)
+	d.outcomesInto(shared)
 	if d.err == nil && len(d.b) != 0 {
 		d.fail()
 	}
-	return d.err
 }

@@ -133,7 +133,7 @@ func Build(refs []Referral, c Context) (*pb.ActivityReport, *pb.OutcomeReport) {
 	t := NewTally()
 	for _, ref := range refs {
 		if Matches(ref.R, c.Filter) && lifecycle.Counts(ref.R.State) {
-			t.AddRow(RowOf(ref.R, ref.Outcomes, nil), false)
+			t.addRow(RowOf(ref.R, ref.Outcomes, nil))
 			if lifecycle.Overdue(ref.R, c.Now) {
 				t.Overdue++
 			}

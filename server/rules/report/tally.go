@@ -236,12 +236,7 @@ func (m *Moments) add(o *Moments, sign int64) {
 	m.SB, m.SB2 = m.SB+sign*o.SB, m.SB2+sign*o.SB2
 	m.SF, m.SF2 = m.SF+sign*o.SF, m.SF2+sign*o.SF2
 	for d, n := range o.Change {
-		if m.Change == nil {
-			m.Change = map[int32]int64{}
-		}
-		if m.Change[d] += sign * n; m.Change[d] == 0 {
-			delete(m.Change, d)
-		}
+		bump(&m.Change, d, sign*n)
 	}
 }
 
@@ -249,12 +244,7 @@ func (m *Moments) addPair(b, f int32, sign int64) {
 	m.N += sign
 	m.SB, m.SB2 = m.SB+sign*int64(b), m.SB2+sign*int64(b)*int64(b)
 	m.SF, m.SF2 = m.SF+sign*int64(f), m.SF2+sign*int64(f)*int64(f)
-	if m.Change == nil {
-		m.Change = map[int32]int64{}
-	}
-	if m.Change[f-b] += sign; m.Change[f-b] == 0 {
-		delete(m.Change, f-b)
-	}
+	bump(&m.Change, f-b, sign)
 }
 
 // changes are the distinct changes in order.
@@ -471,9 +461,10 @@ func answerMiddle(step int64) float64 {
 	return float64(step) + float64(w)/2
 }
 
-func bump(m *map[int64]int64, k, by int64) {
+// bump adds by to count k of *m, dropping a count that comes to 0.
+func bump[K comparable](m *map[K]int64, k K, by int64) {
 	if *m == nil {
-		*m = map[int64]int64{}
+		*m = map[K]int64{}
 	}
 	if (*m)[k] += by; (*m)[k] == 0 {
 		delete(*m, k)
@@ -482,6 +473,13 @@ func bump(m *map[int64]int64, k, by int64) {
 
 // AddRow adds row r to c (sign 1) or takes it out (-1).
 func (c *Sums) AddRow(r *Row, sign int64) {
+	c.addCounts(r, sign)
+	c.All.addSide(&r.All, r.Sex, sign)
+	c.Shared.addSide(r.shared(), r.Sex, sign)
+}
+
+// addCounts adds what r counts besides its outcomes.
+func (c *Sums) addCounts(r *Row, sign int64) {
 	c.Key = r.Key
 	c.N += sign
 	b := func(ok bool) int64 {
@@ -502,21 +500,52 @@ func (c *Sums) AddRow(r *Row, sign int64) {
 	if r.Answered {
 		bump(&c.Answers, answerStep(r.Answer), sign)
 	}
-	c.All.addSide(&r.All, r.Sex, sign)
-	c.Shared.addSide(r.shared(), r.Sex, sign)
 }
 
 // Empty reports whether nothing is counted in c.
 func (c *Sums) Empty() bool { return c.N == 0 }
 
+// A Sink takes what the store keeps for a report as it reads it
+// (storage.ReadTx.ReportSums), encoded: the sums of a period starting at
+// (Sums.MarshalBinary), or the row of one referral (Row.MarshalBinary).
+type Sink interface {
+	AddSums(at time.Time, enc []byte) error
+	AddRow(enc []byte) error
+}
+
+// SumsFunc is a Sink that decodes each sums, and each row as sums of one.
+type SumsFunc func(at time.Time, s *Sums) error
+
+func (f SumsFunc) AddSums(at time.Time, enc []byte) error {
+	var s Sums
+	if err := s.UnmarshalBinary(enc); err != nil {
+		return err
+	}
+	return f(at, &s)
+}
+
+func (f SumsFunc) AddRow(enc []byte) error {
+	var row Row
+	if err := row.UnmarshalBinary(enc); err != nil {
+		return err
+	}
+	var s Sums
+	s.AddRow(&row, 1)
+	return f(row.CreateTime(), &s)
+}
+
 // Tally is what a report counts: cells by UK month, merged across the
-// periods and parts of a period the store read.
+// periods and parts of a period the store read. It is a Sink, merging
+// what it takes as it decodes it.
 type Tally struct {
 	cells map[monthKey]*tallied
 	// Overdue is how many of the referrals counted are overdue at the
 	// time of the report (lifecycle.Overdue): few, and time moves them, so
 	// the store finds them by deadline rather than keep them in sums.
 	Overdue int
+	// Keep, when set, says which keys are counted; Shared of which only
+	// the outcomes shared with the reader (Sums.Shared) rather than all.
+	Keep, Shared func(Key) bool
 }
 
 type monthKey struct {
@@ -566,39 +595,57 @@ func NextMonth(t time.Time) time.Time {
 
 func monthStart(m int) time.Time { return time.Date(m/12, time.Month(m%12+1), 1, 0, 0, 0, 0, london) }
 
-// Add adds cell c, of the month holding at, counting its Shared outcomes
-// (those the referrer's own report counts) when shared, else All.
-func (t *Tally) Add(at time.Time, c *Sums, shared bool) {
-	mk := monthKey{MonthOf(at), c.Key}
+// cell is the tally's cell of key k in the month holding at.
+func (t *Tally) cell(at time.Time, k Key) *tallied {
+	mk := monthKey{MonthOf(at), k}
 	x := t.cells[mk]
 	if x == nil {
-		x = &tallied{Sums: Sums{Key: c.Key}, month: mk.month}
+		x = &tallied{Sums: Sums{Key: k}, month: mk.month}
 		t.cells[mk] = x
 	}
-	x.N += c.N
-	x.Accepted += c.Accepted
-	x.Started += c.Started
-	x.Completed += c.Completed
-	x.Open += c.Open
-	x.Waitlisted += c.Waitlisted
-	for k, n := range c.Final {
-		bump(&x.Final, k, n)
-	}
-	for k, n := range c.Answers {
-		bump(&x.Answers, k, n)
-	}
-	if shared {
-		x.All.add(&c.Shared)
-	} else {
-		x.All.add(&c.All)
-	}
+	return x
 }
 
-// AddRow adds one row (its All outcomes, or Shared when shared).
-func (t *Tally) AddRow(r *Row, shared bool) {
-	var c Sums
-	c.AddRow(r, 1)
-	t.Add(r.CreateTime(), &c, shared)
+func (t *Tally) shared(k Key) bool { return t.Shared != nil && t.Shared(k) }
+
+// AddSums adds the encoded sums of a period starting at, of a key kept,
+// decoding the rest only then.
+func (t *Tally) AddSums(at time.Time, enc []byte) error {
+	d := decoder{b: enc}
+	k := d.key()
+	if d.err != nil || t.Keep != nil && !t.Keep(k) {
+		return d.err
+	}
+	x := t.cell(at, k)
+	if t.shared(k) {
+		d.sumsInto(&x.Sums, nil, &x.All)
+	} else {
+		d.sumsInto(&x.Sums, &x.All, nil)
+	}
+	return d.err
+}
+
+// AddRow adds the encoded row of one referral, of a key kept.
+func (t *Tally) AddRow(enc []byte) error {
+	if k, err := DecodeKey(enc); err != nil || t.Keep != nil && !t.Keep(k) {
+		return err
+	}
+	var r Row
+	if err := r.UnmarshalBinary(enc); err != nil {
+		return err
+	}
+	t.addRow(&r)
+	return nil
+}
+
+func (t *Tally) addRow(r *Row) {
+	x := t.cell(r.CreateTime(), r.Key)
+	x.addCounts(r, 1)
+	side := &r.All
+	if t.shared(r.Key) {
+		side = r.shared()
+	}
+	x.All.addSide(side, r.Sex, 1)
 }
 
 // sorted are the tally's cells in month and key order, so that a report

@@ -95,6 +95,56 @@ func TestSumsTakeBackWhatTheyAdd(t *testing.T) {
 	}
 }
 
+// TestTallyOfSumsIsTallyOfRows: a tally fed the stored sums of rows (as a
+// report reads months and days) counts what one fed the rows themselves
+// does, all outcomes or only those shared, of the keys kept.
+func TestTallyOfSumsIsTallyOfRows(t *testing.T) {
+	rng := rand.New(rand.NewPCG(26, 3))
+	sums := map[monthKey]*Sums{}
+	var rows []*Row
+	for range 400 {
+		row := randomRow(rng)
+		rows = append(rows, row)
+		mk := monthKey{MonthOf(row.CreateTime()), row.Key}
+		if sums[mk] == nil {
+			sums[mk] = &Sums{}
+		}
+		sums[mk].AddRow(row, 1)
+	}
+	for _, shared := range []func(Key) bool{nil, func(Key) bool { return true }, func(k Key) bool { return k.Route%2 == 0 }} {
+		want, got := NewTally(), NewTally()
+		want.Shared, got.Shared = shared, shared
+		keep := func(k Key) bool { return k.Needs%3 != 0 }
+		want.Keep, got.Keep = keep, keep
+		for _, row := range rows {
+			b, _ := row.MarshalBinary()
+			if err := want.AddRow(b); err != nil {
+				t.Fatal(err)
+			}
+		}
+		for mk, s := range sums {
+			b, _ := s.MarshalBinary()
+			if err := got.AddSums(monthStart(mk.month), b); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if len(got.cells) != len(want.cells) {
+			t.Fatalf("%d cells from sums, %d from rows", len(got.cells), len(want.cells))
+		}
+		for k, w := range want.cells {
+			if g := got.cells[k]; !reflect.DeepEqual(g, w) {
+				t.Fatalf("cell %+v: from sums %+v, from rows %+v", k, g, w)
+			}
+		}
+		if err := got.AddSums(day0, []byte{1, 2, 3}); err == nil {
+			t.Error("a tally took sums that do not decode")
+		}
+		if err := got.AddRow([]byte{1, 2, 3}); err == nil {
+			t.Error("a tally took a row that does not decode")
+		}
+	}
+}
+
 // TestRowKeepsAgeGroupAfterErasure: erasure and retention clear the date
 // of birth; the age group a baseline was counted in stays, so no report
 // changes (a person of 49 when referred, whose age band kept is 40-49, was
@@ -160,4 +210,30 @@ func BenchmarkBuildONS4(b *testing.B) {
 			}
 		})
 	}
+}
+
+// FuzzStoredSums: whatever bytes the store holds where sums or a row
+// should be, a report refuses them or builds from them; it never panics.
+func FuzzStoredSums(f *testing.F) {
+	rng := rand.New(rand.NewPCG(26, 4))
+	var s Sums
+	for range 8 {
+		row := randomRow(rng)
+		b, _ := row.MarshalBinary()
+		f.Add(b, false)
+		s.AddRow(row, 1)
+		b, _ = s.MarshalBinary()
+		f.Add(b, true)
+	}
+	f.Fuzz(func(t *testing.T, b []byte, sums bool) {
+		tally := NewTally()
+		add := tally.AddRow
+		if sums {
+			add = func(b []byte) error { return tally.AddSums(day0, b) }
+		}
+		if add(b) != nil {
+			return
+		}
+		BuildTally(tally, Context{Threshold: 5, Now: day0.AddDate(1, 0, 0)})
+	})
 }

@@ -50,7 +50,7 @@ func testReportSums(t *testing.T, open Opener) {
 	})
 	count := func(from, to time.Time) (n, pairs int64) {
 		view(t, s, func(tx storage.ReadTx) error {
-			return tx.ReportSums(from, to, nil, func(at time.Time, sums *report.Sums) error {
+			return tx.ReportSums(from, to, report.SumsFunc(func(at time.Time, sums *report.Sums) error {
 				if !from.IsZero() && at.Before(from) {
 					t.Errorf("sums of %v for [%v, %v)", at, from, to)
 				}
@@ -59,7 +59,7 @@ func testReportSums(t *testing.T, open Opener) {
 					pairs += m.N
 				}
 				return nil
-			})
+			}))
 		})
 		return n, pairs
 	}
@@ -124,10 +124,10 @@ func testReportSums(t *testing.T, open Opener) {
 	}
 	completed := int64(0)
 	view(t, s, func(tx storage.ReadTx) error {
-		return tx.ReportSums(time.Time{}, time.Time{}, nil, func(_ time.Time, sums *report.Sums) error {
+		return tx.ReportSums(time.Time{}, time.Time{}, report.SumsFunc(func(_ time.Time, sums *report.Sums) error {
 			completed += sums.Completed
 			return nil
-		})
+		}))
 	})
 	if completed != 1 {
 		t.Errorf("%d completed counted, want 1", completed)
