@@ -100,7 +100,7 @@ func (s *reports) collect(ctx context.Context, filter *pb.ReportFilter, build fu
 		// outcomes shared with it (policy.SharedInReports). Commissioners
 		// count them all.
 		t.Keep, t.Shared = keep, func(k report.Key) bool { return !everyone && k.Recipient != caller.Org }
-		if err := tx.ReportSums(from, to, t); err != nil {
+		if err := tx.ReportSums(from, to, filter.GetService(), t); err != nil {
 			return err
 		}
 		// Overdue now: from the referrals past their deadline, which move

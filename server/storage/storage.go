@@ -211,12 +211,14 @@ type ReadTx interface {
 	ListCapacity(after string, limit int) (Page[*pb.Capacity], error)
 
 	// ReportSums gives into what reports count of the referrals made in
-	// [from, to) (a zero time: no bound), encoded: the sums (report.Sums, encoded) of whole months and of
-	// whole days (UK time), each with the time its period starts, and the
-	// rows of single referrals for the part of a day at either end. They are kept as
-	// referrals, their outcome feedback and their consents change, in the
-	// same transaction, so a report reads sums and not referrals.
-	ReportSums(from, to time.Time, into report.Sink) error
+	// [from, to) (a zero time: no bound) to service ("": to any; else
+	// its sums alone are sought in each period), encoded: the sums
+	// (report.Sums) of whole months and of whole days (UK time), each
+	// with the time its period starts, and the rows of single referrals
+	// for the part of a day at either end. They are kept as referrals,
+	// their outcome feedback and their consents change, in the same
+	// transaction, so a report reads sums and not referrals.
+	ReportSums(from, to time.Time, service string, into report.Sink) error
 	// OverdueReportRows visits the report rows of the counted referrals
 	// overdue at now (lifecycle.Overdue), found by their deadline.
 	OverdueReportRows(now time.Time, visit func(*report.Row) error) error

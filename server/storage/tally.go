@@ -158,8 +158,11 @@ func (t *tx) retallyConsent(consent string) error {
 // either end, each with the time its period starts (a row's: its
 // create_time). So a report reads sums, not referrals, whatever its
 // period.
-func (t *tx) ReportSums(from, to time.Time, into report.Sink) error {
+func (t *tx) ReportSums(from, to time.Time, service string, into report.Sink) error {
 	r := sumsReader{t: t, into: into}
+	if service != "" {
+		r.service = prefix(service)
+	}
 	lo, hi := from, to
 	bounded := func(x time.Time) bool { return !x.IsZero() }
 	before := func(a, b time.Time) bool { return !bounded(b) || a.Before(b) } // a < b, b zero: +inf
@@ -224,18 +227,32 @@ func (t *tx) ReportSums(from, to time.Time, into report.Sink) error {
 
 // sumsReader gives what it reads of a report's period to a sink.
 type sumsReader struct {
-	t    *tx
-	into report.Sink
+	t       *tx
+	into    report.Sink
+	service []byte // service 0: only its rows and sums, sought in each period
 }
 
 // sums visits the sums of kind from period first up to, not including,
 // last (when bounded).
 func (r *sumsReader) sums(kind byte, first, last uint32, bounded bool) error {
 	c := r.t.b(bReportSums).Cursor()
-	for k, v := c.Seek(append([]byte{kind}, binary.BigEndian.AppendUint32(nil, first)...)); k != nil && k[0] == kind; k, v = c.Next() {
+	start := func(period uint32) []byte {
+		return append(binary.BigEndian.AppendUint32([]byte{kind}, period), r.service...)
+	}
+	for k, v := c.Seek(start(first)); k != nil && k[0] == kind; {
 		period := binary.BigEndian.Uint32(k[1:5])
 		if bounded && period >= last {
 			return nil
+		}
+		if r.service != nil && !bytes.HasPrefix(k[5:], r.service) {
+			// Another service's: on to this period's sums of the service,
+			// or past them to the next period's.
+			next := start(period)
+			if bytes.Compare(k, next) > 0 {
+				next = start(period + 1)
+			}
+			k, v = c.Seek(next)
+			continue
 		}
 		var at time.Time
 		if kind == sumsDay {
@@ -246,6 +263,7 @@ func (r *sumsReader) sums(kind byte, first, last uint32, bounded bool) error {
 		if err := r.into.AddSums(at, v); err != nil {
 			return fmt.Errorf("report sums: %w", err)
 		}
+		k, v = c.Next()
 	}
 	return nil
 }
@@ -256,6 +274,15 @@ func (r *sumsReader) rows(from, to time.Time) error {
 	c := r.t.b(bReportRows).Cursor()
 	end := ts(to)
 	for k, v := c.Seek(ts(from)); k != nil && bytes.Compare(k[:8], end) < 0; k, v = c.Next() {
+		if r.service != nil {
+			k, err := report.DecodeKey(v)
+			if err != nil {
+				return fmt.Errorf("a report row: %w", err)
+			}
+			if k.Service+"\x00" != string(r.service) {
+				continue
+			}
+		}
 		if err := r.into.AddRow(v); err != nil {
 			return fmt.Errorf("a report row: %w", err)
 		}

@@ -486,7 +486,7 @@ func TestFillsWhatReportsCount(t *testing.T) {
 	held := func(s storage.Store) string {
 		var out []string
 		err := s.View(context.Background(), func(tx storage.ReadTx) error {
-			err := tx.ReportSums(time.Time{}, time.Time{}, report.SumsFunc(func(at time.Time, sums *report.Sums) error {
+			err := tx.ReportSums(time.Time{}, time.Time{}, "", report.SumsFunc(func(at time.Time, sums *report.Sums) error {
 				b, err := json.Marshal(sums)
 				out = append(out, at.String()+" "+string(b))
 				return err

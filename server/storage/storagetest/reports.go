@@ -31,6 +31,9 @@ func testReportSums(t *testing.T, open Opener) {
 		time.Date(2026, 3, 3, 10, 0, 0, 0, uk), time.Date(2026, 3, 29, 0, 30, 0, 0, uk),
 		time.Date(2026, 3, 31, 23, 59, 0, 0, uk), time.Date(2026, 4, 1, 0, 0, 0, 0, uk),
 	}
+	// A report of one service seeks its sums past those of services
+	// before and after it.
+	services := []string{"organizations/g/services/a", "organizations/g/services/svc", "organizations/g/services/z"}
 	update(t, s, func(tx storage.WriteTx) error {
 		if err := tx.CreateConsent(evaluation); err != nil {
 			return err
@@ -39,7 +42,9 @@ func testReportSums(t *testing.T, open Opener) {
 			return err
 		}
 		for i, at := range made {
-			if err := tx.CreateReferral(referral(fmt.Sprint("r", i), "organizations/lw", "organizations/g", at), nil); err != nil {
+			r := referral(fmt.Sprint("r", i), "organizations/lw", "organizations/g", at)
+			r.RecipientService = services[i%len(services)]
+			if err := tx.CreateReferral(r, nil); err != nil {
 				return err
 			}
 		}
@@ -48,11 +53,14 @@ func testReportSums(t *testing.T, open Opener) {
 		other.Consent = careOnly.Name
 		return tx.CreateReferral(other, nil)
 	})
-	count := func(from, to time.Time) (n, pairs int64) {
+	countOf := func(from, to time.Time, service string) (n, pairs int64) {
 		view(t, s, func(tx storage.ReadTx) error {
-			return tx.ReportSums(from, to, report.SumsFunc(func(at time.Time, sums *report.Sums) error {
+			return tx.ReportSums(from, to, service, report.SumsFunc(func(at time.Time, sums *report.Sums) error {
 				if !from.IsZero() && at.Before(from) {
 					t.Errorf("sums of %v for [%v, %v)", at, from, to)
+				}
+				if service != "" && sums.Service != service {
+					t.Errorf("sums of %s for a report of %s", sums.Service, service)
 				}
 				n += sums.N
 				for _, m := range sums.All.Groups {
@@ -63,6 +71,7 @@ func testReportSums(t *testing.T, open Opener) {
 		})
 		return n, pairs
 	}
+	count := func(from, to time.Time) (n, pairs int64) { return countOf(from, to, "") }
 	bounds := []time.Time{{}, made[0].Add(-time.Hour), made[0], made[1], made[1].Add(time.Minute), made[2],
 		time.Date(2026, 2, 2, 0, 0, 0, 0, uk), time.Date(2026, 2, 28, 0, 0, 0, 0, uk), time.Date(2026, 3, 1, 0, 0, 0, 0, uk),
 		made[4].Add(time.Hour), time.Date(2026, 3, 29, 0, 0, 0, 0, uk), made[6], made[7], made[7].Add(time.Second),
@@ -85,6 +94,17 @@ func testReportSums(t *testing.T, open Opener) {
 				}
 				if n, _ := count(from, to); n != want {
 					t.Errorf("%s: [%v, %v) counts %d referrals, want %d", what, from, to, n, want)
+				}
+				for j, svc := range services {
+					want := int64(0)
+					for i, at := range made {
+						if i%len(services) == j && !at.Before(from) && (to.IsZero() || at.Before(to)) && what != "withdrawn" {
+							want++
+						}
+					}
+					if n, _ := countOf(from, to, svc); n != want {
+						t.Errorf("%s: [%v, %v) counts %d referrals of %s, want %d", what, from, to, n, svc, want)
+					}
 				}
 			}
 		}
@@ -124,7 +144,7 @@ func testReportSums(t *testing.T, open Opener) {
 	}
 	completed := int64(0)
 	view(t, s, func(tx storage.ReadTx) error {
-		return tx.ReportSums(time.Time{}, time.Time{}, report.SumsFunc(func(_ time.Time, sums *report.Sums) error {
+		return tx.ReportSums(time.Time{}, time.Time{}, "", report.SumsFunc(func(_ time.Time, sums *report.Sums) error {
 			completed += sums.Completed
 			return nil
 		}))
