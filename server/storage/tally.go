@@ -152,12 +152,11 @@ func (t *tx) retallyConsent(consent string) error {
 	return nil
 }
 
-// ReportSums visits what reports count of the referrals made in [from, to)
-// (a zero time: no bound): the sums of the whole months in it, of the
-// whole days (UK time) beside them, and the rows of the part of a day at
-// either end, each with the time its period starts (a row's: its
-// create_time). So a report reads sums, not referrals, whatever its
-// period.
+// ReportSums gives into, encoded, what reports count of the referrals made
+// in [from, to) (a zero time: no bound) to service ("": any): the sums of
+// the whole months in it and of the whole days (UK time) beside them, each
+// with the time its period starts, and the rows of the part of a day at
+// either end. So a report reads sums, not referrals, whatever its period.
 func (t *tx) ReportSums(from, to time.Time, service string, into report.Sink) error {
 	r := sumsReader{t: t, into: into}
 	if service != "" {
@@ -275,11 +274,11 @@ func (r *sumsReader) rows(from, to time.Time) error {
 	end := ts(to)
 	for k, v := c.Seek(ts(from)); k != nil && bytes.Compare(k[:8], end) < 0; k, v = c.Next() {
 		if r.service != nil {
-			k, err := report.DecodeKey(v)
+			rk, err := report.DecodeKey(v)
 			if err != nil {
 				return fmt.Errorf("a report row: %w", err)
 			}
-			if k.Service+"\x00" != string(r.service) {
+			if rk.Service+"\x00" != string(r.service) {
 				continue
 			}
 		}
